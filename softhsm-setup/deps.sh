@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages smime-agent needs to build, test and demo.
+# Idempotent: when everything is already installed it only checks and returns.
+set -euo pipefail
+
+packages=(
+  # build
+  pkg-config libpcsclite-dev
+  # tokens and readers
+  softhsm2 opensc opensc-pkcs11 pcscd pcsc-tools vsmartcard-vpcd
+  # reference peers
+  openssl gpgsm libnss3-tools libengine-pkcs11-openssl
+  # PIN entry, and the terminal the tests type PINs into
+  pinentry-tty tmux util-linux
+)
+
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  exit 0
+fi
+
+echo "deps.sh: installing ${missing[*]}" >&2
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+  sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -qq
+"${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -1,0 +1,1 @@
+//! Placeholder: the virtual PIV card (issue 3).
