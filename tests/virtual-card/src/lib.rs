@@ -1,1 +1,160 @@
-//! Placeholder: the virtual PIV card (issue 3).
+//! A virtual PIV smart card in a virtual reader, for tests that need a card they can insert,
+//! pull and type PINs into — with no hardware.
+//!
+//! The path is the one a physical card takes: **card** (this crate, a TCP client of
+//! vsmartcard-vpcd) → **vpcd reader** (a pcscd driver) → a **private pcscd** (its own
+//! socket, its own reader configuration, free ports) → **OpenSC's PKCS#11 module** → the
+//! application. Whatever the application sees is what it would see with a real PIV card.
+//!
+//! # Test support
+//!
+//! ```no_run
+//! use virtual_piv_card::{CardRig, PivSlot, SlotSpec};
+//!
+//! # fn main() -> Result<(), virtual_piv_card::RigError> {
+//! let dir = tempfile::tempdir().unwrap();
+//! let rig = CardRig::start(dir.path())?;
+//! rig.insert(
+//!     "alice",
+//!     0,
+//!     "123456",
+//!     &[SlotSpec::new(PivSlot::Signature, "pki/alice-sign-rsa.key.pem", "pki/alice-sign-rsa.pem")],
+//! )?;
+//! // Any PC/SC client started now, with this variable, sees the card:
+//! let status = std::process::Command::new("pkcs11-tool")
+//!     .args(["--module", virtual_piv_card::OPENSC_PKCS11, "-L"])
+//!     .env("PCSCLITE_CSOCK_NAME", rig.csock_path())
+//!     .status();
+//! rig.remove("alice")?; // pulled: the token disappears
+//! # Ok(()) }
+//! // Dropping the rig pulls every card and stops pcscd, also when a test panics.
+//! ```
+//!
+//! libpcsclite reads `PCSCLITE_CSOCK_NAME` once per process. A test that loads OpenSC
+//! *in-process* must set it before the first PC/SC call and can use only one rig; tests
+//! that run tools or the agent as child processes pass [`CardRig::env`] to each and can
+//! run many rigs in parallel.
+//!
+//! # Pieces
+//! - [`card`]: the PIV application (APDU in, APDU out), [`keys`] and [`pin`] its contents.
+//! - [`vpcd`]: the card's connection to a vpcd reader.
+//! - [`pcscd`]: starting a private pcscd with vpcd readers.
+//! - [`rig`]: [`CardRig`], the test-support handle that ties them together.
+//! - [`cli`]: the `virtual-piv-card` and `card-rig` commands.
+
+#![deny(unsafe_code)]
+
+pub mod apdu;
+pub mod card;
+pub mod cli;
+pub mod keys;
+pub mod pcscd;
+pub mod pin;
+pub mod rig;
+pub mod tlv;
+pub mod vpcd;
+
+use std::io;
+use std::path::PathBuf;
+
+pub use card::{CardConfig, PivCard};
+pub use keys::{PivSlot, SlotSpec};
+pub use rig::{CardRig, RigOptions};
+
+/// Debian's OpenSC PKCS#11 module.
+pub const OPENSC_PKCS11: &str = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so";
+
+/// A card could not be made from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum CardError {
+    #[error("key file {path}: {reason}")]
+    KeyFile { path: PathBuf, reason: String },
+    #[error("certificate file {path}: {reason}")]
+    CertFile { path: PathBuf, reason: String },
+    #[error(
+        "slot {slot}: the certificate {cert} is not for the key {key}; give the key and \
+         certificate of the same user"
+    )]
+    KeyMismatch {
+        slot: PivSlot,
+        key: PathBuf,
+        cert: PathBuf,
+    },
+    #[error("slot {spec:?}: {reason}")]
+    BadSlotSpec { spec: String, reason: String },
+    #[error("PIN: {0}")]
+    BadPin(String),
+    #[error("PIN state file {path}: {reason}")]
+    StateFile { path: PathBuf, reason: String },
+}
+
+/// The rig could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum RigError {
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{what} not found: {hint}")]
+    Missing {
+        what: &'static str,
+        hint: &'static str,
+    },
+    #[error(
+        "socket path {0} is longer than the 107 bytes a Unix socket allows; use a shorter \
+         rig directory"
+    )]
+    SocketPathTooLong(PathBuf),
+    #[error("pcscd exited at start ({status}); see {log}")]
+    PcscdExited { status: String, log: PathBuf },
+    #[error("pcscd's readers do not listen on ports {ports}; see {log}")]
+    ReadersNotListening { ports: String, log: PathBuf },
+    #[error("card: {0}")]
+    Card(#[from] CardError),
+    #[error(
+        "card name {0:?}: use letters, digits, '.', '_' and '-' (it names files in the rig \
+         directory)"
+    )]
+    BadCardName(String),
+    #[error("card {0:?} is already inserted; remove it first")]
+    CardAlreadyInserted(String),
+    #[error("card {0:?} is not inserted")]
+    CardNotInserted(String),
+    #[error("reader {reader} does not exist; this rig has readers 0 to {last}")]
+    NoSuchReader { reader: u8, last: u8 },
+    #[error("reader {reader} already holds card {card:?}; remove it first")]
+    ReaderBusy { reader: u8, card: String },
+    #[error("the reader on port {port} did not take the card within {seconds} s; see {log}")]
+    CardNotSeen {
+        port: u16,
+        seconds: u64,
+        log: PathBuf,
+    },
+    #[error("no card rig runs in {0}; start one with `card-rig up {0}`")]
+    NotRunning(PathBuf),
+    #[error("a card rig already runs in {0}; stop it with `card-rig down {0}`")]
+    AlreadyRunning(PathBuf),
+    #[error("rig state {path}: {reason}")]
+    BadState { path: PathBuf, reason: String },
+}
+
+impl RigError {
+    pub(crate) fn io(what: impl Into<String>, source: io::Error) -> Self {
+        RigError::Io {
+            what: what.into(),
+            source,
+        }
+    }
+}
+
+/// Whether `name` can name a card (and its files).
+pub(crate) fn valid_card_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
