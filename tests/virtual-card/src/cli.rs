@@ -319,6 +319,8 @@ impl RigState {
 struct CardRecord {
     pid: u32,
     reader: u8,
+    /// The PIN's retry limit, shown while the counter file does not exist yet.
+    pin_tries: u8,
 }
 
 impl CardRecord {
@@ -334,6 +336,7 @@ impl CardRecord {
         let record = CardRecord {
             pid: field(&fields, "pid")?,
             reader: field(&fields, "reader")?,
+            pin_tries: field(&fields, "pin-tries").unwrap_or(3),
         };
         if record.is_alive(layout, name) {
             Some(record)
@@ -546,11 +549,15 @@ fn insert(
     let record = CardRecord {
         pid: child.id(),
         reader,
+        pin_tries,
     };
     let record_path = CardRecord::path(&layout, name);
     fs::write(
         &record_path,
-        format!("pid {}\nreader {}\n", record.pid, record.reader),
+        format!(
+            "pid {}\nreader {}\npin-tries {}\n",
+            record.pid, record.reader, record.pin_tries
+        ),
     )
     .map_err(|e| RigError::io(format!("writing {}", record_path.display()), e))?;
 
@@ -643,11 +650,11 @@ fn status(dir: &Path) -> Result<(), RigError> {
         let port = state.base_port + u16::from(reader);
         match cards.iter().find(|(_, r)| r.reader == reader) {
             Some((name, record)) => {
-                let tries = fs::read_to_string(layout.pin_state(name)).unwrap_or_default();
-                let tries = tries
+                let text = fs::read_to_string(layout.pin_state(name)).unwrap_or_default();
+                let tries = text
                     .trim()
                     .strip_prefix("pin-tries-left ")
-                    .unwrap_or("full");
+                    .map_or_else(|| record.pin_tries.to_string(), str::to_owned);
                 println!(
                     "reader {reader} (port {port}): card {name} (pid {}, PIN tries left {tries})",
                     record.pid

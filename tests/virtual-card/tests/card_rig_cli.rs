@@ -1,0 +1,191 @@
+//! `softhsm-setup/card-rig` from a shell's point of view: up, insert, remove, down, with
+//! pkcs11-tool watching through the exported socket.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{ok, pki, workspace_root};
+use virtual_piv_card::OPENSC_PKCS11;
+
+/// Runs the wrapper script with the binary cargo built for this test (no nested build).
+fn card_rig(args: &[&str]) -> Output {
+    Command::new(workspace_root().join("softhsm-setup/card-rig"))
+        .args(args)
+        .env("CARD_RIG_BIN", env!("CARGO_BIN_EXE_card-rig"))
+        .output()
+        .expect("softhsm-setup/card-rig runs")
+}
+
+/// Stops the rig even when an assertion fails.
+struct Down<'a>(&'a str);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = card_rig(&["down", self.0]);
+    }
+}
+
+fn pkcs11_list(csock: &str) -> String {
+    let out = Command::new("pkcs11-tool")
+        .args(["--module", OPENSC_PKCS11, "-L"])
+        .env("PCSCLITE_CSOCK_NAME", csock)
+        .output()
+        .expect("pkcs11-tool runs");
+    ok("pkcs11-tool -L", &out)
+}
+
+fn key_cert(name: &str) -> String {
+    let pki: PathBuf = pki().to_owned();
+    format!(
+        "{}:{}",
+        pki.join(format!("{name}.key.pem")).display(),
+        pki.join(format!("{name}.pem")).display()
+    )
+}
+
+fn pid_of(state: &Path, key: &str) -> u32 {
+    std::fs::read_to_string(state)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {key} in {}", state.display()))
+}
+
+#[test]
+fn card_rig_command_starts_inserts_pulls_and_stops() {
+    let tmp = tempfile::Builder::new()
+        .prefix("card-rig-cli-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = tmp.path().join("rig");
+    let dir = dir.to_str().unwrap();
+    let _down = Down(dir);
+
+    let up = ok("card-rig up", &card_rig(&["up", dir]));
+    let csock = up
+        .trim()
+        .strip_prefix("PCSCLITE_CSOCK_NAME=")
+        .and_then(|rest| rest.strip_suffix("; export PCSCLITE_CSOCK_NAME"))
+        .unwrap_or_else(|| panic!("up printed {up:?}"))
+        .to_owned();
+    assert!(Path::new(&csock).exists(), "{csock}");
+    let again = card_rig(&["up", dir]);
+    assert!(
+        !again.status.success(),
+        "a second `up` in the same directory"
+    );
+    assert!(pkcs11_list(&csock).contains("(empty)"));
+
+    ok(
+        "card-rig insert",
+        &card_rig(&[
+            "insert",
+            dir,
+            "alice",
+            "--reader",
+            "0",
+            "--pin",
+            "123456",
+            "--slot",
+            &format!("9c={}", key_cert("alice-sign-rsa")),
+            "--slot",
+            &format!("9d={}", key_cert("alice-enc-rsa")),
+        ]),
+    );
+    ok(
+        "card-rig insert bob",
+        &card_rig(&[
+            "insert",
+            dir,
+            "bob",
+            "--reader",
+            "1",
+            "--pin",
+            "87654321",
+            "--slot",
+            &format!("9c={}", key_cert("bob-dual-rsa")),
+        ]),
+    );
+    let busy = card_rig(&[
+        "insert",
+        dir,
+        "carol",
+        "--reader",
+        "1",
+        "--pin",
+        "123456",
+        "--slot",
+        &format!("9c={}", key_cert("carol-san-rsa")),
+    ]);
+    assert!(!busy.status.success(), "two cards in one reader");
+    let listing = pkcs11_list(&csock);
+    assert!(
+        listing.contains("Alice Example") && listing.contains("Bob Example"),
+        "{listing}"
+    );
+    let status = ok("card-rig status", &card_rig(&["status", dir]));
+    assert!(
+        status.contains("card alice") && status.contains("card bob"),
+        "{status}"
+    );
+
+    // A wrong PIN, a pull and a re-insertion: the counter is kept.
+    let wrong = Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            OPENSC_PKCS11,
+            "--slot-index",
+            "0",
+            "--login",
+            "--pin",
+            "000000",
+            "-O",
+        ])
+        .env("PCSCLITE_CSOCK_NAME", &csock)
+        .output()
+        .unwrap();
+    assert!(!wrong.status.success());
+    ok("card-rig remove", &card_rig(&["remove", dir, "alice"]));
+    let listing = pkcs11_list(&csock);
+    assert!(
+        !listing.contains("Alice Example") && listing.contains("Bob Example"),
+        "{listing}"
+    );
+    assert!(!card_rig(&["remove", dir, "alice"]).status.success());
+    ok(
+        "card-rig insert again",
+        &card_rig(&[
+            "insert",
+            dir,
+            "alice",
+            "--reader",
+            "0",
+            "--pin",
+            "123456",
+            "--slot",
+            &format!("9c={}", key_cert("alice-sign-rsa")),
+        ]),
+    );
+    let status = ok("card-rig status", &card_rig(&["status", dir]));
+    assert!(
+        status.contains("card alice") && status.contains("PIN tries left 2"),
+        "{status}"
+    );
+    assert!(pkcs11_list(&csock).contains("Alice Example"));
+
+    // down stops pcscd and the cards' processes.
+    let state = Path::new(dir).join("rig.state");
+    let pcscd = pid_of(&state, "pcscd-pid");
+    let alice = pid_of(&Path::new(dir).join("cards/alice.card"), "pid");
+    ok("card-rig down", &card_rig(&["down", dir]));
+    for pid in [pcscd, alice] {
+        assert!(
+            !virtual_piv_card::pcscd::process_alive(pid),
+            "process {pid} survived `down`"
+        );
+    }
+    assert!(!Path::new(&csock).exists());
+    assert!(!card_rig(&["status", dir]).status.success());
+}
