@@ -1,1 +1,126 @@
-fn main() {}
+//! The `smime-agent` command: `serve` runs the agent; the other subcommands are thin
+//! clients of a running agent (see `cli/`).
+
+mod cli;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "smime-agent",
+    version,
+    about = "Smart card / PKCS#11 S/MIME agent: signs mail with keys that never leave their token",
+    long_about = "Smart card / PKCS#11 S/MIME agent.\n\n\
+        `smime-agent serve` runs the agent; the other commands talk to it over its socket \
+        (SMIME_AGENT_SOCK, else the default path). Configuration: \
+        $XDG_CONFIG_HOME/smime-agent/config.toml (see `smime-agent config --defaults`)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent (in the background unless --foreground).
+    Serve(ServeArgs),
+    /// Show the agent, its modules, tokens and certificates.
+    Status {
+        /// Print the agent's JSON answer.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// List the certificates of the keys on present tokens.
+    Certs {
+        /// Print the agent's JSON answer.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Sign a MIME entity (headers, empty line, body) as ADDRESS.
+    Sign {
+        /// The signer's e-mail address.
+        #[arg(long, value_name = "ADDRESS")]
+        signer: String,
+        /// Opaque signature (application/pkcs7-mime) instead of multipart/signed.
+        #[arg(long)]
+        opaque: bool,
+        /// Read the MIME entity from FILE instead of stdin.
+        #[arg(long = "in", value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// Write the signed entity to FILE instead of stdout.
+        #[arg(long = "out", value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        pin: cli::PinArgs,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Check a configuration file, or print the default one.
+    Config {
+        /// Print the default configuration, commented.
+        #[arg(long)]
+        defaults: bool,
+        /// The configuration file to check (default: the standard location).
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Configuration file (default: $XDG_CONFIG_HOME/smime-agent/config.toml).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Socket path (default: [agent] socket, else $XDG_RUNTIME_DIR/smime-agent/agent.sock).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+    /// Stay in the foreground and log to stderr.
+    #[arg(long)]
+    foreground: bool,
+    /// Where the background agent logs (default: agent.log beside the socket).
+    #[arg(long, value_name = "FILE")]
+    log_file: Option<PathBuf>,
+    /// Internal: set by the parent when it starts the background agent.
+    #[arg(long, hide = true)]
+    daemon_child: bool,
+}
+
+#[derive(Args)]
+pub struct ConnArgs {
+    /// The agent's socket (default: $SMIME_AGENT_SOCK, else the default path).
+    #[arg(long, value_name = "PATH")]
+    socket: Option<PathBuf>,
+}
+
+impl ConnArgs {
+    fn path(&self) -> PathBuf {
+        self.socket
+            .clone()
+            .unwrap_or_else(smime_agent_proto::paths::client_socket_path)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => cli::serve(args),
+        Command::Status { json, conn } => cli::status(&conn.path(), json),
+        Command::Certs { json, conn } => cli::certs(&conn.path(), json),
+        Command::Sign {
+            signer,
+            opaque,
+            input,
+            output,
+            pin,
+            conn,
+        } => cli::sign(&conn.path(), signer, opaque, input, output, pin),
+        Command::Config { defaults, config } => cli::config(defaults, config),
+    }
+}

@@ -1,0 +1,36 @@
+//! Where the agent's socket lives.
+//!
+//! The agent listens on `$XDG_RUNTIME_DIR/smime-agent/agent.sock` when `XDG_RUNTIME_DIR` is
+//! set (it is a per-user 0700 directory on systemd systems), else on
+//! `/tmp/smime-agent-$UID/agent.sock`. Clients look at `SMIME_AGENT_SOCK` first.
+
+use std::path::PathBuf;
+
+/// The agent's default socket path (ignores `SMIME_AGENT_SOCK`, which is for clients).
+pub fn default_socket_path() -> PathBuf {
+    default_socket_path_for(current_uid())
+}
+
+/// The default socket path of user `uid`.
+pub fn default_socket_path_for(uid: u32) -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("smime-agent").join("agent.sock"),
+        _ => PathBuf::from(format!("/tmp/smime-agent-{uid}")).join("agent.sock"),
+    }
+}
+
+/// The socket a client should connect to: `SMIME_AGENT_SOCK`, else the default.
+pub fn client_socket_path() -> PathBuf {
+    match std::env::var_os(crate::SOCKET_ENV) {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => default_socket_path(),
+    }
+}
+
+/// The real uid of this process, read from `/proc/self` so this crate needs no unsafe code.
+fn current_uid() -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid())
+        .unwrap_or(0)
+}

@@ -1,0 +1,692 @@
+//! The messages of the protocol, as serde types.
+//!
+//! Client to agent: [`Request`] (`{"id":..,"op":"..",...params}`).
+//! Agent to client: [`Response`] (`{"id":..,"ok":{..}}` or `{"id":..,"error":{..}}`) and
+//! [`Event`] (`{"event":"..",...}`), told apart by [`AgentFrame::parse`].
+//!
+//! Requests are strict: an unknown field is a `bad_request`, so a misspelt option is never
+//! silently ignored. Responses and events may grow new fields in a later minor release;
+//! clients must ignore fields they do not know.
+
+use std::fmt;
+
+use base64::Engine as _;
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use zeroize::Zeroizing;
+
+/// A request id, chosen by the client: a non-negative integer or a string (at most
+/// [`MAX_ID_STRING_LEN`] bytes). The agent echoes it in the response.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum RequestId {
+    Num(u64),
+    Str(String),
+}
+
+/// Longest string id the agent accepts.
+pub const MAX_ID_STRING_LEN: usize = 128;
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RequestId::Num(n) => write!(f, "{n}"),
+            RequestId::Str(s) => write!(f, "{s:?}"),
+        }
+    }
+}
+
+impl From<u64> for RequestId {
+    fn from(n: u64) -> Self {
+        RequestId::Num(n)
+    }
+}
+
+/// Binary data, carried as standard base64 (RFC 4648 section 4, with padding).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Base64Bytes(pub Vec<u8>);
+
+impl fmt::Debug for Base64Bytes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Base64Bytes({} bytes)", self.0.len())
+    }
+}
+
+impl From<Vec<u8>> for Base64Bytes {
+    fn from(v: Vec<u8>) -> Self {
+        Base64Bytes(v)
+    }
+}
+
+impl Serialize for Base64Bytes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Base64Bytes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(s.as_bytes())
+            .map(Base64Bytes)
+            .map_err(|e| serde::de::Error::custom(format!("invalid base64: {e}")))
+    }
+}
+
+impl JsonSchema for Base64Bytes {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Base64Bytes".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "contentEncoding": "base64",
+            "description": "Binary data as standard base64 with padding (RFC 4648 section 4)."
+        })
+    }
+}
+
+/// A PIN on its way to the agent. Its memory is wiped when dropped, and it never prints.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pin(Zeroizing<String>);
+
+impl Pin {
+    pub fn new(pin: impl Into<String>) -> Self {
+        Pin(Zeroizing::new(pin.into()))
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Pin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Pin(<redacted>)")
+    }
+}
+
+impl Serialize for Pin {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Pin {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d).map(|s| Pin(Zeroizing::new(s)))
+    }
+}
+
+impl JsonSchema for Pin {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Pin".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "The PIN as typed by the person. Never logged by the agent."
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Requests
+// ---------------------------------------------------------------------------------------
+
+/// One request frame: `{"id": .., "op": "..", ...parameters of the op}`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Request {
+    pub id: RequestId,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// The operations, tagged by the `op` field.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// First request on every connection.
+    Hello(HelloParams),
+    /// The agent, its modules, tokens and certificates.
+    Status(StatusParams),
+    /// The certificates of the user's keys in the session store.
+    ListCerts(ListCertsParams),
+    /// Sign a MIME entity with the key of an address.
+    Sign(SignParams),
+    /// Answer a `pin_needed` event.
+    Pin(PinParams),
+}
+
+impl Op {
+    /// The `op` names the agent knows, in protocol version 1.
+    pub const NAMES: &'static [&'static str] = &["hello", "status", "list_certs", "sign", "pin"];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Hello(_) => "hello",
+            Op::Status(_) => "status",
+            Op::ListCerts(_) => "list_certs",
+            Op::Sign(_) => "sign",
+            Op::Pin(_) => "pin",
+        }
+    }
+}
+
+/// `hello`: the protocol version, and what the client can do.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HelloParams {
+    /// The protocol version the client speaks ([`crate::PROTOCOL_VERSION`]).
+    pub version: u32,
+    /// The client's name and version, for the agent's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// True when the client answers `pin_needed` events itself (PIN source `client`).
+    #[serde(default)]
+    pub pin_prompt: bool,
+    /// Where a pinentry started on behalf of this client should ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinentry: Option<PinentryEnv>,
+}
+
+/// The client's terminal and display, passed on to pinentry (Assuan `OPTION ttyname=`,
+/// `OPTION ttytype=`, `OPTION display=`), as gpg-agent does.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PinentryEnv {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttyname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttytype: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<String>,
+}
+
+/// `status` takes no parameters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusParams {}
+
+/// `list_certs`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListCertsParams {
+    /// Include each certificate's DER encoding.
+    #[serde(default)]
+    pub include_der: bool,
+}
+
+/// `sign`: sign a MIME entity (headers, blank line, body) with the key of `signer`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignParams {
+    /// The signer's e-mail address; the agent selects the certificate.
+    pub signer: String,
+    /// The MIME entity to sign. Line ends are canonicalized to CRLF before signing.
+    pub content: Base64Bytes,
+    /// `clear` (multipart/signed) or `opaque` (application/pkcs7-mime). Default: the
+    /// policy's `clear_sign`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<SignFormat>,
+}
+
+/// How a signed message is packaged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SignFormat {
+    /// `multipart/signed` with a detached `application/pkcs7-signature` part: readable by
+    /// clients without S/MIME.
+    Clear,
+    /// `application/pkcs7-mime; smime-type=signed-data`: the content inside the CMS object.
+    Opaque,
+}
+
+/// `pin`: the answer to a `pin_needed` event. Exactly one of `pin` and `cancel`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PinParams {
+    /// The `prompt` number of the `pin_needed` event being answered.
+    pub prompt: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<Pin>,
+    /// The person declined: the waiting request ends with `pin_cancelled`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel: bool,
+}
+
+// ---------------------------------------------------------------------------------------
+// Results
+// ---------------------------------------------------------------------------------------
+
+/// Result of `hello`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct HelloResult {
+    pub protocol_version: u32,
+    /// The agent's name and version, e.g. `smime-agent 0.1.0`.
+    pub agent: String,
+    /// The operations this agent serves.
+    pub capabilities: Vec<String>,
+    /// The largest frame the agent reads; a larger one is answered with `frame_too_large`.
+    pub max_frame_bytes: u64,
+    /// Where PINs come from: `pinentry`, `client` or `pinpad`.
+    pub pin_source: String,
+}
+
+/// Result of `status`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct StatusResult {
+    pub agent: AgentInfo,
+    pub modules: Vec<ModuleStatus>,
+    pub tokens: Vec<TokenStatus>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct AgentInfo {
+    pub version: String,
+    pub protocol_version: u32,
+    pub pid: u32,
+    pub socket: String,
+    /// Seconds since the agent started.
+    pub uptime_secs: u64,
+}
+
+/// A configured PKCS#11 module.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ModuleStatus {
+    pub path: String,
+    /// `auto`, `hardware` or `software`, as configured.
+    pub kind: String,
+    /// The library's own description and version, when it loaded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library: Option<String>,
+    /// Why the module is not usable, when it is not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// Names a token in responses and events.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct TokenRef {
+    /// Stable id of the token in this agent: derived from module, serial and label.
+    pub id: String,
+    pub label: String,
+    pub serial: String,
+}
+
+/// A token present now.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct TokenStatus {
+    #[serde(flatten)]
+    pub token: TokenRef,
+    pub manufacturer: String,
+    pub model: String,
+    /// The module's path.
+    pub module: String,
+    /// Keys on hardware (smart card, HSM) rather than in software.
+    pub hardware: bool,
+    /// A removable device (smart card, USB token).
+    pub removable: bool,
+    pub pin: PinStatus,
+    pub certificates: Vec<CertInfo>,
+}
+
+/// What the agent knows of a token's PIN. Never the PIN itself.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct PinStatus {
+    /// A PIN for this token is held in the agent's cache.
+    pub cached: bool,
+    /// The token takes the PIN on its own keypad (protected authentication path).
+    pub protected_path: bool,
+    pub retries: PinRetries,
+}
+
+/// The token's PIN retry state, from its flags.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PinRetries {
+    /// No failed attempts reported (or the token does not say).
+    Ok,
+    /// A wrong PIN was entered at least once (CKF_USER_PIN_COUNT_LOW).
+    Low,
+    /// One more wrong PIN locks the token (CKF_USER_PIN_FINAL_TRY).
+    FinalTry,
+    /// The PIN is locked (CKF_USER_PIN_LOCKED).
+    Locked,
+}
+
+/// A certificate of one of the user's keys.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct CertInfo {
+    /// RFC 4514 string.
+    pub subject: String,
+    pub issuer: String,
+    /// Serial number, lowercase hex.
+    pub serial: String,
+    /// RFC 3339, UTC.
+    pub not_before: String,
+    pub not_after: String,
+    /// E-mail addresses: subject emailAddress, a CN that is an address, subjectAltName
+    /// rfc822Name.
+    pub emails: Vec<String>,
+    /// `rsa-2048`, `ec-p256`, `ec-p384`, ...
+    pub key: String,
+    /// keyUsage bits by their RFC 5280 names; empty when the extension is absent.
+    pub key_usage: Vec<String>,
+    /// extendedKeyUsage purposes by name (or dotted OID); empty when absent.
+    pub ext_key_usage: Vec<String>,
+    /// SHA-256 of the DER, lowercase hex.
+    pub sha256: String,
+    /// The CKA_ID that pairs the certificate with its private key, lowercase hex.
+    pub key_id: String,
+    pub token: TokenRef,
+    pub hardware: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub der: Option<Base64Bytes>,
+}
+
+/// Result of `list_certs`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ListCertsResult {
+    pub certificates: Vec<CertInfo>,
+}
+
+/// Result of `sign`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct SignResult {
+    /// The signed MIME entity, CRLF line ends.
+    pub mime: Base64Bytes,
+    pub format: SignFormat,
+    /// Digest algorithm used: `sha256`, `sha384` or `sha512`.
+    pub digest_algorithm: String,
+    /// The signer's certificate.
+    pub certificate: CertInfo,
+    /// Why this certificate was chosen (the selection rule that decided).
+    pub why: String,
+}
+
+/// Result of `pin`: empty.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct PinResult {}
+
+// ---------------------------------------------------------------------------------------
+// Responses and errors
+// ---------------------------------------------------------------------------------------
+
+/// One response frame: exactly one per request.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Response {
+    /// The request's id; `null` only when the request was so malformed that its id could not
+    /// be read.
+    pub id: Option<RequestId>,
+    #[serde(flatten)]
+    pub outcome: Outcome,
+}
+
+/// `{"ok": {...}}` or `{"error": {...}}`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Ok(serde_json::Value),
+    Error(ErrorBody),
+}
+
+/// The error of a failed request.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    /// For people: names the thing (address, token, certificate) and what to do next.
+    pub message: String,
+    /// `pin_incorrect`: tries left, when the token tells (1 on the final try).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries_left: Option<u32>,
+    /// `pin_incorrect`, `pin_locked`: the token's retry state after the attempt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_retries: Option<PinRetries>,
+    /// The token the error concerns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<TokenRef>,
+    /// `unsupported_version`: the versions the agent speaks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub supported_versions: Option<Vec<u32>>,
+    /// `frame_too_large`: the agent's bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_frame_bytes: Option<u64>,
+}
+
+impl ErrorBody {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ErrorBody {
+            code,
+            message: message.into(),
+            retries_left: None,
+            pin_retries: None,
+            token: None,
+            supported_versions: None,
+            max_frame_bytes: None,
+        }
+    }
+}
+
+impl fmt::Display for ErrorBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+/// The closed set of error codes. A client acts on the code, never on the message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not a valid request (not JSON, missing `id`/`op`, wrong or unknown
+    /// parameter, request before `hello`).
+    BadRequest,
+    /// The `op` is not one the agent knows.
+    UnknownOp,
+    /// The frame is larger than the agent's `max_frame_bytes`.
+    FrameTooLarge,
+    /// The `hello` asked for a protocol version the agent does not speak.
+    UnsupportedVersion,
+    /// The connecting process runs as another user.
+    PermissionDenied,
+    /// The agent already serves its maximum number of connections.
+    TooManyConnections,
+    /// No certificate of the user's fits the address and operation.
+    NoCertificate,
+    /// The token rejected the PIN. It is not retried.
+    PinIncorrect,
+    /// The PIN is locked; no attempt was made.
+    PinLocked,
+    /// The person (or client) declined to give the PIN, or the prompt timed out.
+    PinCancelled,
+    /// The token or its module failed.
+    TokenError,
+    /// The token was removed before or during the operation.
+    TokenRemoved,
+    /// The administrator's policy does not allow the request.
+    PolicyDenied,
+    /// The agent is shutting down.
+    ShuttingDown,
+    /// A bug or an unexpected condition in the agent.
+    Internal,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "bad_request",
+            ErrorCode::UnknownOp => "unknown_op",
+            ErrorCode::FrameTooLarge => "frame_too_large",
+            ErrorCode::UnsupportedVersion => "unsupported_version",
+            ErrorCode::PermissionDenied => "permission_denied",
+            ErrorCode::TooManyConnections => "too_many_connections",
+            ErrorCode::NoCertificate => "no_certificate",
+            ErrorCode::PinIncorrect => "pin_incorrect",
+            ErrorCode::PinLocked => "pin_locked",
+            ErrorCode::PinCancelled => "pin_cancelled",
+            ErrorCode::TokenError => "token_error",
+            ErrorCode::TokenRemoved => "token_removed",
+            ErrorCode::PolicyDenied => "policy_denied",
+            ErrorCode::ShuttingDown => "shutting_down",
+            ErrorCode::Internal => "internal",
+        }
+    }
+
+    /// Every code, for documentation tests.
+    pub const ALL: &'static [ErrorCode] = &[
+        ErrorCode::BadRequest,
+        ErrorCode::UnknownOp,
+        ErrorCode::FrameTooLarge,
+        ErrorCode::UnsupportedVersion,
+        ErrorCode::PermissionDenied,
+        ErrorCode::TooManyConnections,
+        ErrorCode::NoCertificate,
+        ErrorCode::PinIncorrect,
+        ErrorCode::PinLocked,
+        ErrorCode::PinCancelled,
+        ErrorCode::TokenError,
+        ErrorCode::TokenRemoved,
+        ErrorCode::PolicyDenied,
+        ErrorCode::ShuttingDown,
+        ErrorCode::Internal,
+    ];
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Events
+// ---------------------------------------------------------------------------------------
+
+/// Unsolicited messages from the agent, tagged by the `event` field.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// A request of this connection needs a PIN (PIN source `client`), or waits for the
+    /// person to type it on the reader's keypad (`on_reader`).
+    PinNeeded(PinNeeded),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct PinNeeded {
+    /// The request waiting for the PIN.
+    pub request: RequestId,
+    /// Number to quote in the `pin` answer.
+    pub prompt: u64,
+    pub token: TokenRef,
+    /// Subject of the certificate whose key is about to be used.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<String>,
+    /// `login` (open the token) or `context_specific` (a key that asks for the PIN before
+    /// every use).
+    pub reason: PinReason,
+    /// The PIN is typed on the reader's keypad: show a notice, do not answer with a PIN
+    /// (a `cancel` answer is ignored by the reader).
+    pub on_reader: bool,
+    pub retries: PinRetries,
+    /// Tries left, when the token tells (1 on the final try).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retries_left: Option<u32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PinReason {
+    Login,
+    ContextSpecific,
+}
+
+/// A frame from the agent: a response or an event.
+#[derive(Clone, Debug)]
+pub enum AgentFrame {
+    Response(Response),
+    Event(Event),
+}
+
+impl AgentFrame {
+    /// Parses one frame. A frame with an `event` member is an event, anything else a response.
+    pub fn parse(line: &[u8]) -> Result<AgentFrame, serde_json::Error> {
+        let value: serde_json::Value = serde_json::from_slice(line)?;
+        if value.get("event").is_some() {
+            serde_json::from_value(value).map(AgentFrame::Event)
+        } else {
+            serde_json::from_value(value).map(AgentFrame::Response)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips_with_flattened_op() {
+        let req = Request {
+            id: 7.into(),
+            op: Op::Sign(SignParams {
+                signer: "a@b".into(),
+                content: Base64Bytes(b"hi".to_vec()),
+                format: Some(SignFormat::Opaque),
+            }),
+        };
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":7,"op":"sign","signer":"a@b","content":"aGk=","format":"opaque"}"#
+        );
+        let back: Request = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.op.name(), "sign");
+    }
+
+    #[test]
+    fn unknown_parameter_is_rejected() {
+        let err = serde_json::from_str::<Request>(r#"{"id":1,"op":"status","verbose":true}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("verbose"), "{err}");
+    }
+
+    #[test]
+    fn pin_never_prints() {
+        let p = PinParams {
+            prompt: 1,
+            pin: Some(Pin::new("4711")),
+            cancel: false,
+        };
+        assert!(!format!("{p:?}").contains("4711"));
+    }
+
+    #[test]
+    fn error_codes_serialize_as_documented_names() {
+        for code in ErrorCode::ALL {
+            let json = serde_json::to_string(code).unwrap();
+            assert_eq!(json, format!("\"{}\"", code.as_str()));
+        }
+    }
+
+    #[test]
+    fn response_and_event_frames_are_told_apart() {
+        let r = AgentFrame::parse(br#"{"id":"x","error":{"code":"pin_locked","message":"m"}}"#)
+            .unwrap();
+        assert!(
+            matches!(r, AgentFrame::Response(Response { outcome: Outcome::Error(ref e), .. }) if e.code == ErrorCode::PinLocked)
+        );
+        let e = AgentFrame::parse(
+            br#"{"event":"pin_needed","request":1,"prompt":2,"token":{"id":"t","label":"l","serial":"s"},"reason":"login","on_reader":false,"retries":"ok"}"#,
+        )
+        .unwrap();
+        assert!(matches!(e, AgentFrame::Event(Event::PinNeeded(_))));
+    }
+
+    #[test]
+    fn bad_base64_is_an_error() {
+        let err = serde_json::from_str::<Request>(
+            r#"{"id":1,"op":"sign","signer":"a@b","content":"!!"}"#,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("base64"), "{err}");
+    }
+}

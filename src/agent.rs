@@ -1,0 +1,196 @@
+//! Wiring and life cycle: configuration, tokens, store and server, from start to shutdown.
+//!
+//! Owns: the order of start-up (config, hardening, socket path, modules, first token scan,
+//! listening), the shared [`Agent`] state, signals, and a clean shutdown (stop accepting,
+//! finish requests, wipe PINs, log tokens out, remove the socket).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::store::SessionStore;
+use crate::tokens::Modules;
+
+/// The agent's shared state.
+#[derive(Debug)]
+pub struct Agent {
+    pub config: Config,
+    pub config_path: Option<PathBuf>,
+    pub store: SessionStore,
+    pub modules: Modules,
+    pub started: Instant,
+    pub socket_path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
+    Server(#[from] crate::server::ServerError),
+    #[error("cannot start the runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// The socket path: `--socket`, else `[agent] socket`, else the default.
+pub fn socket_path(cli: Option<&Path>, config: &Config) -> PathBuf {
+    cli.map(Path::to_owned)
+        .or_else(|| config.agent.socket.clone())
+        .unwrap_or_else(|| smime_agent_proto::paths::default_socket_path_for(crate::sys::euid()))
+}
+
+/// Sets up logging to stderr: `RUST_LOG` if set, else the configured level.
+pub fn init_logging(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.agent.log_level.as_str()));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+/// Runs the agent in the foreground until SIGINT or SIGTERM. `on_ready` is called once the
+/// socket accepts connections.
+pub fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    socket: PathBuf,
+    on_ready: impl FnOnce(&Path) + Send + 'static,
+) -> Result<(), AgentError> {
+    crate::sys::harden_process();
+    crate::sys::raise_nofile_limit();
+    crate::server::prepare_socket_path(&socket)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("smime-agent")
+        .build()
+        .map_err(AgentError::Runtime)?;
+    runtime.block_on(async move {
+        let (modules, scanned) = {
+            let cfg = config.clone();
+            tokio::task::spawn_blocking(move || {
+                let modules = Modules::load(&cfg);
+                let scanned = modules.scan();
+                (modules, scanned)
+            })
+            .await
+            .map_err(|e| AgentError::Runtime(std::io::Error::other(e)))?
+        };
+        if modules.modules.is_empty() {
+            warn!("no PKCS#11 module is configured ([[tokens.module]]); no keys are available");
+        }
+        let store = SessionStore::default();
+        for t in scanned {
+            store.insert(t.token, t.certs);
+        }
+        let agent = Arc::new(Agent {
+            config,
+            config_path,
+            store,
+            modules,
+            started: Instant::now(),
+            socket_path: socket.clone(),
+        });
+
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        tokio::spawn(async move {
+            wait_for_signal().await;
+            info!("signal received");
+            let _ = shutdown_tx.send(true);
+        });
+        let sweeper = tokio::spawn(expire_pins(agent.clone()));
+
+        let ready_path = socket.clone();
+        crate::server::serve(agent.clone(), socket, shutdown_rx, move || {
+            on_ready(&ready_path)
+        })
+        .await?;
+        sweeper.abort();
+        shutdown_tokens(&agent).await;
+        info!("stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the agent still stops when killed; nothing to wait for.
+        std::future::pending::<()>().await;
+        return;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}
+
+/// Wipes PINs whose time to live ran out, and logs their tokens out (a logged-in token is
+/// as good as a cached PIN).
+async fn expire_pins(agent: Arc<Agent>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for entry in &agent.store.snapshot().tokens {
+            if entry.token.pin_cache.expire() {
+                info!(token = %entry.token.token_ref().label, "cached PIN expired");
+                entry.token.logout().await;
+            }
+        }
+    }
+}
+
+async fn shutdown_tokens(agent: &Agent) {
+    for entry in &agent.store.snapshot().tokens {
+        entry.token.logout().await;
+    }
+}
+
+/// Prints the line a shell evaluates to find the agent, as ssh-agent does.
+pub fn print_socket_env(out: &mut impl Write, socket: &Path) -> std::io::Result<()> {
+    let quoted = shell_quote(&socket.display().to_string());
+    writeln!(
+        out,
+        "{}={quoted}; export {};",
+        smime_agent_proto::SOCKET_ENV,
+        smime_agent_proto::SOCKET_ENV
+    )?;
+    writeln!(out, "echo Agent pid {};", std::process::id())?;
+    out.flush()
+}
+
+fn shell_quote(s: &str) -> String {
+    if s.chars()
+        .all(|c| c.is_ascii_alphanumeric() || "/._-+:@%".contains(c))
+    {
+        s.to_owned()
+    } else {
+        format!("'{}'", s.replace('\'', r"'\''"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_env_line_is_shell_safe() {
+        let mut out = vec![];
+        print_socket_env(&mut out, Path::new("/tmp/a b'c/agent.sock")).unwrap();
+        let s = String::from_utf8(out).unwrap();
+        assert!(
+            s.starts_with("SMIME_AGENT_SOCK='/tmp/a b'\\''c/agent.sock'; export SMIME_AGENT_SOCK;"),
+            "{s}"
+        );
+    }
+}

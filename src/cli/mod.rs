@@ -1,0 +1,252 @@
+//! The command line's client side: connect, ask, print. Everything real happens in the
+//! agent; these functions only move bytes and talk to the person at the terminal.
+
+mod pin;
+mod serve;
+
+use std::io::{IsTerminal, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use smime_agent_proto::client::{BlockingClient, ClientError};
+use smime_agent_proto::{
+    CertInfo, HelloParams, PROTOCOL_VERSION, PinentryEnv, SignFormat, SignParams,
+};
+
+pub use pin::PinArgs;
+pub use serve::serve;
+
+/// Exit status for errors the agent reported.
+const EXIT_AGENT_ERROR: u8 = 1;
+/// Exit status for usage, file and connection errors.
+const EXIT_LOCAL_ERROR: u8 = 2;
+
+fn fail(e: &ClientError) -> ExitCode {
+    match e {
+        ClientError::Agent(body) => {
+            eprintln!("smime-agent: {}: {}", body.code, body.message);
+            ExitCode::from(EXIT_AGENT_ERROR)
+        }
+        other => {
+            eprintln!("smime-agent: {other}");
+            ExitCode::from(EXIT_LOCAL_ERROR)
+        }
+    }
+}
+
+fn local_fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("smime-agent: {msg}");
+    ExitCode::from(EXIT_LOCAL_ERROR)
+}
+
+/// Where a pinentry started for us should ask: our terminal and display.
+fn pinentry_env() -> PinentryEnv {
+    let tty = [0, 1, 2].into_iter().find_map(|fd| {
+        let is_tty = match fd {
+            0 => std::io::stdin().is_terminal(),
+            1 => std::io::stdout().is_terminal(),
+            _ => std::io::stderr().is_terminal(),
+        };
+        if !is_tty {
+            return None;
+        }
+        std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .ok()
+            .map(|p| p.display().to_string())
+    });
+    PinentryEnv {
+        ttyname: tty,
+        ttytype: std::env::var("TERM").ok(),
+        display: std::env::var("DISPLAY")
+            .ok()
+            .or_else(|| std::env::var("WAYLAND_DISPLAY").ok()),
+    }
+}
+
+fn connect(socket: &Path, pin_prompt: bool) -> Result<BlockingClient, ClientError> {
+    BlockingClient::connect(
+        socket,
+        HelloParams {
+            version: PROTOCOL_VERSION,
+            client: Some(format!("smime-agent-cli {}", env!("CARGO_PKG_VERSION"))),
+            pin_prompt,
+            pinentry: Some(pinentry_env()),
+        },
+    )
+}
+
+fn print_json<T: serde::Serialize>(v: &T) -> ExitCode {
+    match serde_json::to_string_pretty(v) {
+        Ok(s) => {
+            println!("{s}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => local_fail(e),
+    }
+}
+
+pub fn status(socket: &Path, json: bool) -> ExitCode {
+    let result = connect(socket, false).and_then(|mut c| c.status());
+    let st = match result {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    if json {
+        return print_json(&st);
+    }
+    println!(
+        "smime-agent {} (pid {}, up {} s), socket {}",
+        st.agent.version, st.agent.pid, st.agent.uptime_secs, st.agent.socket
+    );
+    println!("modules:");
+    if st.modules.is_empty() {
+        println!("  (none configured)");
+    }
+    for m in &st.modules {
+        match (&m.library, &m.error) {
+            (_, Some(e)) => println!("  {} [{}]: ERROR {e}", m.path, m.kind),
+            (Some(l), None) => println!("  {} [{}]: {l}", m.path, m.kind),
+            (None, None) => println!("  {} [{}]", m.path, m.kind),
+        }
+    }
+    println!("tokens:");
+    if st.tokens.is_empty() {
+        println!("  (none present)");
+    }
+    for t in &st.tokens {
+        println!(
+            "  \"{}\" serial {} ({}, {}{}), PIN {}, tries {}",
+            t.token.label,
+            t.token.serial,
+            t.model,
+            if t.hardware { "hardware" } else { "software" },
+            if t.removable { ", removable" } else { "" },
+            if t.pin.protected_path {
+                "on reader keypad"
+            } else if t.pin.cached {
+                "cached"
+            } else {
+                "not cached"
+            },
+            match t.pin.retries {
+                smime_agent_proto::PinRetries::Ok => "ok",
+                smime_agent_proto::PinRetries::Low => "low",
+                smime_agent_proto::PinRetries::FinalTry => "FINAL TRY",
+                smime_agent_proto::PinRetries::Locked => "LOCKED",
+            },
+        );
+        for c in &t.certificates {
+            println!("    {}", cert_line(c));
+        }
+    }
+    ExitCode::SUCCESS
+}
+
+fn cert_line(c: &CertInfo) -> String {
+    format!(
+        "{} | serial {} | {} | {} | until {}",
+        c.subject,
+        c.serial,
+        c.key,
+        if c.key_usage.is_empty() {
+            "any usage".to_owned()
+        } else {
+            c.key_usage.join(",")
+        },
+        c.not_after
+    )
+}
+
+pub fn certs(socket: &Path, json: bool) -> ExitCode {
+    let list = match connect(socket, false).and_then(|mut c| c.list_certs(false)) {
+        Ok(l) => l,
+        Err(e) => return fail(&e),
+    };
+    if json {
+        return print_json(&list);
+    }
+    for c in &list.certificates {
+        println!("{} | token \"{}\"", cert_line(c), c.token.label);
+    }
+    ExitCode::SUCCESS
+}
+
+fn read_input(input: Option<&Path>) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![];
+    match input {
+        Some(p) => buf = std::fs::read(p)?,
+        None => {
+            std::io::stdin().read_to_end(&mut buf)?;
+        }
+    }
+    Ok(buf)
+}
+
+fn write_output(output: Option<&Path>, data: &[u8]) -> std::io::Result<()> {
+    match output {
+        Some(p) => std::fs::write(p, data),
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(data)?;
+            out.flush()
+        }
+    }
+}
+
+pub fn sign(
+    socket: &Path,
+    signer: String,
+    opaque: bool,
+    input: Option<PathBuf>,
+    output: Option<PathBuf>,
+    pin: PinArgs,
+) -> ExitCode {
+    let content = match read_input(input.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return local_fail(format!("cannot read the message: {e}")),
+    };
+    let mut answer = pin::PinAnswerer::new(pin);
+    let result = connect(socket, true).and_then(|mut c| {
+        c.sign(
+            SignParams {
+                signer,
+                content: content.into(),
+                format: opaque.then_some(SignFormat::Opaque),
+            },
+            &mut |ev| answer.on_event(ev),
+        )
+    });
+    let signed = match result {
+        Ok(s) => s,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = write_output(output.as_deref(), &signed.mime.0) {
+        return local_fail(format!("cannot write the signed message: {e}"));
+    }
+    eprintln!(
+        "smime-agent: signed with {} (serial {}, token \"{}\"): {}",
+        signed.certificate.subject,
+        signed.certificate.serial,
+        signed.certificate.token.label,
+        signed.why
+    );
+    ExitCode::SUCCESS
+}
+
+pub fn config(defaults: bool, path: Option<PathBuf>) -> ExitCode {
+    if defaults {
+        print!("{}", smime_agent::config::DEFAULT_CONFIG_TOML);
+        return ExitCode::SUCCESS;
+    }
+    match smime_agent::config::Config::load(path.as_deref()) {
+        Ok((_, Some(p))) => {
+            println!("{}: ok", p.display());
+            ExitCode::SUCCESS
+        }
+        Ok((_, None)) => {
+            println!("no configuration file; the defaults apply");
+            ExitCode::SUCCESS
+        }
+        Err(e) => local_fail(e),
+    }
+}

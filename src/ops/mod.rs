@@ -1,0 +1,119 @@
+//! The operations: what each request does, using the store, the tokens and the S/MIME layer.
+//!
+//! Owns: the request-level flow of each op (one file per op), the audit log of private-key
+//! operations, and the mapping of every layer's errors to the protocol's error codes.
+//! Knows nothing of sockets: the server hands in an [`OpContext`].
+
+mod sign;
+mod status;
+
+use smime_agent_proto::{CertInfo, ErrorBody, ErrorCode, Op};
+
+use crate::agent::Agent;
+use crate::server::Peer;
+use crate::smime::SmimeError;
+use crate::store::{NoCertificate, StoredCert};
+use crate::tokens::{PinPrompter, TokenError};
+
+/// What an op needs from the request it serves.
+pub struct OpContext<'a> {
+    pub agent: &'a Agent,
+    pub peer: &'a Peer,
+    pub prompter: &'a dyn PinPrompter,
+}
+
+/// Why an op failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OpError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error(transparent)]
+    NoCertificate(#[from] NoCertificate),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+    #[error(transparent)]
+    Smime(#[from] SmimeError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl OpError {
+    /// The protocol's view of the error: a stable code, and a message for people.
+    pub fn to_error_body(&self) -> ErrorBody {
+        let code = match self {
+            OpError::BadRequest(_) | OpError::Smime(SmimeError::NotMime(_)) => {
+                ErrorCode::BadRequest
+            }
+            OpError::NoCertificate(_) => ErrorCode::NoCertificate,
+            OpError::Token(t) => match t {
+                TokenError::Removed { .. } => ErrorCode::TokenRemoved,
+                TokenError::PinIncorrect { .. } => ErrorCode::PinIncorrect,
+                TokenError::PinLocked { .. } => ErrorCode::PinLocked,
+                TokenError::PinCancelled { .. } => ErrorCode::PinCancelled,
+                TokenError::KeyNotFound { .. } | TokenError::Pkcs11 { .. } => ErrorCode::TokenError,
+            },
+            OpError::Smime(SmimeError::BadTokenSignature | SmimeError::UnsupportedKey(_)) => {
+                ErrorCode::TokenError
+            }
+            OpError::Smime(_) | OpError::Internal(_) => ErrorCode::Internal,
+        };
+        let mut body = ErrorBody::new(code, self.to_string());
+        if let OpError::Token(t) = self {
+            body.token = Some(t.token().clone());
+            match t {
+                TokenError::PinIncorrect { retries, .. } => {
+                    body.pin_retries = Some(*retries);
+                    if *retries == smime_agent_proto::PinRetries::FinalTry {
+                        body.retries_left = Some(1);
+                    }
+                }
+                TokenError::PinLocked { .. } => {
+                    body.pin_retries = Some(smime_agent_proto::PinRetries::Locked);
+                    body.retries_left = Some(0);
+                }
+                _ => {}
+            }
+        }
+        body
+    }
+}
+
+/// Runs an op (all but `hello` and `pin`, which the connection handles itself).
+pub async fn dispatch(ctx: &OpContext<'_>, op: Op) -> Result<serde_json::Value, OpError> {
+    let value = match op {
+        Op::Status(_) => to_value(status::status(ctx).await)?,
+        Op::ListCerts(p) => to_value(status::list_certs(ctx, p.include_der))?,
+        Op::Sign(p) => to_value(sign::sign(ctx, p).await?)?,
+        Op::Hello(_) | Op::Pin(_) => {
+            return Err(OpError::Internal(
+                "hello and pin are handled by the connection".into(),
+            ));
+        }
+    };
+    Ok(value)
+}
+
+fn to_value<T: serde::Serialize>(v: T) -> Result<serde_json::Value, OpError> {
+    serde_json::to_value(v).map_err(|e| OpError::Internal(format!("cannot encode the result: {e}")))
+}
+
+/// The protocol's description of a certificate in the store.
+pub fn cert_info(c: &StoredCert, include_der: bool) -> CertInfo {
+    let f = c.facts();
+    CertInfo {
+        subject: f.subject.clone(),
+        issuer: f.issuer.clone(),
+        serial: f.serial_hex.clone(),
+        not_before: crate::certs::rfc3339(f.not_before),
+        not_after: crate::certs::rfc3339(f.not_after),
+        emails: f.all_emails().map(str::to_owned).collect(),
+        key: f.key.name(),
+        key_usage: f.key_usage_names(),
+        ext_key_usage: f.ext_key_usage_names(),
+        sha256: crate::certs::hex(&f.sha256),
+        key_id: crate::certs::hex(&c.cert.key_id),
+        token: c.token.token_ref().clone(),
+        hardware: c.token.facts.hardware,
+        der: include_der.then(|| f.der.clone().into()),
+    }
+}

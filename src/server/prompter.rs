@@ -1,0 +1,109 @@
+//! PIN prompts on behalf of one request: through the client (`pin_needed` events), through
+//! pinentry on the client's terminal or display, or on the reader's keypad.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use smime_agent_proto::{Event, PinNeeded, PinentryEnv, RequestId};
+
+use super::connection::{Conn, PinAnswer};
+use crate::config::PinSource;
+use crate::tokens::pin::BoxFuture;
+use crate::tokens::{PinError, PinPrompter, PinRequest, SecretPin, pinentry};
+
+/// The prompter of one request on one connection.
+pub struct RequestPrompter {
+    conn: Arc<Conn>,
+    request: RequestId,
+}
+
+impl RequestPrompter {
+    pub fn new(conn: Arc<Conn>, request: RequestId) -> Self {
+        RequestPrompter { conn, request }
+    }
+
+    fn client_answers(&self) -> bool {
+        self.conn.hello.get().is_some_and(|h| h.pin_prompt)
+    }
+
+    fn event(&self, req: &PinRequest, prompt: u64, on_reader: bool) -> Event {
+        Event::PinNeeded(PinNeeded {
+            request: self.request.clone(),
+            prompt,
+            token: req.token.clone(),
+            certificate: req.certificate.clone(),
+            reason: req.reason,
+            on_reader,
+            retries: req.retries,
+            retries_left: req.retries_left,
+        })
+    }
+
+    async fn ask_client(&self, req: PinRequest) -> Result<SecretPin, PinError> {
+        if !self.client_answers() {
+            return Err(PinError::Unavailable(
+                "[pin] source is \"client\" but this client does not answer PIN prompts (hello pin_prompt = false)".into(),
+            ));
+        }
+        let timeout = self.conn.agent.config.pin.prompt_timeout_secs;
+        let (prompt, rx) = self.conn.open_prompt();
+        self.conn.send_event(self.event(&req, prompt, false)).await;
+        let answer = tokio::time::timeout(Duration::from_secs(timeout), rx).await;
+        self.conn.close_prompt(prompt);
+        match answer {
+            Err(_) => Err(PinError::Timeout(timeout)),
+            // The connection ended: nobody is left to answer.
+            Ok(Err(_)) => Err(PinError::Cancelled),
+            Ok(Ok(PinAnswer::Cancel)) => Err(PinError::Cancelled),
+            Ok(Ok(PinAnswer::Pin(pin))) => {
+                SecretPin::new(pin.expose().as_bytes()).ok_or_else(|| {
+                    PinError::Unavailable(
+                        "the PIN is empty, longer than 255 bytes, or contains NUL".into(),
+                    )
+                })
+            }
+        }
+    }
+
+    async fn ask_pinentry(&self, req: PinRequest) -> Result<SecretPin, PinError> {
+        let cfg = &self.conn.agent.config.pin;
+        let env: PinentryEnv = self
+            .conn
+            .hello
+            .get()
+            .and_then(|h| h.pinentry.clone())
+            .unwrap_or_default();
+        pinentry::ask(
+            &cfg.pinentry,
+            &env,
+            &req,
+            Duration::from_secs(cfg.prompt_timeout_secs),
+        )
+        .await
+    }
+}
+
+impl PinPrompter for RequestPrompter {
+    fn ask(&self, req: PinRequest) -> BoxFuture<'_, Result<SecretPin, PinError>> {
+        Box::pin(async move {
+            match self.conn.agent.config.pin.source {
+                PinSource::Client => self.ask_client(req).await,
+                PinSource::Pinentry => self.ask_pinentry(req).await,
+                PinSource::Pinpad => Err(PinError::Unavailable(format!(
+                    "[pin] source is \"pinpad\" but the token \"{}\" has no PIN pad",
+                    req.token.label
+                ))),
+            }
+        })
+    }
+
+    fn notify_on_reader(&self, req: PinRequest) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            if self.client_answers() {
+                let (prompt, _rx) = self.conn.open_prompt();
+                self.conn.send_event(self.event(&req, prompt, true)).await;
+                self.conn.close_prompt(prompt);
+            }
+        })
+    }
+}

@@ -1,0 +1,33 @@
+//! S/MIME: building and reading CMS messages and their MIME framing.
+//!
+//! Owns the formats (RFC 5652 CMS, RFC 8551 S/MIME). Knows nothing of sockets or tokens:
+//! the private-key step is handed out as bytes to sign and handed back as a signature.
+//!
+//! - [`sign`]: SignedData around a token's raw signature.
+//! - [`mime`]: canonical form, multipart/signed, application/pkcs7-mime.
+
+pub mod mime;
+pub mod sign;
+
+/// Errors of the S/MIME layer.
+#[derive(Debug, thiserror::Error)]
+pub enum SmimeError {
+    #[error("the content is not a MIME entity: {0}")]
+    NotMime(String),
+    #[error("unsupported key: {0}")]
+    UnsupportedKey(String),
+    #[error(
+        "the token returned a signature that does not verify with the certificate's public key; it was not used (the card may be faulty, or the certificate does not belong to this key)"
+    )]
+    BadTokenSignature,
+    #[error("cannot encode the CMS structure: {0}")]
+    Encode(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl SmimeError {
+    pub(crate) fn encode(e: der::Error) -> SmimeError {
+        SmimeError::Encode(e.to_string())
+    }
+}

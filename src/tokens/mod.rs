@@ -1,0 +1,135 @@
+//! Tokens: PKCS#11 modules, the tokens in their slots, PINs, and private-key operations.
+//!
+//! Owns everything that talks to a token or asks for a PIN. Knows nothing of sockets, CMS or
+//! MIME: the server hands it a [`PinPrompter`], the S/MIME layer hands it bytes to sign.
+//!
+//! - [`module`]: load a configured module, read the tokens in its slots.
+//! - [`token`]: one token: sessions, login, the raw signature.
+//! - [`pin`]: PINs in locked memory, the per-token cache, the prompter interface.
+//! - [`pinentry`]: the Assuan client that runs a pinentry program.
+
+pub mod module;
+pub mod pin;
+pub mod pinentry;
+pub mod token;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use smime_agent_proto::{PinRetries, TokenRef};
+use tracing::{info, warn};
+
+pub use module::{Module, ScannedToken, TokenCert};
+pub use pin::{PinError, PinPrompter, PinRequest, SecretPin};
+pub use token::{PinPolicy, SignMechanism, Token};
+
+use crate::config::Config;
+
+/// Errors of token operations, each one a client can act on.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum TokenError {
+    #[error("the token \"{}\" (serial {}) was removed", token.label, token.serial)]
+    Removed { token: TokenRef },
+    #[error("the token \"{}\" rejected the PIN{}; it was not tried again", token.label, retries_note(*retries))]
+    PinIncorrect {
+        token: TokenRef,
+        retries: PinRetries,
+    },
+    #[error("the PIN of the token \"{}\" is locked; unblock it with the PUK or the card's administrator", token.label)]
+    PinLocked { token: TokenRef },
+    #[error("no PIN for the token \"{}\": {reason}", token.label)]
+    PinCancelled { token: TokenRef, reason: String },
+    #[error("the token \"{}\" has no private key with id {key_id} (the certificate's key is missing)", token.label)]
+    KeyNotFound { token: TokenRef, key_id: String },
+    #[error("the token \"{}\" failed in {call}: {error}", token.label)]
+    Pkcs11 {
+        token: TokenRef,
+        call: &'static str,
+        error: String,
+    },
+}
+
+fn retries_note(r: PinRetries) -> &'static str {
+    match r {
+        PinRetries::FinalTry => " (one try left: the next wrong PIN locks it)",
+        PinRetries::Low => " (tries are running low)",
+        _ => "",
+    }
+}
+
+impl TokenError {
+    pub fn token(&self) -> &TokenRef {
+        match self {
+            TokenError::Removed { token }
+            | TokenError::PinIncorrect { token, .. }
+            | TokenError::PinLocked { token }
+            | TokenError::PinCancelled { token, .. }
+            | TokenError::KeyNotFound { token, .. }
+            | TokenError::Pkcs11 { token, .. } => token,
+        }
+    }
+}
+
+/// The loaded modules.
+#[derive(Debug)]
+pub struct Modules {
+    pub modules: Vec<Arc<Module>>,
+    pin_ttl: Duration,
+}
+
+impl Modules {
+    /// Loads every configured module (blocking).
+    pub fn load(config: &Config) -> Modules {
+        let modules = config
+            .tokens
+            .module
+            .iter()
+            .map(|m| {
+                let module = Module::load(m);
+                match &module.error {
+                    Some(e) => warn!(module = %m.path.display(), error = %e, "module unusable"),
+                    None => info!(module = %m.path.display(), library = ?module.library, "module loaded"),
+                }
+                Arc::new(module)
+            })
+            .collect();
+        Modules {
+            modules,
+            pin_ttl: Duration::from_secs(config.pin.cache_ttl_secs),
+        }
+    }
+
+    /// Reads every token present now (blocking).
+    pub fn scan(&self) -> Vec<ScannedToken> {
+        let mut out = vec![];
+        for m in &self.modules {
+            let slots = match m.slots_with_token() {
+                Ok(s) => s,
+                Err(e) => {
+                    if m.error.is_none() {
+                        warn!(module = %m.path().display(), error = %e, "cannot list slots");
+                    }
+                    continue;
+                }
+            };
+            for slot in slots {
+                match m.open_token(slot, self.pin_ttl) {
+                    Ok(t) => {
+                        info!(
+                            token = %t.token.facts.token.label,
+                            serial = %t.token.facts.token.serial,
+                            hardware = t.token.facts.hardware,
+                            certificates = t.certs.len(),
+                            "token present"
+                        );
+                        out.push(t);
+                    }
+                    Err(e) => {
+                        warn!(module = %m.path().display(), slot = slot.id(), error = %e, "cannot read token")
+                    }
+                }
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,250 @@
+//! A PKCS#11 module loaded from the configuration, and reading the tokens in its slots.
+//!
+//! Owns: loading and initializing the library (only paths from the config file), listing
+//! slots with tokens, and reading a token's certificates and key ids into a [`Token`].
+//! Blocking: call from the blocking pool.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass};
+use cryptoki::session::Session;
+use cryptoki::slot::Slot;
+use sha2::{Digest, Sha256};
+use smime_agent_proto::TokenRef;
+use tracing::{debug, warn};
+
+use super::token::{Token, TokenFacts};
+use crate::certs::{CertFacts, hex};
+use crate::config::{ModuleConfig, ModuleKind};
+
+/// A certificate on a token, with the id that pairs it with its private key.
+#[derive(Debug, Clone)]
+pub struct TokenCert {
+    pub facts: CertFacts,
+    /// CKA_ID shared by the certificate and its private key.
+    pub key_id: Vec<u8>,
+    /// Whether a private key with this id exists: `None` until a login shows private keys.
+    pub has_key: Option<bool>,
+}
+
+/// A token and what was read from it.
+#[derive(Debug)]
+pub struct ScannedToken {
+    pub token: Arc<Token>,
+    pub certs: Vec<TokenCert>,
+}
+
+/// A configured module.
+pub struct Module {
+    pub config: ModuleConfig,
+    pkcs11: Option<Pkcs11>,
+    /// The library's own description, e.g. "SoftHSM 2.6".
+    pub library: Option<String>,
+    /// Why the module is unusable.
+    pub error: Option<String>,
+}
+
+impl std::fmt::Debug for Module {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Module")
+            .field("path", &self.config.path)
+            .field("library", &self.library)
+            .field("error", &self.error)
+            .finish()
+    }
+}
+
+impl Module {
+    /// Loads and initializes the library. A module that fails to load is kept, with its
+    /// error, so `status` can say why it is missing.
+    pub fn load(config: &ModuleConfig) -> Module {
+        let mut m = Module {
+            config: config.clone(),
+            pkcs11: None,
+            library: None,
+            error: None,
+        };
+        let pkcs11 = match Pkcs11::new(&config.path) {
+            Ok(p) => p,
+            Err(e) => {
+                m.error = Some(format!("cannot load {}: {e}", config.path.display()));
+                return m;
+            }
+        };
+        match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {}
+            Err(e) => {
+                m.error = Some(format!("C_Initialize failed: {e}"));
+                return m;
+            }
+        }
+        if let Ok(info) = pkcs11.get_library_info() {
+            let v = info.library_version();
+            m.library = Some(format!(
+                "{} {}.{} ({})",
+                info.library_description().trim(),
+                v.major(),
+                v.minor(),
+                info.manufacturer_id().trim()
+            ));
+        }
+        m.pkcs11 = Some(pkcs11);
+        m
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.config.path
+    }
+
+    /// The slots that hold an initialized token now (SoftHSM always shows one empty,
+    /// uninitialized token, which holds nothing).
+    pub fn slots_with_token(&self) -> Result<Vec<Slot>, String> {
+        let p = self.pkcs11.as_ref().ok_or("module not loaded")?;
+        p.get_slots_with_initialized_token()
+            .map_err(|e| e.to_string())
+    }
+
+    /// Reads the token in `slot`: its facts, certificates and key ids.
+    pub fn open_token(&self, slot: Slot, pin_ttl: Duration) -> Result<ScannedToken, String> {
+        let pkcs11 = self.pkcs11.as_ref().ok_or("module not loaded")?.clone();
+        let slot_info = pkcs11
+            .get_slot_info(slot)
+            .map_err(|e| format!("C_GetSlotInfo: {e}"))?;
+        let info = pkcs11
+            .get_token_info(slot)
+            .map_err(|e| format!("C_GetTokenInfo: {e}"))?;
+        let label = info.label().trim().to_owned();
+        let serial = info.serial_number().trim().to_owned();
+        let hardware = match self.config.kind {
+            ModuleKind::Hardware => true,
+            ModuleKind::Software => false,
+            ModuleKind::Auto => slot_info.hardware_slot() || slot_info.removable_device(),
+        };
+        let removable = slot_info.removable_device();
+        let token = TokenRef {
+            id: token_id(&self.config.path, &serial, &label),
+            label,
+            serial,
+        };
+        let facts = TokenFacts {
+            token,
+            manufacturer: info.manufacturer_id().trim().to_owned(),
+            model: info.model().trim().to_owned(),
+            module_path: self.config.path.clone(),
+            hardware,
+            removable,
+            protected_path: info.protected_authentication_path(),
+            login_required: info.login_required(),
+        };
+        let session = pkcs11
+            .open_ro_session(slot)
+            .map_err(|e| format!("C_OpenSession: {e}"))?;
+        let certs = read_certs(&session, &facts)?;
+        // A card does one thing at a time; software tokens (and HSMs) work in parallel.
+        let max_sessions = if removable {
+            1
+        } else {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(2)
+                .clamp(2, 8)
+        };
+        Ok(ScannedToken {
+            token: Arc::new(Token::new(
+                facts,
+                pkcs11,
+                slot,
+                session,
+                max_sessions,
+                pin_ttl,
+            )),
+            certs,
+        })
+    }
+}
+
+/// Tokens are identified by (module, serial, label), never by slot id, which changes.
+pub fn token_id(module: &Path, serial: &str, label: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(module.as_os_str().as_encoded_bytes());
+    h.update([0]);
+    h.update(serial.as_bytes());
+    h.update([0]);
+    h.update(label.as_bytes());
+    hex(&h.finalize()[..8])
+}
+
+/// The X.509 certificates on the token and which of them have a private key.
+fn read_certs(session: &Session, facts: &TokenFacts) -> Result<Vec<TokenCert>, String> {
+    let handles = session
+        .find_objects(&[
+            Attribute::Class(ObjectClass::CERTIFICATE),
+            Attribute::CertificateType(CertificateType::X_509),
+        ])
+        .map_err(|e| format!("C_FindObjects: {e}"))?;
+    // Private keys visible without login (tokens that make them public objects).
+    let visible_keys: HashSet<Vec<u8>> = session
+        .find_objects(&[Attribute::Class(ObjectClass::PRIVATE_KEY)])
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|h| {
+            session
+                .get_attributes(h, &[AttributeType::Id])
+                .ok()?
+                .into_iter()
+                .find_map(|a| match a {
+                    Attribute::Id(id) => Some(id),
+                    _ => None,
+                })
+        })
+        .collect();
+
+    let mut out = vec![];
+    for h in handles {
+        let attrs = match session.get_attributes(h, &[AttributeType::Value, AttributeType::Id]) {
+            Ok(a) => a,
+            Err(e) => {
+                warn!(token = %facts.token.label, error = %e, "cannot read a certificate object");
+                continue;
+            }
+        };
+        let mut value = None;
+        let mut id = vec![];
+        for a in attrs {
+            match a {
+                Attribute::Value(v) => value = Some(v),
+                Attribute::Id(i) => id = i,
+                _ => {}
+            }
+        }
+        let Some(value) = value else { continue };
+        let cert = match CertFacts::from_der(&value) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(token = %facts.token.label, error = %e, "skipping a certificate that does not parse");
+                continue;
+            }
+        };
+        let has_key = if id.is_empty() {
+            Some(false)
+        } else if visible_keys.contains(&id) {
+            Some(true)
+        } else if facts.login_required {
+            None
+        } else {
+            Some(false)
+        };
+        debug!(token = %facts.token.label, subject = %cert.subject, key_id = %hex(&id), ?has_key, "certificate");
+        out.push(TokenCert {
+            facts: cert,
+            key_id: id,
+            has_key,
+        });
+    }
+    Ok(out)
+}

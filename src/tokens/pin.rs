@@ -1,0 +1,248 @@
+//! PINs in memory, the per-token PIN cache, and the interface to whoever asks the person.
+//!
+//! Owns: [`SecretPin`] (a PIN in a locked, zeroized buffer that never prints), [`PinCache`]
+//! (one PIN per token, with a time to live), and the [`PinPrompter`] trait that the server
+//! implements for each PIN source. Does not talk to tokens.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin as StdPin;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use smime_agent_proto::{PinReason, PinRetries, TokenRef};
+use zeroize::Zeroize;
+
+/// The longest PIN accepted (PKCS#11 tokens report at most 255 in practice).
+pub const MAX_PIN_LEN: usize = 255;
+
+/// A PIN held by the agent: a fixed-size buffer, locked in RAM where the OS allows (so it is
+/// not swapped out), wiped when dropped, and never printed.
+pub struct SecretPin {
+    buf: Box<[u8; MAX_PIN_LEN]>,
+    len: usize,
+    locked: bool,
+}
+
+impl SecretPin {
+    /// Copies `pin` into a locked buffer. `None` when it is empty, too long, or contains a
+    /// NUL (which PKCS#11 modules treat as the end of the PIN).
+    pub fn new(pin: &[u8]) -> Option<SecretPin> {
+        if pin.is_empty() || pin.len() > MAX_PIN_LEN || pin.contains(&0) {
+            return None;
+        }
+        let mut buf = Box::new([0u8; MAX_PIN_LEN]);
+        buf[..pin.len()].copy_from_slice(pin);
+        let locked = crate::sys::lock_memory(buf.as_ptr(), MAX_PIN_LEN);
+        Some(SecretPin {
+            buf,
+            len: pin.len(),
+            locked,
+        })
+    }
+
+    pub fn expose(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    /// Another copy, also locked.
+    pub fn duplicate(&self) -> SecretPin {
+        // `new` only fails on input this PIN was already checked against.
+        SecretPin::new(self.expose()).unwrap_or_else(|| SecretPin {
+            buf: Box::new([0u8; MAX_PIN_LEN]),
+            len: 0,
+            locked: false,
+        })
+    }
+}
+
+impl Drop for SecretPin {
+    fn drop(&mut self) {
+        self.buf.zeroize();
+        if self.locked {
+            crate::sys::unlock_memory(self.buf.as_ptr(), MAX_PIN_LEN);
+        }
+    }
+}
+
+impl fmt::Debug for SecretPin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretPin(<redacted>)")
+    }
+}
+
+/// One cached PIN per token, until its time to live runs out.
+#[derive(Debug)]
+pub struct PinCache {
+    ttl: Duration,
+    slot: Mutex<Option<(SecretPin, Instant)>>,
+}
+
+impl PinCache {
+    /// A cache whose entries live `ttl`; a zero `ttl` caches nothing.
+    pub fn new(ttl: Duration) -> Self {
+        PinCache {
+            ttl,
+            slot: Mutex::new(None),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        !self.ttl.is_zero()
+    }
+
+    pub fn put(&self, pin: &SecretPin) {
+        if !self.enabled() {
+            return;
+        }
+        if let Ok(mut s) = self.slot.lock() {
+            *s = Some((pin.duplicate(), Instant::now() + self.ttl));
+        }
+    }
+
+    /// A copy of the cached PIN, if one is cached and fresh.
+    pub fn get(&self) -> Option<SecretPin> {
+        let mut s = self.slot.lock().ok()?;
+        match &*s {
+            Some((pin, expires)) if Instant::now() < *expires => Some(pin.duplicate()),
+            Some(_) => {
+                *s = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    pub fn is_cached(&self) -> bool {
+        matches!(self.slot.lock().as_deref(), Ok(Some((_, e))) if Instant::now() < *e)
+    }
+
+    /// Wipes the PIN.
+    pub fn clear(&self) {
+        if let Ok(mut s) = self.slot.lock() {
+            *s = None;
+        }
+    }
+
+    /// Wipes the PIN if it has expired; true when it did.
+    pub fn expire(&self) -> bool {
+        match self.slot.lock() {
+            Ok(mut s) => match &*s {
+                Some((_, e)) if Instant::now() >= *e => {
+                    *s = None;
+                    true
+                }
+                _ => false,
+            },
+            Err(_) => false,
+        }
+    }
+}
+
+/// What the person is asked for.
+#[derive(Debug, Clone)]
+pub struct PinRequest {
+    pub token: TokenRef,
+    /// Subject of the certificate whose key needs the PIN.
+    pub certificate: Option<String>,
+    pub reason: PinReason,
+    pub retries: PinRetries,
+    pub retries_left: Option<u32>,
+}
+
+impl PinRequest {
+    /// The prompt text, naming the token and the tries left when they are low.
+    pub fn description(&self) -> String {
+        let mut d = match self.reason {
+            PinReason::Login => format!(
+                "Please enter the PIN of the token \"{}\" (serial {})",
+                self.token.label, self.token.serial
+            ),
+            PinReason::ContextSpecific => format!(
+                "The key on the token \"{}\" (serial {}) asks for the PIN again before it signs",
+                self.token.label, self.token.serial
+            ),
+        };
+        if let Some(c) = &self.certificate {
+            d.push_str(&format!(" to use the key of {c}"));
+        }
+        d.push('.');
+        match self.retries {
+            PinRetries::FinalTry => {
+                d.push_str(" This is the LAST try: a wrong PIN locks the token.")
+            }
+            PinRetries::Low => d.push_str(" A wrong PIN was entered before: few tries are left."),
+            _ => {}
+        }
+        d
+    }
+}
+
+/// Why no PIN came back.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PinError {
+    #[error("the PIN prompt was cancelled")]
+    Cancelled,
+    #[error("nobody answered the PIN prompt within {0} seconds")]
+    Timeout(u64),
+    #[error("no PIN could be asked for: {0}")]
+    Unavailable(String),
+}
+
+pub type BoxFuture<'a, T> = StdPin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Asks a person for a PIN, on behalf of one request.
+pub trait PinPrompter: Send + Sync {
+    /// Ask for the PIN.
+    fn ask(&self, req: PinRequest) -> BoxFuture<'_, Result<SecretPin, PinError>>;
+    /// Tell the person to type the PIN on the reader's keypad now.
+    fn notify_on_reader(&self, req: PinRequest) -> BoxFuture<'_, ()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secret_pin_rejects_empty_long_and_nul() {
+        assert!(SecretPin::new(b"").is_none());
+        assert!(SecretPin::new(&[b'1'; MAX_PIN_LEN + 1]).is_none());
+        assert!(SecretPin::new(b"12\x0034").is_none());
+        assert_eq!(SecretPin::new(b"4711").unwrap().expose(), b"4711");
+    }
+
+    #[test]
+    fn secret_pin_never_prints() {
+        let p = SecretPin::new(b"4711").unwrap();
+        assert!(!format!("{p:?}").contains("4711"));
+    }
+
+    #[test]
+    fn cache_expires_and_zero_ttl_caches_nothing() {
+        let c = PinCache::new(Duration::from_millis(30));
+        c.put(&SecretPin::new(b"1234").unwrap());
+        assert_eq!(c.get().unwrap().expose(), b"1234");
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(c.get().is_none());
+        let off = PinCache::new(Duration::ZERO);
+        off.put(&SecretPin::new(b"1234").unwrap());
+        assert!(off.get().is_none());
+    }
+
+    #[test]
+    fn description_names_token_and_final_try() {
+        let r = PinRequest {
+            token: TokenRef {
+                id: "t".into(),
+                label: "Alice card".into(),
+                serial: "42".into(),
+            },
+            certificate: None,
+            reason: PinReason::Login,
+            retries: PinRetries::FinalTry,
+            retries_left: Some(1),
+        };
+        let d = r.description();
+        assert!(d.contains("Alice card") && d.contains("LAST"), "{d}");
+    }
+}

@@ -1,0 +1,590 @@
+//! One token present in a slot: its sessions, its login, and its private-key operations.
+//!
+//! Owns: the PKCS#11 sessions of the token, the login procedure (one at a time, never
+//! retrying a rejected PIN, never trying a locked one), the token's PIN cache, and the raw
+//! private-key operation. Blocking PKCS#11 calls run on tokio's blocking pool, never on the
+//! async workers. Knows nothing of CMS or MIME: it signs the bytes it is given.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cryptoki::context::Pkcs11;
+use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, AttributeType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, SessionState, UserType};
+use cryptoki::slot::{Slot, TokenInfo};
+use cryptoki::types::RawAuthPin;
+use smime_agent_proto::{PinReason, PinRetries, TokenRef};
+use tokio::sync::{Semaphore, watch};
+use tracing::{debug, info, warn};
+
+use super::TokenError;
+use super::pin::{PinCache, PinError, PinPrompter, PinRequest, SecretPin};
+
+/// The raw private-key operations the agent asks of a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignMechanism {
+    /// CKM_RSA_PKCS over a DER DigestInfo.
+    RsaPkcs1,
+    /// CKM_ECDSA over the hash; the token returns r || s.
+    Ecdsa,
+}
+
+/// How PINs are handled, from `[pin]`.
+#[derive(Debug, Clone, Copy)]
+pub struct PinPolicy {
+    /// A key that demands the PIN before every use may get the cached one.
+    pub always_authenticate_uses_cache: bool,
+}
+
+/// A private key found on the token.
+#[derive(Debug, Clone, Copy)]
+struct KeyInfo {
+    handle: ObjectHandle,
+    always_authenticate: bool,
+}
+
+/// The outcome of the last login attempt, for requests that waited for it.
+#[derive(Debug, Default)]
+struct AuthState {
+    last_failure: Option<TokenError>,
+}
+
+/// Facts about the token, read when it appeared.
+#[derive(Debug, Clone)]
+pub struct TokenFacts {
+    pub token: TokenRef,
+    pub manufacturer: String,
+    pub model: String,
+    pub module_path: PathBuf,
+    pub hardware: bool,
+    pub removable: bool,
+    pub protected_path: bool,
+    pub login_required: bool,
+}
+
+/// A token in a slot.
+pub struct Token {
+    pub facts: TokenFacts,
+    pkcs11: Pkcs11,
+    slot: Slot,
+    /// Idle sessions; `permits` bounds how many are in use at once (1 for a card, which does
+    /// one thing at a time; more for software tokens, which work in parallel).
+    idle: Mutex<Vec<Session>>,
+    permits: Semaphore,
+    max_sessions: u32,
+    pub pin_cache: PinCache,
+    /// One login procedure (and so one PIN prompt) per token at a time.
+    auth: tokio::sync::Mutex<AuthState>,
+    /// Counts finished login attempts, so a waiter can tell that one happened meanwhile.
+    attempts: AtomicU64,
+    keys: Mutex<HashMap<Vec<u8>, KeyInfo>>,
+    /// Set when the token is removed; operations waiting on it end with `token_removed`.
+    gone_tx: watch::Sender<bool>,
+    gone: AtomicBool,
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Token").field("facts", &self.facts).finish()
+    }
+}
+
+fn is_user_state(s: SessionState) -> bool {
+    matches!(s, SessionState::RoUser | SessionState::RwUser)
+}
+
+/// The retry state a token's flags report.
+pub fn retries_of(info: &TokenInfo) -> PinRetries {
+    if info.user_pin_locked() {
+        PinRetries::Locked
+    } else if info.user_pin_final_try() {
+        PinRetries::FinalTry
+    } else if info.user_pin_count_low() {
+        PinRetries::Low
+    } else {
+        PinRetries::Ok
+    }
+}
+
+fn retries_left(r: PinRetries) -> Option<u32> {
+    match r {
+        PinRetries::FinalTry => Some(1),
+        PinRetries::Locked => Some(0),
+        _ => None,
+    }
+}
+
+/// Errors after which a session is no good and must not go back to the pool.
+fn session_is_dead(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::SessionHandleInvalid
+                | RvError::SessionClosed
+                | RvError::DeviceRemoved
+                | RvError::TokenNotPresent
+                | RvError::DeviceError,
+            _
+        )
+    )
+}
+
+impl Token {
+    /// Wraps a token found in `slot`. `session` is the one used to read it.
+    pub(super) fn new(
+        facts: TokenFacts,
+        pkcs11: Pkcs11,
+        slot: Slot,
+        session: Session,
+        max_sessions: u32,
+        pin_ttl: Duration,
+    ) -> Token {
+        let (gone_tx, _) = watch::channel(false);
+        Token {
+            facts,
+            pkcs11,
+            slot,
+            idle: Mutex::new(vec![session]),
+            permits: Semaphore::new(max_sessions as usize),
+            max_sessions,
+            pin_cache: PinCache::new(pin_ttl),
+            auth: tokio::sync::Mutex::new(AuthState::default()),
+            attempts: AtomicU64::new(0),
+            keys: Mutex::new(HashMap::new()),
+            gone_tx,
+            gone: AtomicBool::new(false),
+        }
+    }
+
+    pub fn token_ref(&self) -> &TokenRef {
+        &self.facts.token
+    }
+
+    pub fn slot(&self) -> Slot {
+        self.slot
+    }
+
+    /// Marks the token removed: its PIN is wiped, its idle sessions are closed, and every
+    /// operation waiting on it ends with `token_removed`.
+    pub fn mark_removed(&self) {
+        self.gone.store(true, Ordering::SeqCst);
+        self.gone_tx.send_replace(true);
+        self.pin_cache.clear();
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+        if let Ok(mut k) = self.keys.lock() {
+            k.clear();
+        }
+    }
+
+    pub fn is_removed(&self) -> bool {
+        self.gone.load(Ordering::SeqCst)
+    }
+
+    fn removed_err(&self) -> TokenError {
+        TokenError::Removed {
+            token: self.facts.token.clone(),
+        }
+    }
+
+    /// Resolves when the token is removed.
+    async fn wait_gone(&self) {
+        let mut rx = self.gone_tx.subscribe();
+        let _ = rx.wait_for(|g| *g).await;
+    }
+
+    /// Maps a PKCS#11 error of `call` to the error a client can act on.
+    fn classify(&self, call: &'static str, e: CkError) -> TokenError {
+        match e {
+            CkError::Pkcs11(RvError::DeviceRemoved | RvError::TokenNotPresent, _) => {
+                self.removed_err()
+            }
+            _ if self.is_removed() => self.removed_err(),
+            CkError::Pkcs11(RvError::PinLocked, _) => TokenError::PinLocked {
+                token: self.facts.token.clone(),
+            },
+            // The retry state is read again by `login_failure`.
+            CkError::Pkcs11(RvError::PinIncorrect, _) => TokenError::PinIncorrect {
+                token: self.facts.token.clone(),
+                retries: PinRetries::Low,
+            },
+            other => TokenError::Pkcs11 {
+                token: self.facts.token.clone(),
+                call,
+                error: other.to_string(),
+            },
+        }
+    }
+
+    /// Runs `f` on one of the token's sessions, on the blocking pool.
+    async fn run<T, F>(self: &Arc<Self>, call: &'static str, f: F) -> Result<T, TokenError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Session) -> Result<T, CkError> + Send + 'static,
+    {
+        if self.is_removed() {
+            return Err(self.removed_err());
+        }
+        let permit = tokio::select! {
+            p = self.permits.acquire() => p.map_err(|_| self.removed_err())?,
+            _ = self.wait_gone() => return Err(self.removed_err()),
+        };
+        let this = self.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let session = match this.idle.lock().ok().and_then(|mut v| v.pop()) {
+                Some(s) => s,
+                None => this
+                    .pkcs11
+                    .open_ro_session(this.slot)
+                    .map_err(|e| ("C_OpenSession", e))?,
+            };
+            let r = f(&session);
+            match &r {
+                Err(e) if session_is_dead(e) => drop(session),
+                _ => {
+                    if !this.is_removed()
+                        && let Ok(mut idle) = this.idle.lock()
+                    {
+                        idle.push(session);
+                    }
+                }
+            }
+            r.map_err(|e| (call, e))
+        })
+        .await;
+        drop(permit);
+        match result {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err((call, e))) => Err(self.classify(call, e)),
+            Err(join) => Err(TokenError::Pkcs11 {
+                token: self.facts.token.clone(),
+                call,
+                error: format!("the PKCS#11 call did not finish: {join}"),
+            }),
+        }
+    }
+
+    /// Reads the token's flags now.
+    async fn token_info(self: &Arc<Self>) -> Result<TokenInfo, TokenError> {
+        let this = self.clone();
+        let r = tokio::task::spawn_blocking(move || this.pkcs11.get_token_info(this.slot)).await;
+        match r {
+            Ok(Ok(info)) => Ok(info),
+            Ok(Err(e)) => Err(self.classify("C_GetTokenInfo", e)),
+            Err(e) => Err(TokenError::Pkcs11 {
+                token: self.facts.token.clone(),
+                call: "C_GetTokenInfo",
+                error: e.to_string(),
+            }),
+        }
+    }
+
+    /// The PIN retry state as the token reports it now.
+    pub async fn pin_retries(self: &Arc<Self>) -> Result<PinRetries, TokenError> {
+        Ok(retries_of(&self.token_info().await?))
+    }
+
+    async fn logged_in(self: &Arc<Self>) -> Result<bool, TokenError> {
+        self.run("C_GetSessionInfo", |s| {
+            Ok(is_user_state(s.get_session_info()?.session_state()))
+        })
+        .await
+    }
+
+    /// Asks the prompter, giving up when the token goes away.
+    async fn ask(
+        self: &Arc<Self>,
+        prompter: &dyn PinPrompter,
+        req: PinRequest,
+    ) -> Result<SecretPin, TokenError> {
+        tokio::select! {
+            r = prompter.ask(req) => r.map_err(|e| self.prompt_err(e)),
+            _ = self.wait_gone() => Err(self.removed_err()),
+        }
+    }
+
+    fn prompt_err(&self, e: PinError) -> TokenError {
+        TokenError::PinCancelled {
+            token: self.facts.token.clone(),
+            reason: e.to_string(),
+        }
+    }
+
+    /// Logs the token in unless it is. Returns the PIN when this call asked for one, so the
+    /// same request can use it for a context-specific login without asking twice.
+    ///
+    /// A rejected PIN is wiped from the cache and never tried again; a locked PIN is never
+    /// tried. Requests that waited while another one logged in share its failure instead of
+    /// trying (and burning) another attempt themselves.
+    async fn ensure_login(
+        self: &Arc<Self>,
+        prompter: &dyn PinPrompter,
+        certificate: &str,
+    ) -> Result<Option<SecretPin>, TokenError> {
+        let seen = self.attempts.load(Ordering::SeqCst);
+        let mut state = tokio::select! {
+            g = self.auth.lock() => g,
+            _ = self.wait_gone() => return Err(self.removed_err()),
+        };
+        if self.attempts.load(Ordering::SeqCst) != seen
+            && let Some(e) = &state.last_failure
+        {
+            return Err(e.clone());
+        }
+        if self.logged_in().await? {
+            return Ok(None);
+        }
+        let info = self.token_info().await?;
+        let retries = retries_of(&info);
+        let token = self.facts.token.clone();
+        if retries == PinRetries::Locked {
+            return Err(TokenError::PinLocked { token });
+        }
+        let req = PinRequest {
+            token: token.clone(),
+            certificate: Some(certificate.to_owned()),
+            reason: PinReason::Login,
+            retries,
+            retries_left: retries_left(retries),
+        };
+
+        let (pin, result) = if self.facts.protected_path {
+            tokio::select! {
+                _ = prompter.notify_on_reader(req) => {},
+                _ = self.wait_gone() => return Err(self.removed_err()),
+            }
+            info!(token = %token.label, "waiting for the PIN on the reader's keypad");
+            let r = self
+                .run("C_Login", |s| already_ok(s.login(UserType::User, None)))
+                .await;
+            (None, r)
+        } else {
+            let pin = match self.pin_cache.get() {
+                Some(p) => p,
+                None => self.ask(prompter, req).await?,
+            };
+            let auth = auth_pin(&pin);
+            let r = self
+                .run("C_Login", move |s| {
+                    already_ok(s.login_with_raw(UserType::User, &auth))
+                })
+                .await;
+            (Some(pin), r)
+        };
+        self.attempts.fetch_add(1, Ordering::SeqCst);
+        match result {
+            Ok(()) => {
+                state.last_failure = None;
+                if let Some(p) = &pin {
+                    self.pin_cache.put(p);
+                }
+                if let Ok(mut k) = self.keys.lock() {
+                    k.clear();
+                }
+                info!(token = %token.label, "token logged in");
+                Ok(pin)
+            }
+            Err(e) => {
+                self.pin_cache.clear();
+                let e = self.login_failure(e).await;
+                state.last_failure = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// Turns a failed C_Login into the client's error, with the retry state after it.
+    async fn login_failure(self: &Arc<Self>, e: TokenError) -> TokenError {
+        let token = self.facts.token.clone();
+        if !matches!(e, TokenError::PinIncorrect { .. }) {
+            return e;
+        }
+        let retries = self.pin_retries().await.unwrap_or(PinRetries::Low);
+        warn!(token = %token.label, ?retries, "the token rejected the PIN; it will not be retried");
+        if retries == PinRetries::Locked {
+            return TokenError::PinLocked { token };
+        }
+        TokenError::PinIncorrect {
+            token,
+            retries: if retries == PinRetries::Ok {
+                PinRetries::Low
+            } else {
+                retries
+            },
+        }
+    }
+
+    /// Finds the private key with CKA_ID `key_id` (after login, when private keys show).
+    async fn key(self: &Arc<Self>, key_id: &[u8]) -> Result<KeyInfo, TokenError> {
+        if let Some(k) = self.keys.lock().ok().and_then(|m| m.get(key_id).copied()) {
+            return Ok(k);
+        }
+        let id = key_id.to_vec();
+        let found = self
+            .run("C_FindObjects", move |s| {
+                let handles = s.find_objects(&[
+                    Attribute::Class(ObjectClass::PRIVATE_KEY),
+                    Attribute::Id(id),
+                ])?;
+                let Some(&handle) = handles.first() else {
+                    return Ok(None);
+                };
+                // Modules that do not know CKA_ALWAYS_AUTHENTICATE leave it out.
+                let always = s
+                    .get_attributes(handle, &[AttributeType::AlwaysAuthenticate])
+                    .ok()
+                    .and_then(|attrs| {
+                        attrs.into_iter().find_map(|a| match a {
+                            Attribute::AlwaysAuthenticate(b) => Some(b),
+                            _ => None,
+                        })
+                    })
+                    .unwrap_or(false);
+                Ok(Some(KeyInfo {
+                    handle,
+                    always_authenticate: always,
+                }))
+            })
+            .await?;
+        let key = found.ok_or_else(|| TokenError::KeyNotFound {
+            token: self.facts.token.clone(),
+            key_id: crate::certs::hex(key_id),
+        })?;
+        if let Ok(mut m) = self.keys.lock() {
+            m.insert(key_id.to_vec(), key);
+        }
+        Ok(key)
+    }
+
+    /// Signs `data` with the private key `key_id`, logging in first if needed. The PIN comes
+    /// from the cache or from `prompter`.
+    pub async fn sign(
+        self: &Arc<Self>,
+        key_id: &[u8],
+        certificate: &str,
+        mechanism: SignMechanism,
+        data: Vec<u8>,
+        prompter: &dyn PinPrompter,
+        policy: PinPolicy,
+    ) -> Result<Vec<u8>, TokenError> {
+        let mut fresh_pin = self.ensure_login(prompter, certificate).await?;
+        let key = self.key(key_id).await?;
+
+        let context_pin = if key.always_authenticate && !self.facts.protected_path {
+            let pin = match fresh_pin.take() {
+                Some(p) => p,
+                None => match self
+                    .pin_cache
+                    .get()
+                    .filter(|_| policy.always_authenticate_uses_cache)
+                {
+                    Some(p) => p,
+                    None => {
+                        let retries = self.pin_retries().await?;
+                        let req = PinRequest {
+                            token: self.facts.token.clone(),
+                            certificate: Some(certificate.to_owned()),
+                            reason: PinReason::ContextSpecific,
+                            retries,
+                            retries_left: retries_left(retries),
+                        };
+                        self.ask(prompter, req).await?
+                    }
+                },
+            };
+            Some(auth_pin(&pin))
+        } else {
+            None
+        };
+        let context_login = key.always_authenticate;
+
+        let mech = mechanism;
+        let result = self
+            .run("C_Sign", move |s| {
+                if context_login {
+                    match &context_pin {
+                        Some(pin) => s.login_with_raw(UserType::ContextSpecific, pin)?,
+                        // PIN pad: the reader asks again.
+                        None => s.login(UserType::ContextSpecific, None)?,
+                    }
+                }
+                let m = match mech {
+                    SignMechanism::RsaPkcs1 => Mechanism::RsaPkcs,
+                    SignMechanism::Ecdsa => Mechanism::Ecdsa,
+                };
+                s.sign(&m, key.handle, &data)
+            })
+            .await;
+        match result {
+            Ok(sig) => {
+                if !self.pin_cache.enabled() {
+                    self.logout().await;
+                }
+                Ok(sig)
+            }
+            Err(e) => {
+                // A stale handle (the module re-enumerated) is found again next time.
+                if let Ok(mut m) = self.keys.lock() {
+                    m.remove(key_id);
+                }
+                if matches!(e, TokenError::PinIncorrect { .. }) {
+                    // The context-specific PIN was rejected: wipe it, report the retries.
+                    self.pin_cache.clear();
+                    return Err(self.login_failure(e).await);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Logs the token out once no operation is using it, and wipes its PIN.
+    pub async fn logout(self: &Arc<Self>) {
+        self.pin_cache.clear();
+        if self.is_removed() {
+            return;
+        }
+        let _auth = self.auth.lock().await;
+        let Ok(_all) = self.permits.acquire_many(self.max_sessions).await else {
+            return;
+        };
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            if let Some(s) = this
+                .idle
+                .lock()
+                .ok()
+                .and_then(|v| v.first().map(|s| s.logout()))
+            {
+                match s {
+                    Ok(()) | Err(CkError::Pkcs11(RvError::UserNotLoggedIn, _)) => {}
+                    Err(e) => debug!(error = %e, "C_Logout failed"),
+                }
+            }
+            if let Ok(mut k) = this.keys.lock() {
+                k.clear();
+            }
+        })
+        .await;
+        info!(token = %self.facts.token.label, "token logged out");
+    }
+}
+
+/// The PIN as cryptoki takes it: raw bytes, exactly as typed (a zeroizing copy).
+fn auth_pin(pin: &SecretPin) -> RawAuthPin {
+    RawAuthPin::new(Box::new(pin.expose().to_vec()))
+}
+
+/// C_Login on a token that is already logged in (by another session of this process) is
+/// success.
+fn already_ok(r: Result<(), CkError>) -> Result<(), CkError> {
+    match r {
+        Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
+        other => other,
+    }
+}

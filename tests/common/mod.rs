@@ -1,0 +1,340 @@
+//! Test support for the agent's integration tests: the test PKI, SoftHSM tokens, a running
+//! agent (the real binary on a real socket), protocol clients, and the reference peers.
+//!
+//! Everything a test starts is stopped when its handle drops, also when the test panics.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use smime_agent_proto::client::Client;
+use smime_agent_proto::{Event, HelloParams, PROTOCOL_VERSION, SignFormat, SignParams, SignResult};
+
+pub const PIN: &str = "4711";
+pub const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn agent_bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_smime-agent"))
+}
+
+/// A fresh directory under the target dir, removed when dropped.
+pub fn tempdir() -> tempfile::TempDir {
+    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&base).unwrap();
+    tempfile::Builder::new()
+        .prefix("it-")
+        .tempdir_in(base)
+        .unwrap()
+}
+
+/// The test PKI (softhsm-setup/make-pki.sh), made once per test process.
+pub fn pki() -> &'static Path {
+    static PKI: OnceLock<PathBuf> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let dir =
+            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pki-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let st = Command::new(repo().join("softhsm-setup/make-pki.sh"))
+            .arg(&dir)
+            .status()
+            .expect("run make-pki.sh");
+        assert!(st.success(), "make-pki.sh failed");
+        dir
+    })
+}
+
+pub fn pki_file(name: &str) -> PathBuf {
+    pki().join(name)
+}
+
+/// A SoftHSM directory with tokens, made by softhsm-setup/make-token.sh.
+pub struct SoftHsm {
+    pub dir: PathBuf,
+}
+
+impl SoftHsm {
+    /// A token `label` holding the named PKI keys and certificates.
+    pub fn new(dir: &Path) -> SoftHsm {
+        std::fs::create_dir_all(dir).unwrap();
+        SoftHsm {
+            dir: dir.to_owned(),
+        }
+    }
+
+    pub fn add_token(&self, label: &str, pin: &str, names: &[&str]) -> &Self {
+        let out = Command::new(repo().join("softhsm-setup/make-token.sh"))
+            .arg("--dir")
+            .arg(&self.dir)
+            .arg("--pki")
+            .arg(pki())
+            .args(["--label", label, "--pin", pin])
+            .args(names)
+            .output()
+            .expect("run make-token.sh");
+        assert!(
+            out.status.success(),
+            "make-token.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        self
+    }
+
+    pub fn conf(&self) -> PathBuf {
+        self.dir.join("softhsm2.conf")
+    }
+}
+
+/// A running agent.
+pub struct Agent {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    pub config: PathBuf,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+/// How to start an agent.
+pub struct AgentSpec<'a> {
+    pub softhsm: Option<&'a SoftHsm>,
+    /// Extra TOML appended to the configuration.
+    pub extra_config: String,
+    pub pin_source: &'a str,
+    pub env: Vec<(String, String)>,
+    /// Start the agent under this umask (via the shell).
+    pub umask: Option<&'a str>,
+}
+
+impl Default for AgentSpec<'_> {
+    fn default() -> Self {
+        AgentSpec {
+            softhsm: None,
+            extra_config: String::new(),
+            pin_source: "client",
+            env: vec![],
+            umask: None,
+        }
+    }
+}
+
+impl Agent {
+    /// Starts `smime-agent serve --foreground` and waits for its socket line.
+    pub fn start(dir: &Path, spec: AgentSpec<'_>) -> Agent {
+        std::fs::create_dir_all(dir).unwrap();
+        let mut cfg = String::new();
+        if spec.softhsm.is_some() {
+            cfg.push_str(&format!(
+                "[[tokens.module]]\npath = \"{SOFTHSM}\"\nkind = \"software\"\n\n"
+            ));
+        }
+        cfg.push_str(&format!("[pin]\nsource = \"{}\"\n\n", spec.pin_source));
+        cfg.push_str(&spec.extra_config);
+        let config = dir.join("agent.toml");
+        std::fs::write(&config, cfg).unwrap();
+        let socket = dir.join("run").join("agent.sock");
+        Self::spawn(dir, config, socket, &spec)
+    }
+
+    pub fn spawn(dir: &Path, config: PathBuf, socket: PathBuf, spec: &AgentSpec<'_>) -> Agent {
+        std::fs::create_dir_all(dir).unwrap();
+        let log = dir.join("agent.log");
+        let logf = std::fs::File::create(&log).unwrap();
+        let mut cmd = match spec.umask {
+            Some(mask) => {
+                let mut c = Command::new("sh");
+                c.arg("-c")
+                    .arg(format!("umask {mask} && exec \"$0\" \"$@\""))
+                    .arg(agent_bin());
+                c
+            }
+            None => Command::new(agent_bin()),
+        };
+        cmd.arg("serve")
+            .arg("--foreground")
+            .arg("--config")
+            .arg(&config)
+            .arg("--socket")
+            .arg(&socket)
+            .env("RUST_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(logf);
+        if let Some(h) = spec.softhsm {
+            cmd.env("SOFTHSM2_CONF", h.conf());
+        }
+        for (k, v) in &spec.env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start smime-agent");
+        let stdout = child.stdout.take().unwrap();
+        let mut first = String::new();
+        BufReader::new(stdout).read_line(&mut first).unwrap();
+        let mut agent = Agent {
+            dir: dir.to_owned(),
+            socket,
+            config,
+            child: Some(child),
+            log,
+        };
+        if !first.starts_with("SMIME_AGENT_SOCK=") {
+            let log = std::fs::read_to_string(&agent.log).unwrap_or_default();
+            agent.child = None;
+            panic!("the agent did not start: stdout {first:?}\nlog:\n{log}");
+        }
+        agent
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    /// Sends SIGTERM and waits for the agent to exit.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("agent running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                return st;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("the agent did not stop on SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// A connected async client that answers PIN prompts itself.
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.socket, hello(true))
+            .await
+            .expect("connect")
+    }
+
+    /// Runs the CLI against this agent.
+    pub fn cli(&self) -> Command {
+        let mut c = Command::new(agent_bin());
+        c.env("SMIME_AGENT_SOCK", &self.socket);
+        c
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn hello(pin_prompt: bool) -> HelloParams {
+    HelloParams {
+        version: PROTOCOL_VERSION,
+        client: Some("integration-test".into()),
+        pin_prompt,
+        pinentry: None,
+    }
+}
+
+/// A small MIME entity, LF line ends as a client might send them.
+pub fn sample_entity(text: &str) -> Vec<u8> {
+    format!("Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n{text}\n")
+        .into_bytes()
+}
+
+/// Signs, answering every PIN prompt of this request with `pin`. Returns the result and
+/// how many prompts there were.
+pub async fn sign_answering(
+    client: &Client,
+    signer: &str,
+    content: Vec<u8>,
+    format: Option<SignFormat>,
+    pin: &str,
+) -> (
+    Result<SignResult, smime_agent_proto::client::ClientError>,
+    usize,
+) {
+    let mut events = client.take_events().expect("events not taken yet");
+    let (id, rx) = client
+        .start(smime_agent_proto::Op::Sign(SignParams {
+            signer: signer.into(),
+            content: content.into(),
+            format,
+        }))
+        .await
+        .expect("send sign");
+    let mut rx = rx;
+    let mut prompts = 0;
+    let outcome = loop {
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(Event::PinNeeded(p)) = ev else { continue };
+                assert_eq!(p.request, id, "a prompt for another request");
+                prompts += 1;
+                client.pin(p.prompt, Some(smime_agent_proto::Pin::new(pin))).await.expect("answer pin");
+            }
+            out = &mut rx => break out.expect("response"),
+        }
+    };
+    let result = match outcome {
+        smime_agent_proto::Outcome::Ok(v) => Ok(serde_json::from_value(v).expect("sign result")),
+        smime_agent_proto::Outcome::Error(e) => {
+            Err(smime_agent_proto::client::ClientError::Agent(Box::new(e)))
+        }
+    };
+    (result, prompts)
+}
+
+/// `openssl cms -verify` (or `smime`) on a signed message; true when OpenSSL accepts it.
+pub fn openssl_verifies(tool: &str, message: &[u8], dir: &Path) -> (bool, String) {
+    let path = dir.join(format!("verify-{}.eml", rand_suffix()));
+    std::fs::write(&path, message).unwrap();
+    let out = Command::new("openssl")
+        .arg(tool)
+        .arg("-verify")
+        .arg("-in")
+        .arg(&path)
+        .arg("-CAfile")
+        .arg(pki_file("chain.pem"))
+        .args(["-purpose", "smimesign", "-out"])
+        .arg(dir.join("verified.out"))
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+pub fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Writes `data` to a file in `dir` and returns its path.
+pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
+    let p = dir.join(name);
+    let mut f = std::fs::File::create(&p).unwrap();
+    f.write_all(data).unwrap();
+    p
+}

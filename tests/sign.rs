@@ -1,0 +1,426 @@
+//! Signing through the running agent with SoftHSM keys, checked by OpenSSL.
+
+mod common;
+
+use common::*;
+use smime_agent_proto::{ErrorCode, SignFormat};
+
+/// One SoftHSM token "alice" with every kind of signing key the PKI has.
+fn alice_agent(dir: &std::path::Path) -> (SoftHsm, Agent) {
+    let hsm = SoftHsm::new(&dir.join("softhsm"));
+    hsm.add_token(
+        "alice",
+        PIN,
+        &["alice-sign-rsa", "alice-enc-rsa", "alice-expired"],
+    );
+    let agent = Agent::start(
+        &dir.join("agent"),
+        AgentSpec {
+            softhsm: Some(&hsm),
+            ..Default::default()
+        },
+    );
+    (hsm, agent)
+}
+
+async fn sign_and_check(names: &[&str], format: Option<SignFormat>, expect_key: &str) -> Vec<u8> {
+    let dir = tempdir();
+    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
+    hsm.add_token("alice", PIN, names);
+    let agent = Agent::start(
+        &dir.path().join("agent"),
+        AgentSpec {
+            softhsm: Some(&hsm),
+            ..Default::default()
+        },
+    );
+    let client = agent.client().await;
+    let (res, prompts) = sign_answering(
+        &client,
+        "alice@example.org",
+        sample_entity("Hello, OpenSSL."),
+        format,
+        PIN,
+    )
+    .await;
+    let res = res.expect("sign");
+    assert_eq!(prompts, 1, "one PIN prompt for the first use of the token");
+    assert_eq!(res.certificate.key, expect_key);
+    assert_eq!(res.digest_algorithm, "sha256");
+    for tool in ["cms", "smime"] {
+        let (ok, err) = openssl_verifies(tool, &res.mime.0, dir.path());
+        assert!(ok, "openssl {tool} -verify rejected the signature: {err}");
+    }
+    // What OpenSSL extracted is the content we sent, canonicalized.
+    let content = std::fs::read(dir.path().join("verified.out")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&content).contains("Hello, OpenSSL."),
+        "verified content: {content:?}"
+    );
+    res.mime.0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_signed_rsa_verifies_with_openssl() {
+    let mime = sign_and_check(&["alice-sign-rsa"], None, "rsa-2048").await;
+    assert!(String::from_utf8_lossy(&mime).contains("multipart/signed"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_rsa_verifies_with_openssl() {
+    let mime = sign_and_check(&["alice-sign-rsa"], Some(SignFormat::Opaque), "rsa-2048").await;
+    assert!(String::from_utf8_lossy(&mime).contains("smime-type=signed-data"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_signed_ec_p256_verifies_with_openssl() {
+    sign_and_check(&["alice-sign-ec"], None, "ec-p256").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn opaque_ec_p256_verifies_with_openssl() {
+    sign_and_check(&["alice-sign-ec"], Some(SignFormat::Opaque), "ec-p256").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clear_and_opaque_ec_p384_verify_with_openssl() {
+    sign_and_check(&["alice-sign-p384"], None, "ec-p384").await;
+    sign_and_check(&["alice-sign-p384"], Some(SignFormat::Opaque), "ec-p384").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_message_fails_openssl_verification() {
+    let dir = tempdir();
+    let (_hsm, agent) = alice_agent(dir.path());
+    let client = agent.client().await;
+    let (res, _) = sign_answering(
+        &client,
+        "alice@example.org",
+        sample_entity("Pay 10 EUR to Bob."),
+        None,
+        PIN,
+    )
+    .await;
+    let mime = res.expect("sign").mime.0;
+    let (ok, err) = openssl_verifies("cms", &mime, dir.path());
+    assert!(ok, "{err}");
+    let tampered = String::from_utf8(mime)
+        .unwrap()
+        .replace("10 EUR", "99 EUR")
+        .into_bytes();
+    let (ok, _) = openssl_verifies("cms", &tampered, dir.path());
+    assert!(!ok, "OpenSSL accepted a tampered message");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dual_usage_key_is_chosen_only_without_a_single_usage_one() {
+    let dir = tempdir();
+    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
+    hsm.add_token("alice", PIN, &["alice-dual-rsa", "alice-sign-rsa"]);
+    let agent = Agent::start(
+        &dir.path().join("agent"),
+        AgentSpec {
+            softhsm: Some(&hsm),
+            ..Default::default()
+        },
+    );
+    let client = agent.client().await;
+    let (res, _) =
+        sign_answering(&client, "alice@example.org", sample_entity("x"), None, PIN).await;
+    let res = res.unwrap();
+    assert_eq!(
+        res.certificate.key_usage,
+        ["digitalSignature", "nonRepudiation"]
+    );
+    assert!(res.why.contains("single key usage"), "{}", res.why);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_pin_is_reported_and_not_retried_and_the_right_pin_still_works() {
+    let dir = tempdir();
+    let (_hsm, agent) = alice_agent(dir.path());
+    let client = agent.client().await;
+    let (res, prompts) = sign_answering(
+        &client,
+        "alice@example.org",
+        sample_entity("x"),
+        None,
+        "0000",
+    )
+    .await;
+    let err = res.expect_err("a wrong PIN must fail");
+    assert_eq!(err.code(), Some(ErrorCode::PinIncorrect), "{err}");
+    assert_eq!(
+        prompts, 1,
+        "the agent asked more than once: it must not retry"
+    );
+    let smime_agent_proto::client::ClientError::Agent(body) = &err else {
+        unreachable!()
+    };
+    assert_eq!(body.token.as_ref().map(|t| t.label.as_str()), Some("alice"));
+    assert!(
+        !body.message.contains("0000"),
+        "the error repeats the PIN: {}",
+        body.message
+    );
+
+    // A new connection, the right PIN: signing works (the agent did not lock the token).
+    let client = agent.client().await;
+    let (res, prompts) =
+        sign_answering(&client, "alice@example.org", sample_entity("x"), None, PIN).await;
+    res.expect("the right PIN works after a wrong one");
+    assert_eq!(prompts, 1);
+
+    // The PIN is cached now: no prompt.
+    let client = agent.client().await;
+    let (res, prompts) = sign_answering(
+        &client,
+        "alice@example.org",
+        sample_entity("y"),
+        None,
+        "unused",
+    )
+    .await;
+    res.expect("sign with the cached PIN");
+    assert_eq!(prompts, 0);
+
+    // Neither PIN is in the log.
+    let log = agent.log_text();
+    assert!(
+        !log.contains("4711") && !log.contains("\"0000\""),
+        "a PIN is in the log"
+    );
+    assert!(
+        log.contains("private-key operation") && log.contains("op=\"sign\""),
+        "the audit log is missing:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_pin_prompt_gives_pin_cancelled() {
+    let dir = tempdir();
+    let (_hsm, agent) = alice_agent(dir.path());
+    let client = agent.client().await;
+    let mut events = client.take_events().unwrap();
+    let c2 = std::sync::Arc::new(client);
+    let c3 = c2.clone();
+    let answer = tokio::spawn(async move {
+        if let Some(smime_agent_proto::Event::PinNeeded(p)) = events.recv().await {
+            c3.pin(p.prompt, None).await.unwrap();
+        }
+    });
+    let err = c2
+        .sign(smime_agent_proto::SignParams {
+            signer: "alice@example.org".into(),
+            content: sample_entity("x").into(),
+            format: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::PinCancelled), "{err}");
+    answer.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_certificate_names_the_address_and_what_was_found() {
+    let dir = tempdir();
+    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
+    hsm.add_token("alice", PIN, &["alice-expired", "alice-enc-rsa"]);
+    let agent = Agent::start(
+        &dir.path().join("agent"),
+        AgentSpec {
+            softhsm: Some(&hsm),
+            ..Default::default()
+        },
+    );
+    let client = agent.client().await;
+    let err = client
+        .sign(smime_agent_proto::SignParams {
+            signer: "Alice@Example.ORG".into(),
+            content: sample_entity("x").into(),
+            format: None,
+        })
+        .await
+        .unwrap_err();
+    let smime_agent_proto::client::ClientError::Agent(body) = err else {
+        panic!("expected an agent error")
+    };
+    assert_eq!(body.code, ErrorCode::NoCertificate);
+    assert!(
+        body.message.contains("Alice@Example.ORG"),
+        "{}",
+        body.message
+    );
+    assert!(
+        body.message.contains("expired on 2021-01-01"),
+        "{}",
+        body.message
+    );
+    assert!(
+        body.message.contains("does not allow signing"),
+        "{}",
+        body.message
+    );
+
+    let err = client
+        .sign(smime_agent_proto::SignParams {
+            signer: "nobody@example.org".into(),
+            content: sample_entity("x").into(),
+            format: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::NoCertificate));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn content_that_is_not_a_mime_entity_is_a_bad_request() {
+    let dir = tempdir();
+    let (_hsm, agent) = alice_agent(dir.path());
+    let client = agent.client().await;
+    let err = client
+        .sign(smime_agent_proto::SignParams {
+            signer: "alice@example.org".into(),
+            content: b"just some text without headers".to_vec().into(),
+            format: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::BadRequest), "{err}");
+    assert!(err.to_string().contains("MIME entity"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_concurrent_clients_each_get_a_valid_signature() {
+    let dir = tempdir();
+    let (_hsm, agent) = alice_agent(dir.path());
+    let mut tasks = vec![];
+    for i in 0..50 {
+        let socket = agent.socket.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = smime_agent_proto::client::Client::connect(&socket, hello(true))
+                .await
+                .expect("connect");
+            let (res, _) = sign_answering(
+                &client,
+                "alice@example.org",
+                sample_entity(&format!("message number {i}")),
+                None,
+                PIN,
+            )
+            .await;
+            (i, res.expect("sign").mime.0)
+        }));
+    }
+    let mut results = vec![];
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    assert_eq!(results.len(), 50);
+    for (i, mime) in results {
+        let (ok, err) = openssl_verifies("cms", &mime, dir.path());
+        assert!(ok, "signature {i} does not verify: {err}");
+        assert!(String::from_utf8_lossy(&mime).contains(&format!("message number {i}")));
+    }
+}
+
+#[test]
+fn cli_signs_with_pin_from_fd_and_openssl_verifies() {
+    let dir = tempdir();
+    let (_hsm, agent) = alice_agent(dir.path());
+    let input = write_file(dir.path(), "msg.txt", &sample_entity("Signed by the CLI."));
+    let out = dir.path().join("signed.eml");
+    let pin_file = write_file(dir.path(), "pin", format!("{PIN}\n").as_bytes());
+    // Hand the PIN over on fd 3, as a script would: `smime-agent sign --pin-fd 3 3<pinfile`.
+    let st = agent
+        .cli()
+        .arg("sign")
+        .args(["--signer", "alice@example.org", "--pin-fd", "3", "--opaque"])
+        .arg("--in")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .env("PIN_FILE", &pin_file)
+        .output_with_fd3(&pin_file);
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    let signed = std::fs::read(&out).unwrap();
+    let (ok, err) = openssl_verifies("smime", &signed, dir.path());
+    assert!(ok, "{err}");
+
+    // Errors: the code on stderr and a non-zero exit.
+    let st = agent
+        .cli()
+        .args(["sign", "--signer", "nobody@example.org", "--pin-fd", "3"])
+        .arg("--in")
+        .arg(&input)
+        .output_with_fd3(&pin_file);
+    assert_eq!(st.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&st.stderr).contains("no_certificate"),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+}
+
+/// Runs a command with `file` open on its fd 3.
+trait WithFd3 {
+    fn output_with_fd3(&mut self, file: &std::path::Path) -> std::process::Output;
+}
+
+impl WithFd3 for std::process::Command {
+    fn output_with_fd3(&mut self, file: &std::path::Path) -> std::process::Output {
+        // The shell does the redirection, so the test needs no unsafe pre_exec.
+        let program = self.get_program().to_owned();
+        let args: Vec<_> = self.get_args().map(|a| a.to_owned()).collect();
+        let mut sh = std::process::Command::new("sh");
+        sh.arg("-c")
+            .arg("exec \"$@\" 3<\"$PIN_FILE\"")
+            .arg("sh")
+            .arg(program)
+            .args(args)
+            .env("PIN_FILE", file);
+        for (k, v) in self.get_envs() {
+            match v {
+                Some(v) => sh.env(k, v),
+                None => sh.env_remove(k),
+            };
+        }
+        sh.output().unwrap()
+    }
+}
+
+#[test]
+fn cli_status_and_certs_show_the_token_and_its_certificates() {
+    let dir = tempdir();
+    let (_hsm, agent) = alice_agent(dir.path());
+    let out = agent.cli().args(["status", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let st: smime_agent_proto::StatusResult = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(st.tokens.len(), 1);
+    let t = &st.tokens[0];
+    assert_eq!(t.token.label, "alice");
+    assert!(!t.hardware, "the config marks SoftHSM as software");
+    assert_eq!(t.certificates.len(), 3);
+    assert!(
+        t.certificates
+            .iter()
+            .all(|c| c.emails.contains(&"alice@example.org".to_owned()))
+    );
+    assert_eq!(st.modules[0].path, SOFTHSM);
+
+    let out = agent.cli().args(["certs", "--json"]).output().unwrap();
+    assert!(out.status.success());
+    let list: smime_agent_proto::ListCertsResult = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list.certificates.len(), 3);
+
+    let out = agent.cli().arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("\"alice\"") && text.contains("software"),
+        "{text}"
+    );
+}
