@@ -120,55 +120,55 @@ fn rsa_signatures_with_9c_verify_with_openssl() {
 }
 
 #[test]
-fn ecdsa_p256_signature_with_9c_verifies_with_openssl() {
-    let (_dir, rig) = rig();
-    rig.insert(
-        "alice",
-        0,
-        PIN,
-        &[slot(PivSlot::Signature, "alice-sign-ec")],
-    )
-    .unwrap();
-    let work = scratch();
-    let data = work.path().join("data");
-    fs::write(&data, b"an ECDSA signature from a virtual PIV card\n").unwrap();
-    let sig = work.path().join("sig");
-    ok(
-        "pkcs11-tool --sign -m ECDSA-SHA256",
-        &pkcs11_tool(
-            &rig,
+fn ecdsa_signatures_with_9c_verify_with_openssl_p256_and_p384() {
+    for (name, mechanism, digest) in [
+        ("alice-sign-ec", "ECDSA-SHA256", "-sha256"),
+        ("alice-sign-p384", "ECDSA-SHA384", "-sha384"),
+    ] {
+        let (_dir, rig) = rig();
+        rig.insert("alice", 0, PIN, &[slot(PivSlot::Signature, name)])
+            .unwrap();
+        let work = scratch();
+        let data = work.path().join("data");
+        fs::write(&data, b"an ECDSA signature from a virtual PIV card\n").unwrap();
+        let sig = work.path().join("sig");
+        ok(
+            &format!("pkcs11-tool --sign -m {mechanism}"),
+            &pkcs11_tool(
+                &rig,
+                &[
+                    "--login",
+                    "--pin",
+                    PIN,
+                    "--sign",
+                    "--id",
+                    "02",
+                    "-m",
+                    mechanism,
+                    "--signature-format",
+                    "openssl",
+                    "-i",
+                    path(&data),
+                    "-o",
+                    path(&sig),
+                ],
+            ),
+        );
+        let pubkey = public_key_of(&work, name);
+        let verified = run(
+            "openssl",
             &[
-                "--login",
-                "--pin",
-                PIN,
-                "--sign",
-                "--id",
-                "02",
-                "-m",
-                "ECDSA-SHA256",
-                "--signature-format",
-                "openssl",
-                "-i",
-                path(&data),
-                "-o",
+                "dgst",
+                digest,
+                "-verify",
+                path(&pubkey),
+                "-signature",
                 path(&sig),
+                path(&data),
             ],
-        ),
-    );
-    let pubkey = public_key_of(&work, "alice-sign-ec");
-    let verified = run(
-        "openssl",
-        &[
-            "dgst",
-            "-sha256",
-            "-verify",
-            path(&pubkey),
-            "-signature",
-            path(&sig),
-            path(&data),
-        ],
-    );
-    assert!(verified.contains("Verified OK"));
+        );
+        assert!(verified.contains("Verified OK"), "{name}");
+    }
 }
 
 #[test]
