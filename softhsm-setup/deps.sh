@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages smime-agent needs to build, test and demo.
 # Idempotent: when everything is already installed it only checks and returns.
+# `deps.sh --list` prints the package names (for CI, which installs them itself).
 set -euo pipefail
 
 packages=(
@@ -13,6 +14,11 @@ packages=(
   # PIN entry, and the terminal the tests type PINs into
   pinentry-tty tmux util-linux
 )
+
+if [ "${1:-}" = "--list" ]; then
+  echo "${packages[*]}"
+  exit 0
+fi
 
 missing=()
 for p in "${packages[@]}"; do

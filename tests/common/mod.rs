@@ -107,6 +107,8 @@ pub struct AgentSpec<'a> {
     /// Extra TOML appended to the configuration.
     pub extra_config: String,
     pub pin_source: &'a str,
+    /// Extra lines for the `[pin]` table.
+    pub pin_extra: &'a str,
     pub env: Vec<(String, String)>,
     /// Start the agent under this umask (via the shell).
     pub umask: Option<&'a str>,
@@ -118,6 +120,7 @@ impl Default for AgentSpec<'_> {
             softhsm: None,
             extra_config: String::new(),
             pin_source: "client",
+            pin_extra: "",
             env: vec![],
             umask: None,
         }
@@ -134,7 +137,10 @@ impl Agent {
                 "[[tokens.module]]\npath = \"{SOFTHSM}\"\nkind = \"software\"\n\n"
             ));
         }
-        cfg.push_str(&format!("[pin]\nsource = \"{}\"\n\n", spec.pin_source));
+        cfg.push_str(&format!(
+            "[pin]\nsource = \"{}\"\n{}\n\n",
+            spec.pin_source, spec.pin_extra
+        ));
         cfg.push_str(&spec.extra_config);
         let config = dir.join("agent.toml");
         std::fs::write(&config, cfg).unwrap();

@@ -1,0 +1,37 @@
+# smime-agent: the two commands of the README, and a few helpers.
+#
+#   make demo   the agent's main job end to end on a SoftHSM token it creates
+#   make test   every test (unit, integration with SoftHSM and the virtual card, peers)
+
+CARGO ?= cargo
+
+.PHONY: all deps build demo test lint fmt schema clean
+
+all: build
+
+deps:
+	@./softhsm-setup/deps.sh
+
+build: deps
+	$(CARGO) build --workspace --all-targets
+
+demo: deps
+	$(CARGO) build --bin smime-agent
+	./softhsm-setup/demo.sh
+
+test: build
+	$(CARGO) test --workspace --no-fail-fast
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+schema:
+	$(CARGO) run -p smime-agent-proto --example gen-schema
+
+clean:
+	$(CARGO) clean
+	rm -rf demo-work

@@ -1,0 +1,188 @@
+//! PINs typed by a person into the real `pinentry-tty`, on the terminal the client names.
+//!
+//! A tmux pane plays the person's terminal: the client passes the pane's tty in `hello`,
+//! the agent runs pinentry-tty there, the test reads the prompt from the pane and types the
+//! PIN with `tmux send-keys`, as a person would.
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use smime_agent_proto::client::Client;
+use smime_agent_proto::{ErrorCode, HelloParams, PROTOCOL_VERSION, PinentryEnv, SignParams};
+
+/// A private tmux server with one pane that only sleeps, so nothing but pinentry reads its
+/// tty. The server is killed when this is dropped.
+struct Terminal {
+    socket: String,
+}
+
+impl Terminal {
+    fn start() -> Terminal {
+        let socket = format!("smime-agent-test-{}", rand_suffix());
+        let st = Command::new("tmux")
+            .args([
+                "-L",
+                &socket,
+                "new-session",
+                "-d",
+                "-x",
+                "160",
+                "-y",
+                "40",
+                "sleep 600",
+            ])
+            .status()
+            .expect("tmux");
+        assert!(st.success(), "tmux new-session failed");
+        Terminal { socket }
+    }
+
+    fn tmux(socket: &str, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", socket])
+            .args(args)
+            .output()
+            .expect("tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn tty(&self) -> String {
+        Self::tmux(&self.socket, &["display", "-p", "#{pane_tty}"])
+            .trim()
+            .to_owned()
+    }
+
+    /// Waits (on the blocking pool) until the pane shows `text` for the `n`-th time.
+    async fn wait_for(&self, text: &'static str, n: usize) -> String {
+        let socket = self.socket.clone();
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let s = Self::tmux(&socket, &["capture-pane", "-p", "-S", "-200"]);
+                if s.matches(text).count() >= n {
+                    return s;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the terminal never showed {text:?} {n} times:\n{s}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    fn type_line(&self, text: &str) {
+        Self::tmux(&self.socket, &["send-keys", "-t", "0", text, "Enter"]);
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
+
+async fn client_on(agent: &Agent, tty: &str) -> Client {
+    Client::connect(
+        &agent.socket,
+        HelloParams {
+            version: PROTOCOL_VERSION,
+            client: Some("pinentry-test".into()),
+            pin_prompt: false,
+            pinentry: Some(PinentryEnv {
+                ttyname: Some(tty.to_owned()),
+                ttytype: Some("xterm".into()),
+                display: None,
+            }),
+        },
+    )
+    .await
+    .expect("connect")
+}
+
+fn sign_in_background(
+    client: Client,
+) -> tokio::task::JoinHandle<
+    Result<smime_agent_proto::SignResult, smime_agent_proto::client::ClientError>,
+> {
+    tokio::spawn(async move {
+        client
+            .sign(SignParams {
+                signer: "alice@example.org".into(),
+                content: sample_entity("typed by a person").into(),
+                format: None,
+            })
+            .await
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pin_typed_into_pinentry_tty_signs_and_a_wrong_one_is_reported() {
+    let dir = tempdir();
+    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
+    hsm.add_token("Alice Token", PIN, &["alice-sign-rsa"]);
+    let agent = Agent::start(
+        &dir.path().join("agent"),
+        AgentSpec {
+            softhsm: Some(&hsm),
+            pin_source: "pinentry",
+            pin_extra: "pinentry = \"pinentry-tty\"",
+            ..Default::default()
+        },
+    );
+    let term = Terminal::start();
+    let tty = term.tty();
+
+    // A wrong PIN first: the token rejects it and the agent says so, without retrying.
+    let signing = sign_in_background(client_on(&agent, &tty).await);
+    let screen = term.wait_for("PIN:", 1).await;
+    assert!(
+        screen.contains("Alice Token"),
+        "the prompt does not name the token:\n{screen}"
+    );
+    term.type_line("0000");
+    let err = signing.await.unwrap().expect_err("wrong PIN");
+    assert_eq!(err.code(), Some(ErrorCode::PinIncorrect), "{err}");
+
+    // The right PIN at the next prompt: the signature verifies.
+    let signing = sign_in_background(client_on(&agent, &tty).await);
+    term.wait_for("PIN:", 2).await;
+    term.type_line(PIN);
+    let signed = signing.await.unwrap().expect("sign with the typed PIN");
+    let (ok, err) = openssl_verifies("cms", &signed.mime.0, dir.path());
+    assert!(ok, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_pinentry_program_gives_pin_cancelled_naming_it() {
+    let dir = tempdir();
+    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
+    hsm.add_token("alice", PIN, &["alice-sign-rsa"]);
+    let agent = Agent::start(
+        &dir.path().join("agent"),
+        AgentSpec {
+            softhsm: Some(&hsm),
+            pin_source: "pinentry",
+            pin_extra: "pinentry = \"/nonexistent/pinentry-nothing\"",
+            ..Default::default()
+        },
+    );
+    let client = agent.client().await;
+    let err = client
+        .sign(SignParams {
+            signer: "alice@example.org".into(),
+            content: sample_entity("x").into(),
+            format: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::PinCancelled));
+    assert!(err.to_string().contains("pinentry-nothing"), "{err}");
+}
