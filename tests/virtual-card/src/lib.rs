@@ -9,11 +9,11 @@
 //! # Test support
 //!
 //! ```no_run
-//! use virtual_piv_card::{CardRig, PivSlot, SlotSpec};
+//! use virtual_piv_card::{CardRig, PivSlot, RigOptions, SlotSpec};
 //!
 //! # fn main() -> Result<(), virtual_piv_card::RigError> {
-//! let dir = tempfile::tempdir().unwrap();
-//! let rig = CardRig::start(dir.path())?;
+//! // A private pcscd with readers 0 and 1, in a temporary directory.
+//! let rig = CardRig::start_in_tempdir(RigOptions::default())?;
 //! rig.insert(
 //!     "alice",
 //!     0,
@@ -27,7 +27,8 @@
 //!     .status();
 //! rig.remove("alice")?; // pulled: the token disappears
 //! # Ok(()) }
-//! // Dropping the rig pulls every card and stops pcscd, also when a test panics.
+//! // Dropping the rig pulls every card, stops pcscd and removes the directory, also
+//! // when a test panics.
 //! ```
 //!
 //! libpcsclite reads `PCSCLITE_CSOCK_NAME` once per process. A test that loads OpenSC

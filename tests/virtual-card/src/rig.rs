@@ -61,6 +61,8 @@ pub struct CardRig {
     trace: bool,
     keeper: Option<Keeper>,
     cards: Mutex<HashMap<String, InsertedCard>>,
+    /// The directory, when the rig made it: removed after everything stopped.
+    owned_dir: Option<tempfile::TempDir>,
 }
 
 /// The thread that started pcscd: pcscd dies with it (PR_SET_PDEATHSIG).
@@ -80,6 +82,18 @@ impl CardRig {
     /// is where the rig keeps its socket, reader configuration, log and PIN counters.
     pub fn start(dir: impl AsRef<Path>) -> Result<CardRig, RigError> {
         Self::start_with(dir, RigOptions::default())
+    }
+
+    /// Starts a rig in a new temporary directory under `/tmp` (short enough for the
+    /// socket path), removed when the rig is dropped.
+    pub fn start_in_tempdir(options: RigOptions) -> Result<CardRig, RigError> {
+        let dir = tempfile::Builder::new()
+            .prefix("card-rig-")
+            .tempdir_in("/tmp")
+            .map_err(|e| RigError::io("creating a temporary rig directory in /tmp", e))?;
+        let mut rig = Self::start_with(dir.path(), options)?;
+        rig.owned_dir = Some(dir);
+        Ok(rig)
     }
 
     /// Starts pcscd with the given options.
@@ -135,6 +149,7 @@ impl CardRig {
                 thread,
             }),
             cards: Mutex::new(HashMap::new()),
+            owned_dir: None,
         })
     }
 
@@ -308,6 +323,8 @@ impl CardRig {
             let _ = keeper.thread.join();
         }
         let _ = std::fs::remove_file(self.layout.csock());
+        // Dropping the TempDir removes the directory, now that nothing uses it.
+        self.owned_dir = None;
     }
 
     fn lock_cards(&self) -> MutexGuard<'_, HashMap<String, InsertedCard>> {

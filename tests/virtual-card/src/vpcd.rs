@@ -43,7 +43,7 @@ impl VpcdLink {
         Ok(link)
     }
 
-    /// A handle that can pull the card out from another thread ([`VpcdLink::pull`]).
+    /// A handle that can pull the card out from another thread ([`Remover::pull`]).
     pub fn remover(&self) -> io::Result<Remover> {
         Ok(Remover(self.stream.try_clone()?))
     }

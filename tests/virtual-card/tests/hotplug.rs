@@ -25,7 +25,7 @@ const PIN: &str = "123456";
 
 #[test]
 fn one_opensc_process_follows_removal_and_insertion_and_sees_two_cards() {
-    let (_dir, rig) = common::rig();
+    let rig = common::rig();
     // SAFETY: set before OpenSC (and so libpcsclite) is loaded; this binary's only test is
     // the only thread that touches the environment.
     unsafe { std::env::set_var("PCSCLITE_CSOCK_NAME", rig.csock_path()) };

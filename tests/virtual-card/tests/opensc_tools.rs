@@ -15,7 +15,7 @@ const PIN: &str = "123456";
 
 #[test]
 fn pkcs11_tool_lists_the_token_and_objects_with_matching_ids_well_under_a_second() {
-    let (_dir, rig) = rig();
+    let rig = rig();
     rig.insert(
         "alice",
         0,
@@ -66,7 +66,7 @@ fn pkcs11_tool_lists_the_token_and_objects_with_matching_ids_well_under_a_second
 
 #[test]
 fn rsa_signatures_with_9c_verify_with_openssl() {
-    let (_dir, rig) = rig();
+    let rig = rig();
     rig.insert(
         "alice",
         0,
@@ -125,7 +125,7 @@ fn ecdsa_signatures_with_9c_verify_with_openssl_p256_and_p384() {
         ("alice-sign-ec", "ECDSA-SHA256", "-sha256"),
         ("alice-sign-p384", "ECDSA-SHA384", "-sha384"),
     ] {
-        let (_dir, rig) = rig();
+        let rig = rig();
         rig.insert("alice", 0, PIN, &[slot(PivSlot::Signature, name)])
             .unwrap();
         let work = scratch();
@@ -173,7 +173,7 @@ fn ecdsa_signatures_with_9c_verify_with_openssl_p256_and_p384() {
 
 #[test]
 fn rsa_decryption_with_9d_recovers_what_openssl_encrypted() {
-    let (_dir, rig) = rig();
+    let rig = rig();
     rig.insert(
         "alice",
         0,
@@ -233,7 +233,7 @@ fn rsa_decryption_with_9d_recovers_what_openssl_encrypted() {
 
 #[test]
 fn ecdh_with_9d_matches_openssl_derive() {
-    let (_dir, rig) = rig();
+    let rig = rig();
     rig.insert(
         "alice",
         0,
@@ -312,7 +312,7 @@ fn ecdh_with_9d_matches_openssl_derive() {
 
 #[test]
 fn wrong_pins_are_counted_down_by_opensc_and_the_third_blocks_the_pin() {
-    let (_dir, rig) = rig();
+    let rig = rig();
     rig.insert(
         "alice",
         0,
@@ -355,7 +355,7 @@ fn wrong_pins_are_counted_down_by_opensc_and_the_third_blocks_the_pin() {
 
 #[test]
 fn the_pin_counter_survives_removal_and_reinsertion() {
-    let (_dir, rig) = rig();
+    let rig = rig();
     let slots = [slot(PivSlot::Signature, "alice-sign-rsa")];
     rig.insert("alice", 0, PIN, &slots).unwrap();
     assert!(String::from_utf8_lossy(&wrong_login(&rig).stderr).contains("remaining tries: 2"));
@@ -385,8 +385,8 @@ fn the_pin_counter_survives_removal_and_reinsertion() {
 
 #[test]
 fn two_rigs_side_by_side_see_only_their_own_cards() {
-    let (_d1, rig1) = rig();
-    let (_d2, rig2) = rig();
+    let rig1 = rig();
+    let rig2 = rig();
     rig1.insert(
         "alice",
         0,

@@ -19,7 +19,7 @@ const PIN: &str = "123456";
 
 #[test]
 fn the_signature_key_needs_a_context_login_for_every_signature() {
-    let (_dir, rig) = common::rig();
+    let rig = common::rig();
     // SAFETY: set before OpenSC is loaded; the only test of this binary.
     unsafe { std::env::set_var("PCSCLITE_CSOCK_NAME", rig.csock_path()) };
     rig.insert(

@@ -62,18 +62,9 @@ pub fn slot(slot: PivSlot, name: &str) -> SlotSpec {
     )
 }
 
-/// A rig in a fresh temporary directory (under /tmp: socket paths must stay short).
-pub fn rig() -> (tempfile::TempDir, CardRig) {
-    rig_with(RigOptions::default())
-}
-
-pub fn rig_with(options: RigOptions) -> (tempfile::TempDir, CardRig) {
-    let dir = tempfile::Builder::new()
-        .prefix("card-rig-")
-        .tempdir_in("/tmp")
-        .expect("temporary directory");
-    let rig = CardRig::start_with(dir.path(), options).expect("card rig starts");
-    (dir, rig)
+/// A rig in a fresh temporary directory, removed with the rig.
+pub fn rig() -> CardRig {
+    CardRig::start_in_tempdir(RigOptions::default()).expect("card rig starts")
 }
 
 /// A scratch directory for a test's files.
