@@ -144,7 +144,8 @@ async fn expire_pins(agent: Arc<Agent>) {
         for entry in &agent.store.snapshot().tokens {
             if entry.token.pin_cache.expire() {
                 info!(token = %entry.token.token_ref().label, "cached PIN expired");
-                entry.token.logout().await;
+                // Waits for the token's operations to finish; other tokens must not wait.
+                tokio::spawn(entry.token.clone().logout());
             }
         }
     }
@@ -152,7 +153,7 @@ async fn expire_pins(agent: Arc<Agent>) {
 
 async fn shutdown_tokens(agent: &Agent) {
     for entry in &agent.store.snapshot().tokens {
-        entry.token.logout().await;
+        entry.token.clone().logout().await;
     }
 }
 

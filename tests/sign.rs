@@ -424,3 +424,95 @@ fn cli_status_and_certs_show_the_token_and_its_certificates() {
         "{text}"
     );
 }
+
+async fn status_of(agent: &Agent) -> smime_agent_proto::StatusResult {
+    agent.client().await.status().await.expect("status")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cached_pin_expires_after_its_ttl_and_the_token_is_logged_out() {
+    let dir = tempdir();
+    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
+    hsm.add_token("alice", PIN, &["alice-sign-rsa"]);
+    let agent = Agent::start(
+        &dir.path().join("agent"),
+        AgentSpec {
+            softhsm: Some(&hsm),
+            pin_extra: "cache_ttl_secs = 1",
+            ..Default::default()
+        },
+    );
+    let client = agent.client().await;
+    let (res, prompts) =
+        sign_answering(&client, "alice@example.org", sample_entity("1"), None, PIN).await;
+    res.unwrap();
+    assert_eq!(prompts, 1);
+    assert!(status_of(&agent).await.tokens[0].pin.cached);
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    assert!(
+        !status_of(&agent).await.tokens[0].pin.cached,
+        "the PIN outlived its TTL"
+    );
+    // Logged out too: the next signature asks again.
+    let client = agent.client().await;
+    let (res, prompts) =
+        sign_answering(&client, "alice@example.org", sample_entity("2"), None, PIN).await;
+    res.unwrap();
+    assert_eq!(
+        prompts, 1,
+        "the token stayed logged in after the PIN expired"
+    );
+    assert!(agent.log_text().contains("token logged out"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_ttl_asks_for_the_pin_every_time() {
+    let dir = tempdir();
+    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
+    hsm.add_token("alice", PIN, &["alice-sign-ec"]);
+    let agent = Agent::start(
+        &dir.path().join("agent"),
+        AgentSpec {
+            softhsm: Some(&hsm),
+            pin_extra: "cache_ttl_secs = 0",
+            ..Default::default()
+        },
+    );
+    for i in 0..3 {
+        let client = agent.client().await;
+        let (res, prompts) = sign_answering(
+            &client,
+            "alice@example.org",
+            sample_entity(&i.to_string()),
+            None,
+            PIN,
+        )
+        .await;
+        res.unwrap();
+        assert_eq!(prompts, 1, "signature {i} did not ask for the PIN");
+        // The logout runs right after the response; give it a moment.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(!status_of(&agent).await.tokens[0].pin.cached);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_five_mib_message_signs_and_verifies() {
+    let dir = tempdir();
+    let (_hsm, agent) = alice_agent(dir.path());
+    let client = agent.client().await;
+    let body: String = (0..120_000)
+        .map(|i| format!("line {i:06} of a long message, signed on the token\n"))
+        .collect();
+    assert!(body.len() > 5 * 1024 * 1024);
+    let entity = sample_entity(&body);
+    for format in [None, Some(SignFormat::Opaque)] {
+        let client2 = agent.client().await;
+        let (res, _) =
+            sign_answering(&client2, "alice@example.org", entity.clone(), format, PIN).await;
+        let mime = res.expect("sign a large message").mime.0;
+        let (ok, err) = openssl_verifies("cms", &mime, dir.path());
+        assert!(ok, "{err}");
+    }
+    drop(client);
+}

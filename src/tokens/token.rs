@@ -76,10 +76,12 @@ pub struct Token {
     /// one thing at a time; more for software tokens, which work in parallel).
     idle: Mutex<Vec<Session>>,
     permits: Semaphore,
-    max_sessions: u32,
     pub pin_cache: PinCache,
     /// One login procedure (and so one PIN prompt) per token at a time.
     auth: tokio::sync::Mutex<AuthState>,
+    /// Operations hold it shared from login to signature; logout holds it exclusively, so a
+    /// logout never falls between an operation's login and its signature.
+    usage: tokio::sync::RwLock<()>,
     /// Counts finished login attempts, so a waiter can tell that one happened meanwhile.
     attempts: AtomicU64,
     keys: Mutex<HashMap<Vec<u8>, KeyInfo>>,
@@ -151,9 +153,9 @@ impl Token {
             slot,
             idle: Mutex::new(vec![session]),
             permits: Semaphore::new(max_sessions as usize),
-            max_sessions,
             pin_cache: PinCache::new(pin_ttl),
             auth: tokio::sync::Mutex::new(AuthState::default()),
+            usage: tokio::sync::RwLock::new(()),
             attempts: AtomicU64::new(0),
             keys: Mutex::new(HashMap::new()),
             gone_tx,
@@ -473,6 +475,10 @@ impl Token {
         prompter: &dyn PinPrompter,
         policy: PinPolicy,
     ) -> Result<Vec<u8>, TokenError> {
+        let lease = tokio::select! {
+            l = self.usage.read() => l,
+            _ = self.wait_gone() => return Err(self.removed_err()),
+        };
         let mut fresh_pin = self.ensure_login(prompter, certificate).await?;
         let key = self.key(key_id).await?;
 
@@ -521,10 +527,12 @@ impl Token {
                 s.sign(&m, key.handle, &data)
             })
             .await;
+        drop(lease);
         match result {
             Ok(sig) => {
                 if !self.pin_cache.enabled() {
-                    self.logout().await;
+                    // Nothing may stay logged in; the response need not wait for it.
+                    tokio::spawn(self.clone().logout());
                 }
                 Ok(sig)
             }
@@ -543,35 +551,29 @@ impl Token {
         }
     }
 
-    /// Logs the token out once no operation is using it, and wipes its PIN.
-    pub async fn logout(self: &Arc<Self>) {
+    /// Wipes the token's PIN and logs it out once no operation is using it.
+    pub async fn logout(self: Arc<Self>) {
         self.pin_cache.clear();
         if self.is_removed() {
             return;
         }
-        let _auth = self.auth.lock().await;
-        let Ok(_all) = self.permits.acquire_many(self.max_sessions).await else {
-            return;
+        let _exclusive = tokio::select! {
+            w = self.usage.write() => w,
+            _ = self.wait_gone() => return,
         };
-        let this = self.clone();
-        let _ = tokio::task::spawn_blocking(move || {
-            if let Some(s) = this
-                .idle
-                .lock()
-                .ok()
-                .and_then(|v| v.first().map(|s| s.logout()))
-            {
-                match s {
-                    Ok(()) | Err(CkError::Pkcs11(RvError::UserNotLoggedIn, _)) => {}
-                    Err(e) => debug!(error = %e, "C_Logout failed"),
-                }
-            }
-            if let Ok(mut k) = this.keys.lock() {
-                k.clear();
-            }
-        })
-        .await;
-        info!(token = %self.facts.token.label, "token logged out");
+        let r = self
+            .run("C_Logout", |s| match s.logout() {
+                Err(CkError::Pkcs11(RvError::UserNotLoggedIn, _)) => Ok(()),
+                other => other,
+            })
+            .await;
+        if let Ok(mut k) = self.keys.lock() {
+            k.clear();
+        }
+        match r {
+            Ok(()) => info!(token = %self.facts.token.label, "token logged out"),
+            Err(e) => debug!(error = %e, "C_Logout failed"),
+        }
     }
 }
 
