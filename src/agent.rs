@@ -13,8 +13,10 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::presence::Presence;
 use crate::store::SessionStore;
 use crate::tokens::Modules;
+use crate::tokens::watcher::Readers;
 
 /// The agent's shared state.
 #[derive(Debug)]
@@ -25,6 +27,17 @@ pub struct Agent {
     pub modules: Modules,
     pub started: Instant,
     pub socket_path: PathBuf,
+    /// Card readers as PC/SC reports them.
+    pub readers: Arc<Readers>,
+    /// Token and reader events for subscribers.
+    pub events: tokio::sync::broadcast::Sender<smime_agent_proto::Event>,
+    pub presence: Presence,
+}
+
+impl std::fmt::Debug for Presence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Presence")
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -77,7 +90,16 @@ pub fn run(
             let cfg = config.clone();
             tokio::task::spawn_blocking(move || {
                 let modules = Modules::load(&cfg);
-                let scanned = modules.scan();
+                let ttl = std::time::Duration::from_secs(cfg.pin.cache_ttl_secs);
+                let mut scanned = vec![];
+                for m in modules.modules.iter().filter(|m| m.is_loaded()) {
+                    match m.rescan(&Default::default(), ttl) {
+                        Ok(c) => scanned.extend(c.inserted),
+                        Err(e) => {
+                            warn!(module = %m.path().display(), error = %e, "cannot list tokens")
+                        }
+                    }
+                }
                 (modules, scanned)
             })
             .await
@@ -88,8 +110,16 @@ pub fn run(
         }
         let store = SessionStore::default();
         for t in scanned {
+            info!(
+                token = %t.token.facts.token.label,
+                serial = %t.token.facts.token.serial,
+                hardware = t.token.facts.hardware,
+                certificates = t.certs.len(),
+                "token present"
+            );
             store.insert(t.token, t.certs);
         }
+        let presence = Presence::new(modules.modules.len());
         let agent = Arc::new(Agent {
             config,
             config_path,
@@ -97,7 +127,11 @@ pub fn run(
             modules,
             started: Instant::now(),
             socket_path: socket.clone(),
+            readers: Arc::new(Readers::default()),
+            events: tokio::sync::broadcast::channel(1024).0,
+            presence,
         });
+        crate::presence::start(&agent);
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         tokio::spawn(async move {

@@ -10,7 +10,8 @@
 //! - [`server`]: the socket, the peer check, connections.
 //! - [`ops`]: what each request does.
 //! - [`store`]: the certificates present now, and the selection rules.
-//! - [`tokens`]: PKCS#11 modules, tokens, PINs.
+//! - [`tokens`]: PKCS#11 modules, tokens, PINs, reader and slot watchers.
+//! - [`presence`]: keeps the store in step with the tokens present.
 //! - [`smime`]: CMS and MIME.
 //! - [`certs`]: facts read from a certificate.
 //! - [`agent`]: wiring and life cycle.
@@ -20,6 +21,7 @@ pub mod certs;
 pub mod config;
 pub mod oids;
 pub mod ops;
+pub mod presence;
 pub mod server;
 pub mod smime;
 pub mod store;

@@ -62,6 +62,27 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Print token and reader events as they happen (card inserted, removed, ...).
+    Watch {
+        /// One JSON event per line.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Look for tokens now (re-initializing modules that cannot report new ones).
+    Rescan {
+        /// Print the agent's JSON answer.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Wipe every cached PIN and log every token out.
+    Forget {
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Check a configuration file, or print the default one.
     Config {
         /// Print the default configuration, commented.
@@ -121,6 +142,9 @@ fn main() -> ExitCode {
             pin,
             conn,
         } => cli::sign(&conn.path(), signer, opaque, input, output, pin),
+        Command::Watch { json, conn } => cli::watch(&conn.path(), json),
+        Command::Rescan { json, conn } => cli::rescan(&conn.path(), json),
+        Command::Forget { conn } => cli::forget(&conn.path()),
         Command::Config { defaults, config } => cli::config(defaults, config),
     }
 }

@@ -59,8 +59,8 @@ impl SessionStore {
         }
     }
 
-    /// Adds a token (replacing one with the same id).
-    pub fn insert(&self, token: Arc<Token>, certs: Vec<TokenCert>) {
+    /// Adds a token; returns the entry it replaced (same id), if any.
+    pub fn insert(&self, token: Arc<Token>, certs: Vec<TokenCert>) -> Option<Arc<TokenEntry>> {
         let entry = Arc::new(TokenEntry {
             certs: certs
                 .into_iter()
@@ -73,10 +73,17 @@ impl SessionStore {
                 .collect(),
             token,
         });
+        let mut replaced = None;
         self.update(|tokens| {
-            tokens.retain(|t| t.token.token_ref().id != entry.token.token_ref().id);
+            if let Some(i) = tokens
+                .iter()
+                .position(|t| t.token.token_ref().id == entry.token.token_ref().id)
+            {
+                replaced = Some(tokens.remove(i));
+            }
             tokens.push(entry);
         });
+        replaced
     }
 
     /// Removes a token by id; returns it.

@@ -301,6 +301,41 @@ impl BlockingClient {
         decode(v)
     }
 
+    /// `subscribe`: token and reader events follow; read them with
+    /// [`BlockingClient::next_event`].
+    pub fn subscribe(&mut self) -> Result<(), ClientError> {
+        self.call(Op::Subscribe(SubscribeParams {}), &mut |_| {
+            EventReply::Ignore
+        })
+        .map(|_| ())
+    }
+
+    /// Waits for the next event.
+    pub fn next_event(&mut self) -> Result<Event, ClientError> {
+        loop {
+            let line = match self.reader.next_frame()? {
+                None => return Err(ClientError::Closed),
+                Some(Frame::Line(l)) => l,
+                Some(Frame::TooLarge { .. }) => continue,
+            };
+            if let Ok(AgentFrame::Event(ev)) = AgentFrame::parse(&line) {
+                return Ok(ev);
+            }
+        }
+    }
+
+    /// `rescan`.
+    pub fn rescan(&mut self) -> Result<RescanResult, ClientError> {
+        let v = self.call(Op::Rescan(RescanParams {}), &mut |_| EventReply::Ignore)?;
+        decode(v)
+    }
+
+    /// `forget`.
+    pub fn forget(&mut self) -> Result<ForgetResult, ClientError> {
+        let v = self.call(Op::Forget(ForgetParams {}), &mut |_| EventReply::Ignore)?;
+        decode(v)
+    }
+
     /// `sign`, with `on_event` answering PIN prompts.
     pub fn sign(
         &mut self,
@@ -458,6 +493,21 @@ impl Client {
             self.call(Op::ListCerts(ListCertsParams { include_der }))
                 .await?,
         )
+    }
+
+    /// `subscribe`: token and reader events arrive on [`Client::take_events`].
+    pub async fn subscribe(&self) -> Result<(), ClientError> {
+        self.call(Op::Subscribe(SubscribeParams {}))
+            .await
+            .map(|_| ())
+    }
+
+    pub async fn rescan(&self) -> Result<RescanResult, ClientError> {
+        decode(self.call(Op::Rescan(RescanParams {})).await?)
+    }
+
+    pub async fn forget(&self) -> Result<ForgetResult, ClientError> {
+        decode(self.call(Op::Forget(ForgetParams {})).await?)
     }
 
     /// `sign`. If the agent asks for a PIN, answer on another task with [`Client::pin`].

@@ -37,7 +37,9 @@ enum OkSchema {
     Status(StatusResult),
     ListCerts(ListCertsResult),
     Sign(SignResult),
-    Pin(PinResult),
+    Rescan(RescanResult),
+    Forget(ForgetResult),
+    Empty(PinResult),
 }
 
 /// Anything the agent sends: a response or an event.

@@ -156,11 +156,26 @@ pub enum Op {
     Sign(SignParams),
     /// Answer a `pin_needed` event.
     Pin(PinParams),
+    /// Receive token and reader events on this connection.
+    Subscribe(SubscribeParams),
+    /// Look for tokens again now (re-initializing modules that cannot report new tokens).
+    Rescan(RescanParams),
+    /// Wipe every cached PIN and log every token out.
+    Forget(ForgetParams),
 }
 
 impl Op {
     /// The `op` names the agent knows, in protocol version 1.
-    pub const NAMES: &'static [&'static str] = &["hello", "status", "list_certs", "sign", "pin"];
+    pub const NAMES: &'static [&'static str] = &[
+        "hello",
+        "status",
+        "list_certs",
+        "sign",
+        "pin",
+        "subscribe",
+        "rescan",
+        "forget",
+    ];
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -169,6 +184,9 @@ impl Op {
             Op::ListCerts(_) => "list_certs",
             Op::Sign(_) => "sign",
             Op::Pin(_) => "pin",
+            Op::Subscribe(_) => "subscribe",
+            Op::Rescan(_) => "rescan",
+            Op::Forget(_) => "forget",
         }
     }
 }
@@ -255,6 +273,21 @@ pub struct PinParams {
     pub cancel: bool,
 }
 
+/// `subscribe` takes no parameters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeParams {}
+
+/// `rescan` takes no parameters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RescanParams {}
+
+/// `forget` takes no parameters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetParams {}
+
 // ---------------------------------------------------------------------------------------
 // Results
 // ---------------------------------------------------------------------------------------
@@ -278,7 +311,26 @@ pub struct HelloResult {
 pub struct StatusResult {
     pub agent: AgentInfo,
     pub modules: Vec<ModuleStatus>,
+    /// Card readers (PC/SC), when the agent watches them.
+    pub readers: ReadersStatus,
     pub tokens: Vec<TokenStatus>,
+}
+
+/// What the agent sees of the PC/SC card readers.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ReadersStatus {
+    /// The agent watches readers (it does when a module is not marked `software`).
+    pub watched: bool,
+    /// Why PC/SC is not available now (pcscd not running, ...); the agent keeps retrying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub readers: Vec<ReaderInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ReaderInfo {
+    pub name: String,
+    pub card_present: bool,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -327,6 +379,8 @@ pub struct TokenStatus {
     pub hardware: bool,
     /// A removable device (smart card, USB token).
     pub removable: bool,
+    /// The slot's description: for smart cards, the reader's name.
+    pub slot: String,
     pub pin: PinStatus,
     pub certificates: Vec<CertInfo>,
 }
@@ -408,6 +462,28 @@ pub struct SignResult {
 /// Result of `pin`: empty.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct PinResult {}
+
+/// Result of `subscribe`: empty; events follow.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct SubscribeResult {}
+
+/// Result of `rescan`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct RescanResult {
+    /// Tokens that appeared.
+    pub inserted: Vec<TokenRef>,
+    /// Tokens that went away.
+    pub removed: Vec<TokenRef>,
+    /// Modules that could not be rescanned now, and why.
+    pub skipped: Vec<String>,
+}
+
+/// Result of `forget`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ForgetResult {
+    /// Tokens whose cached PIN was wiped (or that were logged in).
+    pub tokens: Vec<TokenRef>,
+}
 
 // ---------------------------------------------------------------------------------------
 // Responses and errors
@@ -569,6 +645,43 @@ pub enum Event {
     /// A request of this connection needs a PIN (PIN source `client`), or waits for the
     /// person to type it on the reader's keypad (`on_reader`).
     PinNeeded(PinNeeded),
+    /// A token appeared (card inserted); its certificates are usable now. Subscribers only.
+    TokenInserted(TokenEvent),
+    /// A token went away (card removed); its certificates and cached PIN are gone.
+    /// Subscribers only.
+    TokenRemoved(TokenEvent),
+    /// A card reader was attached. Subscribers only.
+    ReaderAdded(ReaderEvent),
+    /// A card reader was detached. Subscribers only.
+    ReaderRemoved(ReaderEvent),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct TokenEvent {
+    pub token: TokenRef,
+    pub hardware: bool,
+    pub removable: bool,
+    /// The slot's description (for a smart card, its reader).
+    pub slot: String,
+    /// Number of certificates the token brought (inserted) or took away (removed).
+    pub certificates: usize,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ReaderEvent {
+    pub reader: String,
+}
+
+impl Event {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::PinNeeded(_) => "pin_needed",
+            Event::TokenInserted(_) => "token_inserted",
+            Event::TokenRemoved(_) => "token_removed",
+            Event::ReaderAdded(_) => "reader_added",
+            Event::ReaderRemoved(_) => "reader_removed",
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]

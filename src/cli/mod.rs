@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use smime_agent_proto::client::{BlockingClient, ClientError};
 use smime_agent_proto::{
-    CertInfo, HelloParams, PROTOCOL_VERSION, PinentryEnv, SignFormat, SignParams,
+    CertInfo, Event, HelloParams, PROTOCOL_VERSION, PinentryEnv, SignFormat, SignParams,
 };
 
 pub use pin::PinArgs;
@@ -107,6 +107,25 @@ pub fn status(socket: &Path, json: bool) -> ExitCode {
             (_, Some(e)) => println!("  {} [{}]: ERROR {e}", m.path, m.kind),
             (Some(l), None) => println!("  {} [{}]: {l}", m.path, m.kind),
             (None, None) => println!("  {} [{}]", m.path, m.kind),
+        }
+    }
+    if st.readers.watched {
+        println!("readers:");
+        if let Some(e) = &st.readers.error {
+            println!("  ({e})");
+        } else if st.readers.readers.is_empty() {
+            println!("  (none attached)");
+        }
+        for r in &st.readers.readers {
+            println!(
+                "  {}: {}",
+                r.name,
+                if r.card_present {
+                    "card present"
+                } else {
+                    "empty"
+                }
+            );
         }
     }
     println!("tokens:");
@@ -231,6 +250,94 @@ pub fn sign(
         signed.why
     );
     ExitCode::SUCCESS
+}
+
+pub fn watch(socket: &Path, json: bool) -> ExitCode {
+    let mut client = match connect(socket, false) {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = client.subscribe() {
+        return fail(&e);
+    }
+    let mut out = std::io::stdout();
+    loop {
+        let ev = match client.next_event() {
+            Ok(ev) => ev,
+            Err(ClientError::Closed) => {
+                eprintln!("smime-agent: the agent stopped");
+                return ExitCode::SUCCESS;
+            }
+            Err(e) => return fail(&e),
+        };
+        let line = if json {
+            serde_json::to_string(&ev).unwrap_or_default()
+        } else {
+            event_line(&ev)
+        };
+        if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
+            // The reader of our output went away (e.g. `| head`).
+            return ExitCode::SUCCESS;
+        }
+    }
+}
+
+fn event_line(ev: &Event) -> String {
+    match ev {
+        Event::TokenInserted(t) => format!(
+            "token_inserted \"{}\" serial {} ({}{}) {} certificate(s){}",
+            t.token.label,
+            t.token.serial,
+            if t.hardware { "hardware" } else { "software" },
+            if t.removable { ", removable" } else { "" },
+            t.certificates,
+            if t.slot.is_empty() {
+                String::new()
+            } else {
+                format!(" in {}", t.slot)
+            }
+        ),
+        Event::TokenRemoved(t) => format!(
+            "token_removed \"{}\" serial {}",
+            t.token.label, t.token.serial
+        ),
+        Event::ReaderAdded(r) => format!("reader_added \"{}\"", r.reader),
+        Event::ReaderRemoved(r) => format!("reader_removed \"{}\"", r.reader),
+        Event::PinNeeded(p) => format!("pin_needed \"{}\"", p.token.label),
+    }
+}
+
+pub fn rescan(socket: &Path, json: bool) -> ExitCode {
+    let r = match connect(socket, false).and_then(|mut c| c.rescan()) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if json {
+        return print_json(&r);
+    }
+    for t in &r.inserted {
+        println!("inserted \"{}\" serial {}", t.label, t.serial);
+    }
+    for t in &r.removed {
+        println!("removed \"{}\" serial {}", t.label, t.serial);
+    }
+    for s in &r.skipped {
+        println!("skipped {s}");
+    }
+    if r.inserted.is_empty() && r.removed.is_empty() {
+        println!("no change");
+    }
+    ExitCode::SUCCESS
+}
+
+pub fn forget(socket: &Path) -> ExitCode {
+    match connect(socket, false).and_then(|mut c| c.forget()) {
+        Ok(r) => {
+            println!("forgot the PINs of {} token(s)", r.tokens.len());
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e),
+    }
 }
 
 pub fn config(defaults: bool, path: Option<PathBuf>) -> ExitCode {

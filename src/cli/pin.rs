@@ -30,7 +30,9 @@ impl PinAnswerer {
     }
 
     pub fn on_event(&mut self, ev: &Event) -> EventReply {
-        let Event::PinNeeded(p) = ev;
+        let Event::PinNeeded(p) = ev else {
+            return EventReply::Ignore;
+        };
         if p.on_reader {
             eprintln!(
                 "smime-agent: enter the PIN of \"{}\" on the reader's keypad",

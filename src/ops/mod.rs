@@ -6,6 +6,7 @@
 
 mod sign;
 mod status;
+mod tokens;
 
 use smime_agent_proto::{CertInfo, ErrorBody, ErrorCode, Op};
 
@@ -17,7 +18,7 @@ use crate::tokens::{PinPrompter, TokenError};
 
 /// What an op needs from the request it serves.
 pub struct OpContext<'a> {
-    pub agent: &'a Agent,
+    pub agent: &'a std::sync::Arc<Agent>,
     pub peer: &'a Peer,
     pub prompter: &'a dyn PinPrompter,
 }
@@ -84,10 +85,13 @@ pub async fn dispatch(ctx: &OpContext<'_>, op: Op) -> Result<serde_json::Value, 
         Op::Status(_) => to_value(status::status(ctx).await)?,
         Op::ListCerts(p) => to_value(status::list_certs(ctx, p.include_der))?,
         Op::Sign(p) => to_value(sign::sign(ctx, p).await?)?,
-        Op::Hello(_) | Op::Pin(_) => {
-            return Err(OpError::Internal(
-                "hello and pin are handled by the connection".into(),
-            ));
+        Op::Rescan(_) => to_value(tokens::rescan(ctx).await)?,
+        Op::Forget(_) => to_value(tokens::forget(ctx).await)?,
+        Op::Hello(_) | Op::Pin(_) | Op::Subscribe(_) => {
+            return Err(OpError::Internal(format!(
+                "{} is handled by the connection",
+                op.name()
+            )));
         }
     };
     Ok(value)

@@ -37,6 +37,7 @@ pub async fn status(ctx: &OpContext<'_>) -> StatusResult {
             module: t.facts.module_path.display().to_string(),
             hardware: t.facts.hardware,
             removable: t.facts.removable,
+            slot: t.facts.slot_description.clone(),
             pin: PinStatus {
                 cached: t.pin_cache.is_cached(),
                 protected_path: t.facts.protected_path,
@@ -54,6 +55,7 @@ pub async fn status(ctx: &OpContext<'_>) -> StatusResult {
             uptime_secs: agent.started.elapsed().as_secs(),
         },
         modules,
+        readers: agent.readers.status(),
         tokens,
     }
 }

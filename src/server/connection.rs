@@ -120,6 +120,7 @@ pub async fn handle(
     let mut reader = FrameReader::new(BufReader::new(rx), max);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let mut tasks = tokio::task::JoinSet::new();
+    let mut subscription: Option<tokio::task::JoinHandle<()>> = None;
 
     loop {
         let frame = tokio::select! {
@@ -170,6 +171,18 @@ pub async fn handle(
                 let resp = answer_prompt(&conn, req.id, p);
                 conn.send(&resp).await;
             }
+            Op::Subscribe(_) => {
+                // Events start after the response, so a client sees nothing before it.
+                let rx = conn.agent.events.subscribe();
+                conn.send(&Response {
+                    id: Some(req.id),
+                    outcome: Outcome::Ok(serde_json::json!({})),
+                })
+                .await;
+                if subscription.is_none() {
+                    subscription = Some(tokio::spawn(forward_events(conn.clone(), rx)));
+                }
+            }
             op => {
                 let Ok(permit) = in_flight.clone().acquire_owned().await else {
                     break;
@@ -198,11 +211,28 @@ pub async fn handle(
         }
     }
     // The client is gone or the agent stops: nobody will answer a prompt now.
+    if let Some(s) = subscription {
+        s.abort();
+    }
     conn.cancel_all_prompts();
     while tasks.join_next().await.is_some() {}
     drop(conn);
     let _ = writer.await;
     debug!("connection closed");
+}
+
+/// Sends the agent's token and reader events to a subscribed connection.
+async fn forward_events(conn: Arc<Conn>, mut rx: tokio::sync::broadcast::Receiver<Event>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match rx.recv().await {
+            Ok(ev) => conn.send_event(ev).await,
+            Err(RecvError::Lagged(n)) => {
+                warn!(peer = %conn.peer, missed = n, "a subscriber is too slow; events were dropped");
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
 }
 
 /// Parses a frame into a request, or the response that says what is wrong with it.

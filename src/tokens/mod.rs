@@ -7,19 +7,20 @@
 //! - [`token`]: one token: sessions, login, the raw signature.
 //! - [`pin`]: PINs in locked memory, the per-token cache, the prompter interface.
 //! - [`pinentry`]: the Assuan client that runs a pinentry program.
+//! - [`watcher`]: PC/SC reader and card events, PKCS#11 slot events.
 
 pub mod module;
 pub mod pin;
 pub mod pinentry;
 pub mod token;
+pub mod watcher;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use smime_agent_proto::{PinRetries, TokenRef};
 use tracing::{info, warn};
 
-pub use module::{Module, ScannedToken, TokenCert};
+pub use module::{Changes, Module, ScannedToken, TokenCert};
 pub use pin::{PinError, PinPrompter, PinRequest, SecretPin};
 pub use token::{PinPolicy, SignMechanism, Token};
 
@@ -74,7 +75,6 @@ impl TokenError {
 #[derive(Debug)]
 pub struct Modules {
     pub modules: Vec<Arc<Module>>,
-    pin_ttl: Duration,
 }
 
 impl Modules {
@@ -93,43 +93,6 @@ impl Modules {
                 Arc::new(module)
             })
             .collect();
-        Modules {
-            modules,
-            pin_ttl: Duration::from_secs(config.pin.cache_ttl_secs),
-        }
-    }
-
-    /// Reads every token present now (blocking).
-    pub fn scan(&self) -> Vec<ScannedToken> {
-        let mut out = vec![];
-        for m in &self.modules {
-            let slots = match m.slots_with_token() {
-                Ok(s) => s,
-                Err(e) => {
-                    if m.error.is_none() {
-                        warn!(module = %m.path().display(), error = %e, "cannot list slots");
-                    }
-                    continue;
-                }
-            };
-            for slot in slots {
-                match m.open_token(slot, self.pin_ttl) {
-                    Ok(t) => {
-                        info!(
-                            token = %t.token.facts.token.label,
-                            serial = %t.token.facts.token.serial,
-                            hardware = t.token.facts.hardware,
-                            certificates = t.certs.len(),
-                            "token present"
-                        );
-                        out.push(t);
-                    }
-                    Err(e) => {
-                        warn!(module = %m.path().display(), slot = slot.id(), error = %e, "cannot read token")
-                    }
-                }
-            }
-        }
-        out
+        Modules { modules }
     }
 }

@@ -4,9 +4,10 @@
 //! slots with tokens, and reading a token's certificates and key ids into a [`Token`].
 //! Blocking: call from the blocking pool.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -39,10 +40,23 @@ pub struct ScannedToken {
     pub certs: Vec<TokenCert>,
 }
 
+/// What a rescan found.
+#[derive(Debug, Default)]
+pub struct Changes {
+    pub inserted: Vec<ScannedToken>,
+    /// Ids of tokens that are gone.
+    pub removed: Vec<String>,
+}
+
 /// A configured module.
 pub struct Module {
     pub config: ModuleConfig,
     pkcs11: Option<Pkcs11>,
+    /// The tokens this module has now, by id, and their slots.
+    known: Mutex<HashMap<String, Slot>>,
+    /// The module reports slot events (C_WaitForSlotEvent); otherwise it is polled, and
+    /// re-initialized on an explicit rescan to see tokens created after it loaded.
+    pub slot_events: AtomicBool,
     /// The library's own description, e.g. "SoftHSM 2.6".
     pub library: Option<String>,
     /// Why the module is unusable.
@@ -66,6 +80,8 @@ impl Module {
         let mut m = Module {
             config: config.clone(),
             pkcs11: None,
+            known: Mutex::new(HashMap::new()),
+            slot_events: AtomicBool::new(false),
             library: None,
             error: None,
         };
@@ -101,6 +117,106 @@ impl Module {
         &self.config.path
     }
 
+    /// The loaded library, for the slot-event thread.
+    pub fn pkcs11(&self) -> Option<&Pkcs11> {
+        self.pkcs11.as_ref()
+    }
+
+    pub fn is_loaded(&self) -> bool {
+        self.pkcs11.is_some()
+    }
+
+    /// Compares the tokens present now with the ones known, and opens the new ones.
+    /// Slots whose reader PC/SC reports empty count as empty even when the module still
+    /// lists a token there (modules notice removals later than PC/SC does).
+    pub fn rescan(
+        &self,
+        empty_readers: &HashSet<String>,
+        pin_ttl: Duration,
+    ) -> Result<Changes, String> {
+        let pkcs11 = self.pkcs11.as_ref().ok_or("module not loaded")?;
+        let slots = pkcs11
+            .get_slots_with_initialized_token()
+            .map_err(|e| format!("C_GetSlotList: {e}"))?;
+        let mut present: HashMap<String, Slot> = HashMap::new();
+        for slot in slots {
+            let (Ok(info), Ok(slot_info)) =
+                (pkcs11.get_token_info(slot), pkcs11.get_slot_info(slot))
+            else {
+                // The token went away between the calls.
+                continue;
+            };
+            let desc = slot_info.slot_description().trim().to_owned();
+            if empty_readers.iter().any(|r| slot_is_reader(&desc, r)) {
+                continue;
+            }
+            let id = token_id(
+                &self.config.path,
+                info.serial_number().trim(),
+                info.label().trim(),
+            );
+            present.insert(id, slot);
+        }
+        let mut known = self.known.lock().map_err(|_| "module state poisoned")?;
+        let mut changes = Changes::default();
+        for (id, slot) in &present {
+            if known.get(id) == Some(slot) {
+                continue;
+            }
+            match self.open_token(*slot, pin_ttl) {
+                Ok(t) => {
+                    if known.insert(id.clone(), *slot).is_some() {
+                        // Same token in another slot: the old object is stale.
+                        changes.removed.push(id.clone());
+                    }
+                    changes.inserted.push(t);
+                }
+                // Not readable yet (a card still powering up): the next scan tries again.
+                Err(e) => {
+                    debug!(module = %self.config.path.display(), error = %e, "token not readable yet")
+                }
+            }
+        }
+        known.retain(|id, _| {
+            let keep = present.contains_key(id);
+            if !keep {
+                changes.removed.push(id.clone());
+            }
+            keep
+        });
+        Ok(changes)
+    }
+
+    /// Ids of the tokens this module has now.
+    pub fn known_ids(&self) -> Vec<String> {
+        self.known
+            .lock()
+            .map(|k| k.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    /// Forgets a token without asking the module (PC/SC saw its card leave), so a card put
+    /// back quickly is opened afresh.
+    pub fn forget_token(&self, id: &str) {
+        if let Ok(mut k) = self.known.lock() {
+            k.remove(id);
+        }
+    }
+
+    /// C_Finalize and C_Initialize: the only way to see tokens created by another process
+    /// in modules like SoftHSM. Every session of the module dies; the caller makes sure no
+    /// operation runs.
+    pub fn reinitialize(&self) -> Result<(), String> {
+        let pkcs11 = self.pkcs11.as_ref().ok_or("module not loaded")?;
+        pkcs11
+            .clone()
+            .finalize()
+            .map_err(|e| format!("C_Finalize: {e}"))?;
+        pkcs11
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .map_err(|e| format!("C_Initialize: {e}"))
+    }
+
     /// The slots that hold an initialized token now (SoftHSM always shows one empty,
     /// uninitialized token, which holds nothing).
     pub fn slots_with_token(&self) -> Result<Vec<Slot>, String> {
@@ -132,6 +248,7 @@ impl Module {
             serial,
         };
         let facts = TokenFacts {
+            slot_description: slot_info.slot_description().trim().to_owned(),
             token,
             manufacturer: info.manufacturer_id().trim().to_owned(),
             model: info.model().trim().to_owned(),
@@ -166,6 +283,13 @@ impl Module {
             certs,
         })
     }
+}
+
+/// Whether a slot description names a PC/SC reader. OpenSC describes a slot by its
+/// reader's name, cut to the 64 bytes of CK_SLOT_INFO.
+pub fn slot_is_reader(slot_description: &str, reader: &str) -> bool {
+    let d = slot_description.trim();
+    !d.is_empty() && (d == reader || (d.len() >= 60 && reader.starts_with(d)))
 }
 
 /// Tokens are identified by (module, serial, label), never by slot id, which changes.

@@ -58,6 +58,8 @@ struct AuthState {
 #[derive(Debug, Clone)]
 pub struct TokenFacts {
     pub token: TokenRef,
+    /// For smart cards: the reader's name.
+    pub slot_description: String,
     pub manufacturer: String,
     pub model: String,
     pub module_path: PathBuf,
@@ -185,6 +187,23 @@ impl Token {
         }
     }
 
+    /// Closes the token's idle sessions and forgets key handles, before its module is
+    /// re-initialized (which invalidates them). Its login is gone afterwards.
+    pub fn reset_sessions(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            // Closed now, while the module is still initialized.
+            idle.clear();
+        }
+        if let Ok(mut k) = self.keys.lock() {
+            k.clear();
+        }
+    }
+
+    /// Exclusive use of the token: no operation runs while the guard lives.
+    pub async fn exclusive(&self) -> tokio::sync::RwLockWriteGuard<'_, ()> {
+        self.usage.write().await
+    }
+
     pub fn is_removed(&self) -> bool {
         self.gone.load(Ordering::SeqCst)
     }
@@ -263,13 +282,32 @@ impl Token {
         drop(permit);
         match result {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err((call, e))) => Err(self.classify(call, e)),
+            Ok(Err((call, e))) => {
+                // A card pulled mid-operation can fail with any error: ask the slot.
+                if self.facts.removable && !self.is_removed() && !self.still_present().await {
+                    self.mark_removed();
+                }
+                Err(self.classify(call, e))
+            }
             Err(join) => Err(TokenError::Pkcs11 {
                 token: self.facts.token.clone(),
                 call,
                 error: format!("the PKCS#11 call did not finish: {join}"),
             }),
         }
+    }
+
+    /// Whether the slot still holds a token (after an error on a removable token).
+    async fn still_present(self: &Arc<Self>) -> bool {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            this.pkcs11
+                .get_slot_info(this.slot)
+                .map(|i| i.token_present())
+                .unwrap_or(false)
+        })
+        .await
+        .unwrap_or(false)
     }
 
     /// Reads the token's flags now.
