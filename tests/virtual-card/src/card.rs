@@ -158,6 +158,11 @@ impl PivCard {
         self.pin.tries_left()
     }
 
+    /// VERIFY commands that presented a PIN since the card was made.
+    pub fn pin_verifies(&self) -> u32 {
+        self.pin.verifies()
+    }
+
     /// The answer to reset.
     pub fn atr(&self) -> &'static [u8] {
         &ATR

@@ -2,9 +2,10 @@
 //! private pcscd and cards as background processes, state in a directory).
 //!
 //! `card-rig` keeps in `DIR`: `rig.state` (pcscd's pid, ports), `cards/NAME.card` (a card
-//! process's pid and reader), `cards/NAME.pin-state` (its PIN counter, kept after removal),
-//! `cards/NAME.log` and `pcscd.log`. A pid is only signalled after checking that its
-//! command line is still the one the rig started, so a stale file never kills a stranger.
+//! process's pid and reader), `cards/NAME.pin-state` (its PIN counter, kept after removal,
+//! and its count of PIN VERIFYs since insertion; see [`crate::pin`]), `cards/NAME.log` and
+//! `pcscd.log`. A pid is only signalled after checking that its command line is still the
+//! one the rig started, so a stale file never kills a stranger.
 
 use std::fs;
 use std::io::{self, Write};
@@ -18,6 +19,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::card::{CardConfig, PivCard};
 use crate::keys::SlotSpec;
 use crate::pcscd::{self, Lifetime, PcscdOptions, RigLayout};
+use crate::pin;
 use crate::vpcd::{self, Event, VpcdLink};
 use crate::{RigError, valid_card_name};
 
@@ -650,13 +652,16 @@ fn status(dir: &Path) -> Result<(), RigError> {
         let port = state.base_port + u16::from(reader);
         match cards.iter().find(|(_, r)| r.reader == reader) {
             Some((name, record)) => {
-                let text = fs::read_to_string(layout.pin_state(name)).unwrap_or_default();
-                let tries = text
-                    .trim()
-                    .strip_prefix("pin-tries-left ")
-                    .map_or_else(|| record.pin_tries.to_string(), str::to_owned);
+                let pin = match pin::read_state_file(&layout.pin_state(name)) {
+                    Ok(Some(f)) => format!(
+                        "PIN tries left {}, PIN VERIFYs since insertion {}",
+                        f.tries_left, f.verifies
+                    ),
+                    Ok(None) => format!("PIN tries left {}", record.pin_tries),
+                    Err(e) => e.to_string(),
+                };
                 println!(
-                    "reader {reader} (port {port}): card {name} (pid {}, PIN tries left {tries})",
+                    "reader {reader} (port {port}): card {name} (pid {}, {pin})",
                     record.pid
                 );
             }

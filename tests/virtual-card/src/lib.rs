@@ -139,6 +139,8 @@ pub enum RigError {
     AlreadyRunning(PathBuf),
     #[error("rig state {path}: {reason}")]
     BadState { path: PathBuf, reason: String },
+    #[error("card {card:?} has no PIN state in {path}: it was never inserted into this rig")]
+    NoPinState { card: String, path: PathBuf },
 }
 
 impl RigError {

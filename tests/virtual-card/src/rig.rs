@@ -15,6 +15,7 @@ use std::time::Duration;
 use crate::card::{CardConfig, PivCard};
 use crate::keys::SlotSpec;
 use crate::pcscd::{self, Lifetime, PcscdOptions, RigLayout};
+use crate::pin;
 use crate::vpcd::{self, Event, Remover, VpcdLink};
 use crate::{RigError, valid_card_name};
 
@@ -61,6 +62,8 @@ pub struct CardRig {
     trace: bool,
     keeper: Option<Keeper>,
     cards: Mutex<HashMap<String, InsertedCard>>,
+    /// The PIN state file of every card inserted so far, removed ones included.
+    pin_files: Mutex<HashMap<String, PathBuf>>,
     /// The directory, when the rig made it: removed after everything stopped.
     owned_dir: Option<tempfile::TempDir>,
 }
@@ -149,6 +152,7 @@ impl CardRig {
                 thread,
             }),
             cards: Mutex::new(HashMap::new()),
+            pin_files: Mutex::new(HashMap::new()),
             owned_dir: None,
         })
     }
@@ -189,9 +193,40 @@ impl CardRig {
         self.isolated
     }
 
-    /// Where card `name`'s PIN counter is kept between insertions.
+    /// Where card `name`'s PIN state (counter, VERIFY count) is kept between insertions,
+    /// unless [`CardConfig::pin_state_file`] named another file.
     pub fn pin_state_file(&self, name: &str) -> PathBuf {
         self.layout.pin_state(name)
+    }
+
+    /// Card `name`'s PIN tries left, from its PIN state file: while it is inserted (up to
+    /// date as soon as the application has the card's answer) and after its removal. Fails
+    /// with [`RigError::NoPinState`] for a card never inserted into this rig's directory.
+    pub fn tries_left(&self, name: &str) -> Result<u8, RigError> {
+        Ok(self.read_pin_file(name)?.tries_left)
+    }
+
+    /// How many VERIFY commands presenting a PIN card `name` has received since it was
+    /// inserted (right, wrong, or on a blocked PIN; not the empty VERIFY that asks for the
+    /// status): one per PIN attempt of an application. Read from the PIN state file like
+    /// [`CardRig::tries_left`]; after removal it stays at its last value until the card is
+    /// inserted again, which starts it at 0.
+    pub fn verify_count(&self, name: &str) -> Result<u32, RigError> {
+        Ok(self.read_pin_file(name)?.verifies)
+    }
+
+    fn read_pin_file(&self, name: &str) -> Result<pin::PinFile, RigError> {
+        let path = self
+            .pin_files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| self.layout.pin_state(name));
+        pin::read_state_file(&path)?.ok_or(RigError::NoPinState {
+            card: name.to_owned(),
+            path,
+        })
     }
 
     /// Inserts a card called `name` into reader `reader`, with PIN `pin` (3 tries) and
@@ -229,10 +264,15 @@ impl CardRig {
                 card: other.clone(),
             });
         }
-        if config.pin_state_file.is_none() {
-            config.pin_state_file = Some(self.layout.pin_state(&name));
-        }
+        let pin_file = config
+            .pin_state_file
+            .get_or_insert_with(|| self.layout.pin_state(&name))
+            .clone();
         let mut card = PivCard::new(&config)?;
+        self.pin_files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(name.clone(), pin_file);
         let mut link = VpcdLink::connect(port, INSERT_TIMEOUT).map_err(|e| {
             RigError::io(
                 format!("connecting card {name:?} to reader {reader} (port {port})"),
