@@ -6,6 +6,9 @@
 //! and its count of PIN VERIFYs since insertion; see [`crate::pin`]), `cards/NAME.log` and
 //! `pcscd.log`. A pid is only signalled after checking that its command line is still the
 //! one the rig started, so a stale file never kills a stranger.
+//!
+//! The card processes of `card-rig` run with `--reconnect`: when pcscd dies they wait for
+//! their reader, and `card-rig start-pcscd` brings pcscd back on the same socket and ports.
 
 use std::fs;
 use std::io::{self, Write};
@@ -20,7 +23,7 @@ use crate::card::{CardConfig, PivCard};
 use crate::keys::SlotSpec;
 use crate::pcscd::{self, Lifetime, PcscdOptions, RigLayout};
 use crate::pin;
-use crate::vpcd::{self, Event, VpcdLink};
+use crate::vpcd::{self, Event, Remover, VpcdLink};
 use crate::{RigError, valid_card_name};
 
 /// Everything one card needs: the arguments of `virtual-piv-card` and of `card-rig card`.
@@ -58,6 +61,10 @@ pub struct CardArgs {
     /// Log every APDU to stderr.
     #[arg(long)]
     pub trace: bool,
+    /// When the reader goes away (pcscd stopped or killed), connect again (short backoff)
+    /// until the process is stopped, instead of exiting.
+    #[arg(long)]
+    pub reconnect: bool,
 }
 
 impl CardArgs {
@@ -120,7 +127,7 @@ fn run_card(args: &CardArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
     };
-    let mut link = match VpcdLink::connect(args.port, Duration::from_secs(args.connect_timeout)) {
+    let link = match VpcdLink::connect(args.port, Duration::from_secs(args.connect_timeout)) {
         Ok(l) => l,
         Err(e) => {
             return fail(format!(
@@ -144,7 +151,7 @@ fn run_card(args: &CardArgs) -> ExitCode {
     );
     let ready_file = args.ready_file.clone();
     let trace = args.trace;
-    let result = vpcd::serve(&mut link, &mut card, |event| match event {
+    let on_event = |event: Event<'_>| match event {
         Event::FirstContact => {
             log(&name, "the reader took the card");
             if let Some(path) = &ready_file
@@ -153,14 +160,30 @@ fn run_card(args: &CardArgs) -> ExitCode {
                 log(&name, &format!("cannot write {}: {e}", path.display()));
             }
         }
+        Event::ReaderLost(error) => log(
+            &name,
+            &match error {
+                Some(e) => format!("the reader went away ({e}); waiting for it to come back"),
+                None => "the reader went away; waiting for it to come back".to_owned(),
+            },
+        ),
         Event::Control(c) if trace => log(&name, &format!("control {c:02X}")),
         Event::Apdu { command, response } if trace => {
             log(&name, &format!("> {}", vpcd::hex(command)));
             log(&name, &format!("< {}", vpcd::hex(response)));
         }
         _ => {}
-    });
-    match result {
+    };
+    // Never pulled from inside: the process ends when it is stopped.
+    let remover = Remover::new();
+    if args.reconnect {
+        return match vpcd::keep_inserted(args.port, Some(link), &mut card, &remover, on_event) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(format!("connection to the reader failed: {e}")),
+        };
+    }
+    let mut link = link;
+    match vpcd::serve(&mut link, &mut card, on_event) {
         Ok(()) => {
             log(&name, "the reader closed the connection; card removed");
             ExitCode::SUCCESS
@@ -217,6 +240,13 @@ pub enum RigCommand {
     },
     /// Pull a card out (inserting it again keeps its PIN counter).
     Remove { dir: PathBuf, name: String },
+    /// Kill pcscd with SIGKILL, as if it crashed; the cards stay in and wait for it.
+    KillPcscd { dir: PathBuf },
+    /// Start pcscd again after kill-pcscd: same socket, same reader ports; waits until the
+    /// cards are back in their readers.
+    StartPcscd { dir: PathBuf },
+    /// kill-pcscd (if it runs), then start-pcscd.
+    RestartPcscd { dir: PathBuf },
     /// Pull every card and stop pcscd.
     Down { dir: PathBuf },
     /// Show readers and cards.
@@ -248,9 +278,17 @@ pub fn card_rig_main() -> ExitCode {
             trace,
         } => insert(&dir, &name, reader, &pin, pin_tries, &slots, trace),
         RigCommand::Remove { dir, name } => remove(&dir, &name),
+        RigCommand::KillPcscd { dir } => kill_pcscd(&dir),
+        RigCommand::StartPcscd { dir } => start_pcscd(&dir),
+        RigCommand::RestartPcscd { dir } => {
+            if let Ok((layout, state)) = RigState::load(&dir) {
+                kill_rig_pcscd(&layout, &state);
+            }
+            start_pcscd(&dir)
+        }
         RigCommand::Down { dir } => down(&dir),
         RigCommand::Status { dir } => status(&dir),
-        RigCommand::Env { dir } => RigState::load(&dir).map(|(layout, _)| print_env(&layout)),
+        RigCommand::Env { dir } => RigState::load_any(&dir).map(|(layout, _)| print_env(&layout)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -267,6 +305,8 @@ struct RigState {
     base_port: u16,
     readers: u8,
     isolated: bool,
+    /// pcscd runs with --debug --apdu (kept for start-pcscd).
+    debug: bool,
 }
 
 impl RigState {
@@ -276,15 +316,25 @@ impl RigState {
 
     fn save(&self, layout: &RigLayout) -> Result<(), RigError> {
         let text = format!(
-            "pcscd-pid {}\nbase-port {}\nreaders {}\nisolated {}\n",
-            self.pcscd_pid, self.base_port, self.readers, self.isolated
+            "pcscd-pid {}\nbase-port {}\nreaders {}\nisolated {}\npcscd-debug {}\n",
+            self.pcscd_pid, self.base_port, self.readers, self.isolated, self.debug
         );
         let path = Self::path(layout);
         fs::write(&path, text).map_err(|e| RigError::io(format!("writing {}", path.display()), e))
     }
 
-    /// The running rig in `dir`; `NotRunning` when there is none or its pcscd is gone.
+    /// The running rig in `dir`: `NotRunning` when there is none, `PcscdNotRunning` when
+    /// its pcscd is gone (killed).
     fn load(dir: &Path) -> Result<(RigLayout, RigState), RigError> {
+        let (layout, state) = Self::load_any(dir)?;
+        if !state.pcscd_runs(&layout) {
+            return Err(RigError::PcscdNotRunning);
+        }
+        Ok((layout, state))
+    }
+
+    /// The rig in `dir`, whether its pcscd runs or not; `NotRunning` when there is none.
+    fn load_any(dir: &Path) -> Result<(RigLayout, RigState), RigError> {
         let layout = RigLayout::new(dir).map_err(|_| RigError::NotRunning(dir.to_owned()))?;
         let path = Self::path(&layout);
         let text = match fs::read_to_string(&path) {
@@ -304,10 +354,8 @@ impl RigState {
             base_port: field(&fields, "base-port").ok_or_else(|| bad("base-port"))?,
             readers: field(&fields, "readers").ok_or_else(|| bad("readers"))?,
             isolated: field(&fields, "isolated").unwrap_or(false),
+            debug: field(&fields, "pcscd-debug").unwrap_or(false),
         };
-        if !state.pcscd_runs(&layout) {
-            return Err(RigError::NotRunning(layout.dir.clone()));
-        }
         Ok((layout, state))
     }
 
@@ -437,6 +485,7 @@ fn up(dir: &Path, readers: u8, debug: bool) -> Result<(), RigError> {
         base_port: started.base_port,
         readers: started.readers,
         isolated: started.isolated,
+        debug,
     };
     state.save(&layout)?;
     eprintln!(
@@ -525,7 +574,8 @@ fn insert(
         .arg("--pin-state")
         .arg(layout.pin_state(name))
         .arg("--ready-file")
-        .arg(&ready);
+        .arg(&ready)
+        .arg("--reconnect");
     // Paths made absolute: the card runs from wherever, and `remove` matches its cmdline.
     for spec in &config.slots {
         let abs = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
@@ -640,13 +690,21 @@ fn down(dir: &Path) -> Result<(), RigError> {
 }
 
 fn status(dir: &Path) -> Result<(), RigError> {
-    let (layout, state) = RigState::load(dir)?;
-    println!(
-        "pcscd {} socket {}{}",
-        state.pcscd_pid,
-        layout.csock().display(),
-        if state.isolated { " (isolated)" } else { "" }
-    );
+    let (layout, state) = RigState::load_any(dir)?;
+    if state.pcscd_runs(&layout) {
+        println!(
+            "pcscd {} socket {}{}",
+            state.pcscd_pid,
+            layout.csock().display(),
+            if state.isolated { " (isolated)" } else { "" }
+        );
+    } else {
+        println!(
+            "pcscd not running (killed?; `card-rig start-pcscd {}` brings it back) socket {}",
+            layout.dir.display(),
+            layout.csock().display()
+        );
+    }
     let cards = CardRecord::all_live(&layout);
     for reader in 0..state.readers {
         let port = state.base_port + u16::from(reader);
@@ -668,6 +726,85 @@ fn status(dir: &Path) -> Result<(), RigError> {
             None => println!("reader {reader} (port {port}): empty"),
         }
     }
+    Ok(())
+}
+
+fn kill_pcscd(dir: &Path) -> Result<(), RigError> {
+    let (layout, state) = RigState::load(dir)?;
+    kill_rig_pcscd(&layout, &state);
+    eprintln!(
+        "card-rig: pcscd {} killed; the cards wait for their readers (`card-rig start-pcscd {}`)",
+        state.pcscd_pid,
+        layout.dir.display()
+    );
+    Ok(())
+}
+
+/// SIGKILL to the rig's pcscd (checked to be it), and wait until it is gone.
+fn kill_rig_pcscd(layout: &RigLayout, state: &RigState) {
+    if !state.pcscd_runs(layout) {
+        return;
+    }
+    pcscd::kill_pid(state.pcscd_pid);
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while pcscd::process_alive(state.pcscd_pid) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn start_pcscd(dir: &Path) -> Result<(), RigError> {
+    let (layout, state) = RigState::load_any(dir)?;
+    if state.pcscd_runs(&layout) {
+        return Err(RigError::PcscdAlreadyRunning);
+    }
+    // Each card writes its ready file again when the new pcscd's reader takes it.
+    let cards = CardRecord::all_live(&layout);
+    for (name, _) in &cards {
+        let _ = fs::remove_file(ready_file(&layout, name));
+    }
+    let start = Instant::now();
+    let started = pcscd::start_on(
+        &layout,
+        &PcscdOptions {
+            readers: state.readers,
+            debug: state.debug,
+            lifetime: Lifetime::Detached,
+            timeout: Duration::from_secs(10),
+        },
+        state.base_port,
+    )?;
+    let state = RigState {
+        pcscd_pid: started.child.id(),
+        isolated: started.isolated,
+        ..state
+    };
+    state.save(&layout)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for (name, record) in &cards {
+        while !ready_file(&layout, name).exists() {
+            if Instant::now() >= deadline {
+                return Err(RigError::CardNotSeen {
+                    port: state.base_port + u16::from(record.reader),
+                    seconds: 10,
+                    log: layout.cards_dir().join(format!("{name}.log")),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let names: Vec<&str> = cards.iter().map(|(n, _)| n.as_str()).collect();
+    eprintln!(
+        "card-rig: pcscd {} runs again on ports {}-{}; {} back in {} ms",
+        state.pcscd_pid,
+        state.base_port,
+        state.base_port + u16::from(state.readers) - 1,
+        if names.is_empty() {
+            "no cards".to_owned()
+        } else {
+            format!("cards {}", names.join(", "))
+        },
+        start.elapsed().as_millis()
+    );
     Ok(())
 }
 

@@ -139,6 +139,13 @@ pub enum RigError {
     AlreadyRunning(PathBuf),
     #[error("rig state {path}: {reason}")]
     BadState { path: PathBuf, reason: String },
+    #[error(
+        "the rig's pcscd is not running (it was killed); start it again with \
+         CardRig::start_pcscd or `card-rig start-pcscd DIR`"
+    )]
+    PcscdNotRunning,
+    #[error("the rig's pcscd is already running; kill it first (or restart it)")]
+    PcscdAlreadyRunning,
     #[error("card {card:?} has no PIN state in {path}: it was never inserted into this rig")]
     NoPinState { card: String, path: PathBuf },
 }

@@ -121,38 +121,79 @@ pub struct StartedPcscd {
 /// Starts pcscd with `options.readers` vpcd readers on free ports, and waits until all of
 /// them listen. Ports that another process takes meanwhile are retried with new ones.
 pub fn start(layout: &RigLayout, options: &PcscdOptions) -> Result<StartedPcscd, RigError> {
-    let pcscd = find_pcscd()?;
-    let driver = find_vpcd_driver()?;
-    let readers = options.readers.max(1).div_ceil(2) * 2;
-    fs::create_dir_all(layout.conf_dir())
-        .map_err(|e| RigError::io(format!("creating {}", layout.conf_dir().display()), e))?;
+    let readers = even_readers(options.readers);
     let mut last_error = None;
     for _ in 0..5 {
         let base_port = choose_base_port(readers)?;
-        write_reader_conf(&layout.conf_dir(), &driver, base_port, readers)?;
-        let mut child = spawn(&pcscd, layout, options)?;
-        let ports: Vec<u16> = (0..u16::from(readers)).map(|n| base_port + n).collect();
-        match wait_listening(&mut child, &ports, options.timeout, layout) {
-            Ok(()) => {
-                let isolated = in_other_mount_namespace(child.id());
-                return Ok(StartedPcscd {
-                    child,
-                    base_port,
-                    readers,
-                    isolated,
-                });
-            }
-            Err(e @ RigError::PcscdExited { .. }) => return Err(e),
-            Err(e) => {
-                stop(&mut child);
-                last_error = Some(e);
-            }
+        match start_on(layout, options, base_port) {
+            Ok(started) => return Ok(started),
+            Err(e @ RigError::ReadersNotListening { .. }) => last_error = Some(e),
+            Err(e) => return Err(e),
         }
     }
     Err(last_error.unwrap_or(RigError::ReadersNotListening {
         ports: String::new(),
         log: layout.pcscd_log(),
     }))
+}
+
+/// Starts pcscd with its readers on the given ports (`base_port` onwards), on the rig's
+/// socket path, and waits until all of them listen: for bringing back a pcscd that died,
+/// so that clients and cards find it where they left it. Fails with
+/// [`RigError::ReadersNotListening`] when a port is taken.
+pub fn start_on(
+    layout: &RigLayout,
+    options: &PcscdOptions,
+    base_port: u16,
+) -> Result<StartedPcscd, RigError> {
+    let pcscd = find_pcscd()?;
+    let driver = find_vpcd_driver()?;
+    let readers = even_readers(options.readers);
+    fs::create_dir_all(layout.conf_dir())
+        .map_err(|e| RigError::io(format!("creating {}", layout.conf_dir().display()), e))?;
+    write_reader_conf(&layout.conf_dir(), &driver, base_port, readers)?;
+    let mut child = spawn(&pcscd, layout, options)?;
+    let ports: Vec<u16> = (0..u16::from(readers)).map(|n| base_port + n).collect();
+    match wait_listening(&mut child, &ports, options.timeout, layout) {
+        Ok(()) => {
+            let isolated = in_other_mount_namespace(child.id());
+            Ok(StartedPcscd {
+                child,
+                base_port,
+                readers,
+                isolated,
+            })
+        }
+        // It exited by itself: already reaped, nothing to stop.
+        Err(e @ RigError::PcscdExited { .. }) => Err(e),
+        Err(e) => {
+            stop(&mut child);
+            Err(e)
+        }
+    }
+}
+
+/// Each vpcd line gives two readers.
+fn even_readers(readers: u8) -> u8 {
+    readers.clamp(1, 254).div_ceil(2) * 2
+}
+
+/// Kills pcscd at once (SIGKILL: no cleanup, as when it crashes) and reaps it. Its readers'
+/// connections to the cards drop; the socket file stays behind, dead.
+pub fn kill(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Sends SIGKILL to `pid`.
+pub fn kill_pid(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill() has no memory effects; a stale pid is the caller's concern.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+        }
+    }
 }
 
 /// Stops pcscd: SIGTERM (it cleans up and closes the readers, which ends the cards'

@@ -1,16 +1,19 @@
 //! [`CardRig`]: a private pcscd with virtual readers, and cards inserted into them, owned by
 //! one test and torn down when it is dropped.
 //!
-//! pcscd is a child process tied to a keeper thread (it dies with the thread, and so with
-//! the test process, even on SIGKILL); each inserted card is a thread of this process
-//! serving its reader connection.
+//! pcscd is a child process of a keeper thread (it dies with the thread, and so with the
+//! test process, even on SIGKILL); the same thread kills it and starts it again on request
+//! ([`CardRig::kill_pcscd`], [`CardRig::start_pcscd`]). Each inserted card is a thread of
+//! this process serving its reader connection, and connecting again when the reader comes
+//! back after pcscd died ([`vpcd::keep_inserted`]).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::process::Child;
 use std::sync::mpsc;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::card::{CardConfig, PivCard};
 use crate::keys::SlotSpec;
@@ -50,17 +53,16 @@ impl Default for RigOptions {
 /// A private pcscd with virtual readers, and the virtual cards inserted into them.
 ///
 /// Dropping it pulls every card and stops pcscd (also while a test panics). The directory
-/// keeps `pcscd.log` and the cards' PIN counters; delete it yourself (e.g. with
-/// `tempfile::TempDir`).
+/// keeps `pcscd.log` and the cards' PIN state; delete it yourself (e.g. with
+/// `tempfile::TempDir`), or use [`CardRig::start_in_tempdir`].
 ///
 /// `CardRig` is `Send + Sync`: threads of one test can insert and remove cards.
 pub struct CardRig {
     layout: RigLayout,
     base_port: u16,
     readers: u8,
-    isolated: bool,
     trace: bool,
-    keeper: Option<Keeper>,
+    pcscd: Mutex<PcscdControl>,
     cards: Mutex<HashMap<String, InsertedCard>>,
     /// The PIN state file of every card inserted so far, removed ones included.
     pin_files: Mutex<HashMap<String, PathBuf>>,
@@ -68,16 +70,83 @@ pub struct CardRig {
     owned_dir: Option<tempfile::TempDir>,
 }
 
-/// The thread that started pcscd: pcscd dies with it (PR_SET_PDEATHSIG).
+/// The keeper and what it last reported.
+struct PcscdControl {
+    keeper: Option<Keeper>,
+    /// pcscd's pid; `None` after [`CardRig::kill_pcscd`].
+    pid: Option<u32>,
+    isolated: bool,
+}
+
+/// The thread that starts and kills pcscd: pcscd dies with it (PR_SET_PDEATHSIG), so it
+/// lives as long as the rig. Dropping `requests` stops pcscd and ends the thread.
 struct Keeper {
-    stop: mpsc::Sender<()>,
+    requests: mpsc::Sender<KeeperRequest>,
     thread: JoinHandle<()>,
+}
+
+enum KeeperRequest {
+    /// Start pcscd on the rig's ports; reply with its pid and isolation.
+    Start(mpsc::Sender<Result<(u32, bool), RigError>>),
+    /// SIGKILL pcscd and reap it.
+    Kill(mpsc::Sender<()>),
 }
 
 struct InsertedCard {
     reader: u8,
     remover: Remover,
+    watch: Arc<CardWatch>,
     thread: JoinHandle<()>,
+}
+
+/// What the rig sees of a card's thread.
+#[derive(Default)]
+struct CardWatch {
+    state: Mutex<WatchState>,
+    changed: Condvar,
+}
+
+#[derive(Default, Clone, Copy)]
+struct WatchState {
+    /// Connections on which the reader has spoken: 1 after insertion, one more each time
+    /// the reader came back.
+    contacts: u64,
+    /// The card is being pulled: nobody should wait for it any more.
+    removed: bool,
+}
+
+impl CardWatch {
+    fn update(&self, f: impl FnOnce(&mut WatchState)) {
+        f(&mut self.lock());
+        self.changed.notify_all();
+    }
+
+    fn get(&self) -> WatchState {
+        *self.lock()
+    }
+
+    /// Waits until `done` holds; false at `deadline`.
+    fn wait_until(&self, deadline: Instant, done: impl Fn(&WatchState) -> bool) -> bool {
+        let mut state = self.lock();
+        loop {
+            if done(&state) {
+                return true;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return false;
+            }
+            state = self
+                .changed
+                .wait_timeout(state, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, WatchState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 impl CardRig {
@@ -109,17 +178,28 @@ impl CardRig {
             timeout: options.start_timeout,
         };
         let (started_tx, started_rx) = mpsc::channel();
-        let (stop_tx, stop_rx) = mpsc::channel::<()>();
+        let (requests_tx, requests_rx) = mpsc::channel::<KeeperRequest>();
         let keeper_layout = layout.clone();
         let thread = std::thread::Builder::new()
             .name("pcscd-keeper".into())
             .spawn(move || match pcscd::start(&keeper_layout, &pcscd_options) {
-                Ok(mut started) => {
-                    let info = (started.base_port, started.readers, started.isolated);
+                Ok(started) => {
+                    let info = (
+                        started.base_port,
+                        started.readers,
+                        started.child.id(),
+                        started.isolated,
+                    );
                     let _ = started_tx.send(Ok(info));
-                    // Until the rig is dropped (or the sender is, if the rig's thread dies).
-                    let _ = stop_rx.recv();
-                    pcscd::stop(&mut started.child);
+                    let mut options = pcscd_options;
+                    options.readers = started.readers;
+                    keep_pcscd(
+                        &keeper_layout,
+                        &options,
+                        started.base_port,
+                        started.child,
+                        requests_rx,
+                    );
                 }
                 Err(e) => {
                     let _ = started_tx.send(Err(e));
@@ -132,32 +212,39 @@ impl CardRig {
                 std::io::Error::other("the keeper thread died"),
             ))
         });
-        let (base_port, readers, isolated) = match started {
+        let (base_port, readers, pid, isolated) = match started {
             Ok(info) => info,
             Err(e) => {
                 let _ = thread.join();
                 return Err(e);
             }
         };
-        std::fs::create_dir_all(layout.cards_dir())
-            .map_err(|e| RigError::io(format!("creating {}", layout.cards_dir().display()), e))?;
-        Ok(CardRig {
+        let rig = CardRig {
             layout,
             base_port,
             readers,
-            isolated,
             trace: options.trace_apdus,
-            keeper: Some(Keeper {
-                stop: stop_tx,
-                thread,
+            pcscd: Mutex::new(PcscdControl {
+                keeper: Some(Keeper {
+                    requests: requests_tx,
+                    thread,
+                }),
+                pid: Some(pid),
+                isolated,
             }),
             cards: Mutex::new(HashMap::new()),
             pin_files: Mutex::new(HashMap::new()),
             owned_dir: None,
-        })
+        };
+        // Dropping the rig on this error stops pcscd again.
+        std::fs::create_dir_all(rig.layout.cards_dir()).map_err(|e| {
+            RigError::io(format!("creating {}", rig.layout.cards_dir().display()), e)
+        })?;
+        Ok(rig)
     }
 
-    /// The pcscd socket: the value for `PCSCLITE_CSOCK_NAME`.
+    /// The pcscd socket: the value for `PCSCLITE_CSOCK_NAME`. It stays the same when pcscd
+    /// is killed and started again.
     pub fn csock_path(&self) -> PathBuf {
         self.layout.csock()
     }
@@ -172,7 +259,7 @@ impl CardRig {
         &self.layout.dir
     }
 
-    /// pcscd's log file.
+    /// pcscd's log file (every pcscd of the rig appends to it).
     pub fn pcscd_log(&self) -> PathBuf {
         self.layout.pcscd_log()
     }
@@ -182,7 +269,8 @@ impl CardRig {
         self.readers
     }
 
-    /// The TCP port of reader `reader` (vpcd listens on all interfaces).
+    /// The TCP port of reader `reader` (vpcd listens on all interfaces). It stays the same
+    /// when pcscd is killed and started again.
     pub fn reader_port(&self, reader: u8) -> Option<u16> {
         (reader < self.readers).then(|| self.base_port + u16::from(reader))
     }
@@ -190,7 +278,83 @@ impl CardRig {
     /// Whether pcscd runs in its own mount namespace (private `/run/pcscd`, no USB
     /// readers); see [`crate::pcscd`].
     pub fn is_isolated(&self) -> bool {
-        self.isolated
+        self.lock_pcscd().isolated
+    }
+
+    /// The pid of the running pcscd; `None` while it is killed (or died by itself).
+    pub fn pcscd_pid(&self) -> Option<u32> {
+        self.lock_pcscd()
+            .pid
+            .filter(|pid| pcscd::process_alive(*pid))
+    }
+
+    /// Kills the rig's pcscd with SIGKILL, as when it crashes, and returns once it is gone.
+    /// Clients get errors (`SCARD_E_NO_SERVICE` and the like); the inserted cards stay in
+    /// their readers from the rig's point of view and wait for them to come back
+    /// ([`CardRig::start_pcscd`]). Cards can still be inserted and removed meanwhile.
+    /// Fails with [`RigError::PcscdNotRunning`] when it is already killed.
+    pub fn kill_pcscd(&self) -> Result<(), RigError> {
+        let mut control = self.lock_pcscd();
+        if control.pid.is_none() {
+            return Err(RigError::PcscdNotRunning);
+        }
+        let keeper = control.keeper.as_ref().ok_or(RigError::PcscdNotRunning)?;
+        let (reply_tx, reply_rx) = mpsc::channel();
+        keeper
+            .requests
+            .send(KeeperRequest::Kill(reply_tx))
+            .map_err(|_| keeper_died())?;
+        reply_rx.recv().map_err(|_| keeper_died())?;
+        control.pid = None;
+        Ok(())
+    }
+
+    /// Starts a new pcscd after [`CardRig::kill_pcscd`], on the same socket path
+    /// ([`CardRig::csock_path`]) and the same reader ports, so a running client that set
+    /// `PCSCLITE_CSOCK_NAME` once finds it again. Returns once its readers listen and every
+    /// inserted card has been taken by its reader again (a card is power-cycled: its PIN
+    /// must be verified again). Fails with [`RigError::PcscdAlreadyRunning`] while pcscd
+    /// runs, and with [`RigError::CardNotSeen`] when a card does not come back within 5 s.
+    pub fn start_pcscd(&self) -> Result<(), RigError> {
+        let mut control = self.lock_pcscd();
+        if control.pid.is_some_and(pcscd::process_alive) {
+            return Err(RigError::PcscdAlreadyRunning);
+        }
+        // How often each card had been seen, to wait for one more.
+        let waiting: Vec<(u8, Arc<CardWatch>, u64)> = self
+            .lock_cards()
+            .values()
+            .map(|c| (c.reader, Arc::clone(&c.watch), c.watch.get().contacts))
+            .collect();
+        let keeper = control.keeper.as_ref().ok_or_else(keeper_died)?;
+        let (reply_tx, reply_rx) = mpsc::channel();
+        keeper
+            .requests
+            .send(KeeperRequest::Start(reply_tx))
+            .map_err(|_| keeper_died())?;
+        let (pid, isolated) = reply_rx.recv().map_err(|_| keeper_died())??;
+        control.pid = Some(pid);
+        control.isolated = isolated;
+        let deadline = Instant::now() + INSERT_TIMEOUT;
+        for (reader, watch, before) in waiting {
+            if !watch.wait_until(deadline, |w| w.contacts > before || w.removed) {
+                return Err(RigError::CardNotSeen {
+                    port: self.base_port + u16::from(reader),
+                    seconds: INSERT_TIMEOUT.as_secs(),
+                    log: self.layout.pcscd_log(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// [`CardRig::kill_pcscd`] (if it runs), then [`CardRig::start_pcscd`].
+    pub fn restart_pcscd(&self) -> Result<(), RigError> {
+        match self.kill_pcscd() {
+            Ok(()) | Err(RigError::PcscdNotRunning) => {}
+            Err(e) => return Err(e),
+        }
+        self.start_pcscd()
     }
 
     /// Where card `name`'s PIN state (counter, VERIFY count) is kept between insertions,
@@ -210,7 +374,7 @@ impl CardRig {
     /// inserted (right, wrong, or on a blocked PIN; not the empty VERIFY that asks for the
     /// status): one per PIN attempt of an application. Read from the PIN state file like
     /// [`CardRig::tries_left`]; after removal it stays at its last value until the card is
-    /// inserted again, which starts it at 0.
+    /// inserted again, which starts it at 0. A pcscd restart does not reset it.
     pub fn verify_count(&self, name: &str) -> Result<u32, RigError> {
         Ok(self.read_pin_file(name)?.verifies)
     }
@@ -243,8 +407,9 @@ impl CardRig {
         self.insert_card(reader, CardConfig::new(name, pin, slots.to_vec()))
     }
 
-    /// Inserts a card with a full configuration (retry limit, GUID, own state file). A
-    /// `pin_state_file` of `None` is set to the rig's file for `config.name`.
+    /// Inserts a card with a full configuration (retry limit, GUID, own state file). A `pin_state_file` of `None` is set to the rig's file for
+    /// `config.name`. While pcscd is killed the card goes into its reader and the call
+    /// returns at once; the next pcscd takes it ([`CardRig::start_pcscd`] waits for that).
     pub fn insert_card(&self, reader: u8, mut config: CardConfig) -> Result<(), RigError> {
         let name = config.name.clone();
         if !valid_card_name(&name) {
@@ -254,6 +419,8 @@ impl CardRig {
             reader,
             last: self.readers - 1,
         })?;
+        // Held throughout: pcscd is not killed or started while a card goes in.
+        let control = self.lock_pcscd();
         let mut cards = self.lock_cards();
         if cards.contains_key(&name) {
             return Err(RigError::CardAlreadyInserted(name));
@@ -273,37 +440,54 @@ impl CardRig {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .insert(name.clone(), pin_file);
-        let mut link = VpcdLink::connect(port, INSERT_TIMEOUT).map_err(|e| {
-            RigError::io(
-                format!("connecting card {name:?} to reader {reader} (port {port})"),
-                e,
-            )
-        })?;
-        let remover = link
-            .remover()
-            .map_err(|e| RigError::io(format!("card {name:?}"), e))?;
-        let (seen_tx, seen_rx) = mpsc::channel();
-        let trace = self.trace;
-        let thread = std::thread::Builder::new()
-            .name(format!("card-{name}"))
-            .spawn(move || {
-                let label = card.name().to_owned();
-                let result = vpcd::serve(&mut link, &mut card, |event| match event {
-                    Event::FirstContact => {
-                        let _ = seen_tx.send(());
+        let pcscd_runs = control.pid.is_some_and(pcscd::process_alive);
+        let first = if pcscd_runs {
+            Some(VpcdLink::connect(port, INSERT_TIMEOUT).map_err(|e| {
+                RigError::io(
+                    format!("connecting card {name:?} to reader {reader} (port {port})"),
+                    e,
+                )
+            })?)
+        } else {
+            None
+        };
+        let remover = Remover::new();
+        let watch = Arc::new(CardWatch::default());
+        let thread = {
+            let remover = remover.clone();
+            let watch = Arc::clone(&watch);
+            let trace = self.trace;
+            std::thread::Builder::new()
+                .name(format!("card-{name}"))
+                .spawn(move || {
+                    let label = card.name().to_owned();
+                    let result =
+                        vpcd::keep_inserted(
+                            port,
+                            first,
+                            &mut card,
+                            &remover,
+                            |event| match event {
+                                Event::FirstContact => watch.update(|w| w.contacts += 1),
+                                Event::Apdu { command, response } if trace => {
+                                    eprintln!("[{label}] > {}", vpcd::hex(command));
+                                    eprintln!("[{label}] < {}", vpcd::hex(response));
+                                }
+                                Event::ReaderLost(error) if trace => {
+                                    eprintln!(
+                                        "[{label}] the reader went away ({error:?}); waiting for it"
+                                    );
+                                }
+                                _ => {}
+                            },
+                        );
+                    if let Err(e) = result {
+                        eprintln!("virtual card {label:?}: connection to the reader failed: {e}");
                     }
-                    Event::Apdu { command, response } if trace => {
-                        eprintln!("[{label}] > {}", vpcd::hex(command));
-                        eprintln!("[{label}] < {}", vpcd::hex(response));
-                    }
-                    _ => {}
-                });
-                if let Err(e) = result {
-                    eprintln!("virtual card {label:?}: connection to the reader failed: {e}");
-                }
-            })
-            .map_err(|e| RigError::io(format!("starting card {name:?}"), e))?;
-        if seen_rx.recv_timeout(INSERT_TIMEOUT).is_err() {
+                })
+                .map_err(|e| RigError::io(format!("starting card {name:?}"), e))?
+        };
+        if pcscd_runs && !watch.wait_until(Instant::now() + INSERT_TIMEOUT, |w| w.contacts > 0) {
             remover.pull();
             let _ = thread.join();
             return Err(RigError::CardNotSeen {
@@ -317,18 +501,20 @@ impl CardRig {
             InsertedCard {
                 reader,
                 remover,
+                watch,
                 thread,
             },
         );
         Ok(())
     }
 
-    /// Pulls card `name` out of its reader. Its PIN counter stays in the rig directory.
+    /// Pulls card `name` out of its reader (also while pcscd is killed). Its PIN state stays in the rig directory.
     pub fn remove(&self, name: &str) -> Result<(), RigError> {
         let card = self
             .lock_cards()
             .remove(name)
             .ok_or_else(|| RigError::CardNotInserted(name.to_owned()))?;
+        card.watch.update(|w| w.removed = true);
         card.remover.pull();
         let _ = card.thread.join();
         Ok(())
@@ -358,8 +544,10 @@ impl CardRig {
         for card in cards {
             let _ = card.thread.join();
         }
-        if let Some(keeper) = self.keeper.take() {
-            let _ = keeper.stop.send(());
+        let keeper = self.lock_pcscd().keeper.take();
+        if let Some(keeper) = keeper {
+            // Its channel closes: the keeper stops pcscd and ends.
+            drop(keeper.requests);
             let _ = keeper.thread.join();
         }
         let _ = std::fs::remove_file(self.layout.csock());
@@ -371,6 +559,60 @@ impl CardRig {
         // A panic while holding the lock leaves the map consistent (single inserts/removes).
         self.cards.lock().unwrap_or_else(PoisonError::into_inner)
     }
+
+    fn lock_pcscd(&self) -> MutexGuard<'_, PcscdControl> {
+        self.pcscd.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// The keeper thread's loop: kills and starts pcscd on request, stops it when the rig
+/// goes (its channel closes).
+fn keep_pcscd(
+    layout: &RigLayout,
+    options: &PcscdOptions,
+    base_port: u16,
+    child: Child,
+    requests: mpsc::Receiver<KeeperRequest>,
+) {
+    let mut child = Some(child);
+    while let Ok(request) = requests.recv() {
+        // One that died by itself is reaped and counts as not running.
+        if let Some(c) = &mut child
+            && !matches!(c.try_wait(), Ok(None))
+        {
+            child = None;
+        }
+        match request {
+            KeeperRequest::Kill(reply) => {
+                if let Some(mut c) = child.take() {
+                    pcscd::kill(&mut c);
+                }
+                let _ = reply.send(());
+            }
+            KeeperRequest::Start(reply) => {
+                let result = if child.is_some() {
+                    Err(RigError::PcscdAlreadyRunning)
+                } else {
+                    pcscd::start_on(layout, options, base_port).map(|started| {
+                        let info = (started.child.id(), started.isolated);
+                        child = Some(started.child);
+                        info
+                    })
+                };
+                let _ = reply.send(result);
+            }
+        }
+    }
+    if let Some(mut c) = child {
+        pcscd::stop(&mut c);
+    }
+}
+
+fn keeper_died() -> RigError {
+    RigError::io(
+        "controlling pcscd",
+        std::io::Error::other("the pcscd keeper thread is gone"),
+    )
 }
 
 impl Drop for CardRig {
@@ -385,7 +627,8 @@ impl std::fmt::Debug for CardRig {
             .field("dir", &self.layout.dir)
             .field("base_port", &self.base_port)
             .field("readers", &self.readers)
-            .field("isolated", &self.isolated)
+            .field("pcscd_pid", &self.pcscd_pid())
+            .field("isolated", &self.is_isolated())
             .field("inserted", &self.inserted())
             .finish()
     }

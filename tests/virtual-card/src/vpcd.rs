@@ -5,10 +5,16 @@
 //! off, 01 power on, 02 reset, 04 "send your ATR"); anything longer is a command APDU that
 //! gets exactly one response APDU. Connecting inserts the card, disconnecting removes it.
 //! This module owns those bytes; [`crate::card`] owns what they mean.
+//!
+//! A card that is "in" its reader stays in when pcscd dies: [`keep_inserted`] connects
+//! again, with a short backoff, whenever the reader goes away, until the card is pulled
+//! ([`Remover::pull`]). A new pcscd on the same ports then finds the card as if it had
+//! been in the reader all along (after a power-up: the PIN must be verified again).
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::card::PivCard;
@@ -43,9 +49,13 @@ impl VpcdLink {
         Ok(link)
     }
 
-    /// A handle that can pull the card out from another thread ([`Remover::pull`]).
-    pub fn remover(&self) -> io::Result<Remover> {
-        Ok(Remover(self.stream.try_clone()?))
+    /// One connection attempt, failing at once when nothing listens on the port.
+    pub fn connect_once(port: u16) -> io::Result<Self> {
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+        Self::from_stream(TcpStream::connect_timeout(
+            &addr,
+            Duration::from_millis(500),
+        )?)
     }
 
     /// Reads one message; `None` when the reader closed the connection.
@@ -97,21 +107,88 @@ impl VpcdLink {
     }
 }
 
-/// Pulls a card out of its reader from another thread: closes the connection, which vpcd
-/// reports to pcscd as a removal.
-pub struct Remover(TcpStream);
+/// Pulls a card out of its reader from another thread: closes its current connection
+/// (vpcd reports that to pcscd as a removal) and tells [`keep_inserted`] to stop.
+/// Clones share the same card.
+#[derive(Clone, Default)]
+pub struct Remover(Arc<Pull>);
+
+#[derive(Default)]
+struct Pull {
+    state: Mutex<PullState>,
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct PullState {
+    pulled: bool,
+    /// The connection `pull` closes.
+    stream: Option<TcpStream>,
+}
 
 impl Remover {
+    /// A remover for a card that is not connected yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Pulls the card: for good, also while it waits for its reader to come back.
     pub fn pull(&self) {
-        // Already closed is fine: the card is out either way.
-        let _ = self.0.shutdown(Shutdown::Both);
+        let mut state = self.lock();
+        state.pulled = true;
+        if let Some(stream) = state.stream.take() {
+            // Already closed is fine: the card is out either way.
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+        self.0.changed.notify_all();
+    }
+
+    /// Whether the card was pulled.
+    pub fn is_pulled(&self) -> bool {
+        self.lock().pulled
+    }
+
+    /// Sleeps for `duration` or until the card is pulled; returns whether it was pulled.
+    pub fn sleep(&self, duration: Duration) -> bool {
+        let state = self.lock();
+        let (state, _) = self
+            .0
+            .changed
+            .wait_timeout_while(state, duration, |s| !s.pulled)
+            .unwrap_or_else(PoisonError::into_inner);
+        state.pulled
+    }
+
+    /// Makes `link` the connection [`Remover::pull`] closes. Returns `false` (and closes
+    /// it) when the card was already pulled.
+    pub fn attach(&self, link: &VpcdLink) -> io::Result<bool> {
+        let stream = link.stream.try_clone()?;
+        let mut state = self.lock();
+        if state.pulled {
+            let _ = stream.shutdown(Shutdown::Both);
+            return Ok(false);
+        }
+        state.stream = Some(stream);
+        Ok(true)
+    }
+
+    fn detach(&self) {
+        self.lock().stream = None;
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PullState> {
+        self.0.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
 /// What happened on the link, for a caller that logs or traces APDUs.
 pub enum Event<'a> {
-    /// The reader spoke for the first time: the card is seen as inserted.
+    /// The reader spoke for the first time on this connection: the card is seen as
+    /// inserted (again, after the reader came back).
     FirstContact,
+    /// The connection ended without a pull (pcscd stopped or died; with the error, if
+    /// any): [`keep_inserted`] connects again.
+    ReaderLost(Option<&'a io::Error>),
     /// A control message (power off/on, reset, ATR request).
     Control(u8),
     /// A command APDU and the card's response.
@@ -179,7 +256,146 @@ pub fn serve(
     }
 }
 
+/// The first pause before connecting again to a reader that went away, doubled after
+/// every failed attempt up to [`MAX_BACKOFF`].
+pub const MIN_BACKOFF: Duration = Duration::from_millis(10);
+/// The longest pause between attempts: a new pcscd finds the card at most this late.
+pub const MAX_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Keeps `card` in the reader on `127.0.0.1:port` until `remover` pulls it: serves the
+/// connection `first` (if given, else connects), and whenever the reader goes away (pcscd
+/// stopped, killed, restarting) connects again, pausing [`MIN_BACKOFF`] to
+/// [`MAX_BACKOFF`] between attempts. Each new connection starts with a power-up
+/// ([`PivCard::reset`]). Returns once the card is pulled; `Err` only when a connection
+/// cannot be set up at all.
+pub fn keep_inserted(
+    port: u16,
+    first: Option<VpcdLink>,
+    card: &mut PivCard,
+    remover: &Remover,
+    mut on_event: impl FnMut(Event<'_>),
+) -> io::Result<()> {
+    let mut next = first;
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let mut link = match next.take() {
+            Some(link) => link,
+            None => match VpcdLink::connect_once(port) {
+                Ok(link) => link,
+                Err(_) => {
+                    if remover.sleep(backoff) {
+                        return Ok(());
+                    }
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+            },
+        };
+        if !remover.attach(&link)? {
+            return Ok(());
+        }
+        card.reset();
+        let mut contact = false;
+        let result = serve(&mut link, card, |event| {
+            if matches!(event, Event::FirstContact) {
+                contact = true;
+            }
+            on_event(event);
+        });
+        remover.detach();
+        drop(link);
+        if remover.is_pulled() {
+            return Ok(());
+        }
+        on_event(Event::ReaderLost(result.as_ref().err()));
+        // A reader that talked gets the card back at once; one that hung up without a word
+        // (not ready, or refusing the card) is not hammered.
+        if contact {
+            backoff = MIN_BACKOFF;
+        } else {
+            if remover.sleep(backoff) {
+                return Ok(());
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
 /// Formats bytes as hex for APDU traces.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02X}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::TcpListener;
+    use std::sync::mpsc;
+
+    use super::*;
+    use crate::card::CardConfig;
+
+    /// A stand-in for vpcd: a listener on a free port that speaks the framing.
+    struct FakeReader(TcpListener);
+
+    impl FakeReader {
+        fn new() -> Self {
+            FakeReader(TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap())
+        }
+        fn port(&self) -> u16 {
+            self.0.local_addr().unwrap().port()
+        }
+        /// Takes the next card connection and asks for its ATR.
+        fn take_card(&self) -> VpcdLink {
+            let (stream, _) = self.0.accept().unwrap();
+            let mut link = VpcdLink::from_stream(stream).unwrap();
+            link.write_message(&[0x04]).unwrap();
+            assert_eq!(link.read_message().unwrap().unwrap(), crate::card::ATR);
+            link
+        }
+    }
+
+    fn card() -> PivCard {
+        PivCard::new(&CardConfig::new("test", "123456", Vec::new())).unwrap()
+    }
+
+    #[test]
+    fn a_card_connects_again_when_its_reader_comes_back_until_it_is_pulled() {
+        let reader = FakeReader::new();
+        let port = reader.port();
+        let remover = Remover::new();
+        let (events_tx, events) = mpsc::channel();
+        let thread = {
+            let remover = remover.clone();
+            std::thread::spawn(move || {
+                let mut card = card();
+                keep_inserted(port, None, &mut card, &remover, |e| {
+                    let name = match e {
+                        Event::FirstContact => "contact",
+                        Event::ReaderLost(_) => "lost",
+                        _ => return,
+                    };
+                    events_tx.send(name).unwrap();
+                })
+            })
+        };
+        let link = reader.take_card();
+        assert_eq!(events.recv().unwrap(), "contact");
+        // The reader goes away (pcscd killed): the card comes back by itself.
+        drop(link);
+        assert_eq!(events.recv().unwrap(), "lost");
+        let mut link = reader.take_card();
+        assert_eq!(events.recv().unwrap(), "contact");
+        // Still a working card on the new connection.
+        link.write_message(&[0x00, 0x20, 0x00, 0x80]).unwrap();
+        assert_eq!(link.read_message().unwrap().unwrap(), [0x63, 0xC3]);
+        // Gone for good: the card waits, polling, and a pull ends the wait at once.
+        drop(link);
+        drop(reader);
+        assert_eq!(events.recv().unwrap(), "lost");
+        std::thread::sleep(Duration::from_millis(300));
+        let pulled = Instant::now();
+        remover.pull();
+        thread.join().unwrap().unwrap();
+        assert!(pulled.elapsed() < Duration::from_millis(100));
+    }
 }

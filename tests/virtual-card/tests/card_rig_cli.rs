@@ -5,6 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::Instant;
 
 use common::{ok, pki, workspace_root};
 use virtual_piv_card::OPENSC_PKCS11;
@@ -188,4 +189,131 @@ fn card_rig_command_starts_inserts_pulls_and_stops() {
     }
     assert!(!Path::new(&csock).exists());
     assert!(!card_rig(&["status", dir]).status.success());
+}
+
+/// Reads one value of `card-rig status`'s line for `name`, e.g. "PIN tries left".
+fn status_value(dir: &str, name: &str, what: &str) -> String {
+    let status = ok("card-rig status", &card_rig(&["status", dir]));
+    let line = status
+        .lines()
+        .find(|l| l.contains(&format!("card {name} ")))
+        .unwrap_or_else(|| panic!("no card {name} in {status}"));
+    line.split(what)
+        .nth(1)
+        .and_then(|rest| rest.split([',', ')']).next())
+        .unwrap_or_else(|| panic!("no {what:?} in {line:?}"))
+        .trim()
+        .to_owned()
+}
+
+#[test]
+fn card_rig_command_kills_and_restarts_pcscd() {
+    let tmp = tempfile::Builder::new()
+        .prefix("card-rig-cli-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = tmp.path().join("rig");
+    let dir = dir.to_str().unwrap();
+    let _down = Down(dir);
+    ok("card-rig up", &card_rig(&["up", dir]));
+    let csock = Path::new(dir).join("pcscd.comm");
+    let csock = csock.to_str().unwrap();
+    ok(
+        "card-rig insert",
+        &card_rig(&[
+            "insert",
+            dir,
+            "alice",
+            "--pin",
+            "123456",
+            "--slot",
+            &format!("9c={}", key_cert("alice-sign-ec")),
+        ]),
+    );
+    assert_eq!(
+        status_value(dir, "alice", "PIN VERIFYs since insertion"),
+        "0"
+    );
+
+    // A signature, and the PIN attempts it took (login + context-specific login).
+    let work = tempfile::tempdir().unwrap();
+    let data = work.path().join("data");
+    std::fs::write(&data, b"slow\n").unwrap();
+    let sign = || {
+        Command::new("pkcs11-tool")
+            .args(["--module", OPENSC_PKCS11, "--login", "--pin", "123456"])
+            .args(["--sign", "--id", "02", "-m", "ECDSA-SHA256", "-i"])
+            .arg(&data)
+            .arg("-o")
+            .arg(work.path().join("sig"))
+            .env("PCSCLITE_CSOCK_NAME", csock)
+            .output()
+            .unwrap()
+    };
+    ok("pkcs11-tool --sign", &sign());
+    assert_eq!(
+        status_value(dir, "alice", "PIN VERIFYs since insertion"),
+        "2"
+    );
+    assert_eq!(status_value(dir, "alice", "PIN tries left"), "3");
+
+    // pcscd killed: the card waits; status says so; a second kill fails.
+    let pcscd = pid_of(&Path::new(dir).join("rig.state"), "pcscd-pid");
+    let card = pid_of(&Path::new(dir).join("cards/alice.card"), "pid");
+    ok("card-rig kill-pcscd", &card_rig(&["kill-pcscd", dir]));
+    assert!(!virtual_piv_card::pcscd::process_alive(pcscd));
+    assert!(
+        virtual_piv_card::pcscd::process_alive(card),
+        "the card process exited"
+    );
+    let status = ok("card-rig status", &card_rig(&["status", dir]));
+    assert!(
+        status.contains("pcscd not running") && status.contains("card alice"),
+        "{status}"
+    );
+    assert!(!card_rig(&["kill-pcscd", dir]).status.success());
+    let insert_now = card_rig(&[
+        "insert",
+        dir,
+        "bob",
+        "--reader",
+        "1",
+        "--pin",
+        "123456",
+        "--slot",
+        &format!("9c={}", key_cert("bob-dual-rsa")),
+    ]);
+    assert!(!insert_now.status.success(), "insert without pcscd");
+    assert!(
+        String::from_utf8_lossy(&insert_now.stderr).contains("start-pcscd"),
+        "{}",
+        String::from_utf8_lossy(&insert_now.stderr)
+    );
+
+    // Started again: same socket, the card is back.
+    let start = Instant::now();
+    let started = card_rig(&["start-pcscd", dir]);
+    let back = start.elapsed();
+    ok("card-rig start-pcscd", &started);
+    assert!(pkcs11_list(csock).contains("Alice Example"));
+    println!(
+        "card-rig start-pcscd took {back:?}: {}",
+        String::from_utf8_lossy(&started.stderr).trim()
+    );
+    assert!(!card_rig(&["start-pcscd", dir]).status.success());
+    let new_pcscd = pid_of(&Path::new(dir).join("rig.state"), "pcscd-pid");
+    assert_ne!(new_pcscd, pcscd);
+
+    // restart-pcscd in one go; the card still signs, and `down` stops everything.
+    ok("card-rig restart-pcscd", &card_rig(&["restart-pcscd", dir]));
+    assert!(!virtual_piv_card::pcscd::process_alive(new_pcscd));
+    ok("pkcs11-tool --sign after the restart", &sign());
+    let last_pcscd = pid_of(&Path::new(dir).join("rig.state"), "pcscd-pid");
+    ok("card-rig down", &card_rig(&["down", dir]));
+    for pid in [last_pcscd, card] {
+        assert!(
+            !virtual_piv_card::pcscd::process_alive(pid),
+            "process {pid} survived `down`"
+        );
+    }
 }
