@@ -9,6 +9,7 @@
 //! AUTHENTICATE. Everything else gets the status word a real card would give.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -70,6 +71,12 @@ pub struct CardConfig {
     pub name: String,
     /// The key slots; slots not listed are empty (OpenSC then shows no key for them).
     pub slots: Vec<SlotSpec>,
+    /// A slow card: how long to hold the answer to a GENERAL AUTHENTICATE that used a
+    /// private key (signature, decryption, ECDH), so a test can pull the card in the middle
+    /// of the operation. Everything else is answered at once. The transport applies it
+    /// ([`crate::vpcd::serve`] asks [`PivCard::answer_delay`]); `None` (the default) is a
+    /// fast card.
+    pub op_delay: Option<Duration>,
 }
 
 impl CardConfig {
@@ -82,6 +89,7 @@ impl CardConfig {
             guid: None,
             name: name.into(),
             slots,
+            op_delay: None,
         }
     }
 }
@@ -113,6 +121,10 @@ pub struct PivCard {
     chain: Option<Chain>,
     /// Response bytes not yet fetched with GET RESPONSE.
     pending: Vec<u8>,
+    /// See [`CardConfig::op_delay`].
+    op_delay: Option<Duration>,
+    /// The last command used a private key.
+    used_key: bool,
 }
 
 impl PivCard {
@@ -140,6 +152,8 @@ impl PivCard {
             security: SecurityStatus::default(),
             chain: None,
             pending: Vec::new(),
+            op_delay: config.op_delay,
+            used_key: false,
         })
     }
 
@@ -163,6 +177,12 @@ impl PivCard {
         self.pin.verifies()
     }
 
+    /// How long the transport should hold the response [`PivCard::process`] just returned:
+    /// [`CardConfig::op_delay`] when that command used a private key, else `None`.
+    pub fn answer_delay(&self) -> Option<Duration> {
+        self.op_delay.filter(|_| self.used_key)
+    }
+
     /// The answer to reset.
     pub fn atr(&self) -> &'static [u8] {
         &ATR
@@ -179,6 +199,7 @@ impl PivCard {
     /// Processes one command APDU and returns the response APDU. Never panics, whatever
     /// the bytes.
     pub fn process(&mut self, apdu: &[u8]) -> Vec<u8> {
+        self.used_key = false;
         self.respond(apdu).into_bytes()
     }
 
@@ -441,6 +462,7 @@ impl PivCard {
             self.security.signature_authorized = false;
         }
 
+        self.used_key = true;
         let result = match operation {
             Operation::PrivateKey(input) => match key {
                 SlotKey::Rsa(_) => key.rsa_raw(input),

@@ -61,6 +61,10 @@ pub struct CardArgs {
     /// Log every APDU to stderr.
     #[arg(long)]
     pub trace: bool,
+    /// A slow card: hold the answer to every private-key operation (GENERAL AUTHENTICATE
+    /// with a key: signature, decryption, ECDH) this many milliseconds.
+    #[arg(long)]
+    pub op_delay_ms: Option<u64>,
     /// When the reader goes away (pcscd stopped or killed), connect again (short backoff)
     /// until the process is stopped, instead of exiting.
     #[arg(long)]
@@ -82,6 +86,7 @@ impl CardArgs {
             guid,
             name: self.name.clone(),
             slots,
+            op_delay: self.op_delay_ms.map(Duration::from_millis),
         })
     }
 }
@@ -160,6 +165,10 @@ fn run_card(args: &CardArgs) -> ExitCode {
                 log(&name, &format!("cannot write {}: {e}", path.display()));
             }
         }
+        Event::Holding(delay) => log(
+            &name,
+            &format!("holding the answer to a private-key operation for {delay:?}"),
+        ),
         Event::ReaderLost(error) => log(
             &name,
             &match error {
@@ -183,7 +192,7 @@ fn run_card(args: &CardArgs) -> ExitCode {
         };
     }
     let mut link = link;
-    match vpcd::serve(&mut link, &mut card, on_event) {
+    match vpcd::serve(&mut link, &mut card, &remover, on_event) {
         Ok(()) => {
             log(&name, "the reader closed the connection; card removed");
             ExitCode::SUCCESS
@@ -237,6 +246,10 @@ pub enum RigCommand {
         /// Log the card's APDUs into DIR/cards/NAME.log.
         #[arg(long)]
         trace: bool,
+        /// A slow card: hold the answer to every private-key operation (signature,
+        /// decryption, ECDH) this many milliseconds, so it can be pulled meanwhile.
+        #[arg(long)]
+        op_delay_ms: Option<u64>,
     },
     /// Pull a card out (inserting it again keeps its PIN counter).
     Remove { dir: PathBuf, name: String },
@@ -276,7 +289,19 @@ pub fn card_rig_main() -> ExitCode {
             pin_tries,
             slots,
             trace,
-        } => insert(&dir, &name, reader, &pin, pin_tries, &slots, trace),
+            op_delay_ms,
+        } => insert(
+            &dir,
+            &name,
+            &InsertOptions {
+                reader,
+                pin: &pin,
+                pin_tries,
+                slots: &slots,
+                trace,
+                op_delay_ms,
+            },
+        ),
         RigCommand::Remove { dir, name } => remove(&dir, &name),
         RigCommand::KillPcscd { dir } => kill_pcscd(&dir),
         RigCommand::StartPcscd { dir } => start_pcscd(&dir),
@@ -505,15 +530,25 @@ fn up(dir: &Path, readers: u8, debug: bool) -> Result<(), RigError> {
     Ok(())
 }
 
-fn insert(
-    dir: &Path,
-    name: &str,
+/// The options of `card-rig insert`.
+struct InsertOptions<'a> {
     reader: u8,
-    pin: &str,
+    pin: &'a str,
     pin_tries: u8,
-    slots: &[String],
+    slots: &'a [String],
     trace: bool,
-) -> Result<(), RigError> {
+    op_delay_ms: Option<u64>,
+}
+
+fn insert(dir: &Path, name: &str, options: &InsertOptions<'_>) -> Result<(), RigError> {
+    let &InsertOptions {
+        reader,
+        pin,
+        pin_tries,
+        slots,
+        trace,
+        op_delay_ms,
+    } = options;
     let (layout, state) = RigState::load(dir)?;
     if !valid_card_name(name) {
         return Err(RigError::BadCardName(name.to_owned()));
@@ -545,6 +580,7 @@ fn insert(
             .iter()
             .map(|s| s.parse::<SlotSpec>())
             .collect::<Result<Vec<_>, _>>()?,
+        op_delay: op_delay_ms.map(Duration::from_millis),
     };
     let card = PivCard::new(&config)?;
     let tries_left = card.pin_tries_left();
@@ -576,6 +612,9 @@ fn insert(
         .arg("--ready-file")
         .arg(&ready)
         .arg("--reconnect");
+    if let Some(ms) = op_delay_ms {
+        cmd.arg("--op-delay-ms").arg(ms.to_string());
+    }
     // Paths made absolute: the card runs from wherever, and `remove` matches its cmdline.
     for spec in &config.slots {
         let abs = |p: &Path| fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());

@@ -148,6 +148,11 @@ pub enum RigError {
     PcscdAlreadyRunning,
     #[error("card {card:?} has no PIN state in {path}: it was never inserted into this rig")]
     NoPinState { card: String, path: PathBuf },
+    #[error(
+        "card {card:?} started no private-key operation within {millis} ms (only a card \
+         with an op_delay holds one long enough to be seen)"
+    )]
+    NoOperation { card: String, millis: u128 },
 }
 
 impl RigError {

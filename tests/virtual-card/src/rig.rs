@@ -111,6 +111,8 @@ struct WatchState {
     /// Connections on which the reader has spoken: 1 after insertion, one more each time
     /// the reader came back.
     contacts: u64,
+    /// The card holds the answer to a private-key operation (op_delay).
+    holding: bool,
     /// The card is being pulled: nobody should wait for it any more.
     removed: bool,
 }
@@ -393,6 +395,29 @@ impl CardRig {
         })
     }
 
+    /// Waits until card `name` holds the answer to a private-key operation (only a card
+    /// inserted with [`CardConfig::op_delay`] holds one), and returns at once if it already
+    /// does: the moment to pull it in the middle of a signature. Fails with
+    /// [`RigError::NoOperation`] after `timeout`.
+    pub fn wait_for_operation(&self, name: &str, timeout: Duration) -> Result<(), RigError> {
+        let watch = self
+            .lock_cards()
+            .get(name)
+            .map(|c| Arc::clone(&c.watch))
+            .ok_or_else(|| RigError::CardNotInserted(name.to_owned()))?;
+        if watch.wait_until(Instant::now() + timeout, |w| w.holding || w.removed) {
+            if watch.get().removed {
+                return Err(RigError::CardNotInserted(name.to_owned()));
+            }
+            Ok(())
+        } else {
+            Err(RigError::NoOperation {
+                card: name.to_owned(),
+                millis: timeout.as_millis(),
+            })
+        }
+    }
+
     /// Inserts a card called `name` into reader `reader`, with PIN `pin` (3 tries) and
     /// the given slots, and returns once the reader has taken it (PC/SC then reports it
     /// present). The PIN counter is kept in the rig directory under `name`, so removing and
@@ -407,7 +432,8 @@ impl CardRig {
         self.insert_card(reader, CardConfig::new(name, pin, slots.to_vec()))
     }
 
-    /// Inserts a card with a full configuration (retry limit, GUID, own state file). A `pin_state_file` of `None` is set to the rig's file for
+    /// Inserts a card with a full configuration (retry limit, GUID, own state file, a slow
+    /// card's `op_delay`). A `pin_state_file` of `None` is set to the rig's file for
     /// `config.name`. While pcscd is killed the card goes into its reader and the call
     /// returns at once; the next pcscd takes it ([`CardRig::start_pcscd`] waits for that).
     pub fn insert_card(&self, reader: u8, mut config: CardConfig) -> Result<(), RigError> {
@@ -461,26 +487,33 @@ impl CardRig {
                 .name(format!("card-{name}"))
                 .spawn(move || {
                     let label = card.name().to_owned();
-                    let result =
-                        vpcd::keep_inserted(
-                            port,
-                            first,
-                            &mut card,
-                            &remover,
-                            |event| match event {
-                                Event::FirstContact => watch.update(|w| w.contacts += 1),
-                                Event::Apdu { command, response } if trace => {
+                    let result = vpcd::keep_inserted(port, first, &mut card, &remover, |event| {
+                        match event {
+                            Event::FirstContact => watch.update(|w| w.contacts += 1),
+                            Event::Holding(delay) => {
+                                watch.update(|w| w.holding = true);
+                                if trace {
+                                    eprintln!("[{label}] holding the answer for {delay:?}");
+                                }
+                            }
+                            Event::Apdu { command, response } => {
+                                watch.update(|w| w.holding = false);
+                                if trace {
                                     eprintln!("[{label}] > {}", vpcd::hex(command));
                                     eprintln!("[{label}] < {}", vpcd::hex(response));
                                 }
-                                Event::ReaderLost(error) if trace => {
+                            }
+                            Event::ReaderLost(error) => {
+                                watch.update(|w| w.holding = false);
+                                if trace {
                                     eprintln!(
                                         "[{label}] the reader went away ({error:?}); waiting for it"
                                     );
                                 }
-                                _ => {}
-                            },
-                        );
+                            }
+                            Event::Control(_) => {}
+                        }
+                    });
                     if let Err(e) = result {
                         eprintln!("virtual card {label:?}: connection to the reader failed: {e}");
                     }
@@ -508,7 +541,8 @@ impl CardRig {
         Ok(())
     }
 
-    /// Pulls card `name` out of its reader (also while pcscd is killed). Its PIN state stays in the rig directory.
+    /// Pulls card `name` out of its reader (also in the middle of an operation, and while
+    /// pcscd is killed). Its PIN state stays in the rig directory.
     pub fn remove(&self, name: &str) -> Result<(), RigError> {
         let card = self
             .lock_cards()

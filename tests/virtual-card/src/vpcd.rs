@@ -108,7 +108,8 @@ impl VpcdLink {
 }
 
 /// Pulls a card out of its reader from another thread: closes its current connection
-/// (vpcd reports that to pcscd as a removal) and tells [`keep_inserted`] to stop.
+/// (vpcd reports that to pcscd as a removal) and tells [`keep_inserted`] and any
+/// [`CardConfig::op_delay`](crate::CardConfig::op_delay) wait in [`serve`] to stop.
 /// Clones share the same card.
 #[derive(Clone, Default)]
 pub struct Remover(Arc<Pull>);
@@ -186,6 +187,10 @@ pub enum Event<'a> {
     /// The reader spoke for the first time on this connection: the card is seen as
     /// inserted (again, after the reader came back).
     FirstContact,
+    /// The card holds the answer to a private-key operation for this long
+    /// ([`CardConfig::op_delay`](crate::CardConfig::op_delay)); [`Event::Apdu`] follows
+    /// when it is sent.
+    Holding(Duration),
     /// The connection ended without a pull (pcscd stopped or died; with the error, if
     /// any): [`keep_inserted`] connects again.
     ReaderLost(Option<&'a io::Error>),
@@ -199,10 +204,13 @@ pub enum Event<'a> {
 }
 
 /// Serves `card` on `link` until the reader closes the connection (pcscd stopped) or the
-/// card is pulled. Returns `Ok` on either, `Err` on other I/O errors.
+/// card is pulled with `remover`. Returns `Ok` on either, `Err` on other I/O errors.
+/// Answers to private-key operations are held for the card's
+/// [`answer_delay`](PivCard::answer_delay) (cut short by a pull).
 pub fn serve(
     link: &mut VpcdLink,
     card: &mut PivCard,
+    remover: &Remover,
     mut on_event: impl FnMut(Event<'_>),
 ) -> io::Result<()> {
     let mut first = true;
@@ -246,6 +254,13 @@ pub fn serve(
             [] => {}
             command => {
                 let response = card.process(command);
+                if let Some(delay) = card.answer_delay() {
+                    on_event(Event::Holding(delay));
+                    if remover.sleep(delay) {
+                        // Pulled in the middle of the operation: no answer.
+                        return Ok(());
+                    }
+                }
                 on_event(Event::Apdu {
                     command,
                     response: &response,
@@ -296,7 +311,7 @@ pub fn keep_inserted(
         }
         card.reset();
         let mut contact = false;
-        let result = serve(&mut link, card, |event| {
+        let result = serve(&mut link, card, remover, |event| {
             if matches!(event, Event::FirstContact) {
                 contact = true;
             }
@@ -354,8 +369,10 @@ mod tests {
         }
     }
 
-    fn card() -> PivCard {
-        PivCard::new(&CardConfig::new("test", "123456", Vec::new())).unwrap()
+    fn card(op_delay: Option<Duration>) -> PivCard {
+        let mut config = CardConfig::new("test", "123456", Vec::new());
+        config.op_delay = op_delay;
+        PivCard::new(&config).unwrap()
     }
 
     #[test]
@@ -367,7 +384,7 @@ mod tests {
         let thread = {
             let remover = remover.clone();
             std::thread::spawn(move || {
-                let mut card = card();
+                let mut card = card(None);
                 keep_inserted(port, None, &mut card, &remover, |e| {
                     let name = match e {
                         Event::FirstContact => "contact",
@@ -397,5 +414,38 @@ mod tests {
         remover.pull();
         thread.join().unwrap().unwrap();
         assert!(pulled.elapsed() < Duration::from_millis(100));
+    }
+
+    #[test]
+    fn a_slow_card_answers_everything_but_private_key_operations_at_once() {
+        let reader = FakeReader::new();
+        let port = reader.port();
+        let remover = Remover::new();
+        let thread = {
+            let remover = remover.clone();
+            std::thread::spawn(move || {
+                let mut card = card(Some(Duration::from_secs(5)));
+                keep_inserted(port, None, &mut card, &remover, |_| {})
+            })
+        };
+        let mut link = reader.take_card();
+        // The management key's challenge (OpenSC's random numbers) is no key operation.
+        let start = Instant::now();
+        link.write_message(&[0x00, 0x87, 0x00, 0x9B, 0x04, 0x7C, 0x02, 0x81, 0x00, 0x00])
+            .unwrap();
+        let answer = link.read_message().unwrap().unwrap();
+        assert_eq!(answer[answer.len() - 2..], [0x90, 0x00]);
+        assert!(start.elapsed() < Duration::from_secs(1));
+        // Card authentication (9E) needs no PIN, but this card has no key: refused at once.
+        link.write_message(&[
+            0x00, 0x87, 0x11, 0x9E, 0x08, 0x7C, 0x06, 0x82, 0x00, 0x81, 0x02, 0x01, 0x02, 0x00,
+        ])
+        .unwrap();
+        assert_eq!(link.read_message().unwrap().unwrap(), [0x6A, 0x88]);
+        assert!(start.elapsed() < Duration::from_secs(1));
+        remover.pull();
+        thread.join().unwrap().unwrap();
+        // Pulled: the reader sees the connection end.
+        assert!(link.read_message().unwrap_or(None).is_none());
     }
 }

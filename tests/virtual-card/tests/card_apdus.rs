@@ -374,3 +374,74 @@ fn random_general_authenticate_requests_get_status_words_not_panics() {
         );
     }
 }
+
+#[test]
+fn a_slow_card_asks_to_hold_exactly_the_answers_that_used_a_private_key() {
+    let dir = scratch();
+    let (key, cert) = key_and_cert(
+        dir.path(),
+        "slow-ec",
+        &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"],
+    );
+    let (rsa_key, rsa_cert) = key_and_cert(
+        dir.path(),
+        "slow-rsa",
+        &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+    );
+    let delay = std::time::Duration::from_millis(1500);
+    let mut config = CardConfig::new(
+        "slow",
+        PIN,
+        vec![
+            SlotSpec::new(PivSlot::CardAuthentication, &key, &cert),
+            SlotSpec::new(PivSlot::Signature, &rsa_key, &rsa_cert),
+        ],
+    );
+    config.op_delay = Some(delay);
+    let mut card = PivCard::new(&config).unwrap();
+
+    // 9E needs no PIN: a signature is held.
+    sign(&mut card, 0x11, 0x9E, &[0x5A; 32]);
+    assert_eq!(card.answer_delay(), Some(delay));
+    // Reading a certificate, VERIFY, a refused signature: all at once.
+    card.process(&[
+        0x00, 0xCB, 0x3F, 0xFF, 0x05, 0x5C, 0x03, 0x5F, 0xC1, 0x01, 0x00,
+    ]);
+    assert_eq!(card.answer_delay(), None);
+    let mut refused = vec![0x82, 0x00];
+    refused.extend_from_slice(&tlv(0x81, &[0x5A; 256]));
+    let (_, sw) = general_authenticate(&mut card, 0x07, 0x9C, &tlv(0x7C, &refused));
+    assert_eq!(sw, 0x6982, "9C without a PIN");
+    assert_eq!(card.answer_delay(), None);
+    verify_pin(&mut card);
+    assert_eq!(card.answer_delay(), None);
+    // A chained RSA operation: the parts go through at once, the last one is held.
+    let mut digest_info = SHA256_DIGEST_INFO.to_vec();
+    digest_info.extend_from_slice(&[0x11; 32]);
+    let mut padded = vec![0x00, 0x01];
+    padded.resize(256 - digest_info.len() - 1, 0xFF);
+    padded.push(0x00);
+    padded.extend_from_slice(&digest_info);
+    let mut inner = vec![0x82, 0x00];
+    inner.extend_from_slice(&tlv(0x81, &padded));
+    let template = tlv(0x7C, &inner);
+    let mut first = vec![0x10, 0x87, 0x07, 0x9C, 0xFF];
+    first.extend_from_slice(&template[..255]);
+    assert_eq!(card.process(&first), [0x90, 0x00]);
+    assert_eq!(card.answer_delay(), None);
+    let mut last = vec![0x00, 0x87, 0x07, 0x9C, (template.len() - 255) as u8];
+    last.extend_from_slice(&template[255..]);
+    last.push(0x00);
+    let answer = card.process(&last);
+    assert_eq!(
+        answer[answer.len() - 2],
+        0x61,
+        "the signature follows in pieces"
+    );
+    assert_eq!(card.answer_delay(), Some(delay));
+    // Fetching the rest of the answer is not another operation.
+    card.process(&[0x00, 0xC0, 0x00, 0x00, 0x00]);
+    assert_eq!(card.answer_delay(), None);
+    // A PIN VERIFY is counted.
+    assert_eq!(card.pin_verifies(), 1);
+}

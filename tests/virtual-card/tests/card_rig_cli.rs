@@ -5,7 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::{ok, pki, workspace_root};
 use virtual_piv_card::OPENSC_PKCS11;
@@ -207,7 +207,7 @@ fn status_value(dir: &str, name: &str, what: &str) -> String {
 }
 
 #[test]
-fn card_rig_command_kills_and_restarts_pcscd() {
+fn card_rig_command_kills_and_restarts_pcscd_and_inserts_slow_cards() {
     let tmp = tempfile::Builder::new()
         .prefix("card-rig-cli-")
         .tempdir_in("/tmp")
@@ -219,13 +219,15 @@ fn card_rig_command_kills_and_restarts_pcscd() {
     let csock = Path::new(dir).join("pcscd.comm");
     let csock = csock.to_str().unwrap();
     ok(
-        "card-rig insert",
+        "card-rig insert --op-delay-ms",
         &card_rig(&[
             "insert",
             dir,
             "alice",
             "--pin",
             "123456",
+            "--op-delay-ms",
+            "1000",
             "--slot",
             &format!("9c={}", key_cert("alice-sign-ec")),
         ]),
@@ -235,7 +237,7 @@ fn card_rig_command_kills_and_restarts_pcscd() {
         "0"
     );
 
-    // A signature, and the PIN attempts it took (login + context-specific login).
+    // A slow signature, and the PIN attempts it took (login + context-specific login).
     let work = tempfile::tempdir().unwrap();
     let data = work.path().join("data");
     std::fs::write(&data, b"slow\n").unwrap();
@@ -250,7 +252,11 @@ fn card_rig_command_kills_and_restarts_pcscd() {
             .output()
             .unwrap()
     };
+    let start = Instant::now();
     ok("pkcs11-tool --sign", &sign());
+    let took = start.elapsed();
+    println!("card-rig insert --op-delay-ms 1000: pkcs11-tool --sign took {took:?}");
+    assert!(took >= Duration::from_secs(1), "{took:?}");
     assert_eq!(
         status_value(dir, "alice", "PIN VERIFYs since insertion"),
         "2"
