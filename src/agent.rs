@@ -100,12 +100,15 @@ pub fn run(
                         }
                     }
                 }
+                if let Some(soft) = &modules.soft {
+                    scanned.extend(soft.rescan().inserted);
+                }
                 (modules, scanned)
             })
             .await
             .map_err(|e| AgentError::Runtime(std::io::Error::other(e)))?
         };
-        if modules.modules.is_empty() {
+        if modules.modules.is_empty() && modules.soft.is_none() {
             warn!("no PKCS#11 module is configured ([[tokens.module]]); no keys are available");
         }
         let store = SessionStore::default();
@@ -176,7 +179,7 @@ async fn expire_pins(agent: Arc<Agent>) {
     loop {
         tick.tick().await;
         for entry in &agent.store.snapshot().tokens {
-            if entry.token.pin_cache.expire() {
+            if entry.token.expire_pin() {
                 info!(token = %entry.token.token_ref().label, "cached PIN expired");
                 // Waits for the token's operations to finish; other tokens must not wait.
                 tokio::spawn(entry.token.clone().logout());

@@ -68,6 +68,34 @@ pub fn start(agent: &Arc<Agent>) {
         tokio::spawn(module_loop(agent.clone(), i));
     }
     tokio::spawn(event_loop(agent.clone(), rx));
+    if agent.modules.soft.is_some() {
+        tokio::spawn(soft_loop(agent.clone()));
+    }
+}
+
+/// How often the key file directory is looked at.
+const SOFT_POLL: Duration = Duration::from_secs(5);
+
+async fn soft_loop(agent: Arc<Agent>) {
+    loop {
+        tokio::time::sleep(SOFT_POLL).await;
+        rescan_soft(&agent).await;
+    }
+}
+
+/// Looks at the key file directory now.
+pub async fn rescan_soft(agent: &Arc<Agent>) -> (Vec<TokenRef>, Vec<TokenRef>) {
+    let a = agent.clone();
+    let changes = tokio::task::spawn_blocking(move || {
+        a.modules
+            .soft
+            .as_ref()
+            .map(|s| s.rescan())
+            .unwrap_or_default()
+    })
+    .await
+    .unwrap_or_default();
+    apply(agent, changes)
 }
 
 /// Rescans module `index` when woken, and on its poll interval (a slower safety net when

@@ -24,12 +24,9 @@ pub async fn status(ctx: &OpContext<'_>) -> StatusResult {
     let mut tokens = vec![];
     for entry in &snapshot.tokens {
         let t = &entry.token;
-        // The retry state comes from the token's flags; a token that does not answer
-        // shows as it was last known.
-        let retries = t
-            .pin_retries()
-            .await
-            .unwrap_or(smime_agent_proto::PinRetries::Ok);
+        // As last read from the token (at insertion and at every login): status never
+        // calls into a module.
+        let retries = t.known_retries();
         tokens.push(TokenStatus {
             token: t.token_ref().clone(),
             manufacturer: t.facts.manufacturer.clone(),
@@ -39,7 +36,7 @@ pub async fn status(ctx: &OpContext<'_>) -> StatusResult {
             removable: t.facts.removable,
             slot: t.facts.slot_description.clone(),
             pin: PinStatus {
-                cached: t.pin_cache.is_cached(),
+                cached: t.pin_cached(),
                 protected_path: t.facts.protected_path,
                 retries,
             },

@@ -29,6 +29,11 @@ pub async fn rescan(ctx: &OpContext<'_>) -> RescanResult {
             Err(e) => result.skipped.push(format!("{}: {e}", m.path().display())),
         }
     }
+    if ctx.agent.modules.soft.is_some() {
+        let (inserted, removed) = crate::presence::rescan_soft(ctx.agent).await;
+        result.inserted.extend(inserted);
+        result.removed.extend(removed);
+    }
     info!(client = %ctx.peer, inserted = result.inserted.len(), removed = result.removed.len(), "rescan");
     result
 }
@@ -38,7 +43,7 @@ pub async fn forget(ctx: &OpContext<'_>) -> ForgetResult {
     let mut tokens = vec![];
     for entry in &ctx.agent.store.snapshot().tokens {
         // The PIN goes now; the logout follows as soon as no operation uses the token.
-        entry.token.pin_cache.clear();
+        entry.token.forget_pin();
         tokio::spawn(entry.token.clone().logout());
         tokens.push(entry.token.token_ref().clone());
     }

@@ -47,9 +47,13 @@ impl RequestPrompter {
         }
         let timeout = self.conn.agent.config.pin.prompt_timeout_secs;
         let (prompt, rx) = self.conn.open_prompt();
+        // Closed however this ends, also when the request is dropped (its token was pulled).
+        let _open = OpenPrompt {
+            conn: &self.conn,
+            prompt,
+        };
         self.conn.send_event(self.event(&req, prompt, false)).await;
         let answer = tokio::time::timeout(Duration::from_secs(timeout), rx).await;
-        self.conn.close_prompt(prompt);
         match answer {
             Err(_) => Err(PinError::Timeout(timeout)),
             // The connection ended: nobody is left to answer.
@@ -80,6 +84,18 @@ impl RequestPrompter {
             Duration::from_secs(cfg.prompt_timeout_secs),
         )
         .await
+    }
+}
+
+/// Unregisters a prompt when dropped, so a late answer is refused.
+struct OpenPrompt<'a> {
+    conn: &'a Conn,
+    prompt: u64,
+}
+
+impl Drop for OpenPrompt<'_> {
+    fn drop(&mut self) {
+        self.conn.close_prompt(self.prompt);
     }
 }
 

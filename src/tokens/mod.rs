@@ -12,6 +12,7 @@
 pub mod module;
 pub mod pin;
 pub mod pinentry;
+pub mod soft;
 pub mod token;
 pub mod watcher;
 
@@ -31,7 +32,7 @@ use crate::config::Config;
 pub enum TokenError {
     #[error("the token \"{}\" (serial {}) was removed", token.label, token.serial)]
     Removed { token: TokenRef },
-    #[error("the token \"{}\" rejected the PIN{}; it was not tried again", token.label, retries_note(*retries))]
+    #[error("\"{}\" rejected the PIN (or passphrase){}; it was not tried again", token.label, retries_note(*retries))]
     PinIncorrect {
         token: TokenRef,
         retries: PinRetries,
@@ -71,10 +72,12 @@ impl TokenError {
     }
 }
 
-/// The loaded modules.
+/// The loaded modules, and the software key files.
 #[derive(Debug)]
 pub struct Modules {
     pub modules: Vec<Arc<Module>>,
+    /// `[soft_store] dir`, when configured.
+    pub soft: Option<soft::SoftStore>,
 }
 
 impl Modules {
@@ -93,6 +96,12 @@ impl Modules {
                 Arc::new(module)
             })
             .collect();
-        Modules { modules }
+        let soft = config.soft_store.dir.as_ref().map(|d| {
+            soft::SoftStore::new(
+                d.clone(),
+                std::time::Duration::from_secs(config.pin.cache_ttl_secs),
+            )
+        });
+        Modules { modules, soft }
     }
 }

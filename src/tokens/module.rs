@@ -135,19 +135,35 @@ impl Module {
         pin_ttl: Duration,
     ) -> Result<Changes, String> {
         let pkcs11 = self.pkcs11.as_ref().ok_or("module not loaded")?;
+        // Not get_slots_with_initialized_token: it reads every token's info each time.
         let slots = pkcs11
-            .get_slots_with_initialized_token()
+            .get_slots_with_token()
             .map_err(|e| format!("C_GetSlotList: {e}"))?;
+        let mut known = self.known.lock().map_err(|_| "module state poisoned")?;
         let mut present: HashMap<String, Slot> = HashMap::new();
         for slot in slots {
-            let (Ok(info), Ok(slot_info)) =
-                (pkcs11.get_token_info(slot), pkcs11.get_slot_info(slot))
-            else {
+            let Ok(slot_info) = pkcs11.get_slot_info(slot) else {
                 // The token went away between the calls.
                 continue;
             };
             let desc = slot_info.slot_description().trim().to_owned();
             if empty_readers.iter().any(|r| slot_is_reader(&desc, r)) {
+                continue;
+            }
+            // A card known in this slot is still the same card: a swap passes through
+            // PC/SC's removal, which forgets it. Not asking the card again keeps calls into
+            // the module away from cards that may be leaving (see Token::mark_removed).
+            if slot_info.removable_device()
+                && let Some((id, _)) = known.iter().find(|(_, s)| **s == slot)
+            {
+                present.insert(id.clone(), slot);
+                continue;
+            }
+            let Ok(info) = pkcs11.get_token_info(slot) else {
+                continue;
+            };
+            // SoftHSM always shows one empty, uninitialized token, which holds nothing.
+            if !info.token_initialized() {
                 continue;
             }
             let id = token_id(
@@ -157,7 +173,6 @@ impl Module {
             );
             present.insert(id, slot);
         }
-        let mut known = self.known.lock().map_err(|_| "module state poisoned")?;
         let mut changes = Changes::default();
         for (id, slot) in &present {
             if known.get(id) == Some(slot) {
@@ -262,6 +277,7 @@ impl Module {
             .open_ro_session(slot)
             .map_err(|e| format!("C_OpenSession: {e}"))?;
         let certs = read_certs(&session, &facts)?;
+        let retries = super::token::retries_of(&info);
         // A card does one thing at a time; software tokens (and HSMs) work in parallel.
         let max_sessions = if removable {
             1
@@ -271,15 +287,10 @@ impl Module {
                 .unwrap_or(2)
                 .clamp(2, 8)
         };
+        let token = Token::new(facts, pkcs11, slot, session, max_sessions, pin_ttl);
+        token.note_retries(retries);
         Ok(ScannedToken {
-            token: Arc::new(Token::new(
-                facts,
-                pkcs11,
-                slot,
-                session,
-                max_sessions,
-                pin_ttl,
-            )),
+            token: Arc::new(token),
             certs,
         })
     }

@@ -148,12 +148,18 @@ pub struct PinRequest {
     pub reason: PinReason,
     pub retries: PinRetries,
     pub retries_left: Option<u32>,
+    /// A passphrase (of a key file) rather than a token PIN.
+    pub passphrase: bool,
 }
 
 impl PinRequest {
     /// The prompt text, naming the token and the tries left when they are low.
     pub fn description(&self) -> String {
         let mut d = match self.reason {
+            PinReason::Login if self.passphrase => format!(
+                "Please enter the passphrase of the key file \"{}\"",
+                self.token.label
+            ),
             PinReason::Login => format!(
                 "Please enter the PIN of the token \"{}\" (serial {})",
                 self.token.label, self.token.serial
@@ -241,6 +247,7 @@ mod tests {
             reason: PinReason::Login,
             retries: PinRetries::FinalTry,
             retries_left: Some(1),
+            passphrase: false,
         };
         let d = r.description();
         assert!(d.contains("Alice card") && d.contains("LAST"), "{d}");

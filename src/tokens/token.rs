@@ -24,6 +24,7 @@ use tracing::{debug, info, warn};
 
 use super::TokenError;
 use super::pin::{PinCache, PinError, PinPrompter, PinRequest, SecretPin};
+use super::soft::{self, KeyFile, SoftError};
 
 /// The raw private-key operations the agent asks of a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,16 +70,31 @@ pub struct TokenFacts {
     pub login_required: bool,
 }
 
-/// A token in a slot.
-pub struct Token {
-    pub facts: TokenFacts,
+/// How a token does its work.
+enum Backend {
+    /// A PKCS#11 token in a slot.
+    Pkcs11(P11),
+    /// A PKCS#12 key file: a software key, unlocked with its passphrase.
+    Soft(KeyFile),
+}
+
+/// The PKCS#11 side of a token.
+struct P11 {
     pkcs11: Pkcs11,
     slot: Slot,
     /// Idle sessions; `permits` bounds how many are in use at once (1 for a card, which does
     /// one thing at a time; more for software tokens, which work in parallel).
     idle: Mutex<Vec<Session>>,
     permits: Semaphore,
-    pub pin_cache: PinCache,
+    keys: Mutex<HashMap<Vec<u8>, KeyInfo>>,
+}
+
+/// A token: a PKCS#11 token in a slot, or a software key file.
+pub struct Token {
+    pub facts: TokenFacts,
+    backend: Backend,
+    /// The PIN of a PKCS#11 token (a key file keeps its unlocked key instead).
+    pin_cache: PinCache,
     /// One login procedure (and so one PIN prompt) per token at a time.
     auth: tokio::sync::Mutex<AuthState>,
     /// Operations hold it shared from login to signature; logout holds it exclusively, so a
@@ -86,7 +102,10 @@ pub struct Token {
     usage: tokio::sync::RwLock<()>,
     /// Counts finished login attempts, so a waiter can tell that one happened meanwhile.
     attempts: AtomicU64,
-    keys: Mutex<HashMap<Vec<u8>, KeyInfo>>,
+    /// The PIN retry state last read from the token, for `status`: reading it afresh would
+    /// mean a call into the module for every status request, and OpenSC can deadlock when
+    /// such calls meet a card being pulled (see `mark_removed`).
+    last_retries: Mutex<PinRetries>,
     /// Set when the token is removed; operations waiting on it end with `token_removed`.
     gone_tx: watch::Sender<bool>,
     gone: AtomicBool,
@@ -148,18 +167,34 @@ impl Token {
         max_sessions: u32,
         pin_ttl: Duration,
     ) -> Token {
+        Self::with_backend(
+            facts,
+            Backend::Pkcs11(P11 {
+                pkcs11,
+                slot,
+                idle: Mutex::new(vec![session]),
+                permits: Semaphore::new(max_sessions as usize),
+                keys: Mutex::new(HashMap::new()),
+            }),
+            pin_ttl,
+        )
+    }
+
+    /// A key file as a token of its own.
+    pub(super) fn new_soft(facts: TokenFacts, file: KeyFile) -> Token {
+        Self::with_backend(facts, Backend::Soft(file), Duration::ZERO)
+    }
+
+    fn with_backend(facts: TokenFacts, backend: Backend, pin_ttl: Duration) -> Token {
         let (gone_tx, _) = watch::channel(false);
         Token {
             facts,
-            pkcs11,
-            slot,
-            idle: Mutex::new(vec![session]),
-            permits: Semaphore::new(max_sessions as usize),
+            backend,
             pin_cache: PinCache::new(pin_ttl),
             auth: tokio::sync::Mutex::new(AuthState::default()),
             usage: tokio::sync::RwLock::new(()),
             attempts: AtomicU64::new(0),
-            keys: Mutex::new(HashMap::new()),
+            last_retries: Mutex::new(PinRetries::Ok),
             gone_tx,
             gone: AtomicBool::new(false),
         }
@@ -169,8 +204,48 @@ impl Token {
         &self.facts.token
     }
 
-    pub fn slot(&self) -> Slot {
-        self.slot
+    /// The PKCS#11 side, for operations that exist only there.
+    fn p11(&self) -> Result<&P11, TokenError> {
+        match &self.backend {
+            Backend::Pkcs11(p) => Ok(p),
+            Backend::Soft(_) => Err(TokenError::Pkcs11 {
+                token: self.facts.token.clone(),
+                call: "PKCS#11",
+                error: "a key file is not a PKCS#11 token".into(),
+            }),
+        }
+    }
+
+    fn clear_keys(&self) {
+        if let Backend::Pkcs11(p) = &self.backend
+            && let Ok(mut k) = p.keys.lock()
+        {
+            k.clear();
+        }
+    }
+
+    /// A PIN is cached, or the key file is unlocked.
+    pub fn pin_cached(&self) -> bool {
+        match &self.backend {
+            Backend::Pkcs11(_) => self.pin_cache.is_cached(),
+            Backend::Soft(f) => f.is_unlocked(),
+        }
+    }
+
+    /// Wipes the PIN (or locks the key file) if its time ran out; true when it did.
+    pub fn expire_pin(&self) -> bool {
+        match &self.backend {
+            Backend::Pkcs11(_) => self.pin_cache.expire(),
+            Backend::Soft(f) => f.expire(),
+        }
+    }
+
+    /// Wipes the PIN now (or locks the key file).
+    pub fn forget_pin(&self) {
+        self.pin_cache.clear();
+        if let Backend::Soft(f) = &self.backend {
+            f.lock();
+        }
     }
 
     /// Marks the token removed: its PIN is wiped, its idle sessions are closed, and every
@@ -178,25 +253,32 @@ impl Token {
     pub fn mark_removed(&self) {
         self.gone.store(true, Ordering::SeqCst);
         self.gone_tx.send_replace(true);
-        self.pin_cache.clear();
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.clear();
+        self.forget_pin();
+        if let Backend::Pkcs11(p) = &self.backend
+            && let Ok(mut idle) = p.idle.lock()
+        {
+            // Not closed: the module closes a removed token's sessions itself when it
+            // notices, and calling into it for a card that is gone is what OpenSC 0.23
+            // handles worst (sc_unlock returns without releasing the card mutex when
+            // sc_lock failed, and the next call on that card deadlocks the module). The
+            // few bytes of each handle are leaked instead.
+            for session in idle.drain(..) {
+                std::mem::forget(session);
+            }
         }
-        if let Ok(mut k) = self.keys.lock() {
-            k.clear();
-        }
+        self.clear_keys();
     }
 
     /// Closes the token's idle sessions and forgets key handles, before its module is
     /// re-initialized (which invalidates them). Its login is gone afterwards.
     pub fn reset_sessions(&self) {
-        if let Ok(mut idle) = self.idle.lock() {
+        if let Backend::Pkcs11(p) = &self.backend
+            && let Ok(mut idle) = p.idle.lock()
+        {
             // Closed now, while the module is still initialized.
             idle.clear();
         }
-        if let Ok(mut k) = self.keys.lock() {
-            k.clear();
-        }
+        self.clear_keys();
     }
 
     /// Exclusive use of the token: no operation runs while the guard lives.
@@ -252,17 +334,21 @@ impl Token {
         if self.is_removed() {
             return Err(self.removed_err());
         }
+        let p11 = self.p11()?;
         let permit = tokio::select! {
-            p = self.permits.acquire() => p.map_err(|_| self.removed_err())?,
+            p = p11.permits.acquire() => p.map_err(|_| self.removed_err())?,
             _ = self.wait_gone() => return Err(self.removed_err()),
         };
         let this = self.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let session = match this.idle.lock().ok().and_then(|mut v| v.pop()) {
+            let Backend::Pkcs11(p11) = &this.backend else {
+                return Err((call, CkError::NotSupported));
+            };
+            let session = match p11.idle.lock().ok().and_then(|mut v| v.pop()) {
                 Some(s) => s,
-                None => this
+                None => p11
                     .pkcs11
-                    .open_ro_session(this.slot)
+                    .open_ro_session(p11.slot)
                     .map_err(|e| ("C_OpenSession", e))?,
             };
             let r = f(&session);
@@ -270,7 +356,7 @@ impl Token {
                 Err(e) if session_is_dead(e) => drop(session),
                 _ => {
                     if !this.is_removed()
-                        && let Ok(mut idle) = this.idle.lock()
+                        && let Ok(mut idle) = p11.idle.lock()
                     {
                         idle.push(session);
                     }
@@ -299,10 +385,11 @@ impl Token {
 
     /// Whether the slot still holds a token (after an error on a removable token).
     async fn still_present(self: &Arc<Self>) -> bool {
-        let this = self.clone();
+        let Ok(p11) = self.p11() else { return true };
+        let (pkcs11, slot) = (p11.pkcs11.clone(), p11.slot);
         tokio::task::spawn_blocking(move || {
-            this.pkcs11
-                .get_slot_info(this.slot)
+            pkcs11
+                .get_slot_info(slot)
                 .map(|i| i.token_present())
                 .unwrap_or(false)
         })
@@ -312,8 +399,12 @@ impl Token {
 
     /// Reads the token's flags now.
     async fn token_info(self: &Arc<Self>) -> Result<TokenInfo, TokenError> {
-        let this = self.clone();
-        let r = tokio::task::spawn_blocking(move || this.pkcs11.get_token_info(this.slot)).await;
+        if self.is_removed() {
+            return Err(self.removed_err());
+        }
+        let p11 = self.p11()?;
+        let (pkcs11, slot) = (p11.pkcs11.clone(), p11.slot);
+        let r = tokio::task::spawn_blocking(move || pkcs11.get_token_info(slot)).await;
         match r {
             Ok(Ok(info)) => Ok(info),
             Ok(Err(e)) => Err(self.classify("C_GetTokenInfo", e)),
@@ -325,9 +416,28 @@ impl Token {
         }
     }
 
-    /// The PIN retry state as the token reports it now.
+    /// The PIN retry state as the token reports it now (a key file has no counter).
     pub async fn pin_retries(self: &Arc<Self>) -> Result<PinRetries, TokenError> {
-        Ok(retries_of(&self.token_info().await?))
+        if let Backend::Soft(_) = self.backend {
+            return Ok(PinRetries::Ok);
+        }
+        let r = retries_of(&self.token_info().await?);
+        self.note_retries(r);
+        Ok(r)
+    }
+
+    pub(super) fn note_retries(&self, r: PinRetries) {
+        if let Ok(mut l) = self.last_retries.lock() {
+            *l = r;
+        }
+    }
+
+    /// The PIN retry state as last seen, without asking the token.
+    pub fn known_retries(&self) -> PinRetries {
+        self.last_retries
+            .lock()
+            .map(|r| *r)
+            .unwrap_or(PinRetries::Ok)
     }
 
     async fn logged_in(self: &Arc<Self>) -> Result<bool, TokenError> {
@@ -392,6 +502,7 @@ impl Token {
             reason: PinReason::Login,
             retries,
             retries_left: retries_left(retries),
+            passphrase: false,
         };
 
         let (pin, result) = if self.facts.protected_path {
@@ -421,12 +532,11 @@ impl Token {
         match result {
             Ok(()) => {
                 state.last_failure = None;
+                self.note_retries(PinRetries::Ok);
                 if let Some(p) = &pin {
                     self.pin_cache.put(p);
                 }
-                if let Ok(mut k) = self.keys.lock() {
-                    k.clear();
-                }
+                self.clear_keys();
                 info!(token = %token.label, "token logged in");
                 Ok(pin)
             }
@@ -462,7 +572,8 @@ impl Token {
 
     /// Finds the private key with CKA_ID `key_id` (after login, when private keys show).
     async fn key(self: &Arc<Self>, key_id: &[u8]) -> Result<KeyInfo, TokenError> {
-        if let Some(k) = self.keys.lock().ok().and_then(|m| m.get(key_id).copied()) {
+        let p11 = self.p11()?;
+        if let Some(k) = p11.keys.lock().ok().and_then(|m| m.get(key_id).copied()) {
             return Ok(k);
         }
         let id = key_id.to_vec();
@@ -496,7 +607,7 @@ impl Token {
             token: self.facts.token.clone(),
             key_id: crate::certs::hex(key_id),
         })?;
-        if let Ok(mut m) = self.keys.lock() {
+        if let Ok(mut m) = p11.keys.lock() {
             m.insert(key_id.to_vec(), key);
         }
         Ok(key)
@@ -513,6 +624,11 @@ impl Token {
         prompter: &dyn PinPrompter,
         policy: PinPolicy,
     ) -> Result<Vec<u8>, TokenError> {
+        if let Backend::Soft(file) = &self.backend {
+            return self
+                .sign_soft(file, certificate, mechanism, data, prompter)
+                .await;
+        }
         let lease = tokio::select! {
             l = self.usage.read() => l,
             _ = self.wait_gone() => return Err(self.removed_err()),
@@ -537,6 +653,7 @@ impl Token {
                             reason: PinReason::ContextSpecific,
                             retries,
                             retries_left: retries_left(retries),
+                            passphrase: false,
                         };
                         self.ask(prompter, req).await?
                     }
@@ -576,7 +693,9 @@ impl Token {
             }
             Err(e) => {
                 // A stale handle (the module re-enumerated) is found again next time.
-                if let Ok(mut m) = self.keys.lock() {
+                if let Ok(p11) = self.p11()
+                    && let Ok(mut m) = p11.keys.lock()
+                {
                     m.remove(key_id);
                 }
                 if matches!(e, TokenError::PinIncorrect { .. }) {
@@ -589,10 +708,86 @@ impl Token {
         }
     }
 
-    /// Wipes the token's PIN and logs it out once no operation is using it.
+    /// Signs with a key file's key, unlocking it first if needed (one passphrase prompt at
+    /// a time; a wrong passphrase is reported, never tried again).
+    async fn sign_soft(
+        self: &Arc<Self>,
+        file: &KeyFile,
+        certificate: &str,
+        mechanism: SignMechanism,
+        data: Vec<u8>,
+        prompter: &dyn PinPrompter,
+    ) -> Result<Vec<u8>, TokenError> {
+        let key = match file.key() {
+            Some(k) => k,
+            None => {
+                let _one = tokio::select! {
+                    g = self.auth.lock() => g,
+                    _ = self.wait_gone() => return Err(self.removed_err()),
+                };
+                match file.key() {
+                    Some(k) => k,
+                    None => {
+                        let pass = if file.empty_passphrase {
+                            None
+                        } else {
+                            let req = PinRequest {
+                                token: self.facts.token.clone(),
+                                certificate: Some(certificate.to_owned()),
+                                reason: PinReason::Login,
+                                retries: PinRetries::Ok,
+                                retries_left: None,
+                                passphrase: true,
+                            };
+                            Some(self.ask(prompter, req).await?)
+                        };
+                        let this = self.clone();
+                        let r = tokio::task::spawn_blocking(move || match &this.backend {
+                            Backend::Soft(f) => f.unlock(pass.as_ref()),
+                            Backend::Pkcs11(_) => Err(SoftError::Unusable {
+                                file: String::new(),
+                                why: "not a key file".into(),
+                            }),
+                        })
+                        .await
+                        .map_err(|e| self.software_err(e.to_string()))?;
+                        match r {
+                            Ok(k) => {
+                                info!(token = %self.facts.token.label, "key file unlocked");
+                                k
+                            }
+                            Err(SoftError::WrongPassphrase(_)) => {
+                                warn!(token = %self.facts.token.label, "wrong passphrase; it will not be retried");
+                                return Err(TokenError::PinIncorrect {
+                                    token: self.facts.token.clone(),
+                                    retries: PinRetries::Ok,
+                                });
+                            }
+                            Err(e) => return Err(self.software_err(e.to_string())),
+                        }
+                    }
+                }
+            }
+        };
+        tokio::task::spawn_blocking(move || soft::sign(&key, mechanism, &data))
+            .await
+            .map_err(|e| self.software_err(e.to_string()))?
+            .map_err(|e| self.software_err(e))
+    }
+
+    fn software_err(&self, error: String) -> TokenError {
+        TokenError::Pkcs11 {
+            token: self.facts.token.clone(),
+            call: "the software key",
+            error,
+        }
+    }
+
+    /// Wipes the token's PIN and logs it out once no operation is using it (a key file is
+    /// locked again).
     pub async fn logout(self: Arc<Self>) {
-        self.pin_cache.clear();
-        if self.is_removed() {
+        self.forget_pin();
+        if self.is_removed() || matches!(self.backend, Backend::Soft(_)) {
             return;
         }
         let _exclusive = tokio::select! {
@@ -605,9 +800,7 @@ impl Token {
                 other => other,
             })
             .await;
-        if let Ok(mut k) = self.keys.lock() {
-            k.clear();
-        }
+        self.clear_keys();
         match r {
             Ok(()) => info!(token = %self.facts.token.label, "token logged out"),
             Err(e) => debug!(error = %e, "C_Logout failed"),

@@ -1,0 +1,424 @@
+//! The card life cycle with a real smart card stack: a virtual PIV card in a virtual
+//! reader under a private pcscd, OpenSC's PKCS#11 module, and the real agent.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use smime_agent_proto::client::{Client, ClientError};
+use smime_agent_proto::{ErrorCode, Event, SignParams};
+use virtual_piv_card::{CardRig, OPENSC_PKCS11, PivSlot, RigOptions, SlotSpec};
+
+pub const CARD_PIN: &str = "123456";
+
+fn rig() -> CardRig {
+    CardRig::start_in_tempdir(RigOptions::default()).expect("start the card rig")
+}
+
+/// Alice's card: her signing key in 9C, her decryption key in 9D.
+fn alice_slots() -> Vec<SlotSpec> {
+    vec![
+        SlotSpec::new(
+            PivSlot::Signature,
+            pki_file("alice-sign-rsa.key.pem"),
+            pki_file("alice-sign-rsa.pem"),
+        ),
+        SlotSpec::new(
+            PivSlot::KeyManagement,
+            pki_file("alice-enc-rsa.key.pem"),
+            pki_file("alice-enc-rsa.pem"),
+        ),
+    ]
+}
+
+fn bob_slots() -> Vec<SlotSpec> {
+    vec![SlotSpec::new(
+        PivSlot::Signature,
+        pki_file("bob-dual-rsa.key.pem"),
+        pki_file("bob-dual-rsa.pem"),
+    )]
+}
+
+/// An agent that uses OpenSC on the rig's readers (plus whatever `extra` configures).
+fn card_agent(dir: &Path, rig: &CardRig, hsm: Option<&SoftHsm>, extra: &str) -> Agent {
+    let mut cfg =
+        format!("[[tokens.module]]\npath = \"{OPENSC_PKCS11}\"\npoll_interval_ms = 500\n\n{extra}");
+    if hsm.is_some() {
+        cfg.push_str("\n[[tokens.module]]\npath = \"/usr/lib/softhsm/libsofthsm2.so\"\nkind = \"software\"\n");
+    }
+    Agent::start(
+        dir,
+        AgentSpec {
+            softhsm: None,
+            extra_config: cfg,
+            env: rig
+                .env()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.display().to_string()))
+                .chain(hsm.map(|h| ("SOFTHSM2_CONF".to_string(), h.conf().display().to_string())))
+                .collect(),
+            ..Default::default()
+        },
+    )
+}
+
+/// Polls `status` until `pred` holds; returns how long it took.
+async fn wait_status(
+    client: &Client,
+    what: &str,
+    pred: impl Fn(&smime_agent_proto::StatusResult) -> bool,
+) -> Duration {
+    let start = Instant::now();
+    loop {
+        let st = client.status().await.expect("status");
+        if pred(&st) {
+            return start.elapsed();
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{what} did not happen within 10 s; status: {st:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn card_certs(st: &smime_agent_proto::StatusResult, label_part: &str) -> usize {
+    st.tokens
+        .iter()
+        .filter(|t| t.hardware && t.token.label.contains(label_part))
+        .map(|t| t.certificates.len())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserted_card_is_usable_within_a_second_and_its_removal_clears_it() {
+    let dir = tempdir();
+    let rig = rig();
+    let agent = card_agent(dir.path(), &rig, None, "");
+    let client = agent.client().await;
+    assert_eq!(client.status().await.unwrap().tokens.len(), 0);
+
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    let took = wait_status(&client, "the card's certificates appearing", |st| {
+        card_certs(st, "Alice") == 2
+    })
+    .await;
+    println!("insert -> certificates in the store: {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    let st = client.status().await.unwrap();
+    let t = &st.tokens[0];
+    assert!(t.hardware && t.removable, "{t:?}");
+    assert!(st.readers.watched);
+    assert!(
+        st.readers
+            .readers
+            .iter()
+            .any(|r| r.card_present && r.name == t.slot)
+    );
+
+    let signer = agent.client().await;
+    let (res, prompts) = sign_answering(
+        &signer,
+        "alice@example.org",
+        sample_entity("from the card"),
+        None,
+        CARD_PIN,
+    )
+    .await;
+    let res = res.expect("sign with the card");
+    assert_eq!(
+        prompts, 1,
+        "one PIN for login and the 9C key's context-specific login"
+    );
+    assert!(res.certificate.hardware);
+    let (ok, err) = openssl_verifies("cms", &res.mime.0, dir.path());
+    assert!(ok, "{err}");
+
+    let start = Instant::now();
+    rig.remove("alice").unwrap();
+    wait_status(&client, "the card's certificates leaving", |st| {
+        st.tokens.is_empty()
+    })
+    .await;
+    let took = start.elapsed();
+    println!("remove -> certificates gone: {took:?}");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+    // Its PIN went with it: after re-insertion the agent asks again.
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&client, "re-insertion", |st| card_certs(st, "Alice") == 2).await;
+    let signer = agent.client().await;
+    let (res, prompts) = sign_answering(
+        &signer,
+        "alice@example.org",
+        sample_entity("again"),
+        None,
+        CARD_PIN,
+    )
+    .await;
+    res.expect("sign after re-insertion");
+    assert_eq!(prompts, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_pulled_while_a_request_waits_for_its_pin_fails_only_that_request() {
+    let dir = tempdir();
+    let rig = rig();
+    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
+    hsm.add_token("bob soft", PIN, &["bob-dual-rsa"]);
+    let agent = card_agent(&dir.path().join("agent"), &rig, Some(&hsm), "");
+    let watcher = agent.client().await;
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&watcher, "the card", |st| card_certs(st, "Alice") == 2).await;
+
+    // Alice's request waits for her PIN...
+    let alice = agent.client().await;
+    let mut alice_events = alice.take_events().unwrap();
+    let (_, alice_rx) = alice
+        .start(smime_agent_proto::Op::Sign(SignParams {
+            signer: "alice@example.org".into(),
+            content: sample_entity("never signed").into(),
+            format: None,
+        }))
+        .await
+        .unwrap();
+    let Some(Event::PinNeeded(p)) = alice_events.recv().await else {
+        panic!("no PIN prompt")
+    };
+    assert_eq!(p.token.label, "Alice Example");
+
+    // ...while Bob signs with his SoftHSM key.
+    let bob = agent.client().await;
+    let bob_sign = tokio::spawn(async move {
+        let (res, _) =
+            sign_answering(&bob, "bob@example.org", sample_entity("bob"), None, PIN).await;
+        res
+    });
+
+    // The card is pulled: Alice's request ends with token_removed.
+    rig.remove("alice").unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(5), alice_rx)
+        .await
+        .expect("the waiting request must end when its card is pulled")
+        .unwrap();
+    match outcome {
+        smime_agent_proto::Outcome::Error(e) => {
+            assert_eq!(e.code, ErrorCode::TokenRemoved, "{}", e.message)
+        }
+        other => panic!("expected token_removed, got {other:?}"),
+    }
+    // Answering the dead prompt now is a harmless bad_request.
+    let late = alice
+        .pin(p.prompt, Some(smime_agent_proto::Pin::new(CARD_PIN)))
+        .await
+        .unwrap_err();
+    assert_eq!(late.code(), Some(ErrorCode::BadRequest));
+
+    let bob_res = bob_sign
+        .await
+        .unwrap()
+        .expect("Bob's SoftHSM signature is not disturbed");
+    assert!(!bob_res.certificate.hardware);
+
+    // Put back, it signs.
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&watcher, "re-insertion", |st| card_certs(st, "Alice") == 2).await;
+    let again = agent.client().await;
+    let (res, _) = sign_answering(
+        &again,
+        "alice@example.org",
+        sample_entity("after"),
+        None,
+        CARD_PIN,
+    )
+    .await;
+    let res = res.expect("sign after re-insertion");
+    let (ok, err) = openssl_verifies("cms", &res.mime.0, dir.path());
+    assert!(ok, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_cards_in_two_readers_and_watch_shows_the_events_in_order() {
+    let dir = tempdir();
+    let rig = rig();
+    let agent = card_agent(dir.path(), &rig, None, "");
+    // `smime-agent watch --json`, the real CLI, records the events.
+    let mut watch = agent
+        .cli()
+        .args(["watch", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = watch.stdout.take().unwrap();
+    let lines = std::thread::spawn(move || {
+        use std::io::BufRead;
+        // Reader events may come first (the agent finds the rig's readers as it starts).
+        std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+            .filter(|l| l.contains("\"token_"))
+            .take(4)
+            .collect::<Vec<_>>()
+    });
+    // The watcher subscribes before the first card goes in.
+    let client = agent.client().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&client, "alice's card", |st| card_certs(st, "Alice") == 2).await;
+    rig.insert("bob", 1, "654321", &bob_slots()).unwrap();
+    wait_status(&client, "bob's card", |st| card_certs(st, "Bob") == 1).await;
+
+    for (who, pin) in [("alice", CARD_PIN), ("bob", "654321")] {
+        let c = agent.client().await;
+        let (res, _) = sign_answering(
+            &c,
+            &format!("{who}@example.org"),
+            sample_entity(who),
+            None,
+            pin,
+        )
+        .await;
+        let res = res.unwrap_or_else(|e| panic!("{who}: {e}"));
+        assert!(
+            res.certificate
+                .emails
+                .contains(&format!("{who}@example.org"))
+        );
+        let (ok, err) = openssl_verifies("cms", &res.mime.0, dir.path());
+        assert!(ok, "{who}: {err}");
+    }
+
+    rig.remove("bob").unwrap();
+    wait_status(&client, "bob's card leaving", |st| {
+        card_certs(st, "Bob") == 0
+    })
+    .await;
+    rig.remove("alice").unwrap();
+    wait_status(&client, "alice's card leaving", |st| st.tokens.is_empty()).await;
+
+    let lines = lines.join().unwrap();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let events: Vec<(String, String)> = lines
+        .iter()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            (
+                v["event"].as_str().unwrap().to_owned(),
+                v["token"]["label"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("token_inserted", "Alice Example"),
+        ("token_inserted", "Bob Example"),
+        ("token_removed", "Bob Example"),
+        ("token_removed", "Alice Example"),
+    ];
+    assert_eq!(
+        events,
+        expected
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect::<Vec<_>>()
+    );
+}
+
+/// A PKCS#12 file of `name` (key and certificate of the test PKI) with `passphrase`, and its
+/// certificate beside it.
+fn key_file(dir: &Path, name: &str, passphrase: &str) -> PathBuf {
+    std::fs::create_dir_all(dir).unwrap();
+    let out = dir.join(format!("{name}.p12"));
+    let st = std::process::Command::new("openssl")
+        .args(["pkcs12", "-export", "-inkey"])
+        .arg(pki_file(&format!("{name}.key.pem")))
+        .arg("-in")
+        .arg(pki_file(&format!("{name}.pem")))
+        .args(["-passout", &format!("pass:{passphrase}"), "-out"])
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    std::fs::copy(
+        pki_file(&format!("{name}.pem")),
+        dir.join(format!("{name}.pem")),
+    )
+    .unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_card_wins_over_a_software_key_and_smart_card_only_refuses_software() {
+    let dir = tempdir();
+    let rig = rig();
+    let keys = dir.path().join("keys");
+    key_file(&keys, "alice-sign-ec", "p12 secret");
+    let soft = format!("[soft_store]\ndir = \"{}\"\n", keys.display());
+    let agent = card_agent(&dir.path().join("a"), &rig, None, &soft);
+    let client = agent.client().await;
+    wait_status(&client, "the key file", |st| st.tokens.len() == 1).await;
+
+    // Only the software key: it is used, after its passphrase.
+    let c = agent.client().await;
+    let (res, prompts) = sign_answering(
+        &c,
+        "alice@example.org",
+        sample_entity("soft"),
+        None,
+        "p12 secret",
+    )
+    .await;
+    let res = res.expect("sign with the PKCS#12 key");
+    assert_eq!(prompts, 1);
+    assert!(!res.certificate.hardware);
+    assert_eq!(res.certificate.key, "ec-p256");
+    let (ok, err) = openssl_verifies("cms", &res.mime.0, dir.path());
+    assert!(ok, "{err}");
+
+    // Card in: the hardware key wins, and the answer says why.
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
+    let c = agent.client().await;
+    let (res, _) = sign_answering(
+        &c,
+        "alice@example.org",
+        sample_entity("hard"),
+        None,
+        CARD_PIN,
+    )
+    .await;
+    let res = res.expect("sign with the card");
+    assert!(res.certificate.hardware, "{:?}", res.certificate);
+    assert!(res.why.contains("hardware"), "{}", res.why);
+
+    // With smart_card_only and the card pulled, the software key is not even considered.
+    drop(agent);
+    rig.remove("alice").unwrap();
+    let strict = card_agent(
+        &dir.path().join("b"),
+        &rig,
+        None,
+        &format!("{soft}\n[policy]\nsmart_card_only = true\n"),
+    );
+    let c = strict.client().await;
+    wait_status(&c, "the key file", |st| st.tokens.len() == 1).await;
+    let err = c
+        .sign(SignParams {
+            signer: "alice@example.org".into(),
+            content: sample_entity("x").into(),
+            format: None,
+        })
+        .await
+        .unwrap_err();
+    let ClientError::Agent(body) = err else {
+        panic!("expected an agent error")
+    };
+    assert_eq!(body.code, ErrorCode::NoCertificate);
+    assert!(
+        body.message.contains("not a smart card") && body.message.contains("smart_card_only"),
+        "{}",
+        body.message
+    );
+}
