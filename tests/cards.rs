@@ -43,6 +43,17 @@ fn bob_slots() -> Vec<SlotSpec> {
 
 /// An agent that uses OpenSC on the rig's readers (plus whatever `extra` configures).
 fn card_agent(dir: &Path, rig: &CardRig, hsm: Option<&SoftHsm>, extra: &str) -> Agent {
+    card_agent_with(dir, rig, hsm, extra, "")
+}
+
+/// Same, with extra lines in `[pin]`.
+fn card_agent_with(
+    dir: &Path,
+    rig: &CardRig,
+    hsm: Option<&SoftHsm>,
+    extra: &str,
+    pin_extra: &str,
+) -> Agent {
     let mut cfg =
         format!("[[tokens.module]]\npath = \"{OPENSC_PKCS11}\"\npoll_interval_ms = 500\n\n{extra}");
     if hsm.is_some() {
@@ -53,6 +64,7 @@ fn card_agent(dir: &Path, rig: &CardRig, hsm: Option<&SoftHsm>, extra: &str) -> 
         AgentSpec {
             softhsm: None,
             extra_config: cfg,
+            pin_extra,
             env: rig
                 .env()
                 .iter()
@@ -421,4 +433,304 @@ async fn the_card_wins_over_a_software_key_and_smart_card_only_refuses_software(
         "{}",
         body.message
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pcscd_killed_and_restarted_the_agent_finds_the_cards_again() {
+    let dir = tempdir();
+    let rig = rig();
+    let agent = card_agent(dir.path(), &rig, None, "");
+    let client = agent.client().await;
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
+
+    rig.kill_pcscd().unwrap();
+    // The agent keeps serving; the card's certificates go (nobody can reach the card).
+    let took = wait_status(&client, "the card leaving with pcscd", |st| {
+        st.tokens.is_empty()
+    })
+    .await;
+    println!("pcscd killed -> tokens gone: {took:?}");
+    assert!(client.status().await.unwrap().readers.readers.is_empty());
+
+    let start = Instant::now();
+    rig.start_pcscd().unwrap();
+    wait_status(&client, "the card after pcscd came back", |st| {
+        card_certs(st, "Alice") == 2
+    })
+    .await;
+    println!(
+        "pcscd restarted -> certificates back: {:?}",
+        start.elapsed()
+    );
+    let c = agent.client().await;
+    let (res, _) = sign_answering(
+        &c,
+        "alice@example.org",
+        sample_entity("after pcscd"),
+        None,
+        CARD_PIN,
+    )
+    .await;
+    let res = res.expect("sign after pcscd came back");
+    let (ok, err) = openssl_verifies("cms", &res.mime.0, dir.path());
+    assert!(ok, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_pulled_in_the_middle_of_a_signature_fails_that_request_only() {
+    let dir = tempdir();
+    let rig = rig();
+    let agent = card_agent(dir.path(), &rig, None, "");
+    let client = agent.client().await;
+    let mut slow = virtual_piv_card::CardConfig::new("alice", CARD_PIN, alice_slots());
+    slow.op_delay = Some(Duration::from_secs(3));
+    rig.insert_card(0, slow).unwrap();
+    wait_status(&client, "the slow card", |st| card_certs(st, "Alice") == 2).await;
+
+    let signer = agent.client().await;
+    let signing = tokio::spawn(async move {
+        sign_answering(
+            &signer,
+            "alice@example.org",
+            sample_entity("x"),
+            None,
+            CARD_PIN,
+        )
+        .await
+    });
+    // The card holds the private-key operation: pull it now.
+    tokio::task::block_in_place(|| rig.wait_for_operation("alice", Duration::from_secs(10)))
+        .expect("the card never started the signature");
+    rig.remove("alice").unwrap();
+    let (res, _) = tokio::time::timeout(Duration::from_secs(10), signing)
+        .await
+        .expect("the request must end when its card is pulled")
+        .unwrap();
+    let err = res.expect_err("no signature from a pulled card");
+    assert_eq!(err.code(), Some(ErrorCode::TokenRemoved), "{err}");
+
+    // The agent (and OpenSC in it) still works: the card put back signs.
+    wait_status(&client, "the card leaving", |st| st.tokens.is_empty()).await;
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&client, "the card back", |st| card_certs(st, "Alice") == 2).await;
+    let c = agent.client().await;
+    let (res, _) = sign_answering(
+        &c,
+        "alice@example.org",
+        sample_entity("again"),
+        None,
+        CARD_PIN,
+    )
+    .await;
+    let res = res.expect("sign after a card was pulled mid-signature");
+    let (ok, err) = openssl_verifies("cms", &res.mime.0, dir.path());
+    assert!(ok, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_concurrent_requests_and_one_wrong_pin_cost_one_try() {
+    let dir = tempdir();
+    let rig = rig();
+    let agent = card_agent(dir.path(), &rig, None, "");
+    let client = agent.client().await;
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
+    assert_eq!(rig.tries_left("alice").unwrap(), 3);
+    let before = rig.verify_count("alice").unwrap();
+
+    let mut tasks = vec![];
+    for i in 0..3 {
+        let socket = agent.socket.clone();
+        tasks.push(tokio::spawn(async move {
+            let c = Client::connect(&socket, hello(true)).await.unwrap();
+            sign_answering(
+                &c,
+                "alice@example.org",
+                sample_entity(&i.to_string()),
+                None,
+                "999999",
+            )
+            .await
+        }));
+    }
+    let mut prompts = 0;
+    for t in tasks {
+        let (res, p) = t.await.unwrap();
+        prompts += p;
+        let err = res.expect_err("a wrong PIN must fail");
+        assert_eq!(err.code(), Some(ErrorCode::PinIncorrect), "{err}");
+    }
+    assert_eq!(
+        prompts, 1,
+        "one prompt per token at a time, and the others share its outcome"
+    );
+    assert_eq!(
+        rig.verify_count("alice").unwrap() - before,
+        1,
+        "PIN attempts sent to the card"
+    );
+    assert_eq!(
+        rig.tries_left("alice").unwrap(),
+        2,
+        "exactly one try was spent"
+    );
+
+    // The right PIN afterwards works and restores the counter.
+    let c = agent.client().await;
+    let (res, _) =
+        sign_answering(&c, "alice@example.org", sample_entity("ok"), None, CARD_PIN).await;
+    res.expect("the right PIN");
+    assert_eq!(rig.tries_left("alice").unwrap(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_pin_is_reported_without_another_attempt() {
+    let dir = tempdir();
+    let rig = rig();
+    let agent = card_agent(dir.path(), &rig, None, "");
+    let client = agent.client().await;
+    let mut card = virtual_piv_card::CardConfig::new("alice", CARD_PIN, alice_slots());
+    card.pin_tries = 2;
+    rig.insert_card(0, card).unwrap();
+    wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
+
+    // First wrong PIN: one try left, and the error says so.
+    let c = agent.client().await;
+    let (res, _) =
+        sign_answering(&c, "alice@example.org", sample_entity("1"), None, "000000").await;
+    let ClientError::Agent(body) = res.unwrap_err() else {
+        panic!("expected an agent error")
+    };
+    assert_eq!(body.code, ErrorCode::PinIncorrect);
+    assert_eq!(body.retries_left, Some(1), "{body:?}");
+    assert!(body.message.contains("one try left"), "{}", body.message);
+
+    // Second wrong PIN: locked.
+    let c = agent.client().await;
+    let (res, _) =
+        sign_answering(&c, "alice@example.org", sample_entity("2"), None, "000000").await;
+    assert_eq!(res.unwrap_err().code(), Some(ErrorCode::PinLocked));
+    assert_eq!(rig.tries_left("alice").unwrap(), 0);
+    let attempts = rig.verify_count("alice").unwrap();
+
+    // Now the agent must not even ask: no prompt, no VERIFY with a PIN.
+    let c = agent.client().await;
+    let (res, prompts) =
+        sign_answering(&c, "alice@example.org", sample_entity("3"), None, CARD_PIN).await;
+    assert_eq!(res.unwrap_err().code(), Some(ErrorCode::PinLocked));
+    assert_eq!(prompts, 0, "the agent asked for a PIN for a locked card");
+    assert_eq!(
+        rig.verify_count("alice").unwrap(),
+        attempts,
+        "a PIN was tried on a locked card"
+    );
+    let st = client.status().await.unwrap();
+    assert_eq!(
+        st.tokens[0].pin.retries,
+        smime_agent_proto::PinRetries::Locked
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_pin_typed_into_pinentry_costs_the_card_exactly_one_try() {
+    let dir = tempdir();
+    let rig = rig();
+    let agent = Agent::start(
+        dir.path(),
+        AgentSpec {
+            extra_config: format!("[[tokens.module]]\npath = \"{OPENSC_PKCS11}\"\n"),
+            pin_source: "pinentry",
+            pin_extra: "pinentry = \"pinentry-tty\"",
+            env: rig
+                .env()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.display().to_string()))
+                .collect(),
+            ..Default::default()
+        },
+    );
+    let client = agent.client().await;
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
+    let term = Terminal::start();
+    let tty = term.tty();
+    let hello = smime_agent_proto::HelloParams {
+        version: smime_agent_proto::PROTOCOL_VERSION,
+        client: Some("pinentry-card-test".into()),
+        pin_prompt: false,
+        pinentry: Some(smime_agent_proto::PinentryEnv {
+            ttyname: Some(tty),
+            ttytype: Some("xterm".into()),
+            display: None,
+        }),
+    };
+    for (attempt, (typed, tries_after)) in [("111111", 2u8), ("222222", 1)].into_iter().enumerate()
+    {
+        let c = Client::connect(&agent.socket, hello.clone()).await.unwrap();
+        let signing = tokio::spawn(async move {
+            c.sign(SignParams {
+                signer: "alice@example.org".into(),
+                content: sample_entity("typed").into(),
+                format: None,
+            })
+            .await
+        });
+        term.wait_for("PIN:", attempt + 1).await;
+        term.type_line(typed);
+        let err = signing.await.unwrap().expect_err("wrong PIN");
+        assert_eq!(err.code(), Some(ErrorCode::PinIncorrect));
+        assert_eq!(
+            rig.tries_left("alice").unwrap(),
+            tries_after,
+            "attempt {attempt}"
+        );
+    }
+    let c = Client::connect(&agent.socket, hello.clone()).await.unwrap();
+    let signing = tokio::spawn(async move {
+        c.sign(SignParams {
+            signer: "alice@example.org".into(),
+            content: sample_entity("typed").into(),
+            format: None,
+        })
+        .await
+    });
+    // One try left: the prompt says so (OpenSC flags only the final try).
+    let screen = term.wait_for("PIN:", 3).await;
+    assert!(
+        screen.contains("LAST"),
+        "the prompt does not warn of the last try:\n{screen}"
+    );
+    term.type_line(CARD_PIN);
+    let signed = signing.await.unwrap().expect("the right PIN, typed");
+    let (ok, err) = openssl_verifies("cms", &signed.mime.0, dir.path());
+    assert!(ok, "{err}");
+    assert_eq!(rig.tries_left("alice").unwrap(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_that_always_asks_gets_the_pin_again_unless_policy_allows_the_cached_one() {
+    for (uses_cache, expected_prompts) in [(false, 1usize), (true, 0)] {
+        let dir = tempdir();
+        let rig = rig();
+        let pin_extra = format!("always_authenticate_uses_cache = {uses_cache}");
+        let agent = card_agent_with(dir.path(), &rig, None, "", &pin_extra);
+        let client = agent.client().await;
+        rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+        wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
+        let c = agent.client().await;
+        let (res, prompts) =
+            sign_answering(&c, "alice@example.org", sample_entity("1"), None, CARD_PIN).await;
+        res.unwrap();
+        assert_eq!(prompts, 1, "the first signature logs in");
+        // The token is logged in now; the 9C key still wants the PIN for each signature.
+        let c = agent.client().await;
+        let (res, prompts) =
+            sign_answering(&c, "alice@example.org", sample_entity("2"), None, CARD_PIN).await;
+        res.unwrap();
+        assert_eq!(
+            prompts, expected_prompts,
+            "always_authenticate_uses_cache = {uses_cache}"
+        );
+    }
 }

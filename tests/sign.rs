@@ -516,3 +516,69 @@ async fn a_five_mib_message_signs_and_verifies() {
     }
     drop(client);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forget_wipes_the_cached_pin_so_the_next_signature_asks_again() {
+    let dir = tempdir();
+    let (_hsm, agent) = alice_agent(dir.path());
+    let c = agent.client().await;
+    let (res, prompts) =
+        sign_answering(&c, "alice@example.org", sample_entity("1"), None, PIN).await;
+    res.unwrap();
+    assert_eq!(prompts, 1);
+    assert!(status_of(&agent).await.tokens[0].pin.cached);
+    let out = agent.cli().arg("forget").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("1 token"));
+    assert!(!status_of(&agent).await.tokens[0].pin.cached);
+    // Give the logout (which waits for operations) a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let c = agent.client().await;
+    let (res, prompts) =
+        sign_answering(&c, "alice@example.org", sample_entity("2"), None, PIN).await;
+    res.unwrap();
+    assert_eq!(prompts, 1, "the token stayed logged in after forget");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rescan_finds_a_softhsm_token_created_after_the_agent_started() {
+    let dir = tempdir();
+    let (hsm, agent) = alice_agent(dir.path());
+    let c = agent.client().await;
+    // Logged in on the first token, to show the rescan keeps it usable.
+    let (res, _) = sign_answering(&c, "alice@example.org", sample_entity("1"), None, PIN).await;
+    res.unwrap();
+    hsm.add_token("bob", "2222", &["bob-dual-rsa"]);
+    // SoftHSM never shows the new token to a running process by itself.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    assert_eq!(status_of(&agent).await.tokens.len(), 1);
+
+    let out = agent.cli().args(["rescan", "--json"]).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: smime_agent_proto::RescanResult = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(r.inserted.iter().any(|t| t.label == "bob"), "{r:?}");
+    let st = status_of(&agent).await;
+    assert_eq!(st.tokens.len(), 2);
+    for (who, pin) in [("bob", "2222"), ("alice", PIN)] {
+        let c = agent.client().await;
+        let (res, _) = sign_answering(
+            &c,
+            &format!("{who}@example.org"),
+            sample_entity(who),
+            None,
+            pin,
+        )
+        .await;
+        let res = res.unwrap_or_else(|e| panic!("{who}: {e}"));
+        let (ok, err) = openssl_verifies("cms", &res.mime.0, dir.path());
+        assert!(ok, "{who}: {err}");
+    }
+}

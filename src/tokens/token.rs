@@ -26,6 +26,10 @@ use super::TokenError;
 use super::pin::{PinCache, PinError, PinPrompter, PinRequest, SecretPin};
 use super::soft::{self, KeyFile, SoftError};
 
+/// How long a failed operation on a removable token waits for PC/SC to report the card
+/// gone, before the failure is taken for a token error.
+const REMOVAL_GRACE: Duration = Duration::from_millis(1500);
+
 /// The raw private-key operations the agent asks of a token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignMechanism {
@@ -369,9 +373,14 @@ impl Token {
         match result {
             Ok(Ok(v)) => Ok(v),
             Ok(Err((call, e))) => {
-                // A card pulled mid-operation can fail with any error: ask the slot.
-                if self.facts.removable && !self.is_removed() && !self.still_present().await {
-                    self.mark_removed();
+                // A card pulled mid-operation fails with any error (OpenSC: often
+                // CKR_GENERAL_ERROR), and PC/SC reports the removal a few hundred
+                // milliseconds later: give it that time before calling it a token error.
+                if self.facts.removable && !self.is_removed() {
+                    let _ = tokio::time::timeout(REMOVAL_GRACE, self.wait_gone()).await;
+                    if !self.is_removed() && !self.still_present().await {
+                        self.mark_removed();
+                    }
                 }
                 Err(self.classify(call, e))
             }

@@ -344,3 +344,79 @@ pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
     f.write_all(data).unwrap();
     p
 }
+
+/// A private tmux server with one pane that only sleeps, so nothing but pinentry reads its
+/// tty. The server is killed when this is dropped.
+pub struct Terminal {
+    pub socket: String,
+}
+
+impl Terminal {
+    pub fn start() -> Terminal {
+        let socket = format!("smime-agent-test-{}", rand_suffix());
+        let st = Command::new("tmux")
+            .args([
+                "-L",
+                &socket,
+                "new-session",
+                "-d",
+                "-x",
+                "160",
+                "-y",
+                "40",
+                "sleep 600",
+            ])
+            .status()
+            .expect("tmux");
+        assert!(st.success(), "tmux new-session failed");
+        Terminal { socket }
+    }
+
+    pub fn tmux(socket: &str, args: &[&str]) -> String {
+        let out = Command::new("tmux")
+            .args(["-L", socket])
+            .args(args)
+            .output()
+            .expect("tmux");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn tty(&self) -> String {
+        Self::tmux(&self.socket, &["display", "-p", "#{pane_tty}"])
+            .trim()
+            .to_owned()
+    }
+
+    /// Waits (on the blocking pool) until the pane shows `text` for the `n`-th time.
+    pub async fn wait_for(&self, text: &'static str, n: usize) -> String {
+        let socket = self.socket.clone();
+        tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            loop {
+                let s = Self::tmux(&socket, &["capture-pane", "-p", "-S", "-200"]);
+                if s.matches(text).count() >= n {
+                    return s;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the terminal never showed {text:?} {n} times:\n{s}"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+        .await
+        .unwrap()
+    }
+
+    pub fn type_line(&self, text: &str) {
+        Self::tmux(&self.socket, &["send-keys", "-t", "0", text, "Enter"]);
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux")
+            .args(["-L", &self.socket, "kill-server"])
+            .status();
+    }
+}
