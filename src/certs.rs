@@ -85,6 +85,8 @@ pub struct CertFacts {
     pub usage: Usage,
     /// extendedKeyUsage OIDs; `None` when the extension is absent.
     pub ext_key_usage: Option<Vec<der::asn1::ObjectIdentifier>>,
+    /// subjectKeyIdentifier, when present.
+    pub subject_key_id: Option<Vec<u8>>,
     pub sha256: [u8; 32],
 }
 
@@ -147,6 +149,11 @@ impl CertFacts {
             .map_err(|e| ext_err("extendedKeyUsage", e))?
             .map(|(_, eku)| eku.0);
 
+        let subject_key_id = tbs
+            .get_extension::<x509_cert::ext::pkix::SubjectKeyIdentifier>()
+            .map_err(|e| ext_err("subjectKeyIdentifier", e))?
+            .map(|(_, ski)| ski.0.as_bytes().to_vec());
+
         let key = key_kind(&cert).map_err(|what| CertError::Key {
             subject: subject.clone(),
             what,
@@ -163,6 +170,7 @@ impl CertFacts {
             key,
             usage,
             ext_key_usage,
+            subject_key_id,
             sha256: Sha256::digest(der_bytes).into(),
             der: der_bytes.to_vec(),
             subject,

@@ -44,3 +44,27 @@ pub const ID_AES128_CBC: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.2");
 pub const ID_AES256_CBC: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.42");
 pub const ID_AES128_GCM: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.6");
 pub const ID_AES256_GCM: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.46");
+
+// CMS enveloping (RFC 5652, RFC 5083, RFC 5084, RFC 3565, RFC 8017, RFC 5753, RFC 8418)
+pub const ID_ENVELOPED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.3");
+pub const ID_CT_AUTH_ENVELOPED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.9.16.1.23");
+pub const ID_AES192_CBC: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.22");
+pub const ID_AES192_GCM: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.26");
+pub const ID_AES128_WRAP: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.5");
+pub const ID_AES192_WRAP: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.25");
+pub const ID_AES256_WRAP: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.45");
+pub const ID_RSAES_OAEP: Oid = Oid::new_unwrap("1.2.840.113549.1.1.7");
+pub const ID_MGF1: Oid = Oid::new_unwrap("1.2.840.113549.1.1.8");
+pub const ID_P_SPECIFIED: Oid = Oid::new_unwrap("1.2.840.113549.1.1.9");
+pub const ID_SHA1: Oid = Oid::new_unwrap("1.3.14.3.2.26");
+pub const DH_SINGLE_PASS_STD_DH_SHA1KDF: Oid = Oid::new_unwrap("1.3.133.16.840.63.0.2");
+pub const DH_SINGLE_PASS_STD_DH_SHA224KDF: Oid = Oid::new_unwrap("1.3.132.1.11.0");
+pub const DH_SINGLE_PASS_STD_DH_SHA256KDF: Oid = Oid::new_unwrap("1.3.132.1.11.1");
+pub const DH_SINGLE_PASS_STD_DH_SHA384KDF: Oid = Oid::new_unwrap("1.3.132.1.11.2");
+pub const DH_SINGLE_PASS_STD_DH_SHA512KDF: Oid = Oid::new_unwrap("1.3.132.1.11.3");
+pub const RSASSA_PSS: Oid = Oid::new_unwrap("1.2.840.113549.1.1.10");
+pub const SHA256_WITH_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.11");
+pub const SHA384_WITH_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.12");
+pub const SHA512_WITH_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.13");
+pub const SHA1_WITH_RSA: Oid = Oid::new_unwrap("1.2.840.113549.1.1.5");
+pub const ECDSA_WITH_SHA1: Oid = Oid::new_unwrap("1.2.840.10045.4.1");

@@ -4,8 +4,10 @@
 //! the private-key step is handed out as bytes to sign and handed back as a signature.
 //!
 //! - [`sign`]: SignedData around a token's raw signature.
+//! - [`envelope`]: EnvelopedData and AuthEnvelopedData, RSA and EC recipients.
 //! - [`mime`]: canonical form, multipart/signed, application/pkcs7-mime.
 
+pub mod envelope;
 pub mod mime;
 pub mod sign;
 
@@ -22,6 +24,15 @@ pub enum SmimeError {
     BadTokenSignature,
     #[error("cannot encode the CMS structure: {0}")]
     Encode(String),
+    #[error("malformed CMS: {0}")]
+    Malformed(String),
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    #[error("{0}")]
+    Limit(String),
+    /// Deliberately vague: the same for a wrong key, bad padding and a bad tag.
+    #[error("the message cannot be decrypted with this key")]
+    DecryptFailed,
     #[error("{0}")]
     Internal(String),
 }

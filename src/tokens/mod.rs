@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 pub use module::{Changes, Module, ScannedToken, TokenCert};
 pub use pin::{PinError, PinPrompter, PinRequest, SecretPin};
-pub use token::{PinPolicy, SignMechanism, Token};
+pub use token::{OaepHash, PinPolicy, PrivateOp, RsaDecrypt, SignMechanism, Token};
 
 use crate::config::Config;
 

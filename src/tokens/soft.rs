@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use der::Decode;
 use sha2::{Digest, Sha256};
+use zeroize::Zeroizing;
 
 use super::module::TokenCert;
 use super::pin::SecretPin;
@@ -143,6 +144,20 @@ impl KeyFile {
     }
 }
 
+/// Reads an unencrypted PKCS#8 PEM key file (the test PKI's format).
+pub fn load_pkcs8_pem(path: &Path) -> Result<SoftKey, String> {
+    let pem = read_bounded(path)?;
+    let text = std::str::from_utf8(&pem).map_err(|e| e.to_string())?;
+    let (label, der) = der::Document::from_pem(text).map_err(|e| e.to_string())?;
+    if label != "PRIVATE KEY" {
+        return Err(format!(
+            "{}: not a PKCS#8 private key ({label})",
+            path.display()
+        ));
+    }
+    parse_pkcs8(der.as_bytes())
+}
+
 fn parse_pkcs8(der: &[u8]) -> Result<SoftKey, String> {
     use rsa::pkcs8::DecodePrivateKey;
     let info = rsa::pkcs8::PrivateKeyInfoRef::from_der(der)
@@ -262,30 +277,81 @@ pub fn file_token_id(path: &Path) -> String {
     hex(&h.finalize()[..8])
 }
 
-/// Signs with an unlocked key: PKCS#1 v1.5 over a DigestInfo, or ECDSA over a hash (r || s).
-pub fn sign(
+/// Runs a private-key operation with an unlocked key: PKCS#1 v1.5 signature over a
+/// DigestInfo, ECDSA over a hash (r || s), RSA decryption, or ECDH (the shared x coordinate).
+pub fn private_op(
     key: &SoftKey,
-    mechanism: super::SignMechanism,
-    data: &[u8],
-) -> Result<Vec<u8>, String> {
+    op: super::token::PrivateOp,
+) -> Result<Zeroizing<Vec<u8>>, String> {
+    use super::token::{OaepHash, PrivateOp, RsaDecrypt};
     use signature::hazmat::PrehashSigner;
-    match (key, mechanism) {
-        (SoftKey::Rsa(k), super::SignMechanism::RsaPkcs1) => {
-            let mut rng = rand_core_rng();
-            k.sign_with_rng(&mut rng, rsa::Pkcs1v15Sign::new_unprefixed(), data)
-                .map_err(|e| format!("RSA signature: {e}"))
-        }
-        (SoftKey::P256(k), super::SignMechanism::Ecdsa) => {
+    let mut rng = rand_core_rng();
+    match (key, op) {
+        (
+            SoftKey::Rsa(k),
+            PrivateOp::Sign {
+                mechanism: super::SignMechanism::RsaPkcs1,
+                data,
+            },
+        ) => k
+            .sign_with_rng(&mut rng, rsa::Pkcs1v15Sign::new_unprefixed(), &data)
+            .map(Zeroizing::new)
+            .map_err(|e| format!("RSA signature: {e}")),
+        (
+            SoftKey::P256(k),
+            PrivateOp::Sign {
+                mechanism: super::SignMechanism::Ecdsa,
+                data,
+            },
+        ) => {
             let s: p256::ecdsa::Signature =
-                k.sign_prehash(data).map_err(|e| format!("ECDSA: {e}"))?;
-            Ok(s.to_bytes().to_vec())
+                k.sign_prehash(&data).map_err(|e| format!("ECDSA: {e}"))?;
+            Ok(Zeroizing::new(s.to_bytes().to_vec()))
         }
-        (SoftKey::P384(k), super::SignMechanism::Ecdsa) => {
+        (
+            SoftKey::P384(k),
+            PrivateOp::Sign {
+                mechanism: super::SignMechanism::Ecdsa,
+                data,
+            },
+        ) => {
             let s: p384::ecdsa::Signature =
-                k.sign_prehash(data).map_err(|e| format!("ECDSA: {e}"))?;
-            Ok(s.to_bytes().to_vec())
+                k.sign_prehash(&data).map_err(|e| format!("ECDSA: {e}"))?;
+            Ok(Zeroizing::new(s.to_bytes().to_vec()))
         }
-        _ => Err("the key does not do this kind of signature".into()),
+        (SoftKey::Rsa(k), PrivateOp::Decrypt { padding, data }) => {
+            let r = match padding {
+                RsaDecrypt::Pkcs1 => k.decrypt(rsa::Pkcs1v15Encrypt, &data),
+                RsaDecrypt::Oaep(OaepHash::Sha1) => {
+                    k.decrypt(rsa::Oaep::<sha1::Sha1>::new(), &data)
+                }
+                RsaDecrypt::Oaep(OaepHash::Sha256) => {
+                    k.decrypt(rsa::Oaep::<sha2::Sha256>::new(), &data)
+                }
+                RsaDecrypt::Oaep(OaepHash::Sha384) => {
+                    k.decrypt(rsa::Oaep::<sha2::Sha384>::new(), &data)
+                }
+                RsaDecrypt::Oaep(OaepHash::Sha512) => {
+                    k.decrypt(rsa::Oaep::<sha2::Sha512>::new(), &data)
+                }
+                RsaDecrypt::Raw => return Err("raw RSA is not offered for key files".into()),
+            };
+            r.map(Zeroizing::new)
+                .map_err(|e| format!("RSA decryption: {e}"))
+        }
+        (SoftKey::P256(k), PrivateOp::DeriveEcdh { point }) => {
+            let peer = p256::PublicKey::from_sec1_bytes(&point).map_err(|e| e.to_string())?;
+            let secret: p256::SecretKey = k.into();
+            let z = p256::ecdh::diffie_hellman(secret.to_nonzero_scalar(), peer.as_affine());
+            Ok(Zeroizing::new(z.raw_secret_bytes().to_vec()))
+        }
+        (SoftKey::P384(k), PrivateOp::DeriveEcdh { point }) => {
+            let peer = p384::PublicKey::from_sec1_bytes(&point).map_err(|e| e.to_string())?;
+            let secret: p384::SecretKey = k.into();
+            let z = p384::ecdh::diffie_hellman(secret.to_nonzero_scalar(), peer.as_affine());
+            Ok(Zeroizing::new(z.raw_secret_bytes().to_vec()))
+        }
+        _ => Err("the key does not do this kind of operation".into()),
     }
 }
 

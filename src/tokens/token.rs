@@ -21,6 +21,7 @@ use cryptoki::types::RawAuthPin;
 use smime_agent_proto::{PinReason, PinRetries, TokenRef};
 use tokio::sync::{Semaphore, watch};
 use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
 
 use super::TokenError;
 use super::pin::{PinCache, PinError, PinPrompter, PinRequest, SecretPin};
@@ -37,6 +38,111 @@ pub enum SignMechanism {
     RsaPkcs1,
     /// CKM_ECDSA over the hash; the token returns r || s.
     Ecdsa,
+}
+
+/// A private-key operation.
+#[derive(Debug)]
+pub enum PrivateOp {
+    Sign {
+        mechanism: SignMechanism,
+        data: Vec<u8>,
+    },
+    /// RSA decryption of an encrypted content key.
+    Decrypt { padding: RsaDecrypt, data: Vec<u8> },
+    /// ECDH with a peer's public point (SEC1); the result is the shared secret Z.
+    DeriveEcdh { point: Vec<u8> },
+}
+
+/// How an RSA decryption unpads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RsaDecrypt {
+    /// CKM_RSA_PKCS.
+    Pkcs1,
+    /// CKM_RSA_PKCS_OAEP with this hash (also for MGF1) and an empty label.
+    Oaep(OaepHash),
+    /// CKM_RSA_X_509: the raw result, for unpadding outside the token.
+    Raw,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OaepHash {
+    Sha1,
+    Sha256,
+    Sha384,
+    Sha512,
+}
+
+impl PrivateOp {
+    fn call_name(&self) -> &'static str {
+        match self {
+            PrivateOp::Sign { .. } => "C_Sign",
+            PrivateOp::Decrypt { .. } => "C_Decrypt",
+            PrivateOp::DeriveEcdh { .. } => "C_DeriveKey",
+        }
+    }
+}
+
+/// Runs `op` on a logged-in session.
+fn run_op(s: &Session, key: ObjectHandle, op: PrivateOp) -> Result<Zeroizing<Vec<u8>>, CkError> {
+    use cryptoki::mechanism::MechanismType;
+    use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
+    use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+    use cryptoki::object::KeyType;
+    match op {
+        PrivateOp::Sign { mechanism, data } => {
+            let m = match mechanism {
+                SignMechanism::RsaPkcs1 => Mechanism::RsaPkcs,
+                SignMechanism::Ecdsa => Mechanism::Ecdsa,
+            };
+            s.sign(&m, key, &data).map(Zeroizing::new)
+        }
+        PrivateOp::Decrypt { padding, data } => {
+            let (hash, mgf) = match padding {
+                RsaDecrypt::Oaep(OaepHash::Sha1) => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+                RsaDecrypt::Oaep(OaepHash::Sha256) => {
+                    (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256)
+                }
+                RsaDecrypt::Oaep(OaepHash::Sha384) => {
+                    (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384)
+                }
+                RsaDecrypt::Oaep(OaepHash::Sha512) => {
+                    (MechanismType::SHA512, PkcsMgfType::MGF1_SHA512)
+                }
+                _ => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+            };
+            let m = match padding {
+                RsaDecrypt::Pkcs1 => Mechanism::RsaPkcs,
+                RsaDecrypt::Raw => Mechanism::RsaX509,
+                RsaDecrypt::Oaep(_) => {
+                    Mechanism::RsaPkcsOaep(PkcsOaepParams::new(hash, mgf, PkcsOaepSource::empty()))
+                }
+            };
+            s.decrypt(&m, key, &data).map(Zeroizing::new)
+        }
+        PrivateOp::DeriveEcdh { point } => {
+            let params = Ecdh1DeriveParams::new(EcKdf::null(), &point);
+            // A session object whose value can be read back: the shared secret is all the
+            // agent needs, and the KDF happens outside the token (few tokens do X9.63).
+            let derived = s.derive_key(
+                &Mechanism::Ecdh1Derive(params),
+                key,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::GENERIC_SECRET),
+                    Attribute::Token(false),
+                    Attribute::Sensitive(false),
+                    Attribute::Extractable(true),
+                ],
+            )?;
+            let value = s.get_attributes(derived, &[AttributeType::Value]);
+            let _ = s.destroy_object(derived);
+            let value = value?.into_iter().find_map(|a| match a {
+                Attribute::Value(v) => Some(Zeroizing::new(v)),
+                _ => None,
+            });
+            value.ok_or(CkError::NotSupported)
+        }
+    }
 }
 
 /// How PINs are handled, from `[pin]`.
@@ -633,10 +739,30 @@ impl Token {
         prompter: &dyn PinPrompter,
         policy: PinPolicy,
     ) -> Result<Vec<u8>, TokenError> {
+        let out = self
+            .private_op(
+                key_id,
+                certificate,
+                PrivateOp::Sign { mechanism, data },
+                prompter,
+                policy,
+            )
+            .await?;
+        Ok(out.to_vec())
+    }
+
+    /// Runs one private-key operation with the key `key_id`, logging in first if needed.
+    /// The result of a decryption or derivation is secret and comes back zeroizing.
+    pub async fn private_op(
+        self: &Arc<Self>,
+        key_id: &[u8],
+        certificate: &str,
+        op: PrivateOp,
+        prompter: &dyn PinPrompter,
+        policy: PinPolicy,
+    ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
         if let Backend::Soft(file) = &self.backend {
-            return self
-                .sign_soft(file, certificate, mechanism, data, prompter)
-                .await;
+            return self.soft_op(file, certificate, op, prompter).await;
         }
         let lease = tokio::select! {
             l = self.usage.read() => l,
@@ -674,9 +800,9 @@ impl Token {
         };
         let context_login = key.always_authenticate;
 
-        let mech = mechanism;
+        let call = op.call_name();
         let result = self
-            .run("C_Sign", move |s| {
+            .run(call, move |s| {
                 if context_login {
                     match &context_pin {
                         Some(pin) => s.login_with_raw(UserType::ContextSpecific, pin)?,
@@ -684,11 +810,7 @@ impl Token {
                         None => s.login(UserType::ContextSpecific, None)?,
                     }
                 }
-                let m = match mech {
-                    SignMechanism::RsaPkcs1 => Mechanism::RsaPkcs,
-                    SignMechanism::Ecdsa => Mechanism::Ecdsa,
-                };
-                s.sign(&m, key.handle, &data)
+                run_op(s, key.handle, op)
             })
             .await;
         drop(lease);
@@ -717,16 +839,15 @@ impl Token {
         }
     }
 
-    /// Signs with a key file's key, unlocking it first if needed (one passphrase prompt at
-    /// a time; a wrong passphrase is reported, never tried again).
-    async fn sign_soft(
+    /// Uses a key file's key, unlocking it first if needed (one passphrase prompt at a
+    /// time; a wrong passphrase is reported, never tried again).
+    async fn soft_op(
         self: &Arc<Self>,
         file: &KeyFile,
         certificate: &str,
-        mechanism: SignMechanism,
-        data: Vec<u8>,
+        op: PrivateOp,
         prompter: &dyn PinPrompter,
-    ) -> Result<Vec<u8>, TokenError> {
+    ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
         let key = match file.key() {
             Some(k) => k,
             None => {
@@ -778,7 +899,7 @@ impl Token {
                 }
             }
         };
-        tokio::task::spawn_blocking(move || soft::sign(&key, mechanism, &data))
+        tokio::task::spawn_blocking(move || soft::private_op(&key, op))
             .await
             .map_err(|e| self.software_err(e.to_string()))?
             .map_err(|e| self.software_err(e))

@@ -1,0 +1,247 @@
+//! The envelope format against OpenSSL, below the agent: what we encrypt, `openssl cms
+//! -decrypt` reads with the recipient's key; what OpenSSL encrypts, we parse, and finish
+//! with the same private-key step a token would do (done here with the PKI's key files).
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use smime_agent::certs::CertFacts;
+use smime_agent::config::ContentAlgorithm;
+use smime_agent::smime::envelope::{self, EncryptTo, KeyUnwrap, RsaPadding};
+use smime_agent::tokens::soft::SoftKey;
+use smime_agent::tokens::{OaepHash, PrivateOp, RsaDecrypt};
+
+fn cert(name: &str) -> CertFacts {
+    CertFacts::from_der(&std::fs::read(pki_file(&format!("{name}.der"))).unwrap()).unwrap()
+}
+
+fn soft_key(name: &str) -> SoftKey {
+    smime_agent::tokens::soft::load_pkcs8_pem(&pki_file(&format!("{name}.key.pem"))).unwrap()
+}
+
+fn openssl_decrypt(dir: &std::path::Path, der: &[u8], name: &str) -> Result<Vec<u8>, String> {
+    let input = write_file(dir, &format!("env-{}.der", rand_suffix()), der);
+    let out = Command::new("openssl")
+        .args(["cms", "-decrypt", "-inform", "DER", "-in"])
+        .arg(&input)
+        .arg("-recip")
+        .arg(pki_file(&format!("{name}.pem")))
+        .arg("-inkey")
+        .arg(pki_file(&format!("{name}.key.pem")))
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// Our decryption, with the private step done by a software key.
+fn our_decrypt(der: &[u8], name: &str) -> Result<Vec<u8>, String> {
+    let env = envelope::parse(der).map_err(|e| e.to_string())?;
+    let me = cert(name);
+    let key = soft_key(name);
+    let r = env
+        .recipients
+        .iter()
+        .find(|r| r.id.matches(&me))
+        .ok_or("not addressed to this key")?;
+    let cek = match &r.unwrap {
+        KeyUnwrap::RsaPkcs1 { encrypted_key } => smime_agent::tokens::soft::private_op(
+            &key,
+            PrivateOp::Decrypt {
+                padding: RsaDecrypt::Pkcs1,
+                data: encrypted_key.clone(),
+            },
+        )?,
+        KeyUnwrap::RsaOaep {
+            encrypted_key,
+            hash,
+            ..
+        } => smime_agent::tokens::soft::private_op(
+            &key,
+            PrivateOp::Decrypt {
+                padding: RsaDecrypt::Oaep(match hash {
+                    envelope::Hash::Sha1 => OaepHash::Sha1,
+                    envelope::Hash::Sha256 => OaepHash::Sha256,
+                    envelope::Hash::Sha384 => OaepHash::Sha384,
+                    envelope::Hash::Sha512 => OaepHash::Sha512,
+                }),
+                data: encrypted_key.clone(),
+            },
+        )?,
+        KeyUnwrap::Ecdh(p) => {
+            let z = smime_agent::tokens::soft::private_op(
+                &key,
+                PrivateOp::DeriveEcdh {
+                    point: p.originator_point.clone(),
+                },
+            )?;
+            envelope::finish_ecdh(&z, p).ok_or("the wrapped key does not unwrap")?
+        }
+    };
+    env.decrypt(&cek).map_err(|e| e.to_string())
+}
+
+const MSG: &[u8] = b"Content-Type: text/plain\r\n\r\nsecret for the recipients\r\n";
+
+#[test]
+fn openssl_decrypts_what_we_encrypt_for_every_recipient_kind_and_cipher() {
+    let dir = tempdir();
+    let cases = [
+        ("alice-enc-rsa", RsaPadding::Pkcs1v15),
+        ("alice-enc-rsa", RsaPadding::OaepSha256),
+        ("alice-enc-ec", RsaPadding::Pkcs1v15),
+        ("bob-enc-ec", RsaPadding::Pkcs1v15),
+    ];
+    for alg in [
+        ContentAlgorithm::Aes128Cbc,
+        ContentAlgorithm::Aes256Cbc,
+        ContentAlgorithm::Aes128Gcm,
+        ContentAlgorithm::Aes256Gcm,
+    ] {
+        for (name, padding) in cases {
+            let c = cert(name);
+            let other = cert("bob-dual-rsa");
+            let der = envelope::encrypt(
+                MSG,
+                &[
+                    EncryptTo {
+                        cert: &c,
+                        rsa_padding: padding,
+                    },
+                    EncryptTo {
+                        cert: &other,
+                        rsa_padding: RsaPadding::Pkcs1v15,
+                    },
+                ],
+                alg,
+            )
+            .unwrap();
+            let plain = openssl_decrypt(dir.path(), &der, name)
+                .unwrap_or_else(|e| panic!("{alg:?} {name} {padding:?}: {e}"));
+            assert_eq!(plain, MSG, "{alg:?} {name}");
+            // And the other recipient too.
+            assert_eq!(
+                openssl_decrypt(dir.path(), &der, "bob-dual-rsa").unwrap(),
+                MSG
+            );
+            // And we read our own.
+            assert_eq!(our_decrypt(&der, name).unwrap(), MSG);
+        }
+    }
+}
+
+#[test]
+fn we_decrypt_what_openssl_encrypts() {
+    let dir = tempdir();
+    let input = write_file(dir.path(), "msg.txt", MSG);
+    let cases: &[(&str, &[&str])] = &[
+        ("alice-enc-rsa", &["-aes-256-cbc"]),
+        (
+            "alice-enc-rsa",
+            &["-aes-128-cbc", "-keyopt", "rsa_padding_mode:oaep"],
+        ),
+        (
+            "alice-enc-rsa",
+            &[
+                "-aes-256-cbc",
+                "-keyopt",
+                "rsa_padding_mode:oaep",
+                "-keyopt",
+                "rsa_oaep_md:sha256",
+            ],
+        ),
+        ("alice-enc-rsa", &["-aes-256-gcm"]),
+        ("alice-enc-ec", &["-aes-256-cbc"]),
+        ("alice-enc-ec", &["-aes-128-gcm"]),
+        ("bob-enc-ec", &["-aes-192-cbc"]),
+    ];
+    for (name, opts) in cases {
+        let out = Command::new("openssl")
+            .args(["cms", "-encrypt", "-binary", "-outform", "DER", "-in"])
+            .arg(&input)
+            .arg("-recip")
+            .arg(pki_file(&format!("{name}.pem")))
+            .args(*opts)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let plain =
+            our_decrypt(&out.stdout, name).unwrap_or_else(|e| panic!("{name} {opts:?}: {e}"));
+        assert_eq!(plain, MSG, "{name} {opts:?}");
+        // Streamed BER (indefinite lengths) reads the same.
+        let out = Command::new("openssl")
+            .args([
+                "cms", "-encrypt", "-binary", "-stream", "-outform", "DER", "-in",
+            ])
+            .arg(&input)
+            .arg("-recip")
+            .arg(pki_file(&format!("{name}.pem")))
+            .args(*opts)
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        let plain =
+            our_decrypt(&out.stdout, name).unwrap_or_else(|e| panic!("BER {name} {opts:?}: {e}"));
+        assert_eq!(plain, MSG);
+    }
+}
+
+#[test]
+fn an_ec_recipient_info_does_not_open_with_an_all_zero_key() {
+    // The cms crate's KeyAgreeRecipientInfoBuilder wrapped under a zero key; ours must not.
+    let c = cert("alice-enc-ec");
+    let der = envelope::encrypt(
+        MSG,
+        &[EncryptTo {
+            cert: &c,
+            rsa_padding: RsaPadding::Pkcs1v15,
+        }],
+        ContentAlgorithm::Aes256Cbc,
+    )
+    .unwrap();
+    let env = envelope::parse(&der).unwrap();
+    let KeyUnwrap::Ecdh(p) = &env.recipients[0].unwrap else {
+        panic!("not a key agreement")
+    };
+    for z in [vec![0u8; 32], vec![0u8; 0]] {
+        assert!(
+            envelope::finish_ecdh(&z, p).is_none(),
+            "a zero secret unwrapped the key"
+        );
+    }
+    assert!(
+        envelope::unwrap_with_kek(p, &[0u8; 32]).is_none(),
+        "a zero KEK unwrapped the key"
+    );
+    assert!(envelope::unwrap_with_kek(p, &[0u8; 16]).is_none());
+    // The right key does.
+    assert_eq!(our_decrypt(&der, "alice-enc-ec").unwrap(), MSG);
+}
+
+#[test]
+fn a_wrong_key_and_a_tampered_envelope_fail_the_same_way() {
+    let c = cert("alice-enc-rsa");
+    let der = envelope::encrypt(
+        MSG,
+        &[EncryptTo {
+            cert: &c,
+            rsa_padding: RsaPadding::Pkcs1v15,
+        }],
+        ContentAlgorithm::Aes256Cbc,
+    )
+    .unwrap();
+    let env = envelope::parse(&der).unwrap();
+    let wrong = env.decoy_key().unwrap();
+    let e1 = env.decrypt(&wrong).unwrap_err().to_string();
+    let e2 = env.decrypt(&[0u8; 5]).unwrap_err().to_string();
+    assert_eq!(e1, e2);
+}
