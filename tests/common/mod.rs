@@ -112,6 +112,10 @@ pub struct AgentSpec<'a> {
     pub env: Vec<(String, String)>,
     /// Start the agent under this umask (via the shell).
     pub umask: Option<&'a str>,
+    /// The lines of the `[trust]` table; `None`: the test PKI's root is the only anchor.
+    pub trust: Option<String>,
+    /// Extra lines of the `[revocation]` table (its `cache_dir` is `DIR/crls` unless given).
+    pub revocation: String,
 }
 
 impl Default for AgentSpec<'_> {
@@ -123,6 +127,8 @@ impl Default for AgentSpec<'_> {
             pin_extra: "",
             env: vec![],
             umask: None,
+            trust: None,
+            revocation: String::new(),
         }
     }
 }
@@ -141,6 +147,25 @@ impl Agent {
             "[pin]\nsource = \"{}\"\n{}\n\n",
             spec.pin_source, spec.pin_extra
         ));
+        let trust = spec.trust.clone().unwrap_or_else(|| {
+            if spec.softhsm.is_none() {
+                // No keys, no certificates to validate: no need for the test PKI.
+                return "use_system_roots = false\n".into();
+            }
+            format!(
+                "roots = [\"{}\"]\nuse_system_roots = false\n",
+                pki_file("root-ca.pem").display()
+            )
+        });
+        cfg.push_str(&format!("[trust]\n{trust}\n"));
+        let mut revocation = spec.revocation.clone();
+        if !revocation.contains("cache_dir") {
+            revocation.push_str(&format!(
+                "\ncache_dir = \"{}\"\n",
+                dir.join("crls").display()
+            ));
+        }
+        cfg.push_str(&format!("[revocation]\n{revocation}\n"));
         cfg.push_str(&spec.extra_config);
         let config = dir.join("agent.toml");
         std::fs::write(&config, cfg).unwrap();
@@ -169,6 +194,7 @@ impl Agent {
             .arg("--socket")
             .arg(&socket)
             .env("RUST_LOG", "debug")
+            .env("XDG_CACHE_HOME", dir.join("cache"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(logf);
