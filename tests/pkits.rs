@@ -146,7 +146,10 @@ fn p7s_of(eml: &str) -> Option<Vec<u8>> {
     let at = lower
         .find("content-type: application/pkcs7")
         .or_else(|| lower.find("content-type: application/x-pkcs7"))?;
-    let body_start = eml[at..].find("\n\n").or_else(|| eml[at..].find("\r\n\r\n"))? + at;
+    let body_start = eml[at..]
+        .find("\n\n")
+        .or_else(|| eml[at..].find("\r\n\r\n"))?
+        + at;
     let b64: String = eml[body_start..]
         .trim_start()
         .lines()
@@ -292,7 +295,11 @@ async fn nist_pkits_runs_give_the_expected_outcome() {
             .take(8)
             .collect::<Vec<_>>()
             .join("\t");
-        let reason = if ok { String::new() } else { format!("{got}: {why}") };
+        let reason = if ok {
+            String::new()
+        } else {
+            format!("{got}: {why}")
+        };
         results.push_str(&format!(
             "{line}\t{}\t{}\n",
             if ok { "pass" } else { "fail" },
