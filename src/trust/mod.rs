@@ -411,6 +411,9 @@ impl Trust {
         if let Ok(c) = self.cache.lock()
             && let Some(e) = c.get(&key)
             && e.crl_generation == generation
+            && e.validation
+                .valid_until
+                .is_none_or(|u| SystemTime::now() < u)
         {
             let mut v = e.validation.clone();
             v.from_cache = true;

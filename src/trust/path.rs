@@ -182,6 +182,9 @@ pub struct Validation {
     pub revocation: RevocationSummary,
     /// Answered from the validation cache.
     pub from_cache: bool,
+    /// The earliest nextUpdate of the CRLs the outcome rests on: a cached outcome is not
+    /// reused after it.
+    pub valid_until: Option<SystemTime>,
 }
 
 impl Validation {
@@ -196,6 +199,7 @@ impl Validation {
                 checks: vec![],
             },
             from_cache: false,
+            valid_until: None,
         }
     }
 
@@ -529,6 +533,7 @@ pub(super) async fn validate(
                 checks: vec![],
             },
             from_cache: false,
+            valid_until: None,
         };
     }
 
@@ -666,6 +671,7 @@ pub(super) async fn validate(
                     checks: vec![],
                 },
                 from_cache: false,
+                valid_until: None,
             };
         }
         return revocation(trust, req, &cp, &cps, cand, chain, now, deadline).await;
@@ -730,14 +736,22 @@ async fn revocation(
     deadline: Option<Instant>,
 ) -> Validation {
     let source = MemoryCrlSource::new();
+    let mut valid_until: Option<SystemTime> = None;
+    let mut until = |t: Option<SystemTime>| {
+        if let Some(t) = t {
+            valid_until = Some(valid_until.map_or(t, |v: SystemTime| v.min(t)));
+        }
+    };
     let supplied: Vec<x509_cert::name::Name> = req
         .crls
         .iter()
         .filter(|der| source.add(der))
         .filter_map(|der| {
-            x509_cert::crl::CertificateList::<x509_cert::certificate::Raw>::from_der(der)
-                .ok()
-                .map(|c| c.tbs_cert_list.issuer)
+            x509_cert::crl::CertificateList::<x509_cert::certificate::Raw>::from_der(der).ok()
+        })
+        .map(|c| {
+            until(c.tbs_cert_list.next_update.map(|t| t.to_system_time()));
+            c.tbs_cert_list.issuer
         })
         .collect();
 
@@ -820,6 +834,7 @@ async fn revocation(
             match got {
                 Ok((crl, origin)) => {
                     source.add(&crl.der);
+                    until(crl.next_update);
                     check.crl_issuer = Some(crl.issuer.clone());
                     check.this_update = Some(rfc3339(crl.this_update));
                     check.next_update = crl.next_update.map(rfc3339);
@@ -856,6 +871,7 @@ async fn revocation(
             checks: vec![],
         },
         from_cache: false,
+        valid_until,
     };
     match outcome {
         Ok(()) => {
