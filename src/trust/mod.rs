@@ -464,9 +464,7 @@ fn cache_key(req: &ValidationRequest, time: SystemTime) -> [u8; 32] {
         .unwrap_or(0);
     h.update(bucket.to_be_bytes());
     h.update([req.for_send as u8]);
-    for part in [&req.cert] {
-        h.update(sha256(part));
-    }
+    h.update(sha256(&req.cert));
     for list in [&req.chain, &req.crls, &req.token_certs] {
         h.update((list.len() as u64).to_be_bytes());
         for item in list {

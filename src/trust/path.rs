@@ -395,7 +395,7 @@ fn settings(
 }
 
 /// The certificate at certval's failure index (trust anchor first).
-fn at_index<'a>(cp: &'a CertificationPath, index: Option<u32>) -> Option<&'a PDVCertificate> {
+fn at_index(cp: &CertificationPath, index: Option<u32>) -> Option<&PDVCertificate> {
     let i = index? as usize;
     if i == 0 {
         None
