@@ -94,6 +94,11 @@ kind = "$kind"
 
 [pin]
 source = "$pin_source"
+
+# The test PKI's root is the trust anchor; its issuing CA completes the chains.
+[trust]
+roots = ["$pki/root-ca.pem"]
+intermediates = ["$pki/ca.pem"]
 EOF
 fi
 

@@ -458,6 +458,9 @@ impl Drop for Terminal {
         let _ = Command::new("tmux")
             .args(["-L", &self.socket, "kill-server"])
             .status();
+    }
+}
+
 /// A test PKI of its own (make-pki.sh DIR URL --only NAMES), for tests that serve its CRLs.
 pub fn pki_in(dir: &Path, crl_base: &str, only: &[&str]) -> PathBuf {
     let st = Command::new(repo().join("softhsm-setup/make-pki.sh"))
