@@ -161,7 +161,10 @@ impl Agent {
             spec.pin_source, spec.pin_extra
         ));
         let trust = spec.trust.clone().unwrap_or_else(|| {
-            if spec.softhsm.is_none() {
+            let keys = spec.softhsm.is_some()
+                || spec.extra_config.contains("[[tokens.module]]")
+                || spec.extra_config.contains("[soft_store]");
+            if !keys {
                 // No keys, no certificates to validate: no need for the test PKI.
                 return "use_system_roots = false\n".into();
             }
