@@ -344,30 +344,44 @@ async fn hardware_key_wins_over_software_key() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_with_an_invalid_chain_is_passed_over_for_the_next() {
+    let names = ["alice-sign-rsa", "alice-sign-ec"];
+    // Which one the rules prefer when both chains are valid...
+    let dir = tempdir();
+    let (_h, agent) = agent_with(dir.path(), &names, Default::default());
+    let first = chosen_serial(&which(&agent, "alice@example.org", Purpose::Sign).await);
+    let (preferred, other) = if first == serial_of(names[0]) {
+        (names[0], names[1])
+    } else {
+        (names[1], names[0])
+    };
+    drop(agent);
+    // ...is passed over once its certificate is distrusted.
     let dir = tempdir();
     let (_h, agent) = agent_with(
         dir.path(),
-        &["alice-sign-rsa", "alice-sign-ec"],
+        &names,
         AgentSpec {
             trust: Some(format!(
                 "roots = [\"{}\"]\nuse_system_roots = false\nintermediates = [\"{}\"]\nuntrusted = [\"{}\"]\n",
                 pki_file("root-ca.pem").display(),
                 pki_file("ca.pem").display(),
-                pki_file("alice-sign-ec.pem").display()
+                pki_file(&format!("{preferred}.pem")).display()
             )),
             ..Default::default()
         },
     );
     let r = which(&agent, "alice@example.org", Purpose::Sign).await;
-    assert_eq!(chosen_serial(&r), serial_of("alice-sign-rsa"));
-    assert_eq!(rejected_code(&r, "alice-sign-ec"), "untrusted");
+    assert_eq!(chosen_serial(&r), serial_of(other));
+    assert_eq!(rejected_code(&r, preferred), "untrusted");
+    assert!(
+        r.chosen.as_ref().unwrap().why.contains("not used"),
+        "{}",
+        r.chosen.as_ref().unwrap().why
+    );
     let client = agent.client().await;
     let (res, _) =
         sign_answering(&client, "alice@example.org", sample_entity("x"), None, PIN).await;
-    assert_eq!(
-        res.expect("sign").certificate.serial,
-        serial_of("alice-sign-rsa")
-    );
+    assert_eq!(res.expect("sign").certificate.serial, serial_of(other));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
