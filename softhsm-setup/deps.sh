@@ -13,6 +13,8 @@ packages=(
   openssl gpgsm libnss3-tools libengine-pkcs11-openssl
   # PIN entry, and the terminal the tests type PINs into
   pinentry-tty tmux util-linux
+  # pip, for the NIST PKITS data (cryptography-vectors)
+  python3 python3-pip
 )
 
 if [ "${1:-}" = "--list" ]; then
@@ -25,7 +27,16 @@ for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
 done
 
+# NIST PKITS test data (tests/pkits.rs): the PyPI package cryptography-vectors.
+pkits_data() {
+  python3 -c 'import cryptography_vectors' 2>/dev/null && return 0
+  echo "deps.sh: installing the PyPI package cryptography-vectors (NIST PKITS data)" >&2
+  python3 -m pip install --quiet cryptography-vectors 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages cryptography-vectors
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
+  pkits_data
   exit 0
 fi
 
@@ -37,3 +48,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+pkits_data

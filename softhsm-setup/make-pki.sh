@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make-pki.sh DIR [CRL_BASE_URL]
+# make-pki.sh DIR [CRL_BASE_URL] [--only NAME,NAME...]
 #
 # Creates the test PKI smime-agent's demo and tests run on: a root CA, an issuing CA, and
 # user certificates that exercise the certificate selection rules (behaviour.md section 2).
@@ -14,12 +14,28 @@
 #   ca.crl.pem, root-ca.crl.pem                     empty CRLs of both CAs
 #   users.tsv               NAME, address, key type, usages, validity of every user certificate
 #   NAME.{key.pem,pem,der}  for every user certificate below
+#   .ca/                    the CAs' openssl-ca databases; softhsm-setup/make-crl.sh makes
+#                           CRLs from them (revoked certificates, chosen update times)
+#
+# --only NAME,NAME makes only those user certificates (tests that need a PKI of their own,
+# e.g. for their own CRL URL, make it faster that way).
 #
 # Re-running with the same DIR does nothing when DIR/users.tsv exists.
 set -euo pipefail
 
-dir=${1:?usage: make-pki.sh DIR [CRL_BASE_URL]}
-crl_base=${2:-http://127.0.0.1:8932/}
+usage() { echo "usage: make-pki.sh DIR [CRL_BASE_URL] [--only NAME,NAME...]" >&2; exit 2; }
+only=
+positional=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --only) only=",${2:?$(usage)},"; shift 2 ;;
+    -h|--help) usage ;;
+    *) positional+=("$1"); shift ;;
+  esac
+done
+[ ${#positional[@]} -ge 1 ] || usage
+dir=${positional[0]}
+crl_base=${positional[1]:-http://127.0.0.1:8932/}
 crl_base=${crl_base%/}
 
 if [ -f "$dir/users.tsv" ]; then
@@ -123,6 +139,9 @@ printf 'name\taddress\tkey\tkey_usage\text_key_usage\tvalidity\n' >"$dir/users.t
 user() {
   local name=$1 address=$2 subject=$3 keytype=$4 ku=$5 eku=$6 san=$7 validity=$8
   local ext="$work/$name.ext" dates=()
+  if [ -n "$only" ] && [[ "$only" != *",$name,"* ]]; then
+    return 0
+  fi
   {
     echo "basicConstraints = critical, CA:FALSE"
     echo "keyUsage = critical, $ku"
@@ -168,6 +187,10 @@ user carol-san-rsa    carol@example.org "/O=smime-agent tests/CN=Carol Example" 
 user dave-cn-rsa      dave@example.org  "/O=smime-agent tests/CN=dave@example.org" rsa "digitalSignature, nonRepudiation" none none current
 # frank: a TLS server certificate for a mail address (wrong extended key usage)
 user frank-server-rsa frank@example.org "/O=smime-agent tests/CN=Frank Example/emailAddress=frank@example.org" rsa "digitalSignature, keyEncipherment" server frank@example.org current
+# alice's address only in subjectAltName (the subject match must win over it)
+user alice-san-rsa    alice@example.org "/O=smime-agent tests/CN=Alice SAN Only" rsa "digitalSignature, nonRepudiation" email alice@example.org current
+# a proxy address (alias) of alice's: a.example@example.org, in the subject only
+user alice-alias-rsa  a.example@example.org "/O=smime-agent tests/CN=Alice Alias/emailAddress=a.example@example.org" rsa "digitalSignature, nonRepudiation" email none current
 
 for d in ca root; do
   if [ "$d" = ca ]; then key="$dir/ca.key.pem" cert="$dir/ca.pem" out="$dir/ca.crl.pem"

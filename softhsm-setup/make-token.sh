@@ -17,12 +17,15 @@
 #   --kind KIND         agent config module kind: auto | software | hardware (default software)
 #   --pin-source SRC    agent config [pin] source (default client)
 #   --force-config      rewrite DIR/agent.toml even if it exists
+#   --cacert FILE       also store the certificate FILE (PEM or DER) without a key, as a
+#                       card keeps its CA certificates (repeatable)
 set -euo pipefail
 
-usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 dir= pki= label= pin= so_pin=12345678 removable=false kind=software pin_source=client force_config=false
 names=()
+cacerts=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --dir) dir=$2; shift 2 ;;
@@ -34,6 +37,7 @@ while [ $# -gt 0 ]; do
     --kind) kind=$2; shift 2 ;;
     --pin-source) pin_source=$2; shift 2 ;;
     --force-config) force_config=true; shift ;;
+    --cacert) cacerts+=("$2"); shift 2 ;;
     -h|--help) usage ;;
     -*) echo "make-token.sh: unknown option $1" >&2; usage ;;
     *) names+=("$1"); shift ;;
@@ -71,6 +75,14 @@ for name in "${names[@]}"; do
     --write-object "$cert" --type cert --id "$id" --label "$name" >/dev/null
 done
 
+for f in "${cacerts[@]}"; do
+  der="$dir/cacert-$$.der"
+  openssl x509 -in "$f" -outform DER -out "$der" 2>/dev/null || openssl x509 -inform DER -in "$f" -outform DER -out "$der"
+  pkcs11-tool --module "$module" --token-label "$label" --login --pin "$pin" \
+    --write-object "$der" --type cert --label "$(basename "$f")" >/dev/null
+  rm -f "$der"
+done
+
 if [ ! -f "$dir/agent.toml" ] || [ "$force_config" = true ]; then
   cat >"$dir/agent.toml" <<EOF
 # smime-agent configuration written by softhsm-setup/make-token.sh.
@@ -82,6 +94,11 @@ kind = "$kind"
 
 [pin]
 source = "$pin_source"
+
+# The test PKI's root is the trust anchor; its issuing CA completes the chains.
+[trust]
+roots = ["$pki/root-ca.pem"]
+intermediates = ["$pki/ca.pem"]
 EOF
 fi
 

@@ -32,6 +32,8 @@ pub struct Agent {
     /// Token and reader events for subscribers.
     pub events: tokio::sync::broadcast::Sender<smime_agent_proto::Event>,
     pub presence: Presence,
+    /// Trust anchors, CRL cache and validation.
+    pub trust: Arc<crate::trust::Trust>,
 }
 
 impl std::fmt::Debug for Presence {
@@ -111,6 +113,12 @@ pub fn run(
         if modules.modules.is_empty() && modules.soft.is_none() {
             warn!("no PKCS#11 module is configured ([[tokens.module]]); no keys are available");
         }
+        let trust = {
+            let (t, r) = (config.trust.clone(), config.revocation.clone());
+            tokio::task::spawn_blocking(move || crate::trust::Trust::new(&t, &r))
+                .await
+                .map_err(|e| AgentError::Runtime(std::io::Error::other(e)))?
+        };
         let store = SessionStore::default();
         for t in scanned {
             info!(
@@ -133,6 +141,7 @@ pub fn run(
             readers: Arc::new(Readers::default()),
             events: tokio::sync::broadcast::channel(1024).0,
             presence,
+            trust: Arc::new(trust),
         });
         crate::presence::start(&agent);
 

@@ -100,6 +100,7 @@ impl Config {
         self.trust.roots.iter_mut().for_each(fix);
         self.trust.untrusted.iter_mut().for_each(fix);
         self.trust.trusted_certs.iter_mut().for_each(fix);
+        self.trust.intermediates.iter_mut().for_each(fix);
         fix_opt(&mut self.revocation.cache_dir);
         fix_opt(&mut self.contacts.dir);
     }
@@ -384,6 +385,9 @@ pub struct TrustConfig {
     pub untrusted: Vec<PathBuf>,
     /// Certificates trusted explicitly (cross-certified): accepted as anchors.
     pub trusted_certs: Vec<PathBuf>,
+    /// The local store of intermediate CA certificates (files or directories), used to build
+    /// paths when the message, the request and the tokens do not carry them.
+    pub intermediates: Vec<PathBuf>,
 }
 
 impl Default for TrustConfig {
@@ -393,6 +397,7 @@ impl Default for TrustConfig {
             use_system_roots: true,
             untrusted: vec![],
             trusted_certs: vec![],
+            intermediates: vec![],
         }
     }
 }
@@ -683,7 +688,8 @@ use_secondary_proxies = true
 # aliases = ["a.example@example.org"]
 
 [trust]
-# Trust anchors: PEM or DER files, or directories of them.
+# Trust anchors: PEM or DER files, or directories of them. Empty: the agent's own roots
+# directory, $XDG_CONFIG_HOME/smime-agent/roots.
 roots = []
 # Also trust the system CA bundle.
 use_system_roots = true
@@ -691,6 +697,9 @@ use_system_roots = true
 untrusted = []
 # Certificates trusted explicitly (cross-certified), accepted as anchors.
 trusted_certs = []
+# Intermediate CA certificates (files or directories) for building chains the message and
+# the tokens do not carry.
+intermediates = []
 
 [revocation]
 # Do not check revocation at all.                                    [DisableCRLCheck]

@@ -27,3 +27,4 @@ pub mod smime;
 pub mod store;
 pub mod sys;
 pub mod tokens;
+pub mod trust;

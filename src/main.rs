@@ -78,6 +78,42 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Validate a certificate (chain to a trusted root, validity, revocation). Exits 0 only
+    /// when it is valid.
+    Validate {
+        /// The certificate, PEM or DER.
+        #[arg(value_name = "FILE")]
+        file: PathBuf,
+        /// Intermediate certificates to build the chain with (PEM, any number in one file).
+        #[arg(long, value_name = "FILE")]
+        chain: Vec<PathBuf>,
+        /// CRLs to use before fetching any (DER or PEM).
+        #[arg(long, value_name = "FILE")]
+        crl: Vec<PathBuf>,
+        /// Validation time, RFC 3339 UTC (2024-05-01T12:00:00Z) or a date; default now.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+        /// Print the agent's JSON answer.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Show which certificate the agent would use for an address, and why; every candidate
+    /// and the reason each rejected one was rejected. Exits 0 when one would be used.
+    Which {
+        /// The e-mail address.
+        #[arg(long, value_name = "A")]
+        address: String,
+        /// The operation.
+        #[arg(long = "for", value_name = "OP", value_parser = ["sign", "encrypt", "decrypt"])]
+        purpose: String,
+        /// Print the agent's JSON answer.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Wipe every cached PIN and log every token out.
     Forget {
         #[command(flatten)]
@@ -145,6 +181,20 @@ fn main() -> ExitCode {
         Command::Watch { json, conn } => cli::watch(&conn.path(), json),
         Command::Rescan { json, conn } => cli::rescan(&conn.path(), json),
         Command::Forget { conn } => cli::forget(&conn.path()),
+        Command::Validate {
+            file,
+            chain,
+            crl,
+            at,
+            json,
+            conn,
+        } => cli::validate(&conn.path(), &file, &chain, &crl, at, json),
+        Command::Which {
+            address,
+            purpose,
+            json,
+            conn,
+        } => cli::which(&conn.path(), address, &purpose, json),
         Command::Config { defaults, config } => cli::config(defaults, config),
     }
 }

@@ -3,8 +3,8 @@
 //!
 //! Owns: which tokens and certificates are present (inserted when a token appears, removed
 //! when it goes), and certificate selection (behaviour.md section 2). Readers take a
-//! snapshot (an `Arc`) and never wait on PKCS#11. Does not validate chains (that is
-//! `trust/`) and does not talk to tokens.
+//! snapshot (an `Arc`) and never wait on PKCS#11. Rule 5 (the chosen certificate's chain
+//! must be valid) asks `trust/`, which owns validation; the store does not talk to tokens.
 
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
@@ -12,6 +12,7 @@ use std::time::SystemTime;
 use crate::certs::{CertFacts, rfc3339};
 use crate::config::{IdentityConfig, PolicyConfig};
 use crate::tokens::{Token, TokenCert};
+use crate::trust::{Trust, ValidationRequest};
 
 /// A certificate of one of the user's keys, and the token that holds the key.
 #[derive(Debug)]
@@ -119,6 +120,23 @@ impl SessionStore {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Purpose {
     Sign,
+    Encrypt,
+    Decrypt,
+}
+
+impl Purpose {
+    fn gerund(self) -> &'static str {
+        match self {
+            Purpose::Sign => "signing",
+            Purpose::Encrypt => "encryption",
+            Purpose::Decrypt => "decryption",
+        }
+    }
+
+    /// Outgoing mail: `check_crl_on_send` applies.
+    fn is_send(self) -> bool {
+        matches!(self, Purpose::Sign | Purpose::Encrypt)
+    }
 }
 
 /// A certificate that was chosen, and why.
@@ -126,15 +144,30 @@ pub enum Purpose {
 pub struct Selection {
     pub cert: Arc<StoredCert>,
     pub why: String,
+    /// Warnings of its validation (a CRL that could not be had under `warn`).
+    pub warnings: Vec<String>,
 }
 
 /// A certificate that matched the address but was not chosen, and why not.
 #[derive(Debug, Clone)]
 pub struct Rejected {
-    pub subject: String,
-    pub serial: String,
-    pub token: String,
+    pub cert: Arc<StoredCert>,
+    /// The kind of reason (`expired`, `key_usage`, `revoked`, ...; see `which` in
+    /// PROTOCOL.md).
+    pub code: &'static str,
     pub reason: String,
+}
+
+impl Rejected {
+    pub fn subject(&self) -> &str {
+        &self.cert.facts().subject
+    }
+    pub fn serial(&self) -> &str {
+        &self.cert.facts().serial_hex
+    }
+    pub fn token(&self) -> &str {
+        &self.cert.token.token_ref().label
+    }
 }
 
 /// No certificate fits.
@@ -147,10 +180,16 @@ pub struct NoCertificate {
 }
 
 impl NoCertificate {
+    /// A certificate was refused only because `check_crl_on_send` found its CRL unreachable:
+    /// the administrator's policy, not the certificate, stops the operation.
+    pub fn policy_denied(&self) -> bool {
+        self.rejected
+            .iter()
+            .any(|r| r.code == crate::trust::ProblemCode::CrlUnavailableOnSend.as_str())
+    }
+
     pub fn message(&self) -> String {
-        let op = match self.purpose {
-            Purpose::Sign => "signing",
-        };
+        let op = self.purpose.gerund();
         if self.rejected.is_empty() {
             return format!(
                 "no certificate for {} on any present token; insert the card that holds it",
@@ -163,7 +202,10 @@ impl NoCertificate {
             .map(|r| {
                 format!(
                     "{} (serial {}, token \"{}\"): {}",
-                    r.subject, r.serial, r.token, r.reason
+                    r.subject(),
+                    r.serial(),
+                    r.token(),
+                    r.reason
                 )
             })
             .collect();
@@ -177,10 +219,63 @@ impl NoCertificate {
 
 /// How an address matched a certificate, in the order the rules try them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Match {
+pub enum Match {
     Subject,
     SubjectAltName,
     Alias,
+}
+
+impl Match {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Match::Subject => "subject",
+            Match::SubjectAltName => "subject_alt_name",
+            Match::Alias => "alias",
+        }
+    }
+}
+
+/// What became of one matching certificate.
+#[derive(Debug, Clone)]
+pub enum Verdict {
+    Chosen,
+    Rejected {
+        code: &'static str,
+        reason: String,
+    },
+    /// Usable, but a better one was chosen first.
+    NotConsidered,
+}
+
+/// A certificate that matched the address, and its verdict.
+#[derive(Debug, Clone)]
+pub struct CandidateCert {
+    pub cert: Arc<StoredCert>,
+    pub matched: Match,
+    pub verdict: Verdict,
+}
+
+/// The whole selection, explained (what `which` shows).
+#[derive(Debug, Clone)]
+pub struct Explained {
+    pub candidates: Vec<CandidateCert>,
+    pub chosen: Option<Selection>,
+}
+
+impl Explained {
+    pub fn rejected(&self) -> Vec<Rejected> {
+        self.candidates
+            .iter()
+            .filter_map(|c| match &c.verdict {
+                Verdict::Rejected { code, reason } => Some(Rejected {
+                    cert: c.cert.clone(),
+                    code,
+                    reason: reason.clone(),
+                }),
+                _ => None,
+            })
+            .collect()
+    }
 }
 
 /// Compares addresses as mail clients do: the whole address case-insensitively (the
@@ -189,25 +284,55 @@ pub fn same_address(a: &str, b: &str) -> bool {
     a.trim().eq_ignore_ascii_case(b.trim())
 }
 
-/// Chooses the certificate to sign as `address` (behaviour.md section 2).
-///
-/// The rules: match the address on the subject, else on subjectAltName, else on the
-/// address's aliases (`[[identity]]`, unless `use_secondary_proxies = false`); keep
-/// certificates whose key usage and extended key usage allow the operation and that are
-/// inside their validity; a single-usage certificate wins over a multi-usage one; then a
-/// hardware key over a software one; then the latest notBefore; then the lowest SHA-256,
-/// so the choice is deterministic. A stage that yields no usable certificate falls through
-/// to the next one.
-pub fn select(
+/// What selection needs besides the store.
+pub struct SelectionContext<'a> {
+    pub policy: &'a PolicyConfig,
+    pub identities: &'a [IdentityConfig],
+    pub trust: &'a Trust,
+    pub now: SystemTime,
+}
+
+/// Chooses the certificate for `address` and `purpose` (behaviour.md section 2).
+pub async fn select(
     snapshot: &Snapshot,
     address: &str,
     purpose: Purpose,
-    policy: &PolicyConfig,
-    identities: &[IdentityConfig],
-    now: SystemTime,
+    ctx: &SelectionContext<'_>,
 ) -> Result<Selection, NoCertificate> {
+    let e = explain(snapshot, address, purpose, ctx).await;
+    match e.chosen.clone() {
+        Some(s) => Ok(s),
+        None => Err(NoCertificate {
+            address: address.to_owned(),
+            purpose,
+            rejected: e.rejected(),
+        }),
+    }
+}
+
+/// The selection rules, with every candidate's verdict.
+///
+/// 1. Match the address on the subject (emailAddress, or a CN that is the address); if no
+///    usable certificate matches there, on subjectAltName rfc822Name; then on the address's
+///    aliases (`[[identity]]`), unless `use_secondary_proxies = false`.
+/// 2. Keep certificates whose key usage allows the operation (sign: digitalSignature or
+///    nonRepudiation; encrypt/decrypt: keyEncipherment for RSA, keyAgreement for EC) and whose
+///    extended key usage, if present, allows emailProtection; with `smart_card_only`, only
+///    keys on removable hardware tokens; only certificates with their private key.
+/// 3. A certificate whose key usage is the operation's alone wins over a multi-usage one.
+/// 4. Only certificates inside notBefore..notAfter.
+/// 5. The best one's chain is validated (trust/); an invalid one is rejected with its reason
+///    and the next one tried.
+/// 6. Ties: hardware first, then the latest notBefore, then the lowest SHA-256.
+pub async fn explain(
+    snapshot: &Snapshot,
+    address: &str,
+    purpose: Purpose,
+    ctx: &SelectionContext<'_>,
+) -> Explained {
+    let policy = ctx.policy;
     let aliases: Vec<&str> = if policy.use_secondary_proxies {
-        identities
+        ctx.identities
             .iter()
             .filter(|i| {
                 same_address(&i.address, address)
@@ -221,8 +346,11 @@ pub fn select(
     } else {
         vec![]
     };
+    // The tokens' certificates (CA certificates included) are candidate intermediates.
+    let token_certs: Vec<Vec<u8>> = snapshot.certs().map(|c| c.facts().der.clone()).collect();
 
-    let mut rejected = vec![];
+    let mut candidates: Vec<CandidateCert> = vec![];
+    let mut chosen = None;
     for stage in [Match::Subject, Match::SubjectAltName, Match::Alias] {
         let mut usable: Vec<&Arc<StoredCert>> = vec![];
         for c in snapshot.certs() {
@@ -242,12 +370,20 @@ pub fn select(
             if !matched {
                 continue;
             }
-            match unusable_because(c, purpose, policy, now) {
-                Some(reason) => rejected.push(Rejected {
-                    subject: f.subject.clone(),
-                    serial: f.serial_hex.clone(),
-                    token: c.token.token_ref().label.clone(),
-                    reason,
+            if chosen.is_some() {
+                // A usable one was chosen in an earlier stage; later matches only show.
+                candidates.push(CandidateCert {
+                    cert: c.clone(),
+                    matched: stage,
+                    verdict: Verdict::NotConsidered,
+                });
+                continue;
+            }
+            match unusable_because(c, purpose, policy, ctx.now) {
+                Some((code, reason)) => candidates.push(CandidateCert {
+                    cert: c.clone(),
+                    matched: stage,
+                    verdict: Verdict::Rejected { code, reason },
                 }),
                 None => usable.push(c),
             }
@@ -263,18 +399,59 @@ pub fn select(
                 .then(fb.not_before.cmp(&fa.not_before))
                 .then(fa.sha256.cmp(&fb.sha256))
         });
-        let chosen = usable[0];
-        let why = explain(chosen, stage, &usable, purpose);
-        return Ok(Selection {
-            cert: chosen.clone(),
-            why,
-        });
+        let mut passed_over: Vec<String> = vec![];
+        for (i, c) in usable.iter().enumerate() {
+            if chosen.is_some() {
+                candidates.push(CandidateCert {
+                    cert: (*c).clone(),
+                    matched: stage,
+                    verdict: Verdict::NotConsidered,
+                });
+                continue;
+            }
+            let v = ctx
+                .trust
+                .validate(&ValidationRequest {
+                    cert: c.facts().der.clone(),
+                    token_certs: token_certs.clone(),
+                    time: Some(ctx.now),
+                    for_send: purpose.is_send(),
+                    ..Default::default()
+                })
+                .await;
+            if v.valid {
+                let mut why = explain_choice(c, stage, &usable[i..], purpose);
+                if !passed_over.is_empty() {
+                    why.push_str(&format!(
+                        "; preferred certificate(s) not used: {}",
+                        passed_over.join("; ")
+                    ));
+                }
+                chosen = Some(Selection {
+                    cert: (*c).clone(),
+                    why,
+                    warnings: v.warnings.clone(),
+                });
+                candidates.push(CandidateCert {
+                    cert: (*c).clone(),
+                    matched: stage,
+                    verdict: Verdict::Chosen,
+                });
+            } else {
+                let reason = format!("its chain is not valid: {}", v.reason());
+                passed_over.push(format!("serial {} ({reason})", c.facts().serial_hex));
+                candidates.push(CandidateCert {
+                    cert: (*c).clone(),
+                    matched: stage,
+                    verdict: Verdict::Rejected {
+                        code: v.code().map_or("invalid", |c| c.as_str()),
+                        reason,
+                    },
+                });
+            }
+        }
     }
-    Err(NoCertificate {
-        address: address.to_owned(),
-        purpose,
-        rejected,
-    })
+    Explained { candidates, chosen }
 }
 
 fn unusable_because(
@@ -282,56 +459,97 @@ fn unusable_because(
     purpose: Purpose,
     policy: &PolicyConfig,
     now: SystemTime,
-) -> Option<String> {
+) -> Option<(&'static str, String)> {
     let f = c.facts();
     let t = &c.token.facts;
     if policy.smart_card_only && !(t.hardware && t.removable) {
-        return Some(format!(
-            "its key is on \"{}\", which is not a smart card, and policy smart_card_only is set",
-            t.token.label
+        return Some((
+            "smart_card_only",
+            format!(
+                "its key is on \"{}\", which is not a smart card, and policy smart_card_only is set",
+                t.token.label
+            ),
         ));
     }
     if c.cert.key_id.is_empty() || c.cert.has_key == Some(false) {
-        return Some("no private key on the token".into());
+        return Some(("no_private_key", "no private key on the token".into()));
     }
-    match purpose {
-        Purpose::Sign if !f.can_sign() => {
-            return Some(format!(
-                "its key usage ({}) does not allow signing",
+    if !usage_allows(f, purpose) {
+        let needs = match purpose {
+            Purpose::Sign => "signing",
+            _ if f.key.is_ec() => "key agreement (EC encryption)",
+            _ => "key encipherment (RSA encryption)",
+        };
+        return Some((
+            "key_usage",
+            format!(
+                "its key usage ({}) does not allow {needs}",
                 f.key_usage_names().join(", ")
-            ));
-        }
-        _ => {}
+            ),
+        ));
     }
     if !f.eku_allows_email() {
-        return Some(format!(
-            "its extended key usage ({}) does not include emailProtection",
-            f.ext_key_usage_names().join(", ")
+        return Some((
+            "extended_key_usage",
+            format!(
+                "its extended key usage ({}) does not include emailProtection",
+                f.ext_key_usage_names().join(", ")
+            ),
         ));
     }
     if now < f.not_before {
-        return Some(format!("not valid before {}", rfc3339(f.not_before)));
+        return Some((
+            "not_yet_valid",
+            format!(
+                "not valid before {} (valid {} to {})",
+                rfc3339(f.not_before),
+                rfc3339(f.not_before),
+                rfc3339(f.not_after)
+            ),
+        ));
     }
     if now > f.not_after {
-        return Some(format!("expired on {}", rfc3339(f.not_after)));
+        return Some((
+            "expired",
+            format!(
+                "expired on {} (valid {} to {})",
+                rfc3339(f.not_after),
+                rfc3339(f.not_before),
+                rfc3339(f.not_after)
+            ),
+        ));
     }
     None
+}
+
+/// The key usage allows the operation (an absent extension allows everything).
+fn usage_allows(f: &CertFacts, purpose: Purpose) -> bool {
+    let u = &f.usage;
+    if !u.present {
+        return true;
+    }
+    match purpose {
+        Purpose::Sign => u.digital_signature || u.non_repudiation,
+        Purpose::Encrypt | Purpose::Decrypt if f.key.is_ec() => u.key_agreement,
+        Purpose::Encrypt | Purpose::Decrypt => u.key_encipherment,
+    }
 }
 
 /// The key usage allows only the operation's own usages.
 fn single_usage(f: &CertFacts, purpose: Purpose) -> bool {
     let u = &f.usage;
-    match purpose {
-        Purpose::Sign => {
-            u.present && !u.key_encipherment && !u.data_encipherment && !u.key_agreement
+    u.present
+        && usage_allows(f, purpose)
+        && match purpose {
+            Purpose::Sign => !u.key_encipherment && !u.data_encipherment && !u.key_agreement,
+            Purpose::Encrypt | Purpose::Decrypt => !u.digital_signature && !u.non_repudiation,
         }
-    }
 }
 
-fn explain(
+fn explain_choice(
     chosen: &StoredCert,
     stage: Match,
-    usable: &[&Arc<StoredCert>],
+    rest: &[&Arc<StoredCert>],
     purpose: Purpose,
 ) -> String {
     let how = match stage {
@@ -340,14 +558,13 @@ fn explain(
         Match::Alias => "a proxy address (alias) of the address is in the certificate",
     };
     let mut why = format!(
-        "{how}; key usage allows {}",
-        match purpose {
-            Purpose::Sign => "signing",
-        }
+        "{how}; key usage allows {}; valid until {}; its chain is valid",
+        purpose.gerund(),
+        rfc3339(chosen.facts().not_after)
     );
-    if usable.len() > 1 {
+    if rest.len() > 1 {
         let f = chosen.facts();
-        let runner = usable[1];
+        let runner = rest[1];
         let reason = if single_usage(f, purpose) != single_usage(runner.facts(), purpose) {
             "it has a single key usage, preferred over a multi-usage certificate"
         } else if chosen.token.facts.hardware != runner.token.facts.hardware {
@@ -357,7 +574,7 @@ fn explain(
         } else {
             "tie broken by certificate fingerprint"
         };
-        why.push_str(&format!("; chosen among {}: {reason}", usable.len()));
+        why.push_str(&format!("; chosen among {}: {reason}", rest.len()));
     }
     if chosen.token.facts.hardware {
         why.push_str(&format!(

@@ -336,6 +336,18 @@ impl BlockingClient {
         decode(v)
     }
 
+    /// `validate`.
+    pub fn validate(&mut self, params: ValidateParams) -> Result<ValidateResult, ClientError> {
+        let v = self.call(Op::Validate(params), &mut |_| EventReply::Ignore)?;
+        decode(v)
+    }
+
+    /// `which`.
+    pub fn which(&mut self, params: WhichParams) -> Result<WhichResult, ClientError> {
+        let v = self.call(Op::Which(params), &mut |_| EventReply::Ignore)?;
+        decode(v)
+    }
+
     /// `sign`, with `on_event` answering PIN prompts.
     pub fn sign(
         &mut self,
@@ -508,6 +520,14 @@ impl Client {
 
     pub async fn forget(&self) -> Result<ForgetResult, ClientError> {
         decode(self.call(Op::Forget(ForgetParams {})).await?)
+    }
+
+    pub async fn validate(&self, params: ValidateParams) -> Result<ValidateResult, ClientError> {
+        decode(self.call(Op::Validate(params)).await?)
+    }
+
+    pub async fn which(&self, params: WhichParams) -> Result<WhichResult, ClientError> {
+        decode(self.call(Op::Which(params)).await?)
     }
 
     /// `sign`. If the agent asks for a PIN, answer on another task with [`Client::pin`].

@@ -39,6 +39,8 @@ enum OkSchema {
     Sign(SignResult),
     Rescan(RescanResult),
     Forget(ForgetResult),
+    Validate(ValidateResult),
+    Which(WhichResult),
     Empty(PinResult),
 }
 

@@ -162,6 +162,10 @@ pub enum Op {
     Rescan(RescanParams),
     /// Wipe every cached PIN and log every token out.
     Forget(ForgetParams),
+    /// Validate a certificate: chain to a trusted root, validity, revocation.
+    Validate(ValidateParams),
+    /// Which certificate the agent would use for an address and an operation, and why.
+    Which(WhichParams),
 }
 
 impl Op {
@@ -175,6 +179,8 @@ impl Op {
         "subscribe",
         "rescan",
         "forget",
+        "validate",
+        "which",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -187,6 +193,8 @@ impl Op {
             Op::Subscribe(_) => "subscribe",
             Op::Rescan(_) => "rescan",
             Op::Forget(_) => "forget",
+            Op::Validate(_) => "validate",
+            Op::Which(_) => "which",
         }
     }
 }
@@ -288,6 +296,70 @@ pub struct RescanParams {}
 #[serde(deny_unknown_fields)]
 pub struct ForgetParams {}
 
+/// `validate`: validate a certificate as of `time` (default now).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateParams {
+    /// The certificate, DER (or PEM).
+    pub certificate: Base64Bytes,
+    /// Intermediate certificates to build the chain with (from a message, say), DER or PEM.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<Base64Bytes>,
+    /// CRLs to check revocation with before any is fetched (from a message, say), DER.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crls: Vec<Base64Bytes>,
+    /// The validation time, RFC 3339 (e.g. `2024-05-01T12:00:00Z`). Default: now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// RFC 5280 6.1.1 policy inputs. Default: any policy, nothing required or inhibited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyInputs>,
+}
+
+/// The certificate policy inputs of RFC 5280 section 6.1.1.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyInputs {
+    /// user-initial-policy-set, dotted OIDs; empty means anyPolicy.
+    #[serde(default)]
+    pub initial_policy_set: Vec<String>,
+    #[serde(default)]
+    pub initial_explicit_policy: bool,
+    #[serde(default)]
+    pub initial_policy_mapping_inhibit: bool,
+    #[serde(default)]
+    pub initial_inhibit_any_policy: bool,
+}
+
+/// The operation a certificate is chosen for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    Sign,
+    Encrypt,
+    Decrypt,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Sign => "sign",
+            Purpose::Encrypt => "encrypt",
+            Purpose::Decrypt => "decrypt",
+        }
+    }
+}
+
+/// `which`: the certificate selection for `address` and an operation, explained.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WhichParams {
+    pub address: String,
+    /// `sign`, `encrypt` or `decrypt`.
+    #[serde(rename = "for")]
+    pub purpose: Purpose,
+}
+
 // ---------------------------------------------------------------------------------------
 // Results
 // ---------------------------------------------------------------------------------------
@@ -314,6 +386,12 @@ pub struct StatusResult {
     /// Card readers (PC/SC), when the agent watches them.
     pub readers: ReadersStatus,
     pub tokens: Vec<TokenStatus>,
+    /// Trust anchors, distrusted and intermediate certificates loaded.
+    #[serde(default)]
+    pub trust: TrustStatus,
+    /// The CRLs the agent holds.
+    #[serde(default)]
+    pub crl_cache: CrlCacheStatus,
 }
 
 /// What the agent sees of the PC/SC card readers.
@@ -457,6 +535,10 @@ pub struct SignResult {
     pub certificate: CertInfo,
     /// Why this certificate was chosen (the selection rule that decided).
     pub why: String,
+    /// Reported but not fatal: e.g. the signer's CRL could not be had under
+    /// `on_crl_unavailable = "warn"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Result of `pin`: empty.
@@ -476,6 +558,181 @@ pub struct RescanResult {
     pub removed: Vec<TokenRef>,
     /// Modules that could not be rescanned now, and why.
     pub skipped: Vec<String>,
+}
+
+/// Result of `validate`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ValidateResult {
+    /// `valid` or `invalid`.
+    pub status: ValidityStatus,
+    /// Why the certificate is not valid; empty when it is.
+    pub reasons: Vec<ValidationReason>,
+    /// Reported but not fatal, e.g. a CRL that could not be had under
+    /// `on_crl_unavailable = "warn"`.
+    pub warnings: Vec<String>,
+    /// The path that decided: the certificate first, the trust anchor last (only the
+    /// certificate when no path was found).
+    pub chain: Vec<ChainCert>,
+    pub revocation: RevocationResult,
+    /// The validation time used, RFC 3339.
+    pub time: String,
+    /// Answered from the agent's validation cache.
+    pub cached: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ValidityStatus {
+    Valid,
+    Invalid,
+}
+
+/// One reason a certificate is not valid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ValidationReason {
+    /// `malformed`, `expired`, `not_yet_valid`, `untrusted`, `no_trusted_root`,
+    /// `bad_signature`, `revoked`, `crl_unavailable`, `crl_unavailable_on_send`, `invalid`.
+    pub code: String,
+    pub message: String,
+}
+
+/// A certificate of a validated path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ChainCert {
+    pub subject: String,
+    pub issuer: String,
+    /// Lowercase hex.
+    pub serial: String,
+    pub not_before: String,
+    pub not_after: String,
+    pub sha256: String,
+    /// Where it came from: `request` (the certificate itself, or the request's chain),
+    /// `token`, `local` (the local intermediate store), `aia`, `anchor`.
+    pub source: String,
+}
+
+/// The revocation check of a path.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct RevocationResult {
+    /// `good`, `revoked`, `unavailable` (some status could not be determined), `disabled`
+    /// (`disable_crl_check`), `not_checked` (the path failed first, or the certificate is
+    /// itself a trust anchor).
+    pub status: String,
+    /// One entry per certificate checked, the one nearest the anchor first.
+    pub checks: Vec<CrlCheckInfo>,
+}
+
+/// The CRL check of one certificate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct CrlCheckInfo {
+    pub subject: String,
+    /// `good`, `revoked` or `unavailable`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crl_issuer: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub this_update: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_update: Option<String>,
+    /// `request` (came with the request), `cache`, `fetched`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Why no CRL could be used (unreachable, timed out, LDAP unsupported, bad signature...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// Result of `which`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct WhichResult {
+    pub address: String,
+    #[serde(rename = "for")]
+    pub purpose: Purpose,
+    /// Every certificate of the user's that matched the address, in the order the rules
+    /// consider them.
+    pub candidates: Vec<Candidate>,
+    /// The certificate the agent would use; `null` when none is usable.
+    pub chosen: Option<Chosen>,
+    /// The candidates that were not used, each with the reason.
+    pub rejected: Vec<RejectedCert>,
+}
+
+/// A certificate that matched the address.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Candidate {
+    pub certificate: CertInfo,
+    /// How the address matched: `subject`, `subject_alt_name` or `alias`.
+    pub matched_by: String,
+    /// `chosen`, `rejected`, or `not_considered` (usable, but another one was chosen first).
+    pub status: String,
+}
+
+/// The chosen certificate.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Chosen {
+    pub subject: String,
+    /// Lowercase hex.
+    pub serial: String,
+    pub token: TokenRef,
+    /// The rule that decided, in words.
+    pub why: String,
+    pub certificate: CertInfo,
+    /// Warnings of its validation (a CRL that could not be had, ...).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// A certificate that matched the address but is not used.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct RejectedCert {
+    pub subject: String,
+    pub serial: String,
+    pub token: TokenRef,
+    /// Why, in words: expired, wrong usage, revoked, untrusted, ...
+    pub reason: String,
+    /// The kind: `smart_card_only`, `no_private_key`, `key_usage`, `extended_key_usage`,
+    /// `not_yet_valid`, `expired`, or a validation reason code (`revoked`, `untrusted`,
+    /// `no_trusted_root`, `crl_unavailable`, `crl_unavailable_on_send`, ...).
+    pub code: String,
+    pub certificate: CertInfo,
+}
+
+/// The CRL cache, in `status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct CrlCacheStatus {
+    /// The cache directory, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+    /// CRL downloads started since the agent started.
+    pub fetches: u64,
+    pub crls: Vec<CrlCacheEntry>,
+}
+
+/// A CRL in the cache.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct CrlCacheEntry {
+    pub issuer: String,
+    pub url: String,
+    pub this_update: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_update: Option<String>,
+    /// Revoked certificates listed.
+    pub entries: usize,
+    /// Current now (before its nextUpdate); a CRL that is not is fetched again when needed.
+    pub current: bool,
+}
+
+/// The trust store, in `status`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct TrustStatus {
+    pub anchors: usize,
+    pub untrusted: usize,
+    pub intermediates: usize,
+    /// Files of the trust configuration that could not be read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
 }
 
 /// Result of `forget`.

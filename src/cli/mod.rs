@@ -10,7 +10,8 @@ use std::process::ExitCode;
 
 use smime_agent_proto::client::{BlockingClient, ClientError};
 use smime_agent_proto::{
-    CertInfo, Event, HelloParams, PROTOCOL_VERSION, PinentryEnv, SignFormat, SignParams,
+    CertInfo, Event, HelloParams, PROTOCOL_VERSION, PinentryEnv, Purpose, SignFormat, SignParams,
+    ValidateParams, ValidityStatus, WhichParams,
 };
 
 pub use pin::PinArgs;
@@ -157,6 +158,36 @@ pub fn status(socket: &Path, json: bool) -> ExitCode {
         for c in &t.certificates {
             println!("    {}", cert_line(c));
         }
+    }
+    println!("trust:");
+    println!(
+        "  {} anchor(s), {} distrusted, {} local intermediate(s)",
+        st.trust.anchors, st.trust.untrusted, st.trust.intermediates
+    );
+    for p in &st.trust.problems {
+        println!("  problem: {p}");
+    }
+    println!(
+        "CRL cache{}: {} CRL(s), {} download(s) since start",
+        st.crl_cache
+            .dir
+            .as_deref()
+            .map(|d| format!(" ({d})"))
+            .unwrap_or_default(),
+        st.crl_cache.crls.len(),
+        st.crl_cache.fetches
+    );
+    for c in &st.crl_cache.crls {
+        println!(
+            "  {} | thisUpdate {} | nextUpdate {}{} | {} entr{} | {}",
+            c.issuer,
+            c.this_update,
+            c.next_update.as_deref().unwrap_or("(none)"),
+            if c.current { "" } else { " (expired)" },
+            c.entries,
+            if c.entries == 1 { "y" } else { "ies" },
+            c.url
+        );
     }
     ExitCode::SUCCESS
 }
@@ -337,6 +368,179 @@ pub fn forget(socket: &Path) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e),
+    }
+}
+
+pub fn validate(
+    socket: &Path,
+    file: &Path,
+    chain: &[PathBuf],
+    crls: &[PathBuf],
+    at: Option<String>,
+    json: bool,
+) -> ExitCode {
+    let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
+    let certificate = match read(file) {
+        Ok(c) => c,
+        Err(e) => return local_fail(e),
+    };
+    let mut chain_bytes = vec![];
+    for p in chain {
+        match read(p) {
+            Ok(c) => chain_bytes.push(c.into()),
+            Err(e) => return local_fail(e),
+        }
+    }
+    let mut crl_bytes = vec![];
+    for p in crls {
+        match read(p) {
+            Ok(c) => crl_bytes.push(crl_der(c).into()),
+            Err(e) => return local_fail(e),
+        }
+    }
+    let params = ValidateParams {
+        certificate: certificate.into(),
+        chain: chain_bytes,
+        crls: crl_bytes,
+        time: at,
+        policy: None,
+    };
+    let r = match connect(socket, false).and_then(|mut c| c.validate(params)) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let valid = r.status == ValidityStatus::Valid;
+    if json {
+        let code = print_json(&r);
+        if code != ExitCode::SUCCESS {
+            return code;
+        }
+    } else {
+        let subject = r
+            .chain
+            .first()
+            .map(|c| c.subject.as_str())
+            .unwrap_or("the certificate");
+        println!(
+            "{}: {subject} (as of {})",
+            if valid { "valid" } else { "INVALID" },
+            r.time
+        );
+        for reason in &r.reasons {
+            println!("  reason ({}): {}", reason.code, reason.message);
+        }
+        for w in &r.warnings {
+            println!("  warning: {w}");
+        }
+        println!("chain:");
+        for c in &r.chain {
+            println!(
+                "  {} | serial {} | {} .. {} | {}",
+                c.subject, c.serial, c.not_before, c.not_after, c.source
+            );
+        }
+        println!("revocation: {}", r.revocation.status);
+        for c in &r.revocation.checks {
+            let mut line = format!("  {}: {}", c.subject, c.status);
+            if let Some(i) = &c.crl_issuer {
+                line.push_str(&format!(" | CRL of {i}"));
+            }
+            if let Some(n) = &c.next_update {
+                line.push_str(&format!(" until {n}"));
+            }
+            if let Some(s) = &c.source {
+                line.push_str(&format!(" ({s})"));
+            }
+            if let Some(r) = &c.reason {
+                line.push_str(&format!(" | {r}"));
+            }
+            println!("{line}");
+        }
+    }
+    if valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_AGENT_ERROR)
+    }
+}
+
+/// A CRL file as DER (PEM files are decoded).
+fn crl_der(bytes: Vec<u8>) -> Vec<u8> {
+    use base64::Engine as _;
+    let Ok(text) = std::str::from_utf8(&bytes) else {
+        return bytes;
+    };
+    if !text.contains("-----BEGIN") {
+        return bytes;
+    }
+    let b64: String = text
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap_or(bytes)
+}
+
+pub fn which(socket: &Path, address: String, purpose: &str, json: bool) -> ExitCode {
+    let purpose = match purpose {
+        "sign" => Purpose::Sign,
+        "encrypt" => Purpose::Encrypt,
+        _ => Purpose::Decrypt,
+    };
+    let r = match connect(socket, false).and_then(|mut c| c.which(WhichParams { address, purpose }))
+    {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if json {
+        let code = print_json(&r);
+        if code != ExitCode::SUCCESS {
+            return code;
+        }
+    } else {
+        println!("{} for {}:", r.address, r.purpose.as_str());
+        if r.candidates.is_empty() {
+            println!("  no certificate of a present token matches the address");
+        }
+        for c in &r.candidates {
+            println!(
+                "  [{}] {} (by {}) | token \"{}\"",
+                c.status,
+                cert_line(&c.certificate),
+                c.matched_by,
+                c.certificate.token.label
+            );
+        }
+        match &r.chosen {
+            Some(c) => {
+                println!(
+                    "chosen: {} | serial {} | token \"{}\"",
+                    c.subject, c.serial, c.token.label
+                );
+                println!("  why: {}", c.why);
+                for w in &c.warnings {
+                    println!("  warning: {w}");
+                }
+            }
+            None => println!("chosen: none"),
+        }
+        if !r.rejected.is_empty() {
+            println!("rejected:");
+        }
+        for x in &r.rejected {
+            println!(
+                "  {} | serial {} | token \"{}\": {} ({})",
+                x.subject, x.serial, x.token.label, x.reason, x.code
+            );
+        }
+    }
+    if r.chosen.is_some() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_AGENT_ERROR)
     }
 }
 

@@ -7,6 +7,8 @@
 mod sign;
 mod status;
 mod tokens;
+mod validate;
+mod which;
 
 use smime_agent_proto::{CertInfo, ErrorBody, ErrorCode, Op};
 
@@ -45,6 +47,7 @@ impl OpError {
             OpError::BadRequest(_) | OpError::Smime(SmimeError::NotMime(_)) => {
                 ErrorCode::BadRequest
             }
+            OpError::NoCertificate(n) if n.policy_denied() => ErrorCode::PolicyDenied,
             OpError::NoCertificate(_) => ErrorCode::NoCertificate,
             OpError::Token(t) => match t {
                 TokenError::Removed { .. } => ErrorCode::TokenRemoved,
@@ -87,6 +90,8 @@ pub async fn dispatch(ctx: &OpContext<'_>, op: Op) -> Result<serde_json::Value, 
         Op::Sign(p) => to_value(sign::sign(ctx, p).await?)?,
         Op::Rescan(_) => to_value(tokens::rescan(ctx).await)?,
         Op::Forget(_) => to_value(tokens::forget(ctx).await)?,
+        Op::Validate(p) => to_value(validate::validate(ctx, p).await?)?,
+        Op::Which(p) => to_value(which::which(ctx, p).await?)?,
         Op::Hello(_) | Op::Pin(_) | Op::Subscribe(_) => {
             return Err(OpError::Internal(format!(
                 "{} is handled by the connection",

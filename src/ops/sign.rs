@@ -7,7 +7,7 @@ use tracing::info;
 
 use super::{OpContext, OpError, cert_info};
 use crate::smime::{mime, sign as cms_sign};
-use crate::store::{Purpose, select};
+use crate::store::{Purpose, SelectionContext, select};
 use crate::tokens::{PinPolicy, SignMechanism};
 
 pub async fn sign(ctx: &OpContext<'_>, p: SignParams) -> Result<SignResult, OpError> {
@@ -23,14 +23,22 @@ pub async fn sign(ctx: &OpContext<'_>, p: SignParams) -> Result<SignResult, OpEr
 
     let now = SystemTime::now();
     let snapshot = ctx.agent.store.snapshot();
+    // Only a certificate whose chain is valid signs (behaviour.md section 2, rule 5).
     let chosen = select(
         &snapshot,
         &p.signer,
         Purpose::Sign,
-        &cfg.policy,
-        &cfg.identity,
-        now,
-    )?;
+        &SelectionContext {
+            policy: &cfg.policy,
+            identities: &cfg.identity,
+            trust: &ctx.agent.trust,
+            now,
+        },
+    )
+    .await?;
+    for w in &chosen.warnings {
+        tracing::warn!(signer = %p.signer, warning = %w, "signing despite a validation warning");
+    }
     let cert = &chosen.cert;
     let facts = cert.facts();
     // The config guarantees at least one algorithm.
@@ -84,5 +92,6 @@ pub async fn sign(ctx: &OpContext<'_>, p: SignParams) -> Result<SignResult, OpEr
         digest_algorithm: digest.as_str().to_owned(),
         certificate: cert_info(cert, false),
         why: chosen.why.clone(),
+        warnings: chosen.warnings.clone(),
     })
 }

@@ -1,11 +1,12 @@
 //! `status` and `list_certs`: what the agent has, without touching a token's keys.
 
 use smime_agent_proto::{
-    AgentInfo, ListCertsResult, ModuleStatus, PROTOCOL_VERSION, PinStatus, StatusResult,
-    TokenStatus,
+    AgentInfo, CrlCacheEntry, CrlCacheStatus, ListCertsResult, ModuleStatus, PROTOCOL_VERSION,
+    PinStatus, StatusResult, TokenStatus, TrustStatus,
 };
 
 use super::{OpContext, cert_info};
+use crate::certs::rfc3339;
 
 pub async fn status(ctx: &OpContext<'_>) -> StatusResult {
     let agent = ctx.agent;
@@ -54,6 +55,34 @@ pub async fn status(ctx: &OpContext<'_>) -> StatusResult {
         modules,
         readers: agent.readers.status(),
         tokens,
+        trust: TrustStatus {
+            anchors: agent.trust.store.anchors.len(),
+            untrusted: agent.trust.store.distrusted_count(),
+            intermediates: agent.trust.store.intermediates.len(),
+            problems: agent.trust.store.problems.clone(),
+        },
+        crl_cache: crl_cache(&agent.trust),
+    }
+}
+
+fn crl_cache(trust: &crate::trust::Trust) -> CrlCacheStatus {
+    let now = std::time::SystemTime::now();
+    CrlCacheStatus {
+        dir: trust.crls.dir().map(|d| d.display().to_string()),
+        fetches: trust.crls.fetches(),
+        crls: trust
+            .crls
+            .list()
+            .iter()
+            .map(|c| CrlCacheEntry {
+                issuer: c.issuer.clone(),
+                url: c.url.clone(),
+                this_update: rfc3339(c.this_update),
+                next_update: c.next_update.map(rfc3339),
+                entries: c.entries,
+                current: c.is_current(now),
+            })
+            .collect(),
     }
 }
 

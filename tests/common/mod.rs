@@ -70,13 +70,26 @@ impl SoftHsm {
     }
 
     pub fn add_token(&self, label: &str, pin: &str, names: &[&str]) -> &Self {
+        self.add_token_from(pki(), label, pin, names)
+    }
+
+    /// A token with keys and certificates of another PKI (`NAME`), or CA certificates without
+    /// a key (`cacert:FILE`).
+    pub fn add_token_from(&self, pki: &Path, label: &str, pin: &str, names: &[&str]) -> &Self {
+        let mut args: Vec<String> = vec![];
+        for n in names {
+            match n.strip_prefix("cacert:") {
+                Some(f) => args.extend(["--cacert".to_owned(), f.to_owned()]),
+                None => args.push((*n).to_owned()),
+            }
+        }
         let out = Command::new(repo().join("softhsm-setup/make-token.sh"))
             .arg("--dir")
             .arg(&self.dir)
             .arg("--pki")
-            .arg(pki())
+            .arg(pki)
             .args(["--label", label, "--pin", pin])
-            .args(names)
+            .args(&args)
             .output()
             .expect("run make-token.sh");
         assert!(
@@ -112,6 +125,10 @@ pub struct AgentSpec<'a> {
     pub env: Vec<(String, String)>,
     /// Start the agent under this umask (via the shell).
     pub umask: Option<&'a str>,
+    /// The lines of the `[trust]` table; `None`: the test PKI's root is the only anchor.
+    pub trust: Option<String>,
+    /// Extra lines of the `[revocation]` table (its `cache_dir` is `DIR/crls` unless given).
+    pub revocation: String,
 }
 
 impl Default for AgentSpec<'_> {
@@ -123,6 +140,8 @@ impl Default for AgentSpec<'_> {
             pin_extra: "",
             env: vec![],
             umask: None,
+            trust: None,
+            revocation: String::new(),
         }
     }
 }
@@ -141,6 +160,29 @@ impl Agent {
             "[pin]\nsource = \"{}\"\n{}\n\n",
             spec.pin_source, spec.pin_extra
         ));
+        let trust = spec.trust.clone().unwrap_or_else(|| {
+            let keys = spec.softhsm.is_some()
+                || spec.extra_config.contains("[[tokens.module]]")
+                || spec.extra_config.contains("[soft_store]");
+            if !keys {
+                // No keys, no certificates to validate: no need for the test PKI.
+                return "use_system_roots = false\n".into();
+            }
+            format!(
+                "roots = [\"{}\"]\nuse_system_roots = false\nintermediates = [\"{}\"]\n",
+                pki_file("root-ca.pem").display(),
+                pki_file("ca.pem").display()
+            )
+        });
+        cfg.push_str(&format!("[trust]\n{trust}\n"));
+        let mut revocation = spec.revocation.clone();
+        if !revocation.contains("cache_dir") {
+            revocation.push_str(&format!(
+                "\ncache_dir = \"{}\"\n",
+                dir.join("crls").display()
+            ));
+        }
+        cfg.push_str(&format!("[revocation]\n{revocation}\n"));
         cfg.push_str(&spec.extra_config);
         let config = dir.join("agent.toml");
         std::fs::write(&config, cfg).unwrap();
@@ -169,6 +211,7 @@ impl Agent {
             .arg("--socket")
             .arg(&socket)
             .env("RUST_LOG", "debug")
+            .env("XDG_CACHE_HOME", dir.join("cache"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(logf);
@@ -418,5 +461,164 @@ impl Drop for Terminal {
         let _ = Command::new("tmux")
             .args(["-L", &self.socket, "kill-server"])
             .status();
+    }
+}
+
+/// A test PKI of its own (make-pki.sh DIR URL --only NAMES), for tests that serve its CRLs.
+pub fn pki_in(dir: &Path, crl_base: &str, only: &[&str]) -> PathBuf {
+    let st = Command::new(repo().join("softhsm-setup/make-pki.sh"))
+        .arg(dir)
+        .arg(crl_base)
+        .arg("--only")
+        .arg(only.join(","))
+        .status()
+        .expect("run make-pki.sh");
+    assert!(st.success(), "make-pki.sh failed");
+    dir.to_owned()
+}
+
+/// A CRL of `pki`'s issuing CA (or root, `ca = "root"`) revoking `revoke`, thisUpdate a
+/// minute ago, nextUpdate `next_secs` from now (make-crl.sh).
+pub fn make_crl(pki: &Path, ca: &str, revoke: &[&str], next_secs: i64) -> Vec<u8> {
+    let out = pki.join(format!("crl-{}.der", rand_suffix()));
+    let mut cmd = Command::new(repo().join("softhsm-setup/make-crl.sh"));
+    cmd.arg(pki)
+        .arg(&out)
+        .args(["--ca", ca, "--next-update", &next_secs.to_string()]);
+    for r in revoke {
+        cmd.args(["--revoke", r]);
+    }
+    let st = cmd.status().expect("run make-crl.sh");
+    assert!(st.success(), "make-crl.sh failed");
+    std::fs::read(&out).unwrap()
+}
+
+/// What the loopback CRL server serves, and what it saw.
+#[derive(Default)]
+pub struct ServerState {
+    pub files: std::collections::HashMap<String, Vec<u8>>,
+    pub hits: std::collections::HashMap<String, usize>,
+    /// Wait this long before answering (so concurrent requests overlap).
+    pub delay: Duration,
+    /// Accept connections and never answer.
+    pub hang: bool,
+}
+
+/// A loopback HTTP server publishing CRLs, on a port of its own.
+pub struct CrlServer {
+    pub port: u16,
+    pub state: std::sync::Arc<std::sync::Mutex<ServerState>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for CrlServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl CrlServer {
+    pub async fn start() -> CrlServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state: std::sync::Arc<std::sync::Mutex<ServerState>> = Default::default();
+        let st = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let st = st.clone();
+                tokio::spawn(async move {
+                    let mut req = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !req.windows(4).any(|w| w == b"\r\n\r\n") && req.len() < 8192 {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let text = String::from_utf8_lossy(&req);
+                    let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                    let (body, delay, hang) = {
+                        let mut s = st.lock().unwrap();
+                        *s.hits.entry(path.clone()).or_default() += 1;
+                        (s.files.get(&path).cloned(), s.delay, s.hang)
+                    };
+                    if hang {
+                        // Hold the connection open, say nothing.
+                        tokio::time::sleep(Duration::from_secs(3600)).await;
+                        return;
+                    }
+                    tokio::time::sleep(delay).await;
+                    let resp = match body {
+                        Some(b) => {
+                            let mut r = format!(
+                                "HTTP/1.1 200 OK\r\nContent-Type: application/pkix-crl\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                                b.len()
+                            )
+                            .into_bytes();
+                            r.extend_from_slice(&b);
+                            r
+                        }
+                        None => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                            .to_vec(),
+                    };
+                    let _ = sock.write_all(&resp).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        CrlServer { port, state, task }
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn publish(&self, path: &str, bytes: Vec<u8>) {
+        self.state.lock().unwrap().files.insert(path.into(), bytes);
+    }
+
+    pub fn hits(&self, path: &str) -> usize {
+        self.state
+            .lock()
+            .unwrap()
+            .hits
+            .get(path)
+            .copied()
+            .unwrap_or(0)
+    }
+}
+
+/// A port nothing listens on (bound, then released).
+pub fn dead_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().port()
+}
+
+/// A copy of SoftHSM's library at another path, so the agent can load it a second time as a
+/// module of another kind (SoftHSM reads the same token directory through both).
+pub fn softhsm_copy(dir: &Path) -> PathBuf {
+    let p = dir.join("libsofthsm2-hw.so");
+    std::fs::copy(SOFTHSM, &p).unwrap();
+    p
+}
+
+/// `[trust]` lines for a PKI of a test's own.
+pub fn trust_for(pki: &Path) -> String {
+    format!(
+        "roots = [\"{}\"]\nuse_system_roots = false\nintermediates = [\"{}\"]\n",
+        pki.join("root-ca.pem").display(),
+        pki.join("ca.pem").display()
+    )
+}
+
+/// The `validate` parameters for a PEM certificate file.
+pub fn validate_params(cert_pem: &Path) -> smime_agent_proto::ValidateParams {
+    smime_agent_proto::ValidateParams {
+        certificate: std::fs::read(cert_pem).unwrap().into(),
+        ..Default::default()
     }
 }

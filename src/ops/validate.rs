@@ -1,0 +1,172 @@
+//! `validate`: is a certificate valid now (or at a given time), and why not.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use smime_agent_proto::{
+    ChainCert, CrlCheckInfo, RevocationResult, ValidateParams, ValidateResult, ValidationReason,
+    ValidityStatus,
+};
+
+use super::{OpContext, OpError};
+use crate::trust::{PolicyInputs, Validation, ValidationRequest, certs_from_bytes};
+
+/// Parses an RFC 3339 UTC time (`2024-05-01T12:00:00Z`, `+00:00` also accepted) or a date
+/// (`2024-05-01`, midnight UTC).
+pub fn parse_time(s: &str) -> Result<SystemTime, String> {
+    let bad = || format!("{s:?} is not an RFC 3339 UTC time such as 2024-05-01T12:00:00Z");
+    let s = s.trim();
+    let (date, time) = match s.split_once(['T', 't', ' ']) {
+        Some((d, t)) => (d, Some(t)),
+        None => (s, None),
+    };
+    let num = |x: &str| x.parse::<u32>().map_err(|_| bad());
+    let d: Vec<&str> = date.split('-').collect();
+    let [y, mo, da] = d.as_slice() else {
+        return Err(bad());
+    };
+    let (h, mi, se) = match time {
+        None => (0, 0, 0),
+        Some(t) => {
+            let t = t
+                .strip_suffix('Z')
+                .or_else(|| t.strip_suffix('z'))
+                .or_else(|| t.strip_suffix("+00:00"))
+                .ok_or_else(bad)?;
+            let t = t.split('.').next().unwrap_or(t);
+            let p: Vec<&str> = t.split(':').collect();
+            let [h, mi, se] = p.as_slice() else {
+                return Err(bad());
+            };
+            (num(h)?, num(mi)?, num(se)?)
+        }
+    };
+    let y = u16::try_from(num(y)?).map_err(|_| bad())?;
+    let dt = der::DateTime::new(
+        y,
+        num(mo)? as u8,
+        num(da)? as u8,
+        h as u8,
+        mi as u8,
+        se as u8,
+    )
+    .map_err(|_| bad())?;
+    Ok(UNIX_EPOCH + dt.unix_duration())
+}
+
+pub async fn validate(ctx: &OpContext<'_>, p: ValidateParams) -> Result<ValidateResult, OpError> {
+    let cert = certs_from_bytes(&p.certificate.0)
+        .into_iter()
+        .next()
+        .ok_or_else(|| OpError::BadRequest("certificate: no certificate in it".into()))?;
+    let chain = p
+        .chain
+        .iter()
+        .flat_map(|c| certs_from_bytes(&c.0))
+        .collect();
+    let crls = p.crls.iter().map(|c| c.0.clone()).collect();
+    let time = match &p.time {
+        Some(t) => parse_time(t).map_err(OpError::BadRequest)?,
+        None => SystemTime::now(),
+    };
+    let policy = p.policy.unwrap_or_default();
+    let snapshot = ctx.agent.store.snapshot();
+    let v = ctx
+        .agent
+        .trust
+        .validate(&ValidationRequest {
+            cert,
+            chain,
+            crls,
+            token_certs: snapshot.certs().map(|c| c.facts().der.clone()).collect(),
+            time: Some(time),
+            policy: PolicyInputs {
+                initial_policy_set: policy.initial_policy_set,
+                initial_explicit_policy: policy.initial_explicit_policy,
+                initial_policy_mapping_inhibit: policy.initial_policy_mapping_inhibit,
+                initial_inhibit_any_policy: policy.initial_inhibit_any_policy,
+            },
+            for_send: false,
+        })
+        .await;
+    if v.problems.first().map(|p| p.code) == Some(crate::trust::ProblemCode::Malformed) {
+        return Err(OpError::BadRequest(format!("certificate: {}", v.reason())));
+    }
+    Ok(to_result(&v, time))
+}
+
+pub fn to_result(v: &Validation, time: SystemTime) -> ValidateResult {
+    ValidateResult {
+        status: if v.valid {
+            ValidityStatus::Valid
+        } else {
+            ValidityStatus::Invalid
+        },
+        reasons: v
+            .problems
+            .iter()
+            .map(|p| ValidationReason {
+                code: p.code.as_str().to_owned(),
+                message: p.message.clone(),
+            })
+            .collect(),
+        warnings: v.warnings.clone(),
+        chain: v
+            .chain
+            .iter()
+            .map(|l| ChainCert {
+                subject: l.subject.clone(),
+                issuer: l.issuer.clone(),
+                serial: l.serial.clone(),
+                not_before: l.not_before.clone(),
+                not_after: l.not_after.clone(),
+                sha256: l.sha256.clone(),
+                source: l.origin.as_str().to_owned(),
+            })
+            .collect(),
+        revocation: RevocationResult {
+            status: v.revocation.status.as_str().to_owned(),
+            checks: v
+                .revocation
+                .checks
+                .iter()
+                .map(|c| CrlCheckInfo {
+                    subject: c.subject.clone(),
+                    status: c.status.to_owned(),
+                    crl_issuer: c.crl_issuer.clone(),
+                    this_update: c.this_update.clone(),
+                    next_update: c.next_update.clone(),
+                    source: c.origin.map(str::to_owned),
+                    url: c.url.clone(),
+                    reason: c.reason.clone(),
+                })
+                .collect(),
+        },
+        time: crate::certs::rfc3339(
+            UNIX_EPOCH
+                + Duration::from_secs(
+                    time.duration_since(UNIX_EPOCH)
+                        .map(|d| d.as_secs())
+                        .unwrap_or(0),
+                ),
+        ),
+        cached: v.from_cache,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse() {
+        let t = parse_time("2023-11-14T22:13:20Z").unwrap();
+        assert_eq!(t, UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+        assert_eq!(
+            parse_time("2023-11-14").unwrap(),
+            UNIX_EPOCH + Duration::from_secs(1_699_920_000)
+        );
+        assert!(parse_time("yesterday").is_err());
+        assert!(parse_time("2023-13-01T00:00:00Z").is_err());
+        assert!(parse_time("2023-11-14T22:13:20+02:00").is_err());
+    }
+}

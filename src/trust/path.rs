@@ -1,0 +1,1071 @@
+//! Path building and validation of one certificate, with revocation by CRL.
+//!
+//! Owns: finding candidate paths from a certificate to a trust anchor through the
+//! intermediates at hand (the request or message, the tokens, the local store, AIA), having
+//! certval validate each (RFC 5280 6.1: names, validity, signatures, basic constraints, key
+//! usage, policies, name constraints), supplying the CRLs certval checks revocation against,
+//! and turning the outcome into reasons a person can act on.
+//!
+//! Written by hand, and why: certval's own path builder (`CertSource::find_all_partial_paths`)
+//! precomputes every partial path of a whole, indexed store, which suits a fixed PKI read once
+//! but not a pool that changes with every message (its intermediates) and every card; a
+//! depth-first search by issuer name (certval's RFC 5280 name comparison), preferring key
+//! identifier matches, is a few dozen lines. certval's CRL retrieval needs its `remote`
+//! feature (reqwest, a TLS stack, its own cache); the agent fetches CRLs itself (`crl.rs`) to
+//! honour its timeouts, size bound and cache, and hands them to certval's
+//! `check_revocation_local`, which verifies and applies them.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use certval::{
+    CertificationPath, CertificationPathResults, CertificationPathSettings, Error as CvError,
+    MemoryCrlSource, PDVCertificate, PathValidationStatus as Pvs, PkiEnvironment, TimeOfInterest,
+};
+use der::Decode;
+use sha2::{Digest, Sha256};
+use x509_cert::ext::pkix::{AuthorityKeyIdentifier, SubjectKeyIdentifier};
+
+use super::crl::{CrlOrigin, IssuerKey};
+use super::{Anchor, CertOrigin, PoolCert, Trust};
+use crate::certs::{hex, rfc3339};
+use crate::config::CrlUnavailable;
+
+/// Candidate paths validated at most per request.
+const MAX_CANDIDATES: usize = 8;
+/// Longest path (intermediates) searched.
+const MAX_DEPTH: usize = 8;
+/// Issuer look-ups per search, so a pool built to branch cannot make the search explode.
+const MAX_STEPS: usize = 256;
+/// Rounds of AIA fetching per validation.
+const MAX_AIA_ROUNDS: usize = 3;
+/// Largest AIA answer accepted.
+const MAX_AIA_BYTES: u64 = 1 << 20;
+
+/// The RFC 5280 6.1.1 policy inputs. An empty set means anyPolicy.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PolicyInputs {
+    /// Dotted OIDs.
+    pub initial_policy_set: Vec<String>,
+    pub initial_explicit_policy: bool,
+    pub initial_policy_mapping_inhibit: bool,
+    pub initial_inhibit_any_policy: bool,
+}
+
+/// What to validate, and what the caller brings.
+#[derive(Debug, Clone, Default)]
+pub struct ValidationRequest {
+    /// The certificate, DER.
+    pub cert: Vec<u8>,
+    /// Intermediates from the message or the request, DER.
+    pub chain: Vec<Vec<u8>>,
+    /// CRLs from the message or the request, DER.
+    pub crls: Vec<Vec<u8>>,
+    /// Certificates on the present tokens (candidate intermediates), DER.
+    pub token_certs: Vec<Vec<u8>>,
+    /// Validation time; now when `None`.
+    pub time: Option<SystemTime>,
+    pub policy: PolicyInputs,
+    /// The certificate is about to sign or encrypt outgoing mail (`check_crl_on_send`).
+    pub for_send: bool,
+}
+
+/// Why a certificate is not valid, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemCode {
+    Malformed,
+    Expired,
+    NotYetValid,
+    Untrusted,
+    NoTrustedRoot,
+    BadSignature,
+    Revoked,
+    CrlUnavailable,
+    CrlUnavailableOnSend,
+    Invalid,
+}
+
+impl ProblemCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ProblemCode::Malformed => "malformed",
+            ProblemCode::Expired => "expired",
+            ProblemCode::NotYetValid => "not_yet_valid",
+            ProblemCode::Untrusted => "untrusted",
+            ProblemCode::NoTrustedRoot => "no_trusted_root",
+            ProblemCode::BadSignature => "bad_signature",
+            ProblemCode::Revoked => "revoked",
+            ProblemCode::CrlUnavailable => "crl_unavailable",
+            ProblemCode::CrlUnavailableOnSend => "crl_unavailable_on_send",
+            ProblemCode::Invalid => "invalid",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub code: ProblemCode,
+    pub message: String,
+}
+
+/// One certificate of the path, anchor last.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChainLink {
+    pub subject: String,
+    pub issuer: String,
+    pub serial: String,
+    pub not_before: String,
+    pub not_after: String,
+    pub sha256: String,
+    pub origin: CertOrigin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevocationStatus {
+    /// Every certificate of the path was checked against a CRL and none is revoked.
+    Good,
+    Revoked,
+    /// Some status could not be determined (no CRL could be had).
+    Unavailable,
+    /// `disable_crl_check`.
+    Disabled,
+    /// The path failed before revocation mattered, or the certificate is itself an anchor.
+    NotChecked,
+}
+
+impl RevocationStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RevocationStatus::Good => "good",
+            RevocationStatus::Revoked => "revoked",
+            RevocationStatus::Unavailable => "unavailable",
+            RevocationStatus::Disabled => "disabled",
+            RevocationStatus::NotChecked => "not_checked",
+        }
+    }
+}
+
+/// The CRL check of one certificate of the path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrlCheck {
+    /// The certificate checked.
+    pub subject: String,
+    /// `good`, `revoked` or `unavailable`.
+    pub status: &'static str,
+    pub crl_issuer: Option<String>,
+    pub this_update: Option<String>,
+    pub next_update: Option<String>,
+    /// `request`, `cache` or `fetched`.
+    pub origin: Option<&'static str>,
+    pub url: Option<String>,
+    /// Why no CRL could be used, when none could.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RevocationSummary {
+    pub status: RevocationStatus,
+    pub checks: Vec<CrlCheck>,
+}
+
+/// The outcome of a validation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Validation {
+    pub valid: bool,
+    /// Why not valid (empty when valid).
+    pub problems: Vec<Problem>,
+    /// Reported but not fatal (a CRL that could not be had, with `on_crl_unavailable = warn`).
+    pub warnings: Vec<String>,
+    /// The path: the certificate first, the anchor last.
+    pub chain: Vec<ChainLink>,
+    pub revocation: RevocationSummary,
+    /// Answered from the validation cache.
+    pub from_cache: bool,
+    /// The earliest nextUpdate of the CRLs the outcome rests on: a cached outcome is not
+    /// reused after it.
+    pub valid_until: Option<SystemTime>,
+}
+
+impl Validation {
+    fn invalid(code: ProblemCode, message: String, chain: Vec<ChainLink>) -> Validation {
+        Validation {
+            valid: false,
+            problems: vec![Problem { code, message }],
+            warnings: vec![],
+            chain,
+            revocation: RevocationSummary {
+                status: RevocationStatus::NotChecked,
+                checks: vec![],
+            },
+            from_cache: false,
+            valid_until: None,
+        }
+    }
+
+    /// The first problem, in words.
+    pub fn reason(&self) -> String {
+        self.problems
+            .iter()
+            .map(|p| p.message.clone())
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    /// The first problem's code.
+    pub fn code(&self) -> Option<ProblemCode> {
+        self.problems.first().map(|p| p.code)
+    }
+}
+
+fn sha256(der: &[u8]) -> [u8; 32] {
+    Sha256::digest(der).into()
+}
+
+fn subject(c: &PDVCertificate) -> String {
+    c.decoded().tbs_certificate().subject().to_string()
+}
+
+fn link(c: &PDVCertificate, origin: CertOrigin) -> ChainLink {
+    let tbs = c.decoded().tbs_certificate();
+    ChainLink {
+        subject: tbs.subject().to_string(),
+        issuer: tbs.issuer().to_string(),
+        serial: hex(tbs.serial_number().as_bytes()),
+        not_before: rfc3339(tbs.validity().not_before.to_system_time()),
+        not_after: rfc3339(tbs.validity().not_after.to_system_time()),
+        sha256: hex(&sha256(c.as_bytes())),
+        origin,
+    }
+}
+
+fn akid(c: &PDVCertificate) -> Option<Vec<u8>> {
+    let (_, a) = c
+        .decoded()
+        .tbs_certificate()
+        .get_extension::<AuthorityKeyIdentifier>()
+        .ok()??;
+    a.key_identifier.map(|k| k.as_bytes().to_vec())
+}
+
+fn skid(c: &PDVCertificate) -> Option<Vec<u8>> {
+    let (_, s) = c
+        .decoded()
+        .tbs_certificate()
+        .get_extension::<SubjectKeyIdentifier>()
+        .ok()??;
+    Some(s.0.as_bytes().to_vec())
+}
+
+/// How well `issuer` fits as the issuer of a certificate with key identifier `akid`:
+/// 0 matching key identifiers, 1 unknown, 2 different (tried last).
+fn key_id_rank(akid: &Option<Vec<u8>>, issuer: &PDVCertificate) -> u8 {
+    match (akid, skid(issuer)) {
+        (Some(a), Some(s)) if *a == s => 0,
+        (Some(_), Some(_)) => 2,
+        _ => 1,
+    }
+}
+
+/// A candidate path: the anchor, and the intermediates from the anchor's side down.
+struct Candidate {
+    anchor: Arc<Anchor>,
+    intermediates: Vec<Arc<PoolCert>>,
+}
+
+struct Search<'a> {
+    pool: &'a [Arc<PoolCert>],
+    anchors: &'a [Arc<Anchor>],
+    out: Vec<Candidate>,
+    /// Certificates whose issuer is nowhere at hand (AIA may have it).
+    dangling: Vec<PDVCertificate>,
+    steps: usize,
+}
+
+impl Search<'_> {
+    fn dfs(&mut self, cur: &PDVCertificate, cur_sha: [u8; 32], path: &mut Vec<usize>) {
+        if self.out.len() >= MAX_CANDIDATES || path.len() > MAX_DEPTH || self.steps >= MAX_STEPS {
+            return;
+        }
+        self.steps += 1;
+        let issuer = cur.decoded().tbs_certificate().issuer();
+        let akid = akid(cur);
+        let mut found = false;
+
+        let mut anchors: Vec<&Arc<Anchor>> = self
+            .anchors
+            .iter()
+            .filter(|a| {
+                certval::compare_names(a.cert.decoded().tbs_certificate().subject(), issuer)
+            })
+            .collect();
+        anchors.sort_by_key(|a| key_id_rank(&akid, &a.cert));
+        for a in anchors {
+            found = true;
+            if self.out.len() < MAX_CANDIDATES {
+                self.out.push(Candidate {
+                    anchor: a.clone(),
+                    intermediates: path.iter().rev().map(|i| self.pool[*i].clone()).collect(),
+                });
+            }
+        }
+
+        let mut issuers: Vec<usize> = (0..self.pool.len())
+            .filter(|i| {
+                let p = &self.pool[*i];
+                p.sha256 != cur_sha
+                    && !path.contains(i)
+                    && certval::compare_names(p.cert.decoded().tbs_certificate().subject(), issuer)
+            })
+            .collect();
+        issuers.sort_by_key(|i| key_id_rank(&akid, &self.pool[*i].cert));
+        for i in issuers {
+            found = true;
+            path.push(i);
+            let (cert, sha) = (self.pool[i].cert.clone(), self.pool[i].sha256);
+            self.dfs(&cert, sha, path);
+            path.pop();
+        }
+        if !found {
+            self.dangling.push(cur.clone());
+        }
+    }
+}
+
+fn search(
+    target: &PDVCertificate,
+    target_sha: [u8; 32],
+    pool: &[Arc<PoolCert>],
+    anchors: &[Arc<Anchor>],
+) -> (Vec<Candidate>, Vec<PDVCertificate>) {
+    let mut s = Search {
+        pool,
+        anchors,
+        out: vec![],
+        dangling: vec![],
+        steps: 0,
+    };
+    s.dfs(target, target_sha, &mut vec![]);
+    (s.out, s.dangling)
+}
+
+fn chain_of(target: &PDVCertificate, c: &Candidate) -> Vec<ChainLink> {
+    let mut chain = vec![link(target, CertOrigin::Request)];
+    chain.extend(
+        c.intermediates
+            .iter()
+            .rev()
+            .map(|p| link(&p.cert, p.origin)),
+    );
+    chain.push(link(&c.anchor.cert, CertOrigin::Anchor));
+    chain
+}
+
+fn environment() -> PkiEnvironment {
+    let mut pe = PkiEnvironment::new();
+    pe.populate_5280_pki_environment();
+    pe
+}
+
+fn settings(
+    time: SystemTime,
+    policy: &PolicyInputs,
+    check_revocation: bool,
+) -> CertificationPathSettings {
+    let mut cps = CertificationPathSettings::new();
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    if let Ok(toi) = TimeOfInterest::from_unix_secs(secs) {
+        cps.set_time_of_interest(toi);
+    }
+    if !policy.initial_policy_set.is_empty() {
+        cps.set_initial_policy_set(policy.initial_policy_set.clone());
+    }
+    cps.set_initial_explicit_policy_indicator(policy.initial_explicit_policy);
+    cps.set_initial_policy_mapping_inhibit_indicator(policy.initial_policy_mapping_inhibit);
+    cps.set_initial_inhibit_any_policy_indicator(policy.initial_inhibit_any_policy);
+    // Paths are built only to anchors of the agent's own trust store, so certval need not
+    // look the anchor up again in a store of its own.
+    cps.set_require_ta_store(false);
+    cps.set_check_revocation_status(check_revocation);
+    cps.set_check_crls(true);
+    cps
+}
+
+/// The certificate at certval's failure index (trust anchor first).
+fn at_index(cp: &CertificationPath, index: Option<u32>) -> Option<&PDVCertificate> {
+    let i = index? as usize;
+    if i == 0 {
+        None
+    } else if i <= cp.intermediates.len() {
+        cp.intermediates.get(i - 1)
+    } else {
+        Some(&cp.target)
+    }
+}
+
+/// Words for a failed path.
+fn path_problem(
+    status: Pvs,
+    cp: &CertificationPath,
+    index: Option<u32>,
+    anchor: &Anchor,
+) -> Problem {
+    let cert = at_index(cp, index);
+    let who = match cert {
+        Some(c) => subject(c),
+        None => format!("trust anchor {}", subject(&anchor.cert)),
+    };
+    let validity = |c: Option<&PDVCertificate>| {
+        let c = c.unwrap_or(&anchor.cert);
+        let v = c.decoded().tbs_certificate().validity();
+        (
+            rfc3339(v.not_before.to_system_time()),
+            rfc3339(v.not_after.to_system_time()),
+        )
+    };
+    let (code, message) = match status {
+        Pvs::InvalidNotAfterDate => (
+            ProblemCode::Expired,
+            format!("{who} expired on {}", validity(cert).1),
+        ),
+        Pvs::InvalidNotBeforeDate => (
+            ProblemCode::NotYetValid,
+            format!("{who} is not valid before {}", validity(cert).0),
+        ),
+        Pvs::SignatureVerificationFailure => (
+            ProblemCode::BadSignature,
+            format!(
+                "the signature on {who} does not verify with its issuer's key (or uses an algorithm the agent does not support)"
+            ),
+        ),
+        Pvs::NameChainingFailure => (
+            ProblemCode::NoTrustedRoot,
+            format!("the names do not chain at {who}"),
+        ),
+        other => (
+            ProblemCode::Invalid,
+            format!("{who}: {} ({other})", describe(other)),
+        ),
+    };
+    Problem { code, message }
+}
+
+fn describe(s: Pvs) -> &'static str {
+    match s {
+        Pvs::MissingBasicConstraints => "a CA certificate without basicConstraints",
+        Pvs::InvalidBasicConstraints => "basicConstraints do not allow it to issue certificates",
+        Pvs::InvalidPathLength => "the path is longer than a pathLenConstraint allows",
+        Pvs::InvalidKeyUsage => "its key usage does not allow this use",
+        Pvs::NullPolicySet => "no certificate policy is valid for the whole path",
+        Pvs::NameConstraintsViolation => "a name violates the issuers' name constraints",
+        Pvs::UnprocessedCriticalExtension => "an unknown critical extension",
+        Pvs::InvalidPolicyMapping => "an invalid policy mapping",
+        Pvs::InsufficientKeySize => "the key is too small",
+        Pvs::EncodingError => "an encoding error",
+        Pvs::ProcessingLimitExceeded => "a processing limit was exceeded",
+        Pvs::SelfSignedEndIdentity => "a self-signed end-entity certificate",
+        Pvs::TrustAnchorConstraintsMismatch => "the trust anchor's constraints do not match",
+        _ => "path validation failed",
+    }
+}
+
+/// Validates `req` at `time` (behaviour.md section 3).
+pub(super) async fn validate(
+    trust: &Trust,
+    req: &ValidationRequest,
+    time: SystemTime,
+) -> Validation {
+    let target = match PDVCertificate::try_from(req.cert.as_slice()) {
+        Ok(t) => t,
+        Err(e) => {
+            return Validation::invalid(
+                ProblemCode::Malformed,
+                format!("not a DER X.509 certificate ({e})"),
+                vec![],
+            );
+        }
+    };
+    let target_sha = sha256(&req.cert);
+    let now = SystemTime::now();
+    let started = Instant::now();
+    let deadline = trust.retrieval_timeout().map(|d| started + d);
+    let who = subject(&target);
+
+    if let Some(label) = trust.store.distrust_label(&target, &target_sha) {
+        return Validation::invalid(
+            ProblemCode::Untrusted,
+            format!("{who} is in the untrusted store ({label}); it is never valid"),
+            vec![link(&target, CertOrigin::Request)],
+        );
+    }
+
+    // An explicitly trusted certificate (or a root) is its own anchor.
+    if let Some(a) = trust.store.anchors.iter().find(|a| a.sha256 == target_sha) {
+        let chain = vec![link(&a.cert, CertOrigin::Anchor)];
+        let v = a.cert.decoded().tbs_certificate().validity();
+        if time < v.not_before.to_system_time() {
+            return Validation::invalid(
+                ProblemCode::NotYetValid,
+                format!(
+                    "{who} is not valid before {}",
+                    rfc3339(v.not_before.to_system_time())
+                ),
+                chain,
+            );
+        }
+        if time > v.not_after.to_system_time() {
+            return Validation::invalid(
+                ProblemCode::Expired,
+                format!("{who} expired on {}", rfc3339(v.not_after.to_system_time())),
+                chain,
+            );
+        }
+        return Validation {
+            valid: true,
+            problems: vec![],
+            warnings: vec![],
+            chain,
+            revocation: RevocationSummary {
+                status: RevocationStatus::NotChecked,
+                checks: vec![],
+            },
+            from_cache: false,
+            valid_until: None,
+        };
+    }
+
+    let mut pool: Vec<Arc<PoolCert>> = vec![];
+    let mut seen: HashSet<[u8; 32]> = HashSet::from([target_sha]);
+    let mut add = |pool: &mut Vec<Arc<PoolCert>>, der: &[u8], origin: CertOrigin| {
+        let h = sha256(der);
+        if !seen.insert(h) {
+            return;
+        }
+        if let Ok(cert) = PDVCertificate::try_from(der) {
+            pool.push(Arc::new(PoolCert {
+                cert,
+                sha256: h,
+                origin,
+            }));
+        }
+    };
+    for der in &req.chain {
+        add(&mut pool, der, CertOrigin::Request);
+    }
+    for der in &req.token_certs {
+        add(&mut pool, der, CertOrigin::Token);
+    }
+    for p in &trust.store.intermediates {
+        add(&mut pool, p.cert.as_bytes(), CertOrigin::Local);
+    }
+
+    let mut aia_notes: Vec<String> = vec![];
+    let mut aia_tried: HashSet<String> = HashSet::new();
+    let mut round = 0;
+    let (candidates, dangling) = loop {
+        let (cands, dangling) = search(&target, target_sha, &pool, &trust.store.anchors);
+        if !cands.is_empty() || round >= MAX_AIA_ROUNDS {
+            break (cands, dangling);
+        }
+        round += 1;
+        let mut added = false;
+        for d in &dangling {
+            let mut urls = vec![];
+            certval::collect_uris_from_aia_and_sia(d, &mut urls);
+            for url in urls {
+                if !aia_tried.insert(url.clone()) {
+                    continue;
+                }
+                match fetch_aia(trust, &url, deadline).await {
+                    Ok(ders) => {
+                        for der in ders {
+                            let before = pool.len();
+                            add(&mut pool, &der, CertOrigin::Aia);
+                            added |= pool.len() > before;
+                        }
+                    }
+                    Err(e) => aia_notes.push(e),
+                }
+            }
+        }
+        if !added {
+            break (cands, dangling);
+        }
+    };
+
+    if candidates.is_empty() {
+        let top = dangling.first().unwrap_or(&target);
+        let mut msg = format!(
+            "no path from {who} to a trusted root: {} (issuer of {}) is not a trust anchor and was not found in the message, on a token, in the local store or at an AIA URL",
+            top.decoded().tbs_certificate().issuer(),
+            subject(top)
+        );
+        for n in &aia_notes {
+            msg.push_str("; ");
+            msg.push_str(n);
+        }
+        return Validation::invalid(
+            ProblemCode::NoTrustedRoot,
+            msg,
+            vec![link(&target, CertOrigin::Request)],
+        );
+    }
+
+    let check_rev = !trust.revocation.disable_crl_check;
+    let cps = settings(time, &req.policy, check_rev);
+    let mut first_failure: Option<Validation> = None;
+    for cand in &candidates {
+        let chain = chain_of(&target, cand);
+        if let Some((p, label)) = cand.intermediates.iter().find_map(|p| {
+            trust
+                .store
+                .distrust_label(&p.cert, &p.sha256)
+                .map(|l| (p, l))
+        }) {
+            first_failure.get_or_insert_with(|| {
+                Validation::invalid(
+                    ProblemCode::Untrusted,
+                    format!(
+                        "{} in the chain of {who} is in the untrusted store ({label}); nothing that chains through it is valid",
+                        subject(&p.cert)
+                    ),
+                    chain.clone(),
+                )
+            });
+            continue;
+        }
+        let cp = CertificationPath::new(
+            cand.anchor.ta.clone(),
+            cand.intermediates.iter().map(|p| p.cert.clone()).collect(),
+            target.clone(),
+        );
+        let pe = environment();
+        let mut cpr = CertificationPathResults::new();
+        if let Err(e) = pe.validate_path(&pe, &cps, &cp, &mut cpr) {
+            let problem = match e {
+                CvError::PathValidation(s) => {
+                    path_problem(s, &cp, cpr.get_failure_index(), &cand.anchor)
+                }
+                other => Problem {
+                    code: ProblemCode::Invalid,
+                    message: format!("the path from {who} could not be validated ({other})"),
+                },
+            };
+            first_failure.get_or_insert_with(|| Validation {
+                problems: vec![problem],
+                ..Validation::invalid(ProblemCode::Invalid, String::new(), chain)
+            });
+            continue;
+        }
+        if !check_rev {
+            return Validation {
+                valid: true,
+                problems: vec![],
+                warnings: vec![],
+                chain,
+                revocation: RevocationSummary {
+                    status: RevocationStatus::Disabled,
+                    checks: vec![],
+                },
+                from_cache: false,
+                valid_until: None,
+            };
+        }
+        return revocation(trust, req, &cp, &cps, cand, chain, now, deadline).await;
+    }
+    first_failure.unwrap_or_else(|| {
+        Validation::invalid(
+            ProblemCode::NoTrustedRoot,
+            format!("no usable path from {who} to a trusted root"),
+            vec![link(&target, CertOrigin::Request)],
+        )
+    })
+}
+
+async fn fetch_aia(
+    trust: &Trust,
+    url: &str,
+    deadline: Option<Instant>,
+) -> Result<Vec<Vec<u8>>, String> {
+    if let Some(c) = trust.aia_cached(url) {
+        return Ok(c);
+    }
+    let mut timeout = trust.connection_timeout();
+    if let Some(d) = deadline {
+        let left = d.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(format!(
+                "{url}: not fetched, crl_retrieval_timeout_ms is used up"
+            ));
+        }
+        timeout = Some(timeout.map_or(left, |t| t.min(left)));
+    }
+    let body = super::http::get(url, timeout, MAX_AIA_BYTES)
+        .await
+        .map_err(|e| format!("AIA {e}"))?;
+    let certs = if x509_cert::Certificate::from_der(&body).is_ok() {
+        vec![body]
+    } else if let Some(certs) = certval::certs_from_signed_data(&body) {
+        certs
+    } else {
+        super::certs_from_bytes(&body)
+            .into_iter()
+            .filter(|d| x509_cert::Certificate::from_der(d).is_ok())
+            .collect()
+    };
+    if certs.is_empty() {
+        return Err(format!("AIA {url}: the answer holds no certificate"));
+    }
+    trust.aia_store(url, certs.clone());
+    Ok(certs)
+}
+
+/// Checks revocation of a path that passed basic validation.
+#[allow(clippy::too_many_arguments)]
+async fn revocation(
+    trust: &Trust,
+    req: &ValidationRequest,
+    cp: &CertificationPath,
+    cps: &CertificationPathSettings,
+    cand: &Candidate,
+    chain: Vec<ChainLink>,
+    now: SystemTime,
+    deadline: Option<Instant>,
+) -> Validation {
+    let source = MemoryCrlSource::new();
+    // Every CRL at hand, for the delta-CRL check certval does not do.
+    let mut at_hand: Vec<Vec<u8>> = req.crls.clone();
+    let mut valid_until: Option<SystemTime> = None;
+    let mut until = |t: Option<SystemTime>| {
+        if let Some(t) = t {
+            valid_until = Some(valid_until.map_or(t, |v: SystemTime| v.min(t)));
+        }
+    };
+    let supplied: Vec<x509_cert::name::Name> = req
+        .crls
+        .iter()
+        .filter(|der| source.add(der))
+        .filter_map(|der| {
+            x509_cert::crl::CertificateList::<x509_cert::certificate::Raw>::from_der(der).ok()
+        })
+        .map(|c| {
+            until(c.tbs_cert_list.next_update.map(|t| t.to_system_time()));
+            c.tbs_cert_list.issuer
+        })
+        .collect();
+
+    let mut certs: Vec<&PDVCertificate> = cp.intermediates.iter().collect();
+    certs.push(&cp.target);
+    let mut checks: Vec<CrlCheck> = vec![];
+    for (pos, cert) in certs.iter().enumerate() {
+        let issuer_cert: &PDVCertificate = if pos == 0 {
+            &cand.anchor.cert
+        } else {
+            certs[pos - 1]
+        };
+        let mut check = CrlCheck {
+            subject: subject(cert),
+            status: "unavailable",
+            crl_issuer: None,
+            this_update: None,
+            next_update: None,
+            origin: None,
+            url: None,
+            reason: None,
+        };
+        let issuer_name = cert.decoded().tbs_certificate().issuer();
+        if supplied
+            .iter()
+            .any(|n| certval::compare_names(n, issuer_name))
+        {
+            check.origin = Some("request");
+            check.crl_issuer = Some(issuer_name.to_string());
+            checks.push(check);
+            continue;
+        }
+        let mut urls = vec![];
+        certval::collect_crl_dp_uris(cert, &mut urls);
+        if urls.is_empty() {
+            check.reason = Some(format!(
+                "no CRL of its issuer came with the request and {} names no CRL distribution point",
+                check.subject
+            ));
+            checks.push(check);
+            continue;
+        }
+        let key = IssuerKey {
+            name: issuer_cert.decoded().tbs_certificate().subject(),
+            spki: issuer_cert
+                .decoded()
+                .tbs_certificate()
+                .subject_public_key_info(),
+        };
+        let mut reasons = vec![];
+        for url in &urls {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) && trust.crls.lookup(url, &key, now).is_none() {
+                reasons.push(format!(
+                    "{url}: not fetched, crl_retrieval_timeout_ms ({} ms) is used up",
+                    trust.revocation.crl_retrieval_timeout_ms
+                ));
+                continue;
+            }
+            let conn = match (trust.connection_timeout(), left) {
+                (Some(c), Some(l)) => Some(c.min(l)),
+                (c, l) => c.or(l),
+            };
+            let got = match left {
+                Some(l) => {
+                    match tokio::time::timeout(l, trust.crls.get(url, &key, now, conn)).await {
+                        Ok(r) => r.map_err(|u| u.reason),
+                        Err(_) => Err(format!(
+                            "{url}: no CRL within crl_retrieval_timeout_ms ({} ms)",
+                            trust.revocation.crl_retrieval_timeout_ms
+                        )),
+                    }
+                }
+                None => trust
+                    .crls
+                    .get(url, &key, now, conn)
+                    .await
+                    .map_err(|u| u.reason),
+            };
+            match got {
+                Ok((crl, origin)) => {
+                    source.add(&crl.der);
+                    at_hand.push(crl.der.clone());
+                    until(crl.next_update);
+                    check.crl_issuer = Some(crl.issuer.clone());
+                    check.this_update = Some(rfc3339(crl.this_update));
+                    check.next_update = crl.next_update.map(rfc3339);
+                    check.origin = Some(match origin {
+                        CrlOrigin::Cache => "cache",
+                        CrlOrigin::Fetched => "fetched",
+                    });
+                    check.url = Some(url.clone());
+                    reasons.clear();
+                    break;
+                }
+                Err(r) => reasons.push(r),
+            }
+        }
+        if !reasons.is_empty() {
+            check.url = urls.first().cloned();
+            check.reason = Some(reasons.join("; "));
+        }
+        checks.push(check);
+    }
+
+    let mut pe = environment();
+    pe.add_crl_source(Box::new(source));
+    let mut cpr = CertificationPathResults::new();
+    let mut outcome = certval::check_revocation_local(&pe, cps, cp, &mut cpr);
+    let mut index = cpr.get_failure_index();
+    let mut delta_note = String::new();
+    if outcome.is_ok()
+        && let Some(pos) = revoked_on_delta(&pe, &at_hand, &certs, &cand.anchor.cert, cps)
+    {
+        outcome = Err(CvError::PathValidation(if pos + 1 == certs.len() {
+            Pvs::CertificateRevokedEndEntity
+        } else {
+            Pvs::CertificateRevokedIntermediateCa
+        }));
+        index = Some(pos as u32 + 1);
+        delta_note = " (listed on a delta CRL)".into();
+    }
+    let mut v = Validation {
+        valid: true,
+        problems: vec![],
+        warnings: vec![],
+        chain,
+        revocation: RevocationSummary {
+            status: RevocationStatus::Good,
+            checks: vec![],
+        },
+        from_cache: false,
+        valid_until,
+    };
+    match outcome {
+        Ok(()) => {
+            for c in &mut checks {
+                c.status = "good";
+                c.reason = None;
+            }
+        }
+        Err(CvError::PathValidation(
+            Pvs::CertificateRevokedEndEntity | Pvs::CertificateRevokedIntermediateCa,
+        )) => {
+            let pos = index
+                .map(|i| i as usize)
+                .unwrap_or(certs.len())
+                .saturating_sub(1);
+            let entry = cpr
+                .get_crl_entry()
+                .and_then(|l| l.get(pos).and_then(|e| e.first().cloned()))
+                .and_then(|der| {
+                    x509_cert::crl::RevokedCert::<x509_cert::certificate::Raw>::from_der(&der).ok()
+                });
+            let when = entry
+                .map(|e| format!(" on {}", rfc3339(e.revocation_date.to_system_time())))
+                .unwrap_or_default();
+            let who = certs.get(pos).map(|c| subject(c)).unwrap_or_default();
+            for (i, c) in checks.iter_mut().enumerate() {
+                if i == pos {
+                    c.status = "revoked";
+                } else if i < pos {
+                    c.status = "good";
+                }
+                c.reason = None;
+            }
+            let target_who = subject(&cp.target);
+            let message = if pos + 1 == certs.len() {
+                format!("{who} was revoked{when} (its issuer's CRL lists it){delta_note}")
+            } else {
+                format!("{who}, a CA in the chain of {target_who}, was revoked{when}{delta_note}")
+            };
+            v.valid = false;
+            v.problems.push(Problem {
+                code: ProblemCode::Revoked,
+                message,
+            });
+            v.revocation.status = RevocationStatus::Revoked;
+        }
+        Err(CvError::PathValidation(Pvs::RevocationStatusNotDetermined)) => {
+            let first = index.map(|i| i as usize).unwrap_or(1).saturating_sub(1);
+            let mut reasons = vec![];
+            for (i, c) in checks.iter_mut().enumerate() {
+                if c.reason.is_none() && c.origin.is_some() && i >= first {
+                    // A CRL was at hand but certval could not use it for this certificate.
+                    if i == first {
+                        c.reason = Some(format!(
+                            "the CRL at hand for {} could not be used (its signature, issuer, scope or validity does not fit)",
+                            c.subject
+                        ));
+                    } else {
+                        c.status = "good";
+                    }
+                } else if c.reason.is_none() {
+                    c.status = "good";
+                }
+                if let Some(r) = &c.reason {
+                    reasons.push(r.clone());
+                }
+            }
+            v.revocation.status = RevocationStatus::Unavailable;
+            let text = format!(
+                "the revocation status could not be determined: {}",
+                reasons.join("; ")
+            );
+            match (
+                req.for_send && trust.revocation.check_crl_on_send,
+                trust.on_crl_unavailable(),
+            ) {
+                (true, _) => {
+                    v.valid = false;
+                    v.problems.push(Problem {
+                        code: ProblemCode::CrlUnavailableOnSend,
+                        message: format!("{text}; check_crl_on_send refuses to send with it"),
+                    });
+                }
+                (false, CrlUnavailable::Fail) => {
+                    v.valid = false;
+                    v.problems.push(Problem {
+                        code: ProblemCode::CrlUnavailable,
+                        message: format!("{text}; on_crl_unavailable = \"fail\""),
+                    });
+                }
+                (false, CrlUnavailable::Warn) => v.warnings.push(text),
+                (false, CrlUnavailable::Allow) => {}
+            }
+        }
+        Err(e) => {
+            let status = match e {
+                CvError::PathValidation(s) => s,
+                _ => Pvs::EncodingError,
+            };
+            v.valid = false;
+            v.problems
+                .push(path_problem(status, cp, index, &cand.anchor));
+            v.revocation.status = RevocationStatus::Unavailable;
+        }
+    }
+    v.revocation.checks = checks;
+    v
+}
+
+/// certval does not use delta CRLs (RFC 5280 5.2.4): a certificate its complete CRL shows as
+/// good could be revoked since. Fail safe without implementing delta processing: a current
+/// delta CRL of the certificate's issuer, whose signature verifies with the issuer's key and
+/// that lists the certificate (other than as removeFromCRL), makes it revoked. Returns the
+/// position of the first such certificate.
+fn revoked_on_delta(
+    pe: &PkiEnvironment,
+    crls: &[Vec<u8>],
+    certs: &[&PDVCertificate],
+    anchor: &PDVCertificate,
+    cps: &CertificationPathSettings,
+) -> Option<usize> {
+    use x509_cert::certificate::Raw;
+    use x509_cert::crl::CertificateList;
+    const DELTA_CRL_INDICATOR: der::asn1::ObjectIdentifier =
+        der::asn1::ObjectIdentifier::new_unwrap("2.5.29.27");
+    const CRL_REASON: der::asn1::ObjectIdentifier =
+        der::asn1::ObjectIdentifier::new_unwrap("2.5.29.21");
+    const REMOVE_FROM_CRL: &[u8] = &[0x0a, 0x01, 0x08];
+    let toi = cps.get_time_of_interest().as_unix_secs();
+    let deltas: Vec<(CertificateList<Raw>, &Vec<u8>)> = crls
+        .iter()
+        .filter_map(|der| CertificateList::<Raw>::from_der(der).ok().map(|c| (c, der)))
+        .filter(|(c, _)| {
+            c.tbs_cert_list
+                .crl_extensions
+                .as_ref()
+                .is_some_and(|e| e.iter().any(|x| x.extn_id == DELTA_CRL_INDICATOR))
+        })
+        .collect();
+    if deltas.is_empty() {
+        return None;
+    }
+    for (pos, cert) in certs.iter().enumerate() {
+        let issuer = if pos == 0 { anchor } else { certs[pos - 1] };
+        let itbs = issuer.decoded().tbs_certificate();
+        let tbs = cert.decoded().tbs_certificate();
+        for (crl, der) in &deltas {
+            let t = &crl.tbs_cert_list;
+            let current = t.this_update.to_unix_duration().as_secs() <= toi
+                && t.next_update
+                    .is_some_and(|n| toi <= n.to_unix_duration().as_secs());
+            if !current || !certval::compare_names(&t.issuer, tbs.issuer()) {
+                continue;
+            }
+            let listed = t.revoked_certificates.iter().flatten().any(|rc| {
+                rc.serial_number.as_bytes() == tbs.serial_number().as_bytes()
+                    && !rc.crl_entry_extensions.iter().flatten().any(|e| {
+                        e.extn_id == CRL_REASON && e.extn_value.as_bytes() == REMOVE_FROM_CRL
+                    })
+            });
+            if !listed {
+                continue;
+            }
+            let Ok(signed) = certval::DeferDecodeSigned::from_der(der) else {
+                continue;
+            };
+            if pe
+                .verify_signature_message(
+                    pe,
+                    &signed.tbs_field,
+                    &signed.signature,
+                    &signed.signature_algorithm,
+                    itbs.subject_public_key_info(),
+                )
+                .is_ok()
+            {
+                return Some(pos);
+            }
+        }
+    }
+    None
+}

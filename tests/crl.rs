@@ -1,0 +1,464 @@
+//! Revocation through the running agent, with CRLs published by a loopback HTTP server.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use smime_agent_proto::{ErrorCode, Purpose, ValidityStatus, WhichParams};
+
+/// A PKI whose certificates point at `server`, alice's signing key on a SoftHSM token, and
+/// (unless `revoked`) empty CRLs of both CAs published.
+struct Setup {
+    dir: tempfile::TempDir,
+    pki: std::path::PathBuf,
+    hsm: SoftHsm,
+}
+
+fn setup(base_url: &str) -> Setup {
+    let dir = tempdir();
+    let pki = pki_in(
+        &dir.path().join("pki"),
+        base_url,
+        &["alice-sign-rsa", "bob-dual-rsa"],
+    );
+    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
+    hsm.add_token_from(&pki, "alice", PIN, &["alice-sign-rsa"]);
+    Setup { dir, pki, hsm }
+}
+
+impl Setup {
+    fn agent(&self, name: &str, revocation: &str) -> Agent {
+        Agent::start(
+            &self.dir.path().join(name),
+            AgentSpec {
+                softhsm: Some(&self.hsm),
+                trust: Some(trust_for(&self.pki)),
+                revocation: format!(
+                    "cache_dir = \"{}\"\n{revocation}",
+                    self.dir.path().join("crls").display()
+                ),
+                ..Default::default()
+            },
+        )
+    }
+
+    fn cert(&self, name: &str) -> std::path::PathBuf {
+        self.pki.join(format!("{name}.pem"))
+    }
+
+    fn publish_good(&self, server: &CrlServer) {
+        server.publish("/ca.crl", make_crl(&self.pki, "ca", &[], 30 * 86400));
+        server.publish("/root-ca.crl", make_crl(&self.pki, "root", &[], 30 * 86400));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revoked_signer_is_refused() {
+    let server = CrlServer::start().await;
+    let s = setup(&server.base_url());
+    server.publish(
+        "/ca.crl",
+        make_crl(&s.pki, "ca", &["alice-sign-rsa"], 86400),
+    );
+    server.publish("/root-ca.crl", make_crl(&s.pki, "root", &[], 86400));
+    let agent = s.agent("agent", "");
+    let client = agent.client().await;
+
+    let v = client
+        .validate(validate_params(&s.cert("alice-sign-rsa")))
+        .await
+        .unwrap();
+    assert_eq!(v.status, ValidityStatus::Invalid);
+    assert_eq!(v.reasons[0].code, "revoked", "{:?}", v.reasons);
+    assert_eq!(v.revocation.status, "revoked");
+    // Bob is not on the CRL.
+    let v = client
+        .validate(validate_params(&s.cert("bob-dual-rsa")))
+        .await
+        .unwrap();
+    assert_eq!(v.status, ValidityStatus::Valid, "{:?}", v.reasons);
+    assert_eq!(v.revocation.status, "good");
+
+    let (res, prompts) =
+        sign_answering(&client, "alice@example.org", sample_entity("x"), None, PIN).await;
+    let err = res.expect_err("a revoked certificate must not sign");
+    assert_eq!(err.code(), Some(ErrorCode::NoCertificate), "{err}");
+    assert!(err.to_string().contains("revoked"), "{err}");
+    assert_eq!(
+        prompts, 0,
+        "no PIN is asked for a certificate that is not used"
+    );
+
+    let w = client
+        .which(WhichParams {
+            address: "alice@example.org".into(),
+            purpose: Purpose::Sign,
+        })
+        .await
+        .unwrap();
+    assert!(w.chosen.is_none());
+    assert_eq!(w.rejected[0].code, "revoked");
+
+    // The CLI: exit 1 and the reason.
+    let out = agent
+        .cli()
+        .arg("validate")
+        .arg(s.cert("alice-sign-rsa"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("revoked"));
+    let out = agent
+        .cli()
+        .arg("validate")
+        .arg(s.cert("bob-dual-rsa"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crl_is_fetched_once_for_twenty_concurrent_validations_and_kept_across_a_restart() {
+    let server = CrlServer::start().await;
+    let s = setup(&server.base_url());
+    s.publish_good(&server);
+    server.state.lock().unwrap().delay = Duration::from_millis(300);
+    let mut agent = s.agent("agent", "");
+    let client = std::sync::Arc::new(agent.client().await);
+    let mut tasks = vec![];
+    for _ in 0..20 {
+        let c = client.clone();
+        let p = validate_params(&s.cert("alice-sign-rsa"));
+        tasks.push(tokio::spawn(async move { c.validate(p).await }));
+    }
+    for t in tasks {
+        let v = t.await.unwrap().unwrap();
+        assert_eq!(v.status, ValidityStatus::Valid, "{:?}", v.reasons);
+        assert_eq!(v.revocation.status, "good");
+    }
+    assert_eq!(
+        server.hits("/ca.crl"),
+        1,
+        "the issuing CA's CRL was fetched more than once"
+    );
+    assert_eq!(server.hits("/root-ca.crl"), 1);
+
+    // status shows the cache.
+    let st = client.status().await.unwrap();
+    assert_eq!(st.crl_cache.crls.len(), 2, "{:?}", st.crl_cache);
+    let ca = st
+        .crl_cache
+        .crls
+        .iter()
+        .find(|c| c.url.ends_with("/ca.crl"))
+        .unwrap();
+    assert!(ca.issuer.contains("Issuing CA") && ca.current && ca.next_update.is_some());
+    assert_eq!(ca.entries, 0);
+    let out = agent.cli().arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("CRL cache") && text.contains("nextUpdate"),
+        "{text}"
+    );
+
+    // After a restart the disk cache answers: nothing is fetched before nextUpdate.
+    drop(client);
+    agent.stop();
+    let agent = s.agent("agent2", "");
+    let v = agent
+        .client()
+        .await
+        .validate(validate_params(&s.cert("alice-sign-rsa")))
+        .await
+        .unwrap();
+    assert_eq!(v.status, ValidityStatus::Valid, "{:?}", v.reasons);
+    assert_eq!(
+        v.revocation
+            .checks
+            .iter()
+            .filter(|c| c.source.as_deref() == Some("cache"))
+            .count(),
+        2
+    );
+    assert_eq!(
+        server.hits("/ca.crl"),
+        1,
+        "the CRL was fetched again after the restart"
+    );
+    assert_eq!(server.hits("/root-ca.crl"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_crl_is_fetched_again() {
+    let server = CrlServer::start().await;
+    let s = setup(&server.base_url());
+    server.publish("/ca.crl", make_crl(&s.pki, "ca", &[], 3));
+    server.publish("/root-ca.crl", make_crl(&s.pki, "root", &[], 86400));
+    let agent = s.agent("agent", "");
+    let client = agent.client().await;
+    let v = client
+        .validate(validate_params(&s.cert("alice-sign-rsa")))
+        .await
+        .unwrap();
+    assert_eq!(v.revocation.status, "good", "{:?}", v.revocation);
+    assert_eq!(server.hits("/ca.crl"), 1);
+    // The next one is fresh for a day; the cached one expires in 3 s.
+    server.publish("/ca.crl", make_crl(&s.pki, "ca", &[], 86400));
+    tokio::time::sleep(Duration::from_millis(4000)).await;
+    let v = client
+        .validate(validate_params(&s.cert("alice-sign-rsa")))
+        .await
+        .unwrap();
+    assert_eq!(v.revocation.status, "good", "{:?}", v.revocation);
+    assert_eq!(
+        server.hits("/ca.crl"),
+        2,
+        "the expired CRL was not fetched again"
+    );
+    let v = client
+        .validate(validate_params(&s.cert("bob-dual-rsa")))
+        .await
+        .unwrap();
+    assert_eq!(v.revocation.status, "good");
+    assert_eq!(server.hits("/ca.crl"), 2, "a current CRL was fetched again");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_crl_allow_warn_fail_and_check_crl_on_send() {
+    let s = setup(&format!("http://127.0.0.1:{}", dead_port()));
+
+    // allow (the default): valid, no warning, the failure visible in the details.
+    let agent = s.agent("allow", "");
+    let v = agent
+        .client()
+        .await
+        .validate(validate_params(&s.cert("alice-sign-rsa")))
+        .await
+        .unwrap();
+    assert_eq!(v.status, ValidityStatus::Valid, "{:?}", v.reasons);
+    assert!(v.warnings.is_empty(), "{:?}", v.warnings);
+    assert_eq!(v.revocation.status, "unavailable");
+    assert!(
+        v.revocation.checks.iter().any(|c| c
+            .reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("cannot connect")),
+        "{:?}",
+        v.revocation
+    );
+    let client = agent.client().await;
+    let (res, _) =
+        sign_answering(&client, "alice@example.org", sample_entity("x"), None, PIN).await;
+    res.expect("allow signs");
+    drop(agent);
+
+    // warn: valid, and the failure reported.
+    let agent = s.agent("warn", "on_crl_unavailable = \"warn\"\n");
+    let v = agent
+        .client()
+        .await
+        .validate(validate_params(&s.cert("alice-sign-rsa")))
+        .await
+        .unwrap();
+    assert_eq!(v.status, ValidityStatus::Valid);
+    assert!(
+        v.warnings
+            .iter()
+            .any(|w| w.contains("revocation status could not be determined")),
+        "{:?}",
+        v.warnings
+    );
+    let client = agent.client().await;
+    let (res, _) =
+        sign_answering(&client, "alice@example.org", sample_entity("x"), None, PIN).await;
+    let res = res.expect("warn signs");
+    assert!(
+        !res.warnings.is_empty(),
+        "the sign result carries the warning"
+    );
+    drop(agent);
+
+    // fail: invalid, not used.
+    let agent = s.agent("fail", "on_crl_unavailable = \"fail\"\n");
+    let v = agent
+        .client()
+        .await
+        .validate(validate_params(&s.cert("alice-sign-rsa")))
+        .await
+        .unwrap();
+    assert_eq!(v.status, ValidityStatus::Invalid);
+    assert_eq!(v.reasons[0].code, "crl_unavailable");
+    let client = agent.client().await;
+    let (res, _) =
+        sign_answering(&client, "alice@example.org", sample_entity("x"), None, PIN).await;
+    assert_eq!(res.unwrap_err().code(), Some(ErrorCode::NoCertificate));
+    drop(agent);
+
+    // check_crl_on_send: validation alone still allows, sending is refused by policy.
+    let agent = s.agent("send", "check_crl_on_send = true\n");
+    let v = agent
+        .client()
+        .await
+        .validate(validate_params(&s.cert("alice-sign-rsa")))
+        .await
+        .unwrap();
+    assert_eq!(v.status, ValidityStatus::Valid);
+    let client = agent.client().await;
+    let (res, prompts) =
+        sign_answering(&client, "alice@example.org", sample_entity("x"), None, PIN).await;
+    let err = res.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::PolicyDenied), "{err}");
+    assert!(err.to_string().contains("check_crl_on_send"), "{err}");
+    assert_eq!(prompts, 0);
+    drop(agent);
+
+    // disable_crl_check: nothing is checked.
+    let agent = s.agent(
+        "off",
+        "disable_crl_check = true\ncheck_crl_on_send = true\n",
+    );
+    let v = agent
+        .client()
+        .await
+        .validate(validate_params(&s.cert("alice-sign-rsa")))
+        .await
+        .unwrap();
+    assert_eq!(v.status, ValidityStatus::Valid);
+    assert_eq!(v.revocation.status, "disabled");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_never_answers_costs_at_most_the_retrieval_timeout() {
+    let server = CrlServer::start().await;
+    let s = setup(&server.base_url());
+    server.state.lock().unwrap().hang = true;
+    let agent = s.agent(
+        "agent",
+        "crl_retrieval_timeout_ms = 1500\ncrl_connection_timeout_ms = 60000\n",
+    );
+    let client = agent.client().await;
+    let started = Instant::now();
+    let v = client
+        .validate(validate_params(&s.cert("alice-sign-rsa")))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(1500 + 1000),
+        "the validation took {took:?}"
+    );
+    assert!(
+        took >= Duration::from_millis(1400),
+        "it did not wait for the CRL at all: {took:?}"
+    );
+    assert_eq!(v.status, ValidityStatus::Valid, "allow is the default");
+    assert_eq!(v.revocation.status, "unavailable");
+    assert!(
+        format!("{:?}", v.revocation).contains("crl_retrieval_timeout_ms"),
+        "{:?}",
+        v.revocation
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_with_a_bad_signature_is_not_believed() {
+    let server = CrlServer::start().await;
+    let s = setup(&server.base_url());
+    // A CRL that says alice is revoked, with its last signature byte changed.
+    let mut crl = make_crl(&s.pki, "ca", &["alice-sign-rsa"], 86400);
+    let last = crl.len() - 1;
+    crl[last] ^= 0x01;
+    server.publish("/ca.crl", crl);
+    server.publish("/root-ca.crl", make_crl(&s.pki, "root", &[], 86400));
+    let agent = s.agent("agent", "on_crl_unavailable = \"fail\"\n");
+    let v = agent
+        .client()
+        .await
+        .validate(validate_params(&s.cert("alice-sign-rsa")))
+        .await
+        .unwrap();
+    assert_eq!(v.status, ValidityStatus::Invalid);
+    assert_eq!(
+        v.reasons[0].code, "crl_unavailable",
+        "not believed, so not revoked: {:?}",
+        v.reasons
+    );
+    assert!(
+        v.reasons[0].message.contains("signature does not verify"),
+        "{}",
+        v.reasons[0].message
+    );
+    // Nor cached.
+    let st = agent.client().await.status().await.unwrap();
+    assert!(
+        st.crl_cache
+            .crls
+            .iter()
+            .all(|c| !c.url.ends_with("/ca.crl"))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distrusted_intermediate_makes_its_chain_invalid() {
+    let server = CrlServer::start().await;
+    let s = setup(&server.base_url());
+    s.publish_good(&server);
+    let agent = Agent::start(
+        &s.dir.path().join("agent"),
+        AgentSpec {
+            softhsm: Some(&s.hsm),
+            trust: Some(format!(
+                "{}untrusted = [\"{}\"]\n",
+                trust_for(&s.pki),
+                s.pki.join("ca.pem").display()
+            )),
+            ..Default::default()
+        },
+    );
+    let v = agent
+        .client()
+        .await
+        .validate(validate_params(&s.cert("alice-sign-rsa")))
+        .await
+        .unwrap();
+    assert_eq!(v.status, ValidityStatus::Invalid);
+    assert_eq!(v.reasons[0].code, "untrusted", "{:?}", v.reasons);
+    assert!(
+        v.reasons[0].message.contains("Issuing CA"),
+        "{}",
+        v.reasons[0].message
+    );
+    let out = agent
+        .cli()
+        .args(["validate", "--json"])
+        .arg(s.cert("alice-sign-rsa"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(j["status"], "invalid");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldap_distribution_points_are_reported_unsupported() {
+    let s = setup("ldap://127.0.0.1/cn=crls");
+    let agent = s.agent("agent", "on_crl_unavailable = \"fail\"\n");
+    let v = agent
+        .client()
+        .await
+        .validate(validate_params(&s.cert("alice-sign-rsa")))
+        .await
+        .unwrap();
+    assert_eq!(v.status, ValidityStatus::Invalid);
+    assert!(
+        v.reasons[0].message.contains("unsupported"),
+        "{}",
+        v.reasons[0].message
+    );
+}
