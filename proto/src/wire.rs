@@ -785,6 +785,9 @@ pub struct ErrorBody {
     /// `frame_too_large`: the agent's bound.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_frame_bytes: Option<u64>,
+    /// `recipient_without_certificate`: the addresses that have no usable certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipients: Option<Vec<String>>,
 }
 
 impl ErrorBody {
@@ -797,6 +800,7 @@ impl ErrorBody {
             token: None,
             supported_versions: None,
             max_frame_bytes: None,
+            recipients: None,
         }
     }
 }
@@ -838,6 +842,19 @@ pub enum ErrorCode {
     TokenRemoved,
     /// The administrator's policy does not allow the request.
     PolicyDenied,
+    /// The message given is not valid S/MIME or CMS (malformed, truncated, inconsistent).
+    BadMessage,
+    /// The message uses an algorithm or structure the agent does not support.
+    Unsupported,
+    /// A bound was exceeded: content size, recipients, signers or nesting depth.
+    LimitExceeded,
+    /// The message is addressed to one of the user's keys but cannot be decrypted with it
+    /// (wrong key, damaged or tampered content).
+    DecryptFailed,
+    /// No key of the user's can open the message (it is not addressed to them).
+    NotARecipient,
+    /// Some recipients have no usable certificate; `recipients` lists them.
+    RecipientWithoutCertificate,
     /// The agent is shutting down.
     ShuttingDown,
     /// A bug or an unexpected condition in the agent.
@@ -860,6 +877,12 @@ impl ErrorCode {
             ErrorCode::TokenError => "token_error",
             ErrorCode::TokenRemoved => "token_removed",
             ErrorCode::PolicyDenied => "policy_denied",
+            ErrorCode::BadMessage => "bad_message",
+            ErrorCode::Unsupported => "unsupported",
+            ErrorCode::LimitExceeded => "limit_exceeded",
+            ErrorCode::DecryptFailed => "decrypt_failed",
+            ErrorCode::NotARecipient => "not_a_recipient",
+            ErrorCode::RecipientWithoutCertificate => "recipient_without_certificate",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
         }
@@ -880,6 +903,12 @@ impl ErrorCode {
         ErrorCode::TokenError,
         ErrorCode::TokenRemoved,
         ErrorCode::PolicyDenied,
+        ErrorCode::BadMessage,
+        ErrorCode::Unsupported,
+        ErrorCode::LimitExceeded,
+        ErrorCode::DecryptFailed,
+        ErrorCode::NotARecipient,
+        ErrorCode::RecipientWithoutCertificate,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
     ];

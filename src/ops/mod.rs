@@ -38,6 +38,12 @@ pub enum OpError {
     Smime(#[from] SmimeError),
     #[error("{0}")]
     Internal(String),
+    /// No key of the user's is among the message's recipients; says who it is for.
+    #[error("{0}")]
+    NotARecipient(String),
+    /// Recipients without a usable certificate: (address, why).
+    #[error("no usable certificate for {}", .0.iter().map(|(a, why)| format!("{a} ({why})")).collect::<Vec<_>>().join(", "))]
+    RecipientsWithoutCertificate(Vec<(String, String)>),
 }
 
 impl OpError {
@@ -56,12 +62,21 @@ impl OpError {
                 TokenError::PinCancelled { .. } => ErrorCode::PinCancelled,
                 TokenError::KeyNotFound { .. } | TokenError::Pkcs11 { .. } => ErrorCode::TokenError,
             },
-            OpError::Smime(SmimeError::BadTokenSignature | SmimeError::UnsupportedKey(_)) => {
-                ErrorCode::TokenError
+            OpError::Smime(SmimeError::BadTokenSignature) => ErrorCode::TokenError,
+            OpError::Smime(SmimeError::UnsupportedKey(_) | SmimeError::Unsupported(_)) => {
+                ErrorCode::Unsupported
             }
+            OpError::Smime(SmimeError::Malformed(_)) => ErrorCode::BadMessage,
+            OpError::Smime(SmimeError::Limit(_)) => ErrorCode::LimitExceeded,
+            OpError::Smime(SmimeError::DecryptFailed) => ErrorCode::DecryptFailed,
+            OpError::NotARecipient(_) => ErrorCode::NotARecipient,
+            OpError::RecipientsWithoutCertificate(_) => ErrorCode::RecipientWithoutCertificate,
             OpError::Smime(_) | OpError::Internal(_) => ErrorCode::Internal,
         };
         let mut body = ErrorBody::new(code, self.to_string());
+        if let OpError::RecipientsWithoutCertificate(list) = self {
+            body.recipients = Some(list.iter().map(|(a, _)| a.clone()).collect());
+        }
         if let OpError::Token(t) = self {
             body.token = Some(t.token().clone());
             match t {

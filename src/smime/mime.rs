@@ -1,10 +1,11 @@
 //! MIME framing of S/MIME messages (RFC 8551 section 3): canonical form, clear-signed
 //! `multipart/signed` and opaque `application/pkcs7-mime`.
 //!
-//! Owns: checking that input is a MIME entity, converting it to canonical CRLF form, and
-//! wrapping CMS output in MIME. Builds MIME by hand: the structures are a few fixed
-//! headers, and what matters is byte-exactness of the signed part, which a general MIME
-//! writer would not guarantee.
+//! Owns: checking that input is a MIME entity, converting it to canonical CRLF form,
+//! wrapping CMS output in MIME, and reading S/MIME entities back ([`read`]). Builds MIME by
+//! hand: the structures are a few fixed headers, and what matters is byte-exactness of the
+//! signed part, which a general MIME writer would not guarantee. Reads MIME with
+//! `mailparse`.
 
 use base64::Engine as _;
 
@@ -142,6 +143,113 @@ pub fn pkcs7_mime(smime_type: &str, cms_der: &[u8]) -> Vec<u8> {
     out
 }
 
+/// Deepest nesting of multiparts read (mailparse recurses; a hostile message must not
+/// exhaust the stack).
+pub const MAX_MULTIPART_NESTING: usize = 32;
+
+/// What an S/MIME entity holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Smime {
+    /// `multipart/signed`: the signed part exactly as signed (canonical CRLF), and the
+    /// detached signature (DER).
+    ClearSigned { signed: Vec<u8>, signature: Vec<u8> },
+    /// `application/pkcs7-mime; smime-type=signed-data` (DER).
+    SignedData(Vec<u8>),
+    /// `application/pkcs7-mime; smime-type=enveloped-data` or `authEnveloped-data` (DER).
+    Enveloped(Vec<u8>),
+    /// `application/pkcs7-mime` whose smime-type is missing or unknown (DER); the CMS content
+    /// type says what it is.
+    Pkcs7(Vec<u8>),
+    /// Not S/MIME: the entity as given.
+    Plain,
+}
+
+/// Reads an S/MIME entity (header fields, empty line, body). A body that is itself DER or
+/// PEM (`-----BEGIN PKCS7-----`, `-----BEGIN CMS-----`) is taken as CMS too, for tools that
+/// hand over bare CMS.
+pub fn read(entity: &[u8]) -> Result<Smime, SmimeError> {
+    if entity.first() == Some(&0x30) {
+        return Ok(Smime::Pkcs7(entity.to_vec()));
+    }
+    if let Some(der) = pem_cms(entity) {
+        return Ok(Smime::Pkcs7(der));
+    }
+    let lower = entity.to_ascii_lowercase();
+    let nesting = lower.windows(10).filter(|w| w == b"multipart/").count();
+    if nesting > MAX_MULTIPART_NESTING {
+        return Err(SmimeError::Limit(format!(
+            "the message nests more than {MAX_MULTIPART_NESTING} multipart entities"
+        )));
+    }
+    let canonical = canonicalize(entity);
+    let mail = mailparse::parse_mail(&canonical).map_err(|e| SmimeError::NotMime(e.to_string()))?;
+    let mime = mail.ctype.mimetype.to_ascii_lowercase();
+    let param = |name: &str| {
+        mail.ctype
+            .params
+            .get(name)
+            .map(|v| v.to_ascii_lowercase())
+            .unwrap_or_default()
+    };
+    match mime.as_str() {
+        "multipart/signed" => {
+            let protocol = param("protocol");
+            if !matches!(
+                protocol.as_str(),
+                "application/pkcs7-signature" | "application/x-pkcs7-signature"
+            ) {
+                return Err(SmimeError::Unsupported(format!(
+                    "multipart/signed with protocol {protocol:?} (not S/MIME)"
+                )));
+            }
+            let [first, second] = mail.subparts.as_slice() else {
+                return Err(SmimeError::NotMime(format!(
+                    "multipart/signed has {} parts, not 2",
+                    mail.subparts.len()
+                )));
+            };
+            let signature = second
+                .get_body_raw()
+                .map_err(|e| SmimeError::NotMime(format!("the signature part: {e}")))?;
+            Ok(Smime::ClearSigned {
+                signed: first.raw_bytes.to_vec(),
+                signature,
+            })
+        }
+        "application/pkcs7-mime" | "application/x-pkcs7-mime" => {
+            let body = mail
+                .get_body_raw()
+                .map_err(|e| SmimeError::NotMime(format!("the body: {e}")))?;
+            let body = pem_cms(&body).unwrap_or(body);
+            Ok(match param("smime-type").as_str() {
+                "signed-data" => Smime::SignedData(body),
+                "enveloped-data" | "authenveloped-data" => Smime::Enveloped(body),
+                _ => Smime::Pkcs7(body),
+            })
+        }
+        _ => Ok(Smime::Plain),
+    }
+}
+
+/// A PEM-armoured CMS object, decoded.
+fn pem_cms(data: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(data).ok()?.trim_start();
+    for label in ["PKCS7", "CMS", "SIGNED MESSAGE", "ENCRYPTED MESSAGE"] {
+        if text.starts_with(&format!("-----BEGIN {label}-----")) {
+            let body: String = text
+                .lines()
+                .skip(1)
+                .take_while(|l| !l.starts_with("-----END"))
+                .collect();
+            use base64::Engine as _;
+            return base64::engine::general_purpose::STANDARD
+                .decode(body.trim())
+                .ok();
+        }
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +285,39 @@ mod tests {
         let out = base64_lines(&[0u8; 100]);
         let lines: Vec<&[u8]> = out.split(|&b| b == b'\n').collect();
         assert_eq!(lines[0].len(), 77); // 76 + CR
+    }
+
+    #[test]
+    fn read_returns_the_signed_part_byte_exact_and_the_signature() {
+        let entity = b"Content-Type: text/plain\r\n\r\nhello\r\n\r\n";
+        let out = clear_signed(entity, b"\x30\x03\x02\x01\x01", "sha-256").unwrap();
+        match read(&out).unwrap() {
+            Smime::ClearSigned { signed, signature } => {
+                assert_eq!(signed, entity);
+                assert_eq!(signature, b"\x30\x03\x02\x01\x01");
+            }
+            other => panic!("{other:?}"),
+        }
+        let opaque = pkcs7_mime("enveloped-data", b"\x30\x00");
+        assert_eq!(
+            read(&opaque).unwrap(),
+            Smime::Enveloped(b"\x30\x00".to_vec())
+        );
+        assert_eq!(
+            read(b"Content-Type: text/plain\r\n\r\nx").unwrap(),
+            Smime::Plain
+        );
+    }
+
+    #[test]
+    fn deep_multipart_nesting_is_refused() {
+        let mut m = String::new();
+        for i in 0..100 {
+            m.push_str(&format!(
+                "Content-Type: multipart/mixed; boundary=b{i}\r\n\r\n--b{i}\r\n"
+            ));
+        }
+        assert!(matches!(read(m.as_bytes()), Err(SmimeError::Limit(_))));
     }
 
     #[test]
