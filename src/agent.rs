@@ -34,6 +34,8 @@ pub struct Agent {
     pub presence: Presence,
     /// Trust anchors, CRL cache and validation.
     pub trust: Arc<crate::trust::Trust>,
+    /// Correspondents' certificates.
+    pub contacts: crate::contacts::Contacts,
 }
 
 impl std::fmt::Debug for Presence {
@@ -131,6 +133,7 @@ pub fn run(
             store.insert(t.token, t.certs);
         }
         let presence = Presence::new(modules.modules.len());
+        let contacts = crate::contacts::Contacts::new(config.contacts.dir.clone());
         let agent = Arc::new(Agent {
             config,
             config_path,
@@ -142,6 +145,7 @@ pub fn run(
             events: tokio::sync::broadcast::channel(1024).0,
             presence,
             trust: Arc::new(trust),
+            contacts,
         });
         crate::presence::start(&agent);
 

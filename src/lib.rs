@@ -14,11 +14,13 @@
 //! - [`presence`]: keeps the store in step with the tokens present.
 //! - [`smime`]: CMS and MIME.
 //! - [`certs`]: facts read from a certificate.
+//! - [`contacts`]: correspondents' certificates.
 //! - [`agent`]: wiring and life cycle.
 
 pub mod agent;
 pub mod certs;
 pub mod config;
+pub mod contacts;
 pub mod oids;
 pub mod ops;
 pub mod presence;
