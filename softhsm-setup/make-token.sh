@@ -70,7 +70,16 @@ for name in "${names[@]}"; do
   id=$(openssl x509 -inform DER -in "$cert" -noout -ext subjectKeyIdentifier |
     sed -n '2{s/[: ]//g;p}')
   [ -n "$id" ] || { echo "make-token.sh: $name has no subject key identifier" >&2; exit 1; }
-  softhsm2-util --import "$key" --token "$label" --label "$name" --id "$id" --pin "$pin" >/dev/null
+  if openssl pkey -in "$key" -noout -text 2>/dev/null | grep -q "ASN1 OID\|NIST CURVE"; then
+    # EC keys need CKA_DERIVE for ECDH (decryption), which softhsm2-util --import leaves off.
+    openssl pkey -in "$key" -outform DER -out "$dir/.key.der"
+    pkcs11-tool --module "$module" --token-label "$label" --login --pin "$pin" \
+      --write-object "$dir/.key.der" --type privkey --id "$id" --label "$name" \
+      --usage-sign --usage-derive >/dev/null
+    rm -f "$dir/.key.der"
+  else
+    softhsm2-util --import "$key" --token "$label" --label "$name" --id "$id" --pin "$pin" >/dev/null
+  fi
   pkcs11-tool --module "$module" --token-label "$label" --login --pin "$pin" \
     --write-object "$cert" --type cert --id "$id" --label "$name" >/dev/null
 done

@@ -302,6 +302,8 @@ pub struct PolicyConfig {
     pub encryption_algorithms: Vec<ContentAlgorithm>,
     /// [UseSecondaryProxiesWhenFindingCertificates] Match certificates on proxy addresses.
     pub use_secondary_proxies: bool,
+    /// RSA recipients get the content key with OAEP (SHA-256) instead of PKCS#1 v1.5.
+    pub rsa_oaep: bool,
 }
 
 impl Default for PolicyConfig {
@@ -316,6 +318,7 @@ impl Default for PolicyConfig {
             signing_algorithms: vec![DigestAlgorithm::Sha256],
             encryption_algorithms: vec![ContentAlgorithm::Aes256Cbc, ContentAlgorithm::Aes128Cbc],
             use_secondary_proxies: true,
+            rsa_oaep: false,
         }
     }
 }
@@ -681,6 +684,9 @@ encryption_algorithms = ["aes256-cbc", "aes128-cbc"]
 # Match certificates on an address's proxy addresses (aliases).
 #                                   [UseSecondaryProxiesWhenFindingCertificates]
 use_secondary_proxies = true
+# RSA recipients get the content key with RSA-OAEP (SHA-256) rather than PKCS#1 v1.5, which
+# every S/MIME client reads but which is the weaker scheme.
+rsa_oaep = false
 
 # The user's addresses and their proxy addresses, one [[identity]] table each.
 # [[identity]]

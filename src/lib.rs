@@ -15,6 +15,7 @@
 //! - [`smime`]: CMS and MIME.
 //! - [`certs`]: facts read from a certificate.
 //! - [`contacts`]: correspondents' certificates.
+//! - [`recipients`]: finding the certificates to encrypt to.
 //! - [`agent`]: wiring and life cycle.
 
 pub mod agent;
@@ -24,6 +25,7 @@ pub mod contacts;
 pub mod oids;
 pub mod ops;
 pub mod presence;
+pub mod recipients;
 pub mod server;
 pub mod smime;
 pub mod store;

@@ -119,6 +119,35 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Encrypt a MIME entity to recipients (and to the sender, who must be able to read it).
+    Encrypt {
+        /// A recipient's address (repeat for each).
+        #[arg(long = "to", value_name = "ADDRESS", required = true)]
+        to: Vec<String>,
+        /// A recipient certificate file, PEM or DER (repeat; looked at before the contacts).
+        #[arg(long = "cert", value_name = "FILE")]
+        certs: Vec<PathBuf>,
+        /// The sender's address (default: the first [[identity]] of the configuration).
+        #[arg(long, value_name = "ADDRESS")]
+        from: Option<String>,
+        #[arg(long = "in", value_name = "FILE")]
+        input: Option<PathBuf>,
+        #[arg(long = "out", value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Decrypt an S/MIME message with one of your keys.
+    Decrypt {
+        #[arg(long = "in", value_name = "FILE")]
+        input: Option<PathBuf>,
+        #[arg(long = "out", value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        pin: cli::PinArgs,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Check a configuration file, or print the default one.
     Config {
         /// Print the default configuration, commented.
@@ -195,6 +224,20 @@ fn main() -> ExitCode {
             json,
             conn,
         } => cli::which(&conn.path(), address, &purpose, json),
+        Command::Encrypt {
+            to,
+            certs,
+            from,
+            input,
+            output,
+            conn,
+        } => cli::encrypt(&conn.path(), to, certs, from, input, output),
+        Command::Decrypt {
+            input,
+            output,
+            pin,
+            conn,
+        } => cli::decrypt(&conn.path(), input, output, pin),
         Command::Config { defaults, config } => cli::config(defaults, config),
     }
 }

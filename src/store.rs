@@ -474,6 +474,16 @@ fn unusable_because(
     if c.cert.key_id.is_empty() || c.cert.has_key == Some(false) {
         return Some(("no_private_key", "no private key on the token".into()));
     }
+    cert_unusable_for(f, purpose, now)
+}
+
+/// Why a certificate (anyone's) cannot serve `purpose` at `now`, by its own content: key
+/// usage, extended key usage, validity. `None` when it can.
+pub fn cert_unusable_for(
+    f: &CertFacts,
+    purpose: Purpose,
+    now: SystemTime,
+) -> Option<(&'static str, String)> {
     if !usage_allows(f, purpose) {
         let needs = match purpose {
             Purpose::Sign => "signing",
@@ -536,7 +546,7 @@ fn usage_allows(f: &CertFacts, purpose: Purpose) -> bool {
 }
 
 /// The key usage allows only the operation's own usages.
-fn single_usage(f: &CertFacts, purpose: Purpose) -> bool {
+pub fn single_usage(f: &CertFacts, purpose: Purpose) -> bool {
     let u = &f.usage;
     u.present
         && usage_allows(f, purpose)

@@ -734,3 +734,84 @@ async fn a_key_that_always_asks_gets_the_pin_again_unless_policy_allows_the_cach
         );
     }
 }
+
+/// Decrypts `mime` through the agent, answering PIN prompts.
+async fn decrypt_with_pin(
+    agent: &Agent,
+    mime: Vec<u8>,
+    pin: &str,
+) -> smime_agent_proto::DecryptResult {
+    let c = agent.client().await;
+    let mut events = c.take_events().unwrap();
+    let (_, mut rx) = c
+        .start(smime_agent_proto::Op::Decrypt(
+            smime_agent_proto::DecryptParams {
+                content: mime.into(),
+            },
+        ))
+        .await
+        .unwrap();
+    loop {
+        tokio::select! {
+            ev = events.recv() => {
+                if let Some(Event::PinNeeded(p)) = ev {
+                    c.pin(p.prompt, Some(smime_agent_proto::Pin::new(pin))).await.unwrap();
+                }
+            }
+            out = &mut rx => {
+                match out.unwrap() {
+                    smime_agent_proto::Outcome::Ok(v) => return serde_json::from_value(v).unwrap(),
+                    smime_agent_proto::Outcome::Error(e) => panic!("decrypt: {e}"),
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_card_decrypts_rsa_and_ecdh_envelopes_from_openssl() {
+    let dir = tempdir();
+    let rig = rig();
+    let agent = card_agent(dir.path(), &rig, None, "");
+    let client = agent.client().await;
+    let input = write_file(
+        dir.path(),
+        "m.txt",
+        b"Content-Type: text/plain\r\n\r\nfor the card\r\n",
+    );
+    for (name, key) in [("rsa", "alice-enc-rsa"), ("ec", "alice-enc-ec")] {
+        let card = vec![
+            SlotSpec::new(
+                PivSlot::Signature,
+                pki_file("alice-sign-rsa.key.pem"),
+                pki_file("alice-sign-rsa.pem"),
+            ),
+            SlotSpec::new(
+                PivSlot::KeyManagement,
+                pki_file(&format!("{key}.key.pem")),
+                pki_file(&format!("{key}.pem")),
+            ),
+        ];
+        rig.insert(name, 0, CARD_PIN, &card).unwrap();
+        wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
+        for opts in [&["-aes-256-cbc"][..], &["-aes-128-gcm"][..]] {
+            let out = std::process::Command::new("openssl")
+                .args(["cms", "-encrypt", "-in"])
+                .arg(&input)
+                .arg("-recip")
+                .arg(pki_file(&format!("{key}.pem")))
+                .args(opts)
+                .output()
+                .unwrap();
+            assert!(out.status.success());
+            let r = decrypt_with_pin(&agent, out.stdout, CARD_PIN).await;
+            assert_eq!(
+                r.mime.0, b"Content-Type: text/plain\r\n\r\nfor the card\r\n",
+                "{name} {opts:?}"
+            );
+            assert!(r.certificate.hardware);
+        }
+        rig.remove(name).unwrap();
+        wait_status(&client, "the card leaving", |st| st.tokens.is_empty()).await;
+    }
+}

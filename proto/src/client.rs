@@ -348,6 +348,22 @@ impl BlockingClient {
         decode(v)
     }
 
+    /// `encrypt` (no private key is used, so no PIN).
+    pub fn encrypt(&mut self, params: EncryptParams) -> Result<EncryptResult, ClientError> {
+        let v = self.call(Op::Encrypt(params), &mut |_| EventReply::Ignore)?;
+        decode(v)
+    }
+
+    /// `decrypt`, with `on_event` answering PIN prompts.
+    pub fn decrypt(
+        &mut self,
+        params: DecryptParams,
+        on_event: &mut dyn FnMut(&Event) -> EventReply,
+    ) -> Result<DecryptResult, ClientError> {
+        let v = self.call(Op::Decrypt(params), on_event)?;
+        decode(v)
+    }
+
     /// `sign`, with `on_event` answering PIN prompts.
     pub fn sign(
         &mut self,
@@ -528,6 +544,15 @@ impl Client {
 
     pub async fn which(&self, params: WhichParams) -> Result<WhichResult, ClientError> {
         decode(self.call(Op::Which(params)).await?)
+    }
+
+    pub async fn encrypt(&self, params: EncryptParams) -> Result<EncryptResult, ClientError> {
+        decode(self.call(Op::Encrypt(params)).await?)
+    }
+
+    /// `decrypt`. If the agent asks for a PIN, answer on another task with [`Client::pin`].
+    pub async fn decrypt(&self, params: DecryptParams) -> Result<DecryptResult, ClientError> {
+        decode(self.call(Op::Decrypt(params)).await?)
     }
 
     /// `sign`. If the agent asks for a PIN, answer on another task with [`Client::pin`].

@@ -37,6 +37,8 @@ enum OkSchema {
     Status(StatusResult),
     ListCerts(ListCertsResult),
     Sign(SignResult),
+    Encrypt(EncryptResult),
+    Decrypt(DecryptResult),
     Rescan(RescanResult),
     Forget(ForgetResult),
     Validate(ValidateResult),

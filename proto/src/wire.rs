@@ -166,6 +166,10 @@ pub enum Op {
     Validate(ValidateParams),
     /// Which certificate the agent would use for an address and an operation, and why.
     Which(WhichParams),
+    /// Encrypt a MIME entity to recipients' certificates (and the sender's own).
+    Encrypt(EncryptParams),
+    /// Decrypt an S/MIME message with one of the user's keys.
+    Decrypt(DecryptParams),
 }
 
 impl Op {
@@ -181,6 +185,8 @@ impl Op {
         "forget",
         "validate",
         "which",
+        "encrypt",
+        "decrypt",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -195,6 +201,8 @@ impl Op {
             Op::Forget(_) => "forget",
             Op::Validate(_) => "validate",
             Op::Which(_) => "which",
+            Op::Encrypt(_) => "encrypt",
+            Op::Decrypt(_) => "decrypt",
         }
     }
 }
@@ -521,6 +529,67 @@ pub struct CertInfo {
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct ListCertsResult {
     pub certificates: Vec<CertInfo>,
+}
+
+/// `encrypt`: encrypt a MIME entity to recipients.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptParams {
+    /// Recipient addresses (To, Cc and Bcc alike).
+    pub recipients: Vec<String>,
+    /// Recipient certificates the client has (DER), looked at before the contacts store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<Base64Bytes>,
+    /// The sender's address: always a recipient too, with their own encryption
+    /// certificate, so they can read their sent mail. Default: the first `[[identity]]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    /// The MIME entity to encrypt. Line ends are canonicalized to CRLF.
+    pub content: Base64Bytes,
+}
+
+/// A recipient an envelope was made for.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct EnvelopeRecipient {
+    pub address: String,
+    pub subject: String,
+    pub serial: String,
+    /// `request`, `contacts` or `own`.
+    pub source: String,
+    /// `rsa-pkcs1`, `rsa-oaep` or `ecdh`.
+    pub key_transport: String,
+}
+
+/// Result of `encrypt`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct EncryptResult {
+    /// `application/pkcs7-mime; smime-type=enveloped-data` (or `authEnveloped-data`).
+    pub mime: Base64Bytes,
+    /// `aes256-cbc`, `aes128-cbc`, `aes256-gcm` or `aes128-gcm`.
+    pub algorithm: String,
+    pub recipients: Vec<EnvelopeRecipient>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// `decrypt`: open an encrypted S/MIME message.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecryptParams {
+    /// The message: an `application/pkcs7-mime` entity, or bare CMS (DER or PEM).
+    pub content: Base64Bytes,
+}
+
+/// Result of `decrypt`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct DecryptResult {
+    /// The decrypted MIME entity.
+    pub mime: Base64Bytes,
+    /// The certificate of the key that opened it.
+    pub certificate: CertInfo,
+    /// The content was integrity-protected (AuthEnvelopedData, AES-GCM). CBC envelopes are
+    /// not: only a signature inside proves who wrote them.
+    pub authenticated: bool,
 }
 
 /// Result of `sign`.

@@ -544,6 +544,102 @@ pub fn which(socket: &Path, address: String, purpose: &str, json: bool) -> ExitC
     }
 }
 
+pub fn encrypt(
+    socket: &Path,
+    to: Vec<String>,
+    cert_files: Vec<PathBuf>,
+    from: Option<String>,
+    input: Option<PathBuf>,
+    output: Option<PathBuf>,
+) -> ExitCode {
+    let content = match read_input(input.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return local_fail(format!("cannot read the message: {e}")),
+    };
+    let mut certificates = vec![];
+    for f in &cert_files {
+        match std::fs::read(f) {
+            Ok(bytes) => {
+                let ders = smime_agent::trust::certs_from_bytes(&bytes);
+                if ders.is_empty() {
+                    return local_fail(format!("{}: no certificate in it", f.display()));
+                }
+                certificates.extend(ders.into_iter().map(Into::into));
+            }
+            Err(e) => return local_fail(format!("cannot read {}: {e}", f.display())),
+        }
+    }
+    let result = connect(socket, false).and_then(|mut c| {
+        c.encrypt(smime_agent_proto::EncryptParams {
+            recipients: to,
+            certificates,
+            sender: from,
+            content: content.into(),
+        })
+    });
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = write_output(output.as_deref(), &r.mime.0) {
+        return local_fail(format!("cannot write the encrypted message: {e}"));
+    }
+    for w in &r.warnings {
+        eprintln!("smime-agent: warning: {w}");
+    }
+    let to: Vec<String> = r
+        .recipients
+        .iter()
+        .map(|x| format!("{} ({}, {})", x.address, x.source, x.key_transport))
+        .collect();
+    eprintln!(
+        "smime-agent: encrypted with {} for {}",
+        r.algorithm,
+        to.join(", ")
+    );
+    ExitCode::SUCCESS
+}
+
+pub fn decrypt(
+    socket: &Path,
+    input: Option<PathBuf>,
+    output: Option<PathBuf>,
+    pin: PinArgs,
+) -> ExitCode {
+    let content = match read_input(input.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return local_fail(format!("cannot read the message: {e}")),
+    };
+    let mut answer = pin::PinAnswerer::new(pin);
+    let result = connect(socket, true).and_then(|mut c| {
+        c.decrypt(
+            smime_agent_proto::DecryptParams {
+                content: content.into(),
+            },
+            &mut |ev| answer.on_event(ev),
+        )
+    });
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if let Err(e) = write_output(output.as_deref(), &r.mime.0) {
+        return local_fail(format!("cannot write the decrypted message: {e}"));
+    }
+    eprintln!(
+        "smime-agent: decrypted with the key of {} (serial {}, token \"{}\"){}",
+        r.certificate.subject,
+        r.certificate.serial,
+        r.certificate.token.label,
+        if r.authenticated {
+            ""
+        } else {
+            "; the content is not integrity-protected (AES-CBC): trust it only if it is signed"
+        }
+    );
+    ExitCode::SUCCESS
+}
+
 pub fn config(defaults: bool, path: Option<PathBuf>) -> ExitCode {
     if defaults {
         print!("{}", smime_agent::config::DEFAULT_CONFIG_TOML);

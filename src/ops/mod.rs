@@ -4,6 +4,8 @@
 //! operations, and the mapping of every layer's errors to the protocol's error codes.
 //! Knows nothing of sockets: the server hands in an [`OpContext`].
 
+mod decrypt;
+mod encrypt;
 mod sign;
 mod status;
 mod tokens;
@@ -60,7 +62,9 @@ impl OpError {
                 TokenError::PinIncorrect { .. } => ErrorCode::PinIncorrect,
                 TokenError::PinLocked { .. } => ErrorCode::PinLocked,
                 TokenError::PinCancelled { .. } => ErrorCode::PinCancelled,
-                TokenError::KeyNotFound { .. } | TokenError::Pkcs11 { .. } => ErrorCode::TokenError,
+                TokenError::KeyNotFound { .. }
+                | TokenError::Refused { .. }
+                | TokenError::Pkcs11 { .. } => ErrorCode::TokenError,
             },
             OpError::Smime(SmimeError::BadTokenSignature) => ErrorCode::TokenError,
             OpError::Smime(SmimeError::UnsupportedKey(_) | SmimeError::Unsupported(_)) => {
@@ -103,6 +107,8 @@ pub async fn dispatch(ctx: &OpContext<'_>, op: Op) -> Result<serde_json::Value, 
         Op::Status(_) => to_value(status::status(ctx).await)?,
         Op::ListCerts(p) => to_value(status::list_certs(ctx, p.include_der))?,
         Op::Sign(p) => to_value(sign::sign(ctx, p).await?)?,
+        Op::Encrypt(p) => to_value(encrypt::encrypt(ctx, p).await?)?,
+        Op::Decrypt(p) => to_value(decrypt::decrypt(ctx, p).await?)?,
         Op::Rescan(_) => to_value(tokens::rescan(ctx).await)?,
         Op::Forget(_) => to_value(tokens::forget(ctx).await)?,
         Op::Validate(p) => to_value(validate::validate(ctx, p).await?)?,

@@ -919,6 +919,11 @@ pub fn unwrap_with_kek(p: &EcdhParams, kek: &[u8]) -> Option<Zeroizing<Vec<u8>>>
 }
 
 impl Envelope {
+    /// AuthEnvelopedData: the content is integrity-protected.
+    pub fn is_authenticated(&self) -> bool {
+        self.tag.is_some()
+    }
+
     /// The content key length this envelope needs.
     fn key_len(&self) -> usize {
         match self.cipher {

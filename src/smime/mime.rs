@@ -210,7 +210,7 @@ pub fn read(entity: &[u8]) -> Result<Smime, SmimeError> {
             };
             let signature = second
                 .get_body_raw()
-                .map_err(|e| SmimeError::NotMime(format!("the signature part: {e}")))?;
+                .map_err(|e| SmimeError::Malformed(format!("the signature part: {e}")))?;
             Ok(Smime::ClearSigned {
                 signed: first.raw_bytes.to_vec(),
                 signature,
@@ -219,7 +219,7 @@ pub fn read(entity: &[u8]) -> Result<Smime, SmimeError> {
         "application/pkcs7-mime" | "application/x-pkcs7-mime" => {
             let body = mail
                 .get_body_raw()
-                .map_err(|e| SmimeError::NotMime(format!("the body: {e}")))?;
+                .map_err(|e| SmimeError::Malformed(format!("the body: {e}")))?;
             let body = pem_cms(&body).unwrap_or(body);
             Ok(match param("smime-type").as_str() {
                 "signed-data" => Smime::SignedData(body),

@@ -43,6 +43,12 @@ pub enum TokenError {
     PinCancelled { token: TokenRef, reason: String },
     #[error("the token \"{}\" has no private key with id {key_id} (the certificate's key is missing)", token.label)]
     KeyNotFound { token: TokenRef, key_id: String },
+    #[error("the token \"{}\" refused {call}: {error}", token.label)]
+    Refused {
+        token: TokenRef,
+        call: &'static str,
+        error: String,
+    },
     #[error("the token \"{}\" failed in {call}: {error}", token.label)]
     Pkcs11 {
         token: TokenRef,
@@ -67,6 +73,7 @@ impl TokenError {
             | TokenError::PinLocked { token }
             | TokenError::PinCancelled { token, .. }
             | TokenError::KeyNotFound { token, .. }
+            | TokenError::Refused { token, .. }
             | TokenError::Pkcs11 { token, .. } => token,
         }
     }

@@ -427,6 +427,23 @@ impl Token {
                 token: self.facts.token.clone(),
                 retries: PinRetries::Low,
             },
+            // The token will not do this with this data or mechanism; a decryption may fall
+            // back to another mechanism, or go on with a decoy key (RFC 3218).
+            CkError::Pkcs11(
+                RvError::EncryptedDataInvalid
+                | RvError::EncryptedDataLenRange
+                | RvError::MechanismInvalid
+                | RvError::MechanismParamInvalid
+                | RvError::ArgumentsBad
+                | RvError::KeyFunctionNotPermitted
+                | RvError::KeyTypeInconsistent
+                | RvError::FunctionNotSupported,
+                _,
+            ) => TokenError::Refused {
+                token: self.facts.token.clone(),
+                call,
+                error: e.to_string(),
+            },
             other => TokenError::Pkcs11 {
                 token: self.facts.token.clone(),
                 call,
@@ -899,10 +916,21 @@ impl Token {
                 }
             }
         };
+        let decrypting = matches!(op, PrivateOp::Decrypt { .. });
         tokio::task::spawn_blocking(move || soft::private_op(&key, op))
             .await
             .map_err(|e| self.software_err(e.to_string()))?
-            .map_err(|e| self.software_err(e))
+            .map_err(|e| {
+                if decrypting {
+                    TokenError::Refused {
+                        token: self.facts.token.clone(),
+                        call: "the software key",
+                        error: e,
+                    }
+                } else {
+                    self.software_err(e)
+                }
+            })
     }
 
     fn software_err(&self, error: String) -> TokenError {

@@ -183,6 +183,13 @@ impl Agent {
             ));
         }
         cfg.push_str(&format!("[revocation]\n{revocation}\n"));
+        // Contacts (harvested signers) stay in the test's directory, never in $HOME.
+        if !spec.extra_config.contains("[contacts]") {
+            cfg.push_str(&format!(
+                "[contacts]\ndir = \"{}\"\n\n",
+                dir.join("contacts").display()
+            ));
+        }
         cfg.push_str(&spec.extra_config);
         let config = dir.join("agent.toml");
         std::fs::write(&config, cfg).unwrap();

@@ -1,0 +1,191 @@
+//! `decrypt`: find the recipient info addressed to one of the user's keys, have the token
+//! do the private-key step, decrypt the content.
+
+use std::sync::Arc;
+
+use smime_agent_proto::{DecryptParams, DecryptResult};
+use tracing::info;
+use zeroize::Zeroizing;
+
+use super::{OpContext, OpError, cert_info};
+use crate::smime::SmimeError;
+use crate::smime::envelope::{self, Envelope, Hash, KeyUnwrap, Recipient};
+use crate::smime::mime::{self, Smime};
+use crate::store::StoredCert;
+use crate::tokens::{OaepHash, PinPolicy, PrivateOp, RsaDecrypt, TokenError};
+
+/// The CMS of an encrypted message, from an S/MIME entity or bare CMS.
+pub fn envelope_der(content: &[u8]) -> Result<Vec<u8>, OpError> {
+    match mime::read(content)? {
+        Smime::Enveloped(der) | Smime::Pkcs7(der) => Ok(der),
+        Smime::ClearSigned { .. } | Smime::SignedData(_) => Err(OpError::BadRequest(
+            "this is a signed message, not an encrypted one: use verify".into(),
+        )),
+        Smime::Plain => Err(OpError::BadRequest(
+            "not an encrypted S/MIME message (no application/pkcs7-mime part)".into(),
+        )),
+    }
+}
+
+/// Which of the user's certificates the envelope is for, best first: hardware keys before
+/// software ones; with `smart_card_only`, only keys on smart cards.
+fn my_recipients(ctx: &OpContext<'_>, env: &Envelope) -> Vec<(Arc<StoredCert>, Recipient)> {
+    let snapshot = ctx.agent.store.snapshot();
+    let smart_card_only = ctx.agent.config.policy.smart_card_only;
+    let mut mine = vec![];
+    for r in &env.recipients {
+        for c in snapshot.certs() {
+            let t = &c.token.facts;
+            if smart_card_only && !(t.hardware && t.removable) {
+                continue;
+            }
+            if c.cert.has_key != Some(false) && r.id.matches(c.facts()) {
+                mine.push((c.clone(), r.clone()));
+            }
+        }
+    }
+    mine.sort_by_key(|m| std::cmp::Reverse(m.0.token.facts.hardware));
+    mine
+}
+
+fn oaep_hash(h: Hash) -> OaepHash {
+    match h {
+        Hash::Sha1 => OaepHash::Sha1,
+        Hash::Sha256 => OaepHash::Sha256,
+        Hash::Sha384 => OaepHash::Sha384,
+        Hash::Sha512 => OaepHash::Sha512,
+    }
+}
+
+/// The content key, with the private-key step on the token. A PKCS#1 v1.5 unwrap the token
+/// refuses goes on with a random key, so a bad padding and a bad content end alike
+/// (RFC 3218 section 2.3).
+async fn content_key(
+    ctx: &OpContext<'_>,
+    env: &Envelope,
+    cert: &StoredCert,
+    recipient: &Recipient,
+) -> Result<Zeroizing<Vec<u8>>, OpError> {
+    let policy = PinPolicy {
+        always_authenticate_uses_cache: ctx.agent.config.pin.always_authenticate_uses_cache,
+    };
+    let token = &cert.token;
+    let key_id = &cert.cert.key_id;
+    let subject = &cert.facts().subject;
+    let op = |op| token.private_op(key_id, subject, op, ctx.prompter, policy);
+    match &recipient.unwrap {
+        KeyUnwrap::RsaPkcs1 { encrypted_key } => {
+            match op(PrivateOp::Decrypt {
+                padding: RsaDecrypt::Pkcs1,
+                data: encrypted_key.clone(),
+            })
+            .await
+            {
+                Ok(k) => Ok(k),
+                Err(TokenError::Refused { .. }) => Ok(env.decoy_key()?),
+                Err(e) => Err(e.into()),
+            }
+        }
+        KeyUnwrap::RsaOaep {
+            encrypted_key,
+            hash,
+            mgf_hash,
+            label,
+        } => {
+            if hash == mgf_hash && label.is_empty() {
+                match op(PrivateOp::Decrypt {
+                    padding: RsaDecrypt::Oaep(oaep_hash(*hash)),
+                    data: encrypted_key.clone(),
+                })
+                .await
+                {
+                    Ok(k) => return Ok(k),
+                    // SoftHSM has no SHA-256 OAEP: unpad a raw result here instead.
+                    Err(TokenError::Refused { .. }) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            let raw = match op(PrivateOp::Decrypt {
+                padding: RsaDecrypt::Raw,
+                data: encrypted_key.clone(),
+            })
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => return Err(e.into()),
+            };
+            // The raw result is as long as the modulus; tokens may drop leading zeros.
+            let k = encrypted_key.len();
+            let mut em = Zeroizing::new(vec![0u8; k.saturating_sub(raw.len())]);
+            em.extend_from_slice(&raw);
+            envelope::oaep_decode(&em, *hash, *mgf_hash, label)
+                .ok_or(OpError::Smime(SmimeError::DecryptFailed))
+        }
+        KeyUnwrap::Ecdh(p) => {
+            let z = match op(PrivateOp::DeriveEcdh {
+                point: p.originator_point.clone(),
+            })
+            .await
+            {
+                Ok(z) => z,
+                // E.g. a key without CKA_DERIVE: say so, it is the token's configuration.
+                Err(e) => return Err(e.into()),
+            };
+            envelope::finish_ecdh(&z, p).ok_or(OpError::Smime(SmimeError::DecryptFailed))
+        }
+    }
+}
+
+/// Opens an envelope (DER or BER). Returns the content and the certificate used.
+pub async fn open(
+    ctx: &OpContext<'_>,
+    der: &[u8],
+) -> Result<(Vec<u8>, Arc<StoredCert>, bool), OpError> {
+    let env = envelope::parse(der)?;
+    let mine = my_recipients(ctx, &env);
+    let Some((cert, recipient)) = mine.into_iter().next() else {
+        let names: Vec<String> = env
+            .recipients
+            .iter()
+            .map(|r| match &r.id {
+                envelope::RecipientId::IssuerSerial { issuer, serial } => {
+                    format!("serial {} from {issuer}", envelope::serial_hex(serial))
+                }
+                envelope::RecipientId::SubjectKeyId(id) => {
+                    format!("key id {}", crate::certs::hex(id))
+                }
+            })
+            .collect();
+        let mut msg = format!(
+            "the message is for {} recipient(s), and none of their keys is on a present token: {}",
+            env.recipients.len(),
+            names.join("; ")
+        );
+        if !env.skipped.is_empty() {
+            msg.push_str(&format!(" (also unreadable: {})", env.skipped.join(", ")));
+        }
+        return Err(OpError::NotARecipient(msg));
+    };
+    info!(
+        target: "audit",
+        client = %ctx.peer,
+        op = "decrypt",
+        subject = %cert.facts().subject,
+        serial = %cert.facts().serial_hex,
+        token = %cert.token.token_ref().label,
+        "private-key operation"
+    );
+    let cek = content_key(ctx, &env, &cert, &recipient).await?;
+    let content = env.decrypt(&cek)?;
+    Ok((content, cert, env.is_authenticated()))
+}
+
+pub async fn decrypt(ctx: &OpContext<'_>, p: DecryptParams) -> Result<DecryptResult, OpError> {
+    let der = envelope_der(&p.content.0)?;
+    let (content, cert, authenticated) = open(ctx, &der).await?;
+    Ok(DecryptResult {
+        mime: content.into(),
+        certificate: cert_info(&cert, false),
+        authenticated,
+    })
+}

@@ -1,0 +1,195 @@
+//! `encrypt`: find every recipient's certificate (and the sender's own), encrypt once,
+//! wrap the content key for each.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use smime_agent_proto::{EncryptParams, EncryptResult, EnvelopeRecipient};
+use tracing::info;
+
+use super::{OpContext, OpError};
+use crate::certs::CertFacts;
+use crate::config::ContentAlgorithm;
+use crate::recipients::{self, Found, Source};
+use crate::smime::envelope::{self, EncryptTo, RsaPadding};
+use crate::smime::mime;
+use crate::store::{Purpose, SelectionContext, same_address, select};
+
+/// Most recipients of one message.
+pub const MAX_RECIPIENTS: usize = 1000;
+
+pub fn algorithm_name(a: ContentAlgorithm) -> &'static str {
+    match a {
+        ContentAlgorithm::Aes128Cbc => "aes128-cbc",
+        ContentAlgorithm::Aes256Cbc => "aes256-cbc",
+        ContentAlgorithm::Aes128Gcm => "aes128-gcm",
+        ContentAlgorithm::Aes256Gcm => "aes256-gcm",
+    }
+}
+
+/// The certificates for `addresses` and the sender. `Err` lists every address without a
+/// usable certificate, with the reason.
+pub async fn find_certificates(
+    ctx: &OpContext<'_>,
+    addresses: &[String],
+    request_certs: &[Vec<u8>],
+    sender: Option<&str>,
+) -> Result<Vec<Found>, OpError> {
+    let cfg = &ctx.agent.config;
+    let now = SystemTime::now();
+    let mut wanted: Vec<&str> = vec![];
+    for a in addresses.iter().map(String::as_str).chain(sender) {
+        crate::config::check_address(a).map_err(OpError::BadRequest)?;
+        if !wanted.iter().any(|w| same_address(w, a)) {
+            wanted.push(a);
+        }
+    }
+    if wanted.len() > MAX_RECIPIENTS {
+        return Err(OpError::Smime(crate::smime::SmimeError::Limit(format!(
+            "{} recipients; at most {MAX_RECIPIENTS} per message",
+            wanted.len()
+        ))));
+    }
+    let mut given = vec![];
+    for (i, der) in request_certs.iter().enumerate() {
+        let c = CertFacts::from_der(der).map_err(|e| {
+            OpError::BadRequest(format!("certificate {} of the request: {e}", i + 1))
+        })?;
+        given.push(Arc::new(c));
+    }
+
+    let mut found = vec![];
+    let mut missing = vec![];
+    for address in wanted {
+        // The sender's own encryption certificate comes first from their own tokens.
+        if sender.is_some_and(|s| same_address(s, address)) {
+            let snapshot = ctx.agent.store.snapshot();
+            let own = select(
+                &snapshot,
+                address,
+                Purpose::Encrypt,
+                &SelectionContext {
+                    policy: &cfg.policy,
+                    identities: &cfg.identity,
+                    trust: &ctx.agent.trust,
+                    now,
+                },
+            )
+            .await;
+            if let Ok(sel) = own {
+                found.push(Found {
+                    address: address.to_owned(),
+                    cert: Arc::new(sel.cert.facts().clone()),
+                    source: Source::Own,
+                });
+                continue;
+            }
+        }
+        let sources = vec![
+            (Source::Request, given.clone()),
+            (Source::Contacts, ctx.agent.contacts.find(address)),
+        ];
+        match recipients::find(
+            address,
+            &sources,
+            &ctx.agent.trust,
+            cfg.revocation.check_crl_on_send,
+            now,
+        )
+        .await
+        {
+            Ok(f) => found.push(f),
+            Err(why) => missing.push((address.to_owned(), why)),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(OpError::RecipientsWithoutCertificate(missing));
+    }
+    Ok(found)
+}
+
+/// Encrypts a canonical entity to the found certificates, with the policy's first
+/// algorithm. Returns the CMS DER and the algorithm.
+pub fn envelope_for(
+    ctx: &OpContext<'_>,
+    entity: &[u8],
+    found: &[Found],
+) -> Result<(Vec<u8>, ContentAlgorithm), OpError> {
+    let policy = &ctx.agent.config.policy;
+    // The config guarantees at least one algorithm. Every certificate the agent accepts
+    // takes AES; capabilities from recipients' signed mail are not tracked yet.
+    let alg = policy.encryption_algorithms[0];
+    let padding = if policy.rsa_oaep {
+        RsaPadding::OaepSha256
+    } else {
+        RsaPadding::Pkcs1v15
+    };
+    let to: Vec<EncryptTo<'_>> = found
+        .iter()
+        .map(|f| EncryptTo {
+            cert: &f.cert,
+            rsa_padding: padding,
+        })
+        .collect();
+    Ok((envelope::encrypt(entity, &to, alg)?, alg))
+}
+
+pub fn smime_type(alg: ContentAlgorithm) -> &'static str {
+    match alg {
+        ContentAlgorithm::Aes128Gcm | ContentAlgorithm::Aes256Gcm => "authEnveloped-data",
+        _ => "enveloped-data",
+    }
+}
+
+pub fn key_transport(c: &CertFacts, oaep: bool) -> &'static str {
+    match (c.key.is_ec(), oaep) {
+        (true, _) => "ecdh",
+        (false, true) => "rsa-oaep",
+        (false, false) => "rsa-pkcs1",
+    }
+}
+
+pub async fn encrypt(ctx: &OpContext<'_>, p: EncryptParams) -> Result<EncryptResult, OpError> {
+    let cfg = &ctx.agent.config;
+    let entity = mime::canonicalize(&p.content.0);
+    mime::check_entity(&entity)?;
+    if p.recipients.is_empty() {
+        return Err(OpError::BadRequest("no recipient".into()));
+    }
+    let mut warnings = vec![];
+    let sender = p
+        .sender
+        .clone()
+        .or_else(|| cfg.identity.first().map(|i| i.address.clone()));
+    if sender.is_none() {
+        warnings.push(
+            "no sender given and no [[identity]] configured: the sender cannot read this message"
+                .to_owned(),
+        );
+    }
+    let certs: Vec<Vec<u8>> = p.certificates.iter().map(|c| c.0.clone()).collect();
+    let found = find_certificates(ctx, &p.recipients, &certs, sender.as_deref()).await?;
+    let (der, alg) = envelope_for(ctx, &entity, &found)?;
+    info!(
+        client = %ctx.peer,
+        op = "encrypt",
+        recipients = found.len(),
+        algorithm = algorithm_name(alg),
+        "message encrypted"
+    );
+    Ok(EncryptResult {
+        mime: mime::pkcs7_mime(smime_type(alg), &der).into(),
+        algorithm: algorithm_name(alg).to_owned(),
+        recipients: found
+            .iter()
+            .map(|f| EnvelopeRecipient {
+                address: f.address.clone(),
+                subject: f.cert.subject.clone(),
+                serial: f.cert.serial_hex.clone(),
+                source: f.source.as_str().to_owned(),
+                key_transport: key_transport(&f.cert, cfg.policy.rsa_oaep).to_owned(),
+            })
+            .collect(),
+        warnings,
+    })
+}
