@@ -259,16 +259,6 @@ async fn the_agent_decrypts_what_openssl_encrypts_to_alice() {
 async fn tampered_garbage_and_foreign_messages_get_clear_errors() {
     let dir = tempdir();
     let (_hsm, agent) = alice_agent(dir.path(), "");
-    let client = agent.client().await;
-    let r = client
-        .encrypt(EncryptParams {
-            recipients: vec!["bob@example.org".into()],
-            certificates: vec![],
-            sender: None,
-            content: MSG.as_bytes().to_vec().into(),
-        })
-        .await
-        .unwrap();
     // For Bob only: Alice's agent cannot open it.
     let bob_only = {
         let input = write_file(dir.path(), "m.txt", MSG.as_bytes());
