@@ -137,6 +137,32 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Turn a complete message (From, To, Cc, Bcc, ...) into the message(s) to send, signed
+    /// and/or encrypted as asked and as the policy requires.
+    Compose {
+        /// Sign (the policy's always_sign signs anyway).
+        #[arg(long)]
+        sign: bool,
+        /// Encrypt (the policy's always_encrypt encrypts anyway).
+        #[arg(long)]
+        encrypt: bool,
+        /// Send unencrypted when some recipients have no certificate (not with always_encrypt).
+        #[arg(long)]
+        allow_unencrypted: bool,
+        /// A recipient certificate file, PEM or DER (repeat).
+        #[arg(long = "cert", value_name = "FILE")]
+        certs: Vec<PathBuf>,
+        #[arg(long = "in", value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// Where to write the message; further messages (one per Bcc recipient when
+        /// encrypting) go to FILE.1, FILE.2, ...
+        #[arg(long = "out", value_name = "FILE")]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        pin: cli::PinArgs,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Decrypt an S/MIME message with one of your keys.
     Decrypt {
         #[arg(long = "in", value_name = "FILE")]
@@ -232,6 +258,27 @@ fn main() -> ExitCode {
             output,
             conn,
         } => cli::encrypt(&conn.path(), to, certs, from, input, output),
+        Command::Compose {
+            sign,
+            encrypt,
+            allow_unencrypted,
+            certs,
+            input,
+            output,
+            pin,
+            conn,
+        } => cli::compose(
+            &conn.path(),
+            cli::ComposeArgs {
+                sign,
+                encrypt,
+                allow_unencrypted,
+                certs,
+                input,
+                output,
+            },
+            pin,
+        ),
         Command::Decrypt {
             input,
             output,

@@ -354,6 +354,16 @@ impl BlockingClient {
         decode(v)
     }
 
+    /// `compose`, with `on_event` answering PIN prompts.
+    pub fn compose(
+        &mut self,
+        params: ComposeParams,
+        on_event: &mut dyn FnMut(&Event) -> EventReply,
+    ) -> Result<ComposeResult, ClientError> {
+        let v = self.call(Op::Compose(params), on_event)?;
+        decode(v)
+    }
+
     /// `decrypt`, with `on_event` answering PIN prompts.
     pub fn decrypt(
         &mut self,
@@ -548,6 +558,11 @@ impl Client {
 
     pub async fn encrypt(&self, params: EncryptParams) -> Result<EncryptResult, ClientError> {
         decode(self.call(Op::Encrypt(params)).await?)
+    }
+
+    /// `compose`. If the agent asks for a PIN, answer on another task with [`Client::pin`].
+    pub async fn compose(&self, params: ComposeParams) -> Result<ComposeResult, ClientError> {
+        decode(self.call(Op::Compose(params)).await?)
     }
 
     /// `decrypt`. If the agent asks for a PIN, answer on another task with [`Client::pin`].

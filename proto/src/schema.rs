@@ -39,6 +39,7 @@ enum OkSchema {
     Sign(SignResult),
     Encrypt(EncryptResult),
     Decrypt(DecryptResult),
+    Compose(ComposeResult),
     Rescan(RescanResult),
     Forget(ForgetResult),
     Validate(ValidateResult),

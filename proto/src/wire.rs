@@ -170,6 +170,8 @@ pub enum Op {
     Encrypt(EncryptParams),
     /// Decrypt an S/MIME message with one of the user's keys.
     Decrypt(DecryptParams),
+    /// Turn a complete message into the message(s) to send, under the policy.
+    Compose(ComposeParams),
 }
 
 impl Op {
@@ -187,6 +189,7 @@ impl Op {
         "which",
         "encrypt",
         "decrypt",
+        "compose",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -203,6 +206,7 @@ impl Op {
             Op::Which(_) => "which",
             Op::Encrypt(_) => "encrypt",
             Op::Decrypt(_) => "decrypt",
+            Op::Compose(_) => "compose",
         }
     }
 }
@@ -590,6 +594,56 @@ pub struct DecryptResult {
     /// The content was integrity-protected (AuthEnvelopedData, AES-GCM). CBC envelopes are
     /// not: only a signature inside proves who wrote them.
     pub authenticated: bool,
+}
+
+/// `compose`: a complete RFC 5322 message in, the message(s) to send out.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeParams {
+    /// The message: header fields (From, To, Cc, Bcc, Subject, ...), an empty line, the body.
+    pub content: Base64Bytes,
+    /// Sign (also when the policy's `always_sign` is off).
+    #[serde(default)]
+    pub sign: bool,
+    /// Encrypt (also when the policy's `always_encrypt` is off).
+    #[serde(default)]
+    pub encrypt: bool,
+    /// When some recipients have no usable certificate, send unencrypted rather than fail.
+    /// Refused when the policy's `always_encrypt` is on.
+    #[serde(default)]
+    pub allow_unencrypted: bool,
+    /// Recipient certificates the client has (DER).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<Base64Bytes>,
+}
+
+/// One message to hand to the mail transport.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct OutgoingMessage {
+    /// Who gets this message (the SMTP envelope recipients).
+    pub recipients: Vec<String>,
+    /// The RFC 5322 message, CRLF line ends, without Bcc.
+    pub mime: Base64Bytes,
+}
+
+/// Result of `compose`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ComposeResult {
+    /// One message for the To and Cc recipients, and, when encrypted, one per Bcc recipient
+    /// (an envelope lists its recipients, so Bcc recipients get envelopes of their own).
+    pub messages: Vec<OutgoingMessage>,
+    pub signed: bool,
+    pub encrypted: bool,
+    /// Signed, encrypted and signed again.
+    pub triple_wrapped: bool,
+    /// The signer's certificate, when signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<CertInfo>,
+    /// The certificates encrypted to, when encrypted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub encrypted_to: Vec<EnvelopeRecipient>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Result of `sign`.

@@ -544,6 +544,99 @@ pub fn which(socket: &Path, address: String, purpose: &str, json: bool) -> ExitC
     }
 }
 
+fn read_cert_files(files: &[PathBuf]) -> Result<Vec<smime_agent_proto::Base64Bytes>, String> {
+    let mut out = vec![];
+    for f in files {
+        let bytes = std::fs::read(f).map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+        let ders = smime_agent::trust::certs_from_bytes(&bytes);
+        if ders.is_empty() {
+            return Err(format!("{}: no certificate in it", f.display()));
+        }
+        out.extend(ders.into_iter().map(Into::into));
+    }
+    Ok(out)
+}
+
+pub struct ComposeArgs {
+    pub sign: bool,
+    pub encrypt: bool,
+    pub allow_unencrypted: bool,
+    pub certs: Vec<PathBuf>,
+    pub input: Option<PathBuf>,
+    pub output: Option<PathBuf>,
+}
+
+pub fn compose(socket: &Path, a: ComposeArgs, pin: PinArgs) -> ExitCode {
+    let content = match read_input(a.input.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return local_fail(format!("cannot read the message: {e}")),
+    };
+    let certificates = match read_cert_files(&a.certs) {
+        Ok(c) => c,
+        Err(e) => return local_fail(e),
+    };
+    let mut answer = pin::PinAnswerer::new(pin);
+    let result = connect(socket, true).and_then(|mut c| {
+        c.compose(
+            smime_agent_proto::ComposeParams {
+                content: content.into(),
+                sign: a.sign,
+                encrypt: a.encrypt,
+                allow_unencrypted: a.allow_unencrypted,
+                certificates,
+            },
+            &mut |ev| answer.on_event(ev),
+        )
+    });
+    let r = match result {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if r.messages.len() > 1 && a.output.is_none() {
+        return local_fail(format!(
+            "the message became {} messages (one per Bcc recipient); write them with --out FILE",
+            r.messages.len()
+        ));
+    }
+    for (i, m) in r.messages.iter().enumerate() {
+        let path = a.output.as_ref().map(|o| {
+            if i == 0 {
+                o.clone()
+            } else {
+                PathBuf::from(format!("{}.{i}", o.display()))
+            }
+        });
+        if let Err(e) = write_output(path.as_deref(), &m.mime.0) {
+            return local_fail(format!("cannot write the message: {e}"));
+        }
+        if let Some(p) = &path {
+            eprintln!(
+                "smime-agent: {} for {}",
+                p.display(),
+                m.recipients.join(", ")
+            );
+        }
+    }
+    for w in &r.warnings {
+        eprintln!("smime-agent: warning: {w}");
+    }
+    eprintln!(
+        "smime-agent: {}{}{}",
+        if r.signed { "signed" } else { "not signed" },
+        if r.encrypted {
+            ", encrypted"
+        } else {
+            ", not encrypted"
+        },
+        if r.triple_wrapped {
+            " (triple-wrapped)"
+        } else {
+            ""
+        }
+    );
+    ExitCode::SUCCESS
+}
+
 pub fn encrypt(
     socket: &Path,
     to: Vec<String>,
@@ -556,19 +649,10 @@ pub fn encrypt(
         Ok(c) => c,
         Err(e) => return local_fail(format!("cannot read the message: {e}")),
     };
-    let mut certificates = vec![];
-    for f in &cert_files {
-        match std::fs::read(f) {
-            Ok(bytes) => {
-                let ders = smime_agent::trust::certs_from_bytes(&bytes);
-                if ders.is_empty() {
-                    return local_fail(format!("{}: no certificate in it", f.display()));
-                }
-                certificates.extend(ders.into_iter().map(Into::into));
-            }
-            Err(e) => return local_fail(format!("cannot read {}: {e}", f.display())),
-        }
-    }
+    let certificates = match read_cert_files(&cert_files) {
+        Ok(c) => c,
+        Err(e) => return local_fail(e),
+    };
     let result = connect(socket, false).and_then(|mut c| {
         c.encrypt(smime_agent_proto::EncryptParams {
             recipients: to,

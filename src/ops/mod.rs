@@ -4,6 +4,7 @@
 //! operations, and the mapping of every layer's errors to the protocol's error codes.
 //! Knows nothing of sockets: the server hands in an [`OpContext`].
 
+mod compose;
 mod decrypt;
 mod encrypt;
 mod sign;
@@ -109,6 +110,7 @@ pub async fn dispatch(ctx: &OpContext<'_>, op: Op) -> Result<serde_json::Value, 
         Op::Sign(p) => to_value(sign::sign(ctx, p).await?)?,
         Op::Encrypt(p) => to_value(encrypt::encrypt(ctx, p).await?)?,
         Op::Decrypt(p) => to_value(decrypt::decrypt(ctx, p).await?)?,
+        Op::Compose(p) => to_value(compose::compose(ctx, p).await?)?,
         Op::Rescan(_) => to_value(tokens::rescan(ctx).await)?,
         Op::Forget(_) => to_value(tokens::forget(ctx).await)?,
         Op::Validate(p) => to_value(validate::validate(ctx, p).await?)?,

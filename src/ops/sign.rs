@@ -2,31 +2,33 @@
 
 use std::time::SystemTime;
 
+use der::Decode;
 use smime_agent_proto::{SignFormat, SignParams, SignResult};
 use tracing::info;
+use x509_cert::Certificate;
 
 use super::{OpContext, OpError, cert_info};
 use crate::smime::{mime, sign as cms_sign};
 use crate::store::{Purpose, SelectionContext, select};
 use crate::tokens::{PinPolicy, SignMechanism};
+use crate::trust::ValidationRequest;
 
-pub async fn sign(ctx: &OpContext<'_>, p: SignParams) -> Result<SignResult, OpError> {
+/// Signs a canonical MIME entity as `signer`: selection (only a certificate with a valid
+/// chain), signed attributes, the token's signature, MIME framing. With `include_chain`
+/// the validated chain, without its root, goes into the message.
+pub async fn sign_entity(
+    ctx: &OpContext<'_>,
+    signer: &str,
+    entity: &[u8],
+    format: SignFormat,
+) -> Result<SignResult, OpError> {
     let cfg = &ctx.agent.config;
-    crate::config::check_address(&p.signer).map_err(OpError::BadRequest)?;
-    let entity = mime::canonicalize(&p.content.0);
-    mime::check_entity(&entity)?;
-    let format = p.format.unwrap_or(if cfg.policy.clear_sign {
-        SignFormat::Clear
-    } else {
-        SignFormat::Opaque
-    });
-
     let now = SystemTime::now();
     let snapshot = ctx.agent.store.snapshot();
     // Only a certificate whose chain is valid signs (behaviour.md section 2, rule 5).
     let chosen = select(
         &snapshot,
-        &p.signer,
+        signer,
         Purpose::Sign,
         &SelectionContext {
             policy: &cfg.policy,
@@ -37,17 +39,39 @@ pub async fn sign(ctx: &OpContext<'_>, p: SignParams) -> Result<SignResult, OpEr
     )
     .await?;
     for w in &chosen.warnings {
-        tracing::warn!(signer = %p.signer, warning = %w, "signing despite a validation warning");
+        tracing::warn!(signer = %signer, warning = %w, "signing despite a validation warning");
     }
     let cert = &chosen.cert;
     let facts = cert.facts();
     // The config guarantees at least one algorithm.
     let digest = cfg.policy.signing_algorithms[0];
 
+    let mut extra_certs = vec![];
+    if cfg.policy.include_chain {
+        // Answered from the validation cache: selection has just validated it.
+        let v = ctx
+            .agent
+            .trust
+            .validate(&ValidationRequest {
+                cert: facts.der.clone(),
+                token_certs: snapshot.certs().map(|c| c.facts().der.clone()).collect(),
+                time: Some(now),
+                ..Default::default()
+            })
+            .await;
+        // The chain without the signer (first) and the root (last).
+        let n = v.chain.len();
+        for link in v.chain.iter().take(n.saturating_sub(1)).skip(1) {
+            if let Ok(c) = Certificate::from_der(&link.der) {
+                extra_certs.push(c);
+            }
+        }
+    }
+
     let prepared = cms_sign::prepare(&cms_sign::SignRequest {
-        content: &entity,
+        content: entity,
         signer: facts,
-        extra_certs: &[],
+        extra_certs: &extra_certs,
         digest,
         signing_time: now,
         capabilities: &cfg.policy.encryption_algorithms,
@@ -83,7 +107,7 @@ pub async fn sign(ctx: &OpContext<'_>, p: SignParams) -> Result<SignResult, OpEr
         .await?;
     let cms = prepared.finish(&raw)?;
     let out = match format {
-        SignFormat::Clear => mime::clear_signed(&entity, &cms, cms_sign::micalg(digest))?,
+        SignFormat::Clear => mime::clear_signed(entity, &cms, cms_sign::micalg(digest))?,
         SignFormat::Opaque => mime::pkcs7_mime("signed-data", &cms),
     };
     Ok(SignResult {
@@ -94,4 +118,21 @@ pub async fn sign(ctx: &OpContext<'_>, p: SignParams) -> Result<SignResult, OpEr
         why: chosen.why.clone(),
         warnings: chosen.warnings.clone(),
     })
+}
+
+/// The policy's packaging unless the request says otherwise.
+pub fn default_format(ctx: &OpContext<'_>) -> SignFormat {
+    if ctx.agent.config.policy.clear_sign {
+        SignFormat::Clear
+    } else {
+        SignFormat::Opaque
+    }
+}
+
+pub async fn sign(ctx: &OpContext<'_>, p: SignParams) -> Result<SignResult, OpError> {
+    crate::config::check_address(&p.signer).map_err(OpError::BadRequest)?;
+    let entity = mime::canonicalize(&p.content.0);
+    mime::check_entity(&entity)?;
+    let format = p.format.unwrap_or_else(|| default_format(ctx));
+    sign_entity(ctx, &p.signer, &entity, format).await
 }

@@ -119,6 +119,8 @@ pub struct ChainLink {
     pub not_after: String,
     pub sha256: String,
     pub origin: CertOrigin,
+    /// The certificate (for carrying the chain in signed mail).
+    pub der: Vec<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -236,6 +238,7 @@ fn link(c: &PDVCertificate, origin: CertOrigin) -> ChainLink {
         not_after: rfc3339(tbs.validity().not_after.to_system_time()),
         sha256: hex(&sha256(c.as_bytes())),
         origin,
+        der: c.as_bytes().to_vec(),
     }
 }
 
