@@ -30,6 +30,9 @@ const CACHE_MAGIC: &[u8] = b"smime-agent-crl 1\n";
 const SKEW: Duration = Duration::from_secs(300);
 
 /// A CRL the agent holds, with the facts `status` shows.
+/// How long a failed fetch is remembered before the distribution point is tried again.
+pub const FAILURE_MEMORY: Duration = Duration::from_secs(30);
+
 #[derive(Debug)]
 pub struct CachedCrl {
     pub url: String,
@@ -343,8 +346,10 @@ impl CrlCache {
         if let Some(c) = self.lookup(url, issuer, now) {
             return Ok((c, CrlOrigin::Cache));
         }
+        // A failure is remembered briefly: an unreachable distribution point must not cost
+        // every validation a connection attempt (or a timeout) of its own.
         if let Some((at, failure)) = &slot.last_failure
-            && *at >= asked
+            && (*at >= asked || at.elapsed() < FAILURE_MEMORY)
         {
             return Err(failure.clone());
         }
