@@ -5,7 +5,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all deps build demo test lint fmt schema clean
+.PHONY: all deps build demo test lint fmt schema bench clean
 
 all: build
 
@@ -21,6 +21,10 @@ demo: deps
 
 test: build
 	$(CARGO) test --workspace --no-fail-fast
+
+# Benchmarks (release build; a few minutes): bench/REPORT.md and bench/report.json.
+bench: deps
+	$(CARGO) bench --bench agent
 
 lint: deps
 	$(CARGO) fmt --all -- --check

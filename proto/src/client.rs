@@ -51,6 +51,11 @@ impl ClientError {
     }
 }
 
+/// The largest response a client reads. A response can be larger than its request (a
+/// signed or encrypted message grows by base64 and CMS), and it comes from the user's own
+/// agent, so the bound is generous.
+pub const MAX_RESPONSE_BYTES: u64 = 4 << 30;
+
 fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ClientError> {
     serde_json::from_value(value).map_err(|e| ClientError::Protocol(e.to_string()))
 }
@@ -173,7 +178,7 @@ impl BlockingClient {
         let (rx, tx) = Shared::pair(stream);
         let mut client = BlockingClient {
             // Responses can carry a whole signed message: allow twice the default bound.
-            reader: BlockingFrameReader::new(BufReader::new(rx), 2 * DEFAULT_MAX_FRAME_BYTES),
+            reader: BlockingFrameReader::new(BufReader::new(rx), MAX_RESPONSE_BYTES),
             writer: tx,
             next_id: 1,
             hello: HelloResult {
@@ -424,7 +429,7 @@ impl Client {
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();
         let (un_tx, un_rx) = mpsc::unbounded_channel();
         let reader_task = tokio::spawn(read_loop(
-            FrameReader::new(tokio::io::BufReader::new(rx), 2 * DEFAULT_MAX_FRAME_BYTES),
+            FrameReader::new(tokio::io::BufReader::new(rx), MAX_RESPONSE_BYTES),
             pending.clone(),
             ev_tx,
             un_tx,
@@ -601,7 +606,17 @@ async fn read_loop(
     loop {
         let line = match reader.next_frame().await {
             Ok(Some(Frame::Line(l))) => l,
-            Ok(Some(Frame::TooLarge { .. })) => continue,
+            // Fails the call it answers, rather than leaving it waiting forever.
+            Ok(Some(Frame::TooLarge { id, size })) => {
+                let waiting = id.and_then(|id| pending.lock().ok()?.remove(&id));
+                if let Some(tx) = waiting {
+                    let _ = tx.send(Outcome::Error(ErrorBody::new(
+                        ErrorCode::FrameTooLarge,
+                        format!("a response of {size} bytes is larger than this client reads"),
+                    )));
+                }
+                continue;
+            }
             Ok(None) | Err(_) => break,
         };
         let Ok(frame) = AgentFrame::parse(&line) else {
