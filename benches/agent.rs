@@ -1,0 +1,753 @@
+//! `make bench`: where the agent stands against the raw token, the CPU and the peers.
+//!
+//! Drives the real (release) agent over its socket, against SoftHSM tokens and the virtual
+//! PIV card, and measures in the same run what it is compared with: a raw cryptoki C_Sign
+//! loop on the same key, `openssl cms` with the PKCS#11 engine, `gpgsm`, and `openssl
+//! speed`. Each figure is the median of several runs. Writes `bench/REPORT.md` and
+//! `bench/report.json`. Speed is reported, never asserted.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, ObjectClass};
+use cryptoki::session::UserType;
+use cryptoki::types::AuthPin;
+use serde_json::{Value, json};
+use smime_agent_proto::client::Client;
+use smime_agent_proto::{DecryptParams, EncryptParams, SignFormat, SignParams};
+
+/// Runs per figure; the median is reported.
+const RUNS: usize = 3;
+/// How long one throughput run lasts.
+const RUN_TIME: Duration = Duration::from_secs(3);
+const CONCURRENCY: [usize; 4] = [1, 2, 8, 64];
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+/// VmRSS or VmHWM of a process, in KiB.
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Resets a process's peak RSS (Linux: clear_refs 5).
+fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+fn machine() -> Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown".into());
+    let nproc = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let date = String::from_utf8_lossy(
+        &Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()
+            .map(|o| o.stdout)
+            .unwrap_or_default(),
+    )
+    .trim()
+    .to_owned();
+    json!({ "cpu": cpu, "nproc": nproc, "date": date })
+}
+
+// ---------------------------------------------------------------------------------------
+// The agent under test
+// ---------------------------------------------------------------------------------------
+
+struct Rig {
+    _dir: Option<tempfile::TempDir>,
+    pki: PathBuf,
+    hsm: SoftHsm,
+    _crls: Option<CrlServer>,
+}
+
+/// A PKI whose CRLs a loopback server publishes, so validations find them and cache them.
+async fn rig() -> Rig {
+    let dir = tempdir();
+    let crls = CrlServer::start().await;
+    let pki = pki_in(
+        &dir.path().join("pki"),
+        &crls.base_url(),
+        &[
+            "alice-sign-rsa",
+            "alice-sign-ec",
+            "alice-enc-rsa",
+            "bob-enc-ec",
+            "bob-dual-rsa",
+        ],
+    );
+    crls.publish("/ca.crl", make_crl(&pki, "ca", &[], 86_400));
+    crls.publish("/root-ca.crl", make_crl(&pki, "root", &[], 86_400));
+    // Alice signs with RSA (the per-message and large-message figures); the overhead
+    // figures use agents of their own, one key each.
+    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
+    hsm.add_token_from(&pki, "rsa", PIN, &["alice-sign-rsa", "alice-enc-rsa"]);
+    Rig {
+        _dir: Some(dir),
+        pki,
+        hsm,
+        _crls: Some(crls),
+    }
+}
+
+/// An agent on the rig's SoftHSM tokens, its PKI trusted, its PIN cached for the run.
+fn agent(rig: &Rig, dir: &Path) -> Agent {
+    Agent::start(
+        dir,
+        AgentSpec {
+            softhsm: Some(&rig.hsm),
+            trust: Some(trust_for(&rig.pki)),
+            extra_config: format!(
+                "[agent]\nmax_frame_bytes = 536870912\n\n[contacts]\ndir = \"{}\"\n",
+                dir.join("contacts").display()
+            ),
+            pin_extra: "cache_ttl_secs = 86400",
+            env: vec![("RUST_LOG".into(), "warn".into())],
+            ..Default::default()
+        },
+    )
+}
+
+/// A client that has given the PIN once, so later requests do not prompt.
+async fn warm_client(agent: &Agent) -> Client {
+    let c = agent.client().await;
+    let (r, _) = sign_answering(&c, "alice@example.org", sample_entity("warm up"), None, PIN).await;
+    r.expect("warm-up signature");
+    agent.client().await
+}
+
+fn sign_params(entity: Vec<u8>) -> SignParams {
+    SignParams {
+        signer: "alice@example.org".into(),
+        content: entity.into(),
+        format: Some(SignFormat::Clear),
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum KeyKind {
+    Rsa,
+    Ec,
+}
+
+impl KeyKind {
+    fn name(self) -> &'static str {
+        match self {
+            KeyKind::Rsa => "RSA-2048",
+            KeyKind::Ec => "ECDSA P-256",
+        }
+    }
+    fn token(self) -> &'static str {
+        match self {
+            KeyKind::Rsa => "rsa",
+            KeyKind::Ec => "ec",
+        }
+    }
+    fn key_label(self) -> &'static str {
+        match self {
+            KeyKind::Rsa => "alice-sign-rsa",
+            KeyKind::Ec => "alice-sign-ec",
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Agent overhead
+// ---------------------------------------------------------------------------------------
+
+/// Raw C_Sign on the same SoftHSM key, `threads` sessions in parallel, for RUN_TIME.
+fn raw_sign(rig: &Rig, key: KeyKind, threads: usize) -> f64 {
+    // SAFETY of env: set before the module is loaded in this process, single-threaded here.
+    unsafe { std::env::set_var("SOFTHSM2_CONF", rig.hsm.conf()) };
+    let p = Pkcs11::new(SOFTHSM).expect("SoftHSM");
+    let _ = p.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK));
+    let slot = p
+        .get_slots_with_initialized_token()
+        .unwrap()
+        .into_iter()
+        .find(|s| {
+            p.get_token_info(*s)
+                .map(|i| i.label().trim() == key.token())
+                .unwrap_or(false)
+        })
+        .expect("token");
+    let data: Vec<u8> = match key {
+        // A SHA-256 DigestInfo, as the agent signs it.
+        KeyKind::Rsa => [
+            &[
+                0x30u8, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04,
+                0x02, 0x01, 0x05, 0x00, 0x04, 0x20,
+            ][..],
+            &[7u8; 32],
+        ]
+        .concat(),
+        KeyKind::Ec => vec![7u8; 32],
+    };
+    let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let deadline = Instant::now() + RUN_TIME;
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            let p = p.clone();
+            let count = count.clone();
+            let data = data.clone();
+            scope.spawn(move || {
+                let mech = match key {
+                    KeyKind::Rsa => Mechanism::RsaPkcs,
+                    KeyKind::Ec => Mechanism::Ecdsa,
+                };
+                let s = p.open_ro_session(slot).unwrap();
+                let _ = s.login(UserType::User, Some(&AuthPin::from(PIN.to_string())));
+                let handle = s
+                    .find_objects(&[
+                        Attribute::Class(ObjectClass::PRIVATE_KEY),
+                        Attribute::Label(key.key_label().as_bytes().to_vec()),
+                    ])
+                    .unwrap()[0];
+                while Instant::now() < deadline {
+                    s.sign(&mech, handle, &data).unwrap();
+                    count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let _ = p.finalize();
+    count.load(std::sync::atomic::Ordering::Relaxed) as f64 / RUN_TIME.as_secs_f64()
+}
+
+/// Signatures through the agent with `clients` concurrent clients: (per second, p50 ms,
+/// p99 ms).
+async fn agent_sign(agent: &Agent, clients: usize) -> (f64, f64, f64) {
+    let mut tasks = vec![];
+    let deadline = Instant::now() + RUN_TIME;
+    for _ in 0..clients {
+        let c = Client::connect(&agent.socket, hello(true)).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = vec![];
+            let entity = sample_entity("a short message to sign");
+            while Instant::now() < deadline {
+                let t = Instant::now();
+                c.sign(sign_params(entity.clone())).await.expect("sign");
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            lat
+        }));
+    }
+    let mut lat = vec![];
+    for t in tasks {
+        lat.extend(t.await.unwrap());
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    (
+        lat.len() as f64 / RUN_TIME.as_secs_f64(),
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+    )
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Per message, against the processes a mail client would otherwise spawn
+// ---------------------------------------------------------------------------------------
+
+/// Median wall time of `n` runs of a command, ms.
+fn time_command(n: usize, mut make: impl FnMut() -> Command) -> Option<f64> {
+    let mut times = vec![];
+    for _ in 0..n {
+        let t = Instant::now();
+        let out = make().output().ok()?;
+        if !out.status.success() {
+            eprintln!("bench: {}", String::from_utf8_lossy(&out.stderr));
+            return None;
+        }
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    Some(median(times))
+}
+
+fn openssl_engine_sign(rig: &Rig, dir: &Path) -> Option<f64> {
+    let msg = write_file(dir, "engine-msg.txt", &sample_entity("per message"));
+    let cert = rig.pki.join("alice-sign-rsa.pem");
+    time_command(20, || {
+        let mut c = Command::new("openssl");
+        c.args([
+            "cms", "-sign", "-engine", "pkcs11", "-keyform", "engine", "-inkey",
+        ])
+        .arg(format!(
+            "pkcs11:token=rsa;object=alice-sign-rsa;type=private;pin-value={PIN}"
+        ))
+        .arg("-signer")
+        .arg(&cert)
+        .arg("-in")
+        .arg(&msg)
+        .arg("-out")
+        .arg(dir.join("engine-out.eml"))
+        .env("SOFTHSM2_CONF", rig.hsm.conf())
+        .env("PKCS11_MODULE_PATH", SOFTHSM);
+        c
+    })
+}
+
+fn gpgsm_sign(rig: &Rig, dir: &Path) -> Option<f64> {
+    let home = dir.join("gnupg");
+    std::fs::create_dir_all(&home).ok()?;
+    let _ = Command::new("chmod").arg("700").arg(&home).status();
+    std::fs::write(home.join("gpg-agent.conf"), "allow-loopback-pinentry\n").ok()?;
+    std::fs::write(
+        home.join("gpgsm.conf"),
+        "disable-crl-checks\ndisable-policy-checks\n",
+    )
+    .ok()?;
+    let p12 = dir.join("alice.p12");
+    let st = Command::new("openssl")
+        .args([
+            "pkcs12",
+            "-export",
+            "-keypbe",
+            "PBE-SHA1-3DES",
+            "-certpbe",
+            "PBE-SHA1-3DES",
+            "-macalg",
+            "sha1",
+            "-passout",
+            "pass:pw",
+            "-inkey",
+        ])
+        .arg(rig.pki.join("alice-sign-rsa.key.pem"))
+        .arg("-in")
+        .arg(rig.pki.join("alice-sign-rsa.pem"))
+        .arg("-out")
+        .arg(&p12)
+        .status()
+        .ok()?;
+    if !st.success() {
+        return None;
+    }
+    let gpgsm = |args: &[&str]| {
+        let mut c = Command::new("gpgsm");
+        c.env("GNUPGHOME", &home)
+            .args([
+                "--batch",
+                "--pinentry-mode",
+                "loopback",
+                "--passphrase",
+                "pw",
+            ])
+            .args(args);
+        c
+    };
+    for f in [rig.pki.join("root-ca.pem"), rig.pki.join("ca.pem")] {
+        gpgsm(&["--import"]).arg(&f).output().ok()?;
+    }
+    gpgsm(&["--import"]).arg(&p12).output().ok()?;
+    // Trust the root: its fingerprint with the S flag.
+    let fpr = String::from_utf8_lossy(
+        &Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha1", "-in"])
+            .arg(rig.pki.join("root-ca.pem"))
+            .output()
+            .ok()?
+            .stdout,
+    )
+    .trim()
+    .rsplit('=')
+    .next()?
+    .to_owned();
+    std::fs::write(home.join("trustlist.txt"), format!("{fpr} S relax\n")).ok()?;
+    let msg = write_file(dir, "gpgsm-msg.txt", &sample_entity("per message"));
+    let out = dir.join("gpgsm-out.p7s");
+    // The first run starts gpg-agent; measure the ones a mail client would see after.
+    let _ = std::fs::remove_file(&out);
+    gpgsm(&["--sign", "--local-user", "alice@example.org", "--output"])
+        .arg(&out)
+        .arg(&msg)
+        .output()
+        .ok()?;
+    let r = time_command(20, || {
+        let _ = std::fs::remove_file(&out);
+        let mut c = gpgsm(&["--sign", "--local-user", "alice@example.org", "--output"]);
+        c.arg(&out).arg(&msg);
+        c
+    });
+    let _ = Command::new("gpgconf")
+        .env("GNUPGHOME", &home)
+        .args(["--kill", "all"])
+        .status();
+    r
+}
+
+fn cli_sign(agent: &Agent, dir: &Path) -> Option<f64> {
+    let msg = write_file(dir, "cli-msg.txt", &sample_entity("per message"));
+    time_command(20, || {
+        let mut c = agent.cli();
+        c.args(["sign", "--signer", "alice@example.org", "--in"])
+            .arg(&msg)
+            .arg("--out")
+            .arg(dir.join("cli-out.eml"));
+        c
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Large messages, and openssl speed
+// ---------------------------------------------------------------------------------------
+
+/// `openssl speed -evp ALG -bytes 1048576`: MiB/s.
+fn openssl_speed_evp(alg: &str) -> Option<f64> {
+    let out = Command::new("openssl")
+        .args([
+            "speed", "-evp", alg, "-bytes", "1048576", "-seconds", "2", "-mr",
+        ])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "+F:<n>:<alg>:<bytes per second>"
+    let bps: f64 = text
+        .lines()
+        .find(|l| l.starts_with("+F:"))?
+        .rsplit(':')
+        .next()?
+        .parse()
+        .ok()?;
+    Some(bps / 1048576.0)
+}
+
+/// `openssl speed rsa2048`: (sign/s, verify/s).
+fn openssl_speed_rsa() -> Option<(f64, f64)> {
+    let out = Command::new("openssl")
+        .args(["speed", "-seconds", "2", "-mr", "rsa2048"])
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    // "+F2:<n>:2048:<sign seconds>:<verify seconds>"
+    let l = text.lines().find(|l| l.starts_with("+F2:"))?;
+    let parts: Vec<&str> = l.split(':').collect();
+    let s: f64 = parts.get(3)?.parse().ok()?;
+    let v: f64 = parts.get(4)?.parse().ok()?;
+    Some((1.0 / s, 1.0 / v))
+}
+
+// ---------------------------------------------------------------------------------------
+// The report
+// ---------------------------------------------------------------------------------------
+
+fn fmt(v: Option<f64>, digits: usize) -> String {
+    match v {
+        Some(x) if x.is_finite() => format!("{x:.digits$}"),
+        _ => "n/a".into(),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    // `cargo bench` passes --bench; anything else is not ours to read.
+    smime_agent::sys::raise_nofile_limit();
+    let out_dir = repo().join("bench");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let mut report = serde_json::Map::new();
+    report.insert("machine".into(), machine());
+    let mut md = String::new();
+    let m = &report["machine"];
+    md.push_str(&format!(
+        "# smime-agent benchmark report\n\nMachine: {} ({} CPUs), {}. Reproduce with `make bench`.\n\
+         Each figure is the median of {RUNS} runs of {} s (throughput) or 20 runs (per message).\n\n",
+        m["cpu"].as_str().unwrap_or(""),
+        m["nproc"],
+        m["date"].as_str().unwrap_or(""),
+        RUN_TIME.as_secs()
+    ));
+
+    let rig = rig().await;
+    let work = tempdir();
+
+    // BENCH_ONLY=overhead runs only the first section (for profiling the agent under load).
+    let only_overhead = std::env::var("BENCH_ONLY").is_ok_and(|v| v == "overhead");
+    // 1. Agent overhead.
+    md.push_str("## 1. Agent overhead: CMS signatures through the agent vs raw C_Sign on the same SoftHSM key\n\n");
+    md.push_str("| key | raw C_Sign/s (1 thread) | raw C_Sign/s (2 threads) | clients | agent sig/s | ratio to raw (best) | p50 ms | p99 ms | p50 added ms |\n|---|---|---|---|---|---|---|---|---|\n");
+    let mut overhead = vec![];
+    for key in [KeyKind::Rsa, KeyKind::Ec] {
+        // One agent per key: only its token is configured under alice's address.
+        let dir = work.path().join(format!("agent-{}", key.token()));
+        let hsm = SoftHsm::new(&dir.join("softhsm"));
+        hsm.add_token_from(&rig.pki, key.token(), PIN, &[key.key_label()]);
+        let keyrig = Rig {
+            _dir: None,
+            pki: rig.pki.clone(),
+            hsm,
+            _crls: None,
+        };
+        let raw1 = median((0..RUNS).map(|_| raw_sign(&keyrig, key, 1)).collect());
+        let raw2 = median((0..RUNS).map(|_| raw_sign(&keyrig, key, 2)).collect());
+        let a = agent(&keyrig, &dir.join("agent"));
+        let _warm = warm_client(&a).await;
+        for clients in CONCURRENCY {
+            let mut runs = vec![];
+            for _ in 0..RUNS {
+                runs.push(agent_sign(&a, clients).await);
+            }
+            runs.sort_by(|x, y| x.0.total_cmp(&y.0));
+            let (tput, p50, p99) = runs[runs.len() / 2];
+            let best_raw = raw1.max(raw2);
+            let added = p50 - 1000.0 / raw1;
+            md.push_str(&format!(
+                "| {} | {raw1:.0} | {raw2:.0} | {clients} | {tput:.0} | {:.2} | {p50:.3} | {p99:.3} | {added:.3} |\n",
+                key.name(),
+                tput / best_raw
+            ));
+            overhead.push(json!({"key": key.name(), "raw_1": raw1, "raw_2": raw2, "clients": clients,
+                "agent_per_s": tput, "ratio": tput / best_raw, "p50_ms": p50, "p99_ms": p99, "p50_added_ms": added}));
+        }
+    }
+    report.insert("overhead".into(), Value::Array(overhead));
+    if only_overhead {
+        println!("{md}");
+        return;
+    }
+    md.push_str(
+        "\nTargets: at least 90% of the raw token's throughput, at most 0.3 ms added at p50.\n\n",
+    );
+
+    // 2. Per message.
+    let a = agent(&rig, &work.path().join("agent-main"));
+    let client = warm_client(&a).await;
+    let mut one = vec![];
+    for _ in 0..20 {
+        let t = Instant::now();
+        client
+            .sign(sign_params(sample_entity("per message")))
+            .await
+            .unwrap();
+        one.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let agent_ms = median(one);
+    let cli_ms = cli_sign(&a, work.path());
+    let engine_ms = openssl_engine_sign(&rig, work.path());
+    let gpgsm_ms = gpgsm_sign(&rig, work.path());
+    md.push_str("## 2. One signed message, against the process a mail client would otherwise spawn\n\n| how | ms per message | ratio to one agent request |\n|---|---|---|\n");
+    for (how, v) in [
+        (
+            "one request to the running agent (RSA, SoftHSM)",
+            Some(agent_ms),
+        ),
+        (
+            "`smime-agent sign` CLI process (connect, hello, sign)",
+            cli_ms,
+        ),
+        (
+            "`openssl cms -sign` with the PKCS#11 engine, same SoftHSM key",
+            engine_ms,
+        ),
+        ("`gpgsm --sign`, software key, gpg-agent running", gpgsm_ms),
+    ] {
+        md.push_str(&format!(
+            "| {how} | {} | {} |\n",
+            fmt(v, 2),
+            fmt(v.map(|x| x / agent_ms), 1)
+        ));
+    }
+    report.insert(
+        "per_message_ms".into(),
+        json!({"agent": agent_ms, "cli": cli_ms, "openssl_engine": engine_ms, "gpgsm": gpgsm_ms}),
+    );
+
+    // 4. Large messages.
+    let big_mib = 100usize;
+    let line = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789abcd\r\n";
+    let mut big = b"Content-Type: text/plain\r\n\r\n".to_vec();
+    while big.len() < big_mib << 20 {
+        big.extend_from_slice(line.as_bytes());
+    }
+    let mib = big.len() as f64 / 1048576.0;
+    let pid = a.pid();
+    let mut rows = vec![];
+    reset_peak(pid);
+    let t = Instant::now();
+    let signed = client
+        .sign(sign_params(big.clone()))
+        .await
+        .expect("sign 100 MiB");
+    rows.push((
+        "sign (clear)",
+        mib / t.elapsed().as_secs_f64(),
+        proc_kib(pid, "VmHWM"),
+    ));
+    drop(signed);
+    reset_peak(pid);
+    let t = Instant::now();
+    let enc = client
+        .encrypt(EncryptParams {
+            recipients: vec!["bob@example.org".into()],
+            certificates: vec![
+                std::fs::read(rig.pki.join("bob-enc-ec.der"))
+                    .unwrap()
+                    .into(),
+            ],
+            sender: Some("alice@example.org".into()),
+            content: big.clone().into(),
+        })
+        .await
+        .expect("encrypt 100 MiB");
+    rows.push((
+        "encrypt (AES-256-CBC)",
+        mib / t.elapsed().as_secs_f64(),
+        proc_kib(pid, "VmHWM"),
+    ));
+    reset_peak(pid);
+    let t = Instant::now();
+    let dec = client
+        .decrypt(DecryptParams { content: enc.mime })
+        .await
+        .expect("decrypt 100 MiB");
+    rows.push((
+        "decrypt (AES-256-CBC)",
+        mib / t.elapsed().as_secs_f64(),
+        proc_kib(pid, "VmHWM"),
+    ));
+    assert_eq!(dec.mime.0.len(), big.len());
+    let sha = openssl_speed_evp("sha256");
+    let aes = openssl_speed_evp("aes-256-cbc");
+    md.push_str(&format!(
+        "\n## 4. Large messages ({mib:.0} MiB, through the socket, base64 both ways)\n\n| operation | MiB/s | agent peak RSS MiB | openssl speed, 1 MiB blocks |\n|---|---|---|---|\n"
+    ));
+    for (op, speed, hwm) in &rows {
+        let cmp = if op.starts_with("sign") {
+            format!("sha256 {} MiB/s", fmt(sha, 0))
+        } else {
+            format!("aes-256-cbc {} MiB/s", fmt(aes, 0))
+        };
+        md.push_str(&format!(
+            "| {op} | {speed:.1} | {:.0} | {cmp} |\n",
+            *hwm as f64 / 1024.0
+        ));
+    }
+    report.insert("large".into(), json!({"mib": mib, "rows": rows.iter().map(|(o, s, h)| json!({"op": o, "mib_per_s": s, "peak_rss_kib": h})).collect::<Vec<_>>(), "openssl_sha256_mib_s": sha, "openssl_aes256cbc_mib_s": aes}));
+
+    // 3. Verify: reported with `openssl speed` for when the verify op lands.
+    let rsa = openssl_speed_rsa();
+    report.insert(
+        "openssl_rsa2048".into(),
+        json!({"sign_per_s": rsa.map(|r| r.0), "verify_per_s": rsa.map(|r| r.1)}),
+    );
+
+    // 6. Footprint.
+    let mut ready = vec![];
+    for i in 0..5 {
+        let t = Instant::now();
+        let x = agent(&rig, &work.path().join(format!("footprint-{i}")));
+        ready.push(t.elapsed().as_secs_f64() * 1000.0);
+        drop(x);
+    }
+    let idle = agent(&rig, &work.path().join("idle"));
+    let idle_kib = proc_kib(idle.pid(), "VmRSS");
+    let mut conns = vec![];
+    for _ in 0..1000 {
+        conns.push(
+            Client::connect(&idle.socket, hello(false))
+                .await
+                .expect("connection"),
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let busy_kib = proc_kib(idle.pid(), "VmRSS");
+    drop(conns);
+    md.push_str(&format!(
+        "\n## 6. Footprint\n\n| figure | value |\n|---|---|\n| `serve` to socket ready (1 SoftHSM module, 2 tokens) | {:.1} ms |\n| idle RSS | {:.1} MiB |\n| RSS with 1000 idle connections | {:.1} MiB ({:.1} KiB per connection) |\n",
+        median(ready.clone()),
+        idle_kib as f64 / 1024.0,
+        busy_kib as f64 / 1024.0,
+        (busy_kib.saturating_sub(idle_kib)) as f64 / 1000.0
+    ));
+    report.insert("footprint".into(), json!({"ready_ms": median(ready), "idle_rss_kib": idle_kib, "rss_1000_conns_kib": busy_kib}));
+
+    // 5. Card life cycle.
+    let card = card_life_cycle(&rig, work.path()).await;
+    md.push_str(&format!(
+        "\n## 5. Card life cycle (virtual PIV card, vpcd, private pcscd, OpenSC)\n\n| figure | median |\n|---|---|\n| insertion (reader has taken the card) to certificates usable | {} ms |\n| removal to certificates gone | {} ms |\n\nThe virtual reader's driver (pcscd) polls the card every 400 ms: insertion is measured from \
+         the moment the reader reports the card, removal from the moment it is pulled.\n",
+        fmt(card.map(|c| c.0), 1),
+        fmt(card.map(|c| c.1), 1)
+    ));
+    report.insert(
+        "card".into(),
+        json!({"insert_ms": card.map(|c| c.0), "remove_ms": card.map(|c| c.1)}),
+    );
+
+    std::fs::write(
+        out_dir.join("report.json"),
+        serde_json::to_string_pretty(&Value::Object(report)).unwrap(),
+    )
+    .unwrap();
+    std::fs::write(out_dir.join("REPORT.md"), &md).unwrap();
+    println!("{md}");
+    println!("wrote {}", out_dir.join("REPORT.md").display());
+}
+
+async fn card_life_cycle(rig: &Rig, dir: &Path) -> Option<(f64, f64)> {
+    use virtual_piv_card::{CardRig, OPENSC_PKCS11, PivSlot, RigOptions, SlotSpec};
+    let card_rig = CardRig::start_in_tempdir(RigOptions::default()).ok()?;
+    let a = Agent::start(
+        &dir.join("card-agent"),
+        AgentSpec {
+            extra_config: format!("[[tokens.module]]\npath = \"{OPENSC_PKCS11}\"\n"),
+            trust: Some(trust_for(&rig.pki)),
+            env: card_rig
+                .env()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.display().to_string()))
+                .chain([("RUST_LOG".to_string(), "warn".to_string())])
+                .collect(),
+            ..Default::default()
+        },
+    );
+    let c = a.client().await;
+    let slots = [SlotSpec::new(
+        PivSlot::Signature,
+        rig.pki.join("alice-sign-rsa.key.pem"),
+        rig.pki.join("alice-sign-rsa.pem"),
+    )];
+    let (mut ins, mut rem) = (vec![], vec![]);
+    for _ in 0..5 {
+        card_rig.insert("bench", 0, "123456", &slots).ok()?;
+        let t = Instant::now();
+        while c.status().await.ok()?.tokens.is_empty() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        ins.push(t.elapsed().as_secs_f64() * 1000.0);
+        let t = Instant::now();
+        card_rig.remove("bench").ok()?;
+        while !c.status().await.ok()?.tokens.is_empty() {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        rem.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    Some((median(ins), median(rem)))
+}
