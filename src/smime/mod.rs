@@ -6,10 +6,12 @@
 //! - [`sign`]: SignedData around a token's raw signature.
 //! - [`envelope`]: EnvelopedData and AuthEnvelopedData, RSA and EC recipients.
 //! - [`mime`]: canonical form, multipart/signed, application/pkcs7-mime.
+//! - [`verify`]: reading SignedData back: every signer's signature, one layer at a time.
 
 pub mod envelope;
 pub mod mime;
 pub mod sign;
+pub mod verify;
 
 /// Errors of the S/MIME layer.
 #[derive(Debug, thiserror::Error)]
