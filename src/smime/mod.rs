@@ -28,6 +28,9 @@ pub enum SmimeError {
     Encode(String),
     #[error("malformed CMS: {0}")]
     Malformed(String),
+    /// Given to verify, but not a signed message (plain, or encrypted).
+    #[error("not a signed message: {0}")]
+    NotSigned(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
     #[error("{0}")]

@@ -374,14 +374,44 @@ pub fn verify_entity(entity: &[u8], now: SystemTime) -> Result<Layer, SmimeError
         Smime::ClearSigned { signed, signature } => verify_cms(&signature, Some(&signed), now),
         Smime::SignedData(der) => verify_cms(&der, None, now),
         Smime::Pkcs7(der) => verify_cms(&der, None, now),
-        Smime::Enveloped(_) => Err(SmimeError::Malformed(
-            "the message is encrypted (enveloped-data), not signed: decrypt it first".into(),
+        Smime::Enveloped(_) => Err(SmimeError::NotSigned(
+            "it is encrypted (enveloped-data): decrypt it first".into(),
         )),
-        Smime::Plain => Err(SmimeError::Malformed(
-            "the message is not signed: it is neither multipart/signed with an \
-             application/pkcs7-signature part nor application/pkcs7-mime"
+        Smime::Plain => Err(SmimeError::NotSigned(
+            "it is neither multipart/signed with an application/pkcs7-signature part nor \
+             application/pkcs7-mime"
                 .into(),
         )),
+    }
+}
+
+/// Verifies every signed layer of `entity`, outermost first: while a layer's content is
+/// itself a signed entity, it is verified too, up to [`MAX_LAYERS`] layers.
+pub fn verify_layers(entity: &[u8], now: SystemTime) -> Result<Vec<Layer>, SmimeError> {
+    let mut layers = vec![verify_entity(entity, now)?];
+    while let Some(inner) = layers.last().map(|l| &l.content)
+        && is_signed(inner)
+    {
+        if layers.len() >= MAX_LAYERS {
+            return Err(SmimeError::Limit(format!(
+                "the message nests more than {MAX_LAYERS} signed layers"
+            )));
+        }
+        let n = layers.len() + 1;
+        let layer = verify_entity(inner, now).map_err(|e| in_layer(n, e))?;
+        layers.push(layer);
+    }
+    Ok(layers)
+}
+
+/// Says which layer an error is about.
+fn in_layer(n: usize, e: SmimeError) -> SmimeError {
+    match e {
+        SmimeError::Malformed(m) => SmimeError::Malformed(format!("signed layer {n}: {m}")),
+        SmimeError::Unsupported(m) => SmimeError::Unsupported(format!("signed layer {n}: {m}")),
+        SmimeError::Limit(m) => SmimeError::Limit(format!("signed layer {n}: {m}")),
+        SmimeError::NotSigned(m) => SmimeError::NotSigned(format!("signed layer {n}: {m}")),
+        other => other,
     }
 }
 
@@ -396,15 +426,16 @@ pub fn verify_cms(
         Ok(ci) => ci,
         Err(e) => {
             return Err(match content_type(cms) {
-                Some(ct) if ct == oids::ID_ENVELOPED_DATA || ct == oids::ID_CT_AUTH_ENVELOPED_DATA => {
-                    SmimeError::Malformed(
-                        "the CMS object is encrypted (enveloped-data), not signed: decrypt it first"
-                            .into(),
+                Some(ct)
+                    if ct == oids::ID_ENVELOPED_DATA || ct == oids::ID_CT_AUTH_ENVELOPED_DATA =>
+                {
+                    SmimeError::NotSigned(
+                        "the CMS object is encrypted (enveloped-data): decrypt it first".into(),
                     )
                 }
-                Some(ct) if ct != oids::ID_SIGNED_DATA => SmimeError::Unsupported(format!(
-                    "CMS content type {ct} (not SignedData)"
-                )),
+                Some(ct) if ct != oids::ID_SIGNED_DATA => {
+                    SmimeError::Unsupported(format!("CMS content type {ct} (not SignedData)"))
+                }
                 _ => SmimeError::Malformed(format!(
                     "the signature is not a readable CMS SignedData (damaged or truncated?): {e}"
                 )),
