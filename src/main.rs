@@ -62,6 +62,22 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Verify a signed message (multipart/signed or application/pkcs7-mime): every
+    /// signature and each signer's certificate. Exits 0 only when all are valid; the signed
+    /// content goes to --out (stdout without --json) when every signature is valid.
+    Verify {
+        /// Read the signed message from FILE instead of stdin.
+        #[arg(long = "in", value_name = "FILE")]
+        input: Option<PathBuf>,
+        /// Write the signed content to FILE instead of stdout.
+        #[arg(long = "out", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// Print the agent's JSON answer on stdout (the summary is not printed).
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Print token and reader events as they happen (card inserted, removed, ...).
     Watch {
         /// One JSON event per line.
@@ -233,6 +249,12 @@ fn main() -> ExitCode {
             pin,
             conn,
         } => cli::sign(&conn.path(), signer, opaque, input, output, pin),
+        Command::Verify {
+            input,
+            output,
+            json,
+            conn,
+        } => cli::verify(&conn.path(), input, output, json),
         Command::Watch { json, conn } => cli::watch(&conn.path(), json),
         Command::Rescan { json, conn } => cli::rescan(&conn.path(), json),
         Command::Forget { conn } => cli::forget(&conn.path()),

@@ -379,6 +379,13 @@ impl BlockingClient {
         decode(v)
     }
 
+    /// `verify`. With `validation: event`, read the `validation_done` event with
+    /// [`BlockingClient::next_event`].
+    pub fn verify(&mut self, params: VerifyParams) -> Result<VerifyResult, ClientError> {
+        let v = self.call(Op::Verify(params), &mut |_| EventReply::Ignore)?;
+        decode(v)
+    }
+
     /// `sign`, with `on_event` answering PIN prompts.
     pub fn sign(
         &mut self,
@@ -573,6 +580,12 @@ impl Client {
     /// `decrypt`. If the agent asks for a PIN, answer on another task with [`Client::pin`].
     pub async fn decrypt(&self, params: DecryptParams) -> Result<DecryptResult, ClientError> {
         decode(self.call(Op::Decrypt(params)).await?)
+    }
+
+    /// `verify`. With `validation: event`, the `validation_done` event arrives on the
+    /// event channel ([`Client::take_events`]).
+    pub async fn verify(&self, params: VerifyParams) -> Result<VerifyResult, ClientError> {
+        decode(self.call(Op::Verify(params)).await?)
     }
 
     /// `sign`. If the agent asks for a PIN, answer on another task with [`Client::pin`].

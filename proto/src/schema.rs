@@ -44,6 +44,7 @@ enum OkSchema {
     Forget(ForgetResult),
     Validate(ValidateResult),
     Which(WhichResult),
+    Verify(VerifyResult),
     Empty(PinResult),
 }
 

@@ -172,6 +172,8 @@ pub enum Op {
     Decrypt(DecryptParams),
     /// Turn a complete message into the message(s) to send, under the policy.
     Compose(ComposeParams),
+    /// Check every signature of a signed MIME entity, and each signer's certificate.
+    Verify(VerifyParams),
 }
 
 impl Op {
@@ -190,6 +192,7 @@ impl Op {
         "encrypt",
         "decrypt",
         "compose",
+        "verify",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -207,6 +210,7 @@ impl Op {
             Op::Encrypt(_) => "encrypt",
             Op::Decrypt(_) => "decrypt",
             Op::Compose(_) => "compose",
+            Op::Verify(_) => "verify",
         }
     }
 }
@@ -866,6 +870,184 @@ pub struct ForgetResult {
 }
 
 // ---------------------------------------------------------------------------------------
+// Verify
+// ---------------------------------------------------------------------------------------
+
+/// `verify`: check every signature of a signed MIME entity and each signer's certificate.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyParams {
+    /// The signed entity: `multipart/signed`, `application/pkcs7-mime;
+    /// smime-type=signed-data`, or bare CMS (DER, or PEM `PKCS7` / `CMS` / `SIGNED MESSAGE`).
+    pub content: Base64Bytes,
+    /// `wait` (default): the response carries each signer certificate's status. `event`:
+    /// the response comes once the signatures are checked, with certificate status
+    /// `pending`, and a `validation_done` event follows on this connection.
+    #[serde(default)]
+    pub validation: ValidationMode,
+}
+
+/// When `verify` reports the signer certificates' status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ValidationMode {
+    /// In the response.
+    #[default]
+    Wait,
+    /// In a `validation_done` event after the response.
+    Event,
+}
+
+/// Result of `verify`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct VerifyResult {
+    /// `valid` when every signature and every signer certificate is valid, `invalid` when
+    /// one is not, `pending` when every signature is valid and the certificates are still
+    /// being validated (`validation: event`).
+    pub status: VerifyStatus,
+    /// The signed layers, outermost first: a signed entity whose content is itself a signed
+    /// entity has two.
+    pub layers: Vec<SignedLayer>,
+    /// The signed content of the innermost layer: the MIME entity that was signed.
+    pub content: Base64Bytes,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VerifyStatus {
+    Valid,
+    Invalid,
+    Pending,
+}
+
+/// One signed layer of a message.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct SignedLayer {
+    /// `clear` (multipart/signed) or `opaque` (application/pkcs7-mime).
+    pub format: SignFormat,
+    /// The encapsulated content type: `data` for S/MIME, else a dotted OID.
+    pub content_type: String,
+    pub signers: Vec<SignerResult>,
+}
+
+/// One signer of a layer.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct SignerResult {
+    /// The signer's position in its layer, from 0.
+    pub index: u32,
+    /// How the signature names its certificate: issuer and serial, or subject key identifier.
+    pub signer_id: String,
+    /// The signer's certificate, when the message carries it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signer: Option<SignerCert>,
+    /// `sha256`, `sha384`, `sha512`, `sha1`, or a dotted OID.
+    pub digest_algorithm: String,
+    /// `rsa-pkcs1`, `rsa-pss`, `ecdsa`, or a dotted OID.
+    pub signature_algorithm: String,
+    /// The signed signing-time attribute, RFC 3339 UTC, when present.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_time: Option<String>,
+    pub signature: SignatureCheck,
+    /// The signer certificate's status (`pending` until `validation_done` with
+    /// `validation: event`).
+    pub certificate: CertificateCheck,
+    /// Reported but not fatal: a signing time in the future or outside the certificate's
+    /// validity.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// The signer's certificate, as read from the message.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct SignerCert {
+    /// RFC 4514 string.
+    pub subject: String,
+    pub issuer: String,
+    /// Lowercase hex.
+    pub serial: String,
+    /// RFC 3339, UTC.
+    pub not_before: String,
+    pub not_after: String,
+    /// Subject emailAddress, a CN that is an address, subjectAltName rfc822Name.
+    pub emails: Vec<String>,
+    /// `rsa-2048`, `ec-p256`, ...
+    pub key: String,
+    /// SHA-256 of the DER, lowercase hex.
+    pub sha256: String,
+}
+
+/// Whether a signature is valid.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SignatureCheck {
+    pub status: SignatureStatus,
+    /// Why not valid: `bad_signature`, `digest_mismatch`, `no_signer_certificate`,
+    /// `certificate_mismatch`, `weak_algorithm`, `unsupported_algorithm`, `malformed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Why not valid, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SignatureStatus {
+    Valid,
+    Invalid,
+}
+
+/// The status of a signer's certificate (as `validate` reports it).
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct CertificateCheck {
+    pub status: CertificateStatus,
+    /// Why not valid (the `validate` reason codes), or why unknown
+    /// (`no_signer_certificate`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<ValidationReason>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// The path that decided, the certificate first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<ChainCert>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revocation: Option<RevocationResult>,
+    /// The certificate was added to the contacts store (a valid signer, first seen).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub added_to_contacts: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateStatus {
+    Valid,
+    Invalid,
+    /// There is no certificate to judge (the message does not carry it).
+    Unknown,
+    /// Being validated; a `validation_done` event will tell.
+    Pending,
+}
+
+/// `validation_done`: the signer certificates' status for a `verify` that asked for
+/// `validation: event`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct ValidationDone {
+    /// The `verify` request.
+    pub request: RequestId,
+    /// `valid` or `invalid`, now that every certificate is judged.
+    pub status: VerifyStatus,
+    pub signers: Vec<SignerValidation>,
+}
+
+/// One signer's certificate status, in a `validation_done` event.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct SignerValidation {
+    /// The layer, from 0 (outermost), and the signer's `index` in it.
+    pub layer: u32,
+    pub index: u32,
+    pub certificate: CertificateCheck,
+}
+
+// ---------------------------------------------------------------------------------------
 // Responses and errors
 // ---------------------------------------------------------------------------------------
 
@@ -1063,6 +1245,8 @@ pub enum Event {
     ReaderAdded(ReaderEvent),
     /// A card reader was detached. Subscribers only.
     ReaderRemoved(ReaderEvent),
+    /// The signer certificates of a `verify` with `validation: event` are judged.
+    ValidationDone(ValidationDone),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -1089,6 +1273,7 @@ impl Event {
             Event::TokenRemoved(_) => "token_removed",
             Event::ReaderAdded(_) => "reader_added",
             Event::ReaderRemoved(_) => "reader_removed",
+            Event::ValidationDone(_) => "validation_done",
         }
     }
 }

@@ -10,8 +10,9 @@ use std::process::ExitCode;
 
 use smime_agent_proto::client::{BlockingClient, ClientError};
 use smime_agent_proto::{
-    CertInfo, Event, HelloParams, PROTOCOL_VERSION, PinentryEnv, Purpose, SignFormat, SignParams,
-    ValidateParams, ValidityStatus, WhichParams,
+    CertInfo, CertificateStatus, Event, HelloParams, PROTOCOL_VERSION, PinentryEnv, Purpose,
+    SignFormat, SignParams, SignatureStatus, ValidateParams, ValidationMode, ValidityStatus,
+    VerifyParams, VerifyResult, VerifyStatus, WhichParams,
 };
 
 pub use pin::PinArgs;
@@ -335,6 +336,7 @@ fn event_line(ev: &Event) -> String {
         Event::ReaderAdded(r) => format!("reader_added \"{}\"", r.reader),
         Event::ReaderRemoved(r) => format!("reader_removed \"{}\"", r.reader),
         Event::PinNeeded(p) => format!("pin_needed \"{}\"", p.token.label),
+        Event::ValidationDone(v) => format!("validation_done {:?}", v.status),
     }
 }
 
@@ -722,6 +724,136 @@ pub fn decrypt(
         }
     );
     ExitCode::SUCCESS
+}
+
+/// `verify`: exit 0 only when every signature and every signer certificate is valid. The
+/// signed content goes to `output` (stdout without `--json`) when every signature is valid,
+/// whatever the certificates' status: the content is then exactly what was signed.
+pub fn verify(
+    socket: &Path,
+    input: Option<PathBuf>,
+    output: Option<PathBuf>,
+    json: bool,
+) -> ExitCode {
+    let content = match read_input(input.as_deref()) {
+        Ok(c) => c,
+        Err(e) => return local_fail(format!("cannot read the message: {e}")),
+    };
+    let params = VerifyParams {
+        content: content.into(),
+        validation: ValidationMode::Wait,
+    };
+    let r = match connect(socket, false).and_then(|mut c| c.verify(params)) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let signatures_valid = r
+        .layers
+        .iter()
+        .flat_map(|l| &l.signers)
+        .all(|s| s.signature.status == SignatureStatus::Valid);
+    if signatures_valid
+        && (output.is_some() || !json)
+        && let Err(e) = write_output(output.as_deref(), &r.content.0)
+    {
+        return local_fail(format!("cannot write the signed content: {e}"));
+    }
+    if json {
+        let code = print_json(&r);
+        if code != ExitCode::SUCCESS {
+            return code;
+        }
+    } else {
+        for line in verify_summary(&r) {
+            eprintln!("smime-agent: {line}");
+        }
+    }
+    if r.status == VerifyStatus::Valid {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_AGENT_ERROR)
+    }
+}
+
+/// The person's view of a `verify` result: one line per signer, then the verdict.
+fn verify_summary(r: &VerifyResult) -> Vec<String> {
+    let mut lines = vec![];
+    let mut first_problem: Option<String> = None;
+    let several_layers = r.layers.len() > 1;
+    for (n, layer) in r.layers.iter().enumerate() {
+        for s in &layer.signers {
+            let who = match &s.signer {
+                Some(c) if !c.emails.is_empty() => {
+                    format!(
+                        "{} <{}> (serial {})",
+                        c.subject,
+                        c.emails.join(", "),
+                        c.serial
+                    )
+                }
+                Some(c) => format!("{} (serial {})", c.subject, c.serial),
+                None => s.signer_id.clone(),
+            };
+            let place = if several_layers {
+                format!("layer {}, signer {}", n + 1, s.index + 1)
+            } else {
+                format!("signer {}", s.index + 1)
+            };
+            let signature = match s.signature.status {
+                SignatureStatus::Valid => "good signature".to_owned(),
+                SignatureStatus::Invalid => {
+                    let why = format!(
+                        "{}: {}",
+                        s.signature.code.as_deref().unwrap_or("invalid"),
+                        s.signature.reason.as_deref().unwrap_or("")
+                    );
+                    first_problem.get_or_insert_with(|| format!("{place}: {why}"));
+                    format!("BAD SIGNATURE ({why})")
+                }
+            };
+            let reasons = || {
+                s.certificate
+                    .reasons
+                    .iter()
+                    .map(|r| format!("{}: {}", r.code, r.message))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            };
+            let certificate = match s.certificate.status {
+                CertificateStatus::Valid => "certificate valid".to_owned(),
+                CertificateStatus::Pending => "certificate not validated yet".to_owned(),
+                CertificateStatus::Invalid | CertificateStatus::Unknown => {
+                    let what = if s.certificate.status == CertificateStatus::Invalid {
+                        "CERTIFICATE INVALID"
+                    } else {
+                        "CERTIFICATE UNKNOWN"
+                    };
+                    first_problem.get_or_insert_with(|| format!("{place}: {}", reasons()));
+                    format!("{what} ({})", reasons())
+                }
+            };
+            let when = s
+                .signing_time
+                .as_deref()
+                .map(|t| format!(", signed {t}"))
+                .unwrap_or_default();
+            lines.push(format!(
+                "{place}: {signature} from {who}{when} ({}, {}); {certificate}",
+                s.signature_algorithm, s.digest_algorithm
+            ));
+            for w in s.warnings.iter().chain(&s.certificate.warnings) {
+                lines.push(format!("  warning: {w}"));
+            }
+        }
+    }
+    lines.push(match (r.status, first_problem) {
+        (VerifyStatus::Valid, _) => {
+            "verified: every signature and every signer's certificate is valid".to_owned()
+        }
+        (_, Some(p)) => format!("NOT verified: {p}"),
+        (_, None) => "NOT verified".to_owned(),
+    });
+    lines
 }
 
 pub fn config(defaults: bool, path: Option<PathBuf>) -> ExitCode {

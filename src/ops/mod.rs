@@ -11,9 +11,13 @@ mod sign;
 mod status;
 mod tokens;
 mod validate;
+mod verify;
 mod which;
 
-use smime_agent_proto::{CertInfo, ErrorBody, ErrorCode, Op};
+use std::future::Future;
+use std::pin::Pin;
+
+use smime_agent_proto::{CertInfo, ErrorBody, ErrorCode, Event, Op, RequestId};
 
 use crate::agent::Agent;
 use crate::server::Peer;
@@ -26,6 +30,30 @@ pub struct OpContext<'a> {
     pub agent: &'a std::sync::Arc<Agent>,
     pub peer: &'a Peer,
     pub prompter: &'a dyn PinPrompter,
+    /// The request's id, for events about it.
+    pub request: &'a RequestId,
+    /// Work to run after the response is sent, whose event follows it.
+    pub after_response: &'a AfterResponse,
+}
+
+/// Work an op leaves for after its response: the connection runs it once the response is
+/// queued and sends the event it yields (`verify` with `validation: event` sends
+/// `validation_done` this way, so the event never overtakes the response).
+#[derive(Default)]
+pub struct AfterResponse(std::sync::Mutex<Option<FollowUp>>);
+
+pub type FollowUp = Pin<Box<dyn Future<Output = Event> + Send + 'static>>;
+
+impl AfterResponse {
+    pub fn set(&self, f: FollowUp) {
+        if let Ok(mut slot) = self.0.lock() {
+            *slot = Some(f);
+        }
+    }
+
+    pub fn take(&self) -> Option<FollowUp> {
+        self.0.lock().ok().and_then(|mut slot| slot.take())
+    }
 }
 
 /// Why an op failed.
@@ -71,7 +99,9 @@ impl OpError {
             OpError::Smime(SmimeError::UnsupportedKey(_) | SmimeError::Unsupported(_)) => {
                 ErrorCode::Unsupported
             }
-            OpError::Smime(SmimeError::Malformed(_)) => ErrorCode::BadMessage,
+            OpError::Smime(SmimeError::Malformed(_) | SmimeError::NotSigned(_)) => {
+                ErrorCode::BadMessage
+            }
             OpError::Smime(SmimeError::Limit(_)) => ErrorCode::LimitExceeded,
             OpError::Smime(SmimeError::DecryptFailed) => ErrorCode::DecryptFailed,
             OpError::NotARecipient(_) => ErrorCode::NotARecipient,
@@ -115,6 +145,7 @@ pub async fn dispatch(ctx: &OpContext<'_>, op: Op) -> Result<serde_json::Value, 
         Op::Forget(_) => to_value(tokens::forget(ctx).await)?,
         Op::Validate(p) => to_value(validate::validate(ctx, p).await?)?,
         Op::Which(p) => to_value(which::which(ctx, p).await?)?,
+        Op::Verify(p) => to_value(verify::verify(ctx, p).await?)?,
         Op::Hello(_) | Op::Pin(_) | Op::Subscribe(_) => {
             return Err(OpError::Internal(format!(
                 "{} is handled by the connection",

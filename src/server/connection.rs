@@ -23,7 +23,7 @@ use zeroize::Zeroize;
 use super::Peer;
 use super::prompter::RequestPrompter;
 use crate::agent::Agent;
-use crate::ops::{self, OpContext};
+use crate::ops::{self, AfterResponse, OpContext};
 
 /// Requests of one connection running at once; more wait (the reader stops reading).
 const MAX_IN_FLIGHT: usize = 64;
@@ -190,20 +190,28 @@ pub async fn handle(
                 let conn = conn.clone();
                 let id = req.id;
                 tasks.spawn(async move {
-                    let ctx = OpContext {
-                        agent: &conn.agent,
-                        peer: &conn.peer,
-                        prompter: &RequestPrompter::new(conn.clone(), id.clone()),
-                    };
-                    let outcome = match ops::dispatch(&ctx, op).await {
-                        Ok(v) => Outcome::Ok(v),
-                        Err(e) => Outcome::Error(e.to_error_body()),
+                    let after = AfterResponse::default();
+                    let outcome = {
+                        let ctx = OpContext {
+                            agent: &conn.agent,
+                            peer: &conn.peer,
+                            prompter: &RequestPrompter::new(conn.clone(), id.clone()),
+                            request: &id,
+                            after_response: &after,
+                        };
+                        match ops::dispatch(&ctx, op).await {
+                            Ok(v) => Outcome::Ok(v),
+                            Err(e) => Outcome::Error(e.to_error_body()),
+                        }
                     };
                     conn.send(&Response {
                         id: Some(id),
                         outcome,
                     })
                     .await;
+                    if let Some(follow_up) = after.take() {
+                        conn.send_event(follow_up.await).await;
+                    }
                     drop(permit);
                 });
                 while tasks.try_join_next().is_some() {}

@@ -6,10 +6,12 @@
 //! - [`sign`]: SignedData around a token's raw signature.
 //! - [`envelope`]: EnvelopedData and AuthEnvelopedData, RSA and EC recipients.
 //! - [`mime`]: canonical form, multipart/signed, application/pkcs7-mime.
+//! - [`verify`]: reading SignedData back: every signer's signature, one layer at a time.
 
 pub mod envelope;
 pub mod mime;
 pub mod sign;
+pub mod verify;
 
 /// Errors of the S/MIME layer.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +28,9 @@ pub enum SmimeError {
     Encode(String),
     #[error("malformed CMS: {0}")]
     Malformed(String),
+    /// Given to verify, but not a signed message (plain, or encrypted).
+    #[error("not a signed message: {0}")]
+    NotSigned(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
     #[error("{0}")]
