@@ -287,3 +287,39 @@ async fn include_chain_carries_the_intermediate_but_not_the_root() {
         assert_eq!(carried.contains(ca.trim()), include);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_reads_its_triple_wrapped_mail_layer_by_layer() {
+    use smime_agent_proto::{MessageLayer, VerifyStatus};
+    let dir = tempdir();
+    let (_hsm, agent) = agent_with(dir.path(), "");
+    let mail = MAIL.replace("Bcc: carol@example.org\n", "");
+    let c = agent.client().await;
+    let r = compose(&c, &mail, true, true, false).await.unwrap();
+    assert!(r.triple_wrapped);
+    // Alice reads her sent mail: outer signature, envelope, inner signature, the text.
+    let c = agent.client().await;
+    let d = c
+        .decrypt(smime_agent_proto::DecryptParams {
+            content: r.messages[0].mime.0.clone().into(),
+        })
+        .await
+        .expect("decrypt a triple-wrapped message");
+    let kinds: Vec<&str> = d
+        .layers
+        .iter()
+        .map(|l| match l {
+            MessageLayer::Signed(_) => "signed",
+            MessageLayer::Encrypted(_) => "encrypted",
+        })
+        .collect();
+    assert_eq!(kinds, ["signed", "encrypted", "signed"]);
+    assert_eq!(d.signatures, Some(VerifyStatus::Valid), "{:#?}", d.layers);
+    for l in &d.layers {
+        if let MessageLayer::Signed(s) = l {
+            let signer = s.signers[0].signer.as_ref().unwrap();
+            assert!(signer.emails.iter().any(|e| e == "alice@example.org"));
+        }
+    }
+    assert!(String::from_utf8_lossy(&d.mime.0).contains("attached in spirit"));
+}

@@ -598,6 +598,30 @@ pub struct DecryptResult {
     /// The content was integrity-protected (AuthEnvelopedData, AES-GCM). CBC envelopes are
     /// not: only a signature inside proves who wrote them.
     pub authenticated: bool,
+    /// Every layer read, outermost first: a triple-wrapped message has a signed layer, an
+    /// encrypted one and a signed one.
+    pub layers: Vec<MessageLayer>,
+    /// Over the signed layers: `valid` when there are some and every signature and signer
+    /// certificate is valid, `invalid` when one is not; absent for an unsigned message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signatures: Option<VerifyStatus>,
+}
+
+/// One layer of a message, as `decrypt` read it.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum MessageLayer {
+    /// A signed layer, with its signers (as `verify` reports them).
+    Signed(SignedLayer),
+    /// An envelope, opened with the key of `certificate`.
+    Encrypted(EncryptedLayer),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct EncryptedLayer {
+    /// Boxed: a certificate is large next to a signed layer (serialized the same).
+    pub certificate: Box<CertInfo>,
+    pub authenticated: bool,
 }
 
 /// `compose`: a complete RFC 5322 message in, the message(s) to send out.

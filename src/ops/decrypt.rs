@@ -3,29 +3,17 @@
 
 use std::sync::Arc;
 
-use smime_agent_proto::{DecryptParams, DecryptResult};
+use smime_agent_proto::{DecryptParams, DecryptResult, EncryptedLayer, MessageLayer, SignedLayer};
 use tracing::info;
 use zeroize::Zeroizing;
 
+use super::verify::{overall, verify_signed_layers};
 use super::{OpContext, OpError, cert_info};
 use crate::smime::SmimeError;
 use crate::smime::envelope::{self, Envelope, Hash, KeyUnwrap, Recipient};
 use crate::smime::mime::{self, Smime};
 use crate::store::StoredCert;
 use crate::tokens::{OaepHash, PinPolicy, PrivateOp, RsaDecrypt, TokenError};
-
-/// The CMS of an encrypted message, from an S/MIME entity or bare CMS.
-pub fn envelope_der(content: &[u8]) -> Result<Vec<u8>, OpError> {
-    match mime::read(content)? {
-        Smime::Enveloped(der) | Smime::Pkcs7(der) => Ok(der),
-        Smime::ClearSigned { .. } | Smime::SignedData(_) => Err(OpError::BadRequest(
-            "this is a signed message, not an encrypted one: use verify".into(),
-        )),
-        Smime::Plain => Err(OpError::BadRequest(
-            "not an encrypted S/MIME message (no application/pkcs7-mime part)".into(),
-        )),
-    }
-}
 
 /// Which of the user's certificates the envelope is for, best first: hardware keys before
 /// software ones; with `smart_card_only`, only keys on smart cards.
@@ -180,12 +168,87 @@ pub async fn open(
     Ok((content, cert, env.is_authenticated()))
 }
 
+/// Most layers (signed or encrypted) read from one message.
+pub const MAX_LAYERS: usize = 8;
+
 pub async fn decrypt(ctx: &OpContext<'_>, p: DecryptParams) -> Result<DecryptResult, OpError> {
-    let der = envelope_der(&p.content.0)?;
-    let (content, cert, authenticated) = open(ctx, &der).await?;
+    let mut entity = p.content.0;
+    let mut layers: Vec<MessageLayer> = vec![];
+    let mut first: Option<(Arc<StoredCert>, bool)> = None;
+    // Unwrap every layer: signed (triple wrap outside), encrypted, signed inside, ...
+    loop {
+        if layers.len() >= MAX_LAYERS {
+            return Err(SmimeError::Limit(format!(
+                "the message nests more than {MAX_LAYERS} signed or encrypted layers"
+            ))
+            .into());
+        }
+        let kind = match mime::read(&entity) {
+            Ok(kind) => kind,
+            Err(e) if layers.is_empty() => return Err(e.into()),
+            // What an envelope or signature held need not be S/MIME (or even MIME): it is
+            // the content, handed back as it is.
+            Err(_) => break,
+        };
+        let cms_type = |d: &[u8]| crate::smime::verify::content_type(d);
+        let signed = match &kind {
+            Smime::ClearSigned { .. } | Smime::SignedData(_) => true,
+            Smime::Pkcs7(d) => cms_type(d) == Some(crate::oids::ID_SIGNED_DATA),
+            _ => false,
+        };
+        let envelope = match kind {
+            Smime::Enveloped(d) => Some(d),
+            Smime::Pkcs7(d)
+                if matches!(
+                    cms_type(&d),
+                    Some(t) if t == crate::oids::ID_ENVELOPED_DATA
+                        || t == crate::oids::ID_CT_AUTH_ENVELOPED_DATA
+                ) =>
+            {
+                Some(d)
+            }
+            _ => None,
+        };
+        if let Some(der) = envelope {
+            let (content, cert, authenticated) = open(ctx, &der).await?;
+            layers.push(MessageLayer::Encrypted(EncryptedLayer {
+                certificate: Box::new(cert_info(&cert, false)),
+                authenticated,
+            }));
+            first.get_or_insert((cert, authenticated));
+            entity = content;
+            continue;
+        }
+        if signed {
+            let (signed_layers, content) = verify_signed_layers(ctx, entity).await?;
+            layers.extend(signed_layers.into_iter().map(MessageLayer::Signed));
+            entity = content;
+            continue;
+        }
+        if layers.is_empty() {
+            return Err(OpError::BadRequest(
+                "not an encrypted S/MIME message (no application/pkcs7-mime part)".into(),
+            ));
+        }
+        break;
+    }
+    let Some((cert, authenticated)) = first else {
+        return Err(OpError::BadRequest(
+            "this is a signed message, not an encrypted one: use verify".into(),
+        ));
+    };
+    let signed: Vec<SignedLayer> = layers
+        .iter()
+        .filter_map(|l| match l {
+            MessageLayer::Signed(s) => Some(s.clone()),
+            _ => None,
+        })
+        .collect();
     Ok(DecryptResult {
-        mime: content.into(),
+        mime: entity.into(),
         certificate: cert_info(&cert, false),
         authenticated,
+        signatures: (!signed.is_empty()).then(|| overall(&signed)),
+        layers,
     })
 }

@@ -135,9 +135,58 @@ pub async fn verify(ctx: &OpContext<'_>, p: VerifyParams) -> Result<VerifyResult
     Ok(result)
 }
 
+/// Verifies every signed layer at the top of `entity` and judges every signer certificate
+/// (waiting for it). Returns the layers and the innermost content. Used to read messages
+/// layer by layer (`decrypt`).
+pub async fn verify_signed_layers(
+    ctx: &OpContext<'_>,
+    entity: Vec<u8>,
+) -> Result<(Vec<SignedLayer>, Vec<u8>), OpError> {
+    let now = SystemTime::now();
+    let layers = tokio::task::spawn_blocking(move || cms_verify::verify_layers(&entity, now))
+        .await
+        .map_err(|e| OpError::Internal(format!("the verification task failed: {e}")))??;
+    let token_certs: Vec<Vec<u8>> = ctx
+        .agent
+        .store
+        .snapshot()
+        .certs()
+        .map(|c| c.facts().der.clone())
+        .collect();
+    let mut jobs = vec![];
+    let mut out = vec![];
+    for (n, layer) in layers.iter().enumerate() {
+        let mut signers = vec![];
+        for s in &layer.signers {
+            jobs.push(job(n, s, layer, &token_certs));
+            signers.push(signer_result(s));
+        }
+        out.push(SignedLayer {
+            format: match layer.format {
+                Format::Clear => SignFormat::Clear,
+                Format::Opaque => SignFormat::Opaque,
+            },
+            content_type: if layer.content_type == crate::oids::ID_DATA {
+                "data".to_owned()
+            } else {
+                layer.content_type.to_string()
+            },
+            signers,
+        });
+    }
+    for (layer, index, check) in judge(ctx.agent.clone(), jobs).await {
+        if let Some(s) = out.get_mut(layer).and_then(|l| l.signers.get_mut(index)) {
+            s.certificate = check;
+        }
+    }
+    let content = layers.last().map(|l| l.content.clone()).unwrap_or_default();
+    Ok((out, content))
+}
+
+/// Over signed layers: see [`overall`].
 /// `valid` only when every signature and every certificate is; `pending` while a
 /// certificate is being judged and nothing is invalid yet.
-fn overall(layers: &[SignedLayer]) -> VerifyStatus {
+pub fn overall(layers: &[SignedLayer]) -> VerifyStatus {
     let signers = || layers.iter().flat_map(|l| &l.signers);
     if signers().any(|s| {
         s.signature.status != SignatureStatus::Valid
