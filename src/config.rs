@@ -359,6 +359,43 @@ pub enum ContentAlgorithm {
     Aes256Gcm,
 }
 
+impl ContentAlgorithm {
+    pub const ALL: [ContentAlgorithm; 4] = [
+        ContentAlgorithm::Aes128Cbc,
+        ContentAlgorithm::Aes256Cbc,
+        ContentAlgorithm::Aes128Gcm,
+        ContentAlgorithm::Aes256Gcm,
+    ];
+
+    /// The name used in the config and the protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ContentAlgorithm::Aes128Cbc => "aes128-cbc",
+            ContentAlgorithm::Aes256Cbc => "aes256-cbc",
+            ContentAlgorithm::Aes128Gcm => "aes128-gcm",
+            ContentAlgorithm::Aes256Gcm => "aes256-gcm",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<ContentAlgorithm> {
+        Self::ALL.into_iter().find(|a| a.as_str() == name)
+    }
+
+    pub fn oid(self) -> const_oid::ObjectIdentifier {
+        use crate::oids;
+        match self {
+            ContentAlgorithm::Aes128Cbc => oids::ID_AES128_CBC,
+            ContentAlgorithm::Aes256Cbc => oids::ID_AES256_CBC,
+            ContentAlgorithm::Aes128Gcm => oids::ID_AES128_GCM,
+            ContentAlgorithm::Aes256Gcm => oids::ID_AES256_GCM,
+        }
+    }
+
+    pub fn from_oid(oid: &const_oid::ObjectIdentifier) -> Option<ContentAlgorithm> {
+        Self::ALL.into_iter().find(|a| a.oid() == *oid)
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // [[identity]]
 // ---------------------------------------------------------------------------------------
@@ -679,6 +716,8 @@ include_chain = false
 # Digest algorithms, preferred first: sha256, sha384, sha512.       [defaultSigningAlgorithms]
 signing_algorithms = ["sha256"]
 # Content encryption, preferred first: aes256-cbc, aes128-cbc, aes256-gcm, aes128-gcm.
+# A message gets the first one every recipient can decrypt, by the SMIMECapabilities of
+# their signed mail; the list is also what the agent's signatures advertise.
 #                                                                    [EncryptionAlgorithms]
 encryption_algorithms = ["aes256-cbc", "aes128-cbc"]
 # Match certificates on an address's proxy addresses (aliases).

@@ -3,14 +3,19 @@
 //! Owns: the `[contacts] dir` (default `$XDG_DATA_HOME/smime-agent/contacts`) with one
 //! PEM or DER certificate per file, looking certificates up by address, and adding the
 //! certificates of valid signers of verified mail (written atomically, one file per
-//! certificate, named by its SHA-256). Does not judge certificates: whoever uses one
-//! validates it.
+//! certificate, named by its SHA-256), and what the signers said they can decrypt
+//! (SMIMECapabilities, RFC 8551 section 2.7.1: the most recently signed list wins). The
+//! capabilities belong to the correspondent's address, not to one certificate: people
+//! sign with one certificate and are encrypted to with another. They are kept as
+//! `<sha256 of the lower-case address>.caps`. Does not judge certificates: whoever uses
+//! one validates it.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use crate::certs::{CertFacts, hex};
+use crate::config::ContentAlgorithm;
 use crate::store::same_address;
 
 /// Largest certificate file read.
@@ -104,6 +109,84 @@ impl Contacts {
         }
         Ok(true)
     }
+
+    fn caps_path(&self, address: &str) -> Option<PathBuf> {
+        use sha2::Digest;
+        let key = sha2::Sha256::digest(address.to_lowercase().as_bytes());
+        Some(self.dir.as_ref()?.join(format!("{}.caps", hex(&key))))
+    }
+
+    /// The content encryption algorithms the owner of `address` said they take (their
+    /// preferred first; possibly none of the agent's), or `None` when unknown.
+    pub fn capabilities(&self, address: &str) -> Option<Vec<ContentAlgorithm>> {
+        let text = read_small(&self.caps_path(address)?)?;
+        Some(parse_caps(&text)?.1)
+    }
+
+    /// Keeps what a verified signer said they can decrypt, for each address of their
+    /// certificate, unless a later signed message said otherwise.
+    pub fn remember_capabilities(
+        &self,
+        cert: &CertFacts,
+        signed_at: Option<SystemTime>,
+        caps: &[ContentAlgorithm],
+    ) -> std::io::Result<()> {
+        let at = signed_at
+            .and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok())
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let mut done: Vec<String> = vec![];
+        for address in cert.all_emails() {
+            let address = address.to_lowercase();
+            if done.contains(&address) {
+                continue;
+            }
+            let Some(path) = self.caps_path(&address) else {
+                return Ok(());
+            };
+            if let Some((stored_at, stored)) = read_small(&path).and_then(|t| parse_caps(&t))
+                && (stored_at > at || (stored_at == at && stored == caps))
+            {
+                done.push(address);
+                continue;
+            }
+            let mut text = format!(
+                "# SMIMECapabilities of {address}, from a message signed by {} (serial {}).\n\
+                 # First line: its signing time (Unix seconds); then the algorithms.\n{at}\n",
+                cert.subject, cert.serial_hex
+            );
+            for c in caps {
+                text.push_str(c.as_str());
+                text.push('\n');
+            }
+            let dir = path.parent().unwrap_or(Path::new("."));
+            std::fs::create_dir_all(dir)?;
+            let mut tmp = path.clone().into_os_string();
+            tmp.push(".tmp");
+            std::fs::write(&tmp, text)?;
+            std::fs::rename(&tmp, &path)?;
+            done.push(address);
+        }
+        Ok(())
+    }
+}
+
+fn read_small(path: &Path) -> Option<String> {
+    if std::fs::metadata(path).ok()?.len() > MAX_FILE {
+        return None;
+    }
+    std::fs::read_to_string(path).ok()
+}
+
+/// `(signing time in Unix seconds, algorithms)` from a `.caps` file; names the agent does
+/// not know are skipped.
+fn parse_caps(text: &str) -> Option<(u64, Vec<ContentAlgorithm>)> {
+    let mut lines = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'));
+    let at = lines.next()?.parse().ok()?;
+    Some((at, lines.filter_map(ContentAlgorithm::from_name).collect()))
 }
 
 fn read_dir(dir: &Path) -> Vec<Arc<CertFacts>> {
@@ -135,6 +218,49 @@ fn read_dir(dir: &Path) -> Vec<Arc<CertFacts>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn capabilities_file_round_trips_and_skips_unknown_names() {
+        let (at, caps) =
+            parse_caps("# comment\n1700000000\naes256-gcm\ndes-ede3\naes128-cbc\n").unwrap();
+        assert_eq!(at, 1_700_000_000);
+        assert_eq!(
+            caps,
+            [ContentAlgorithm::Aes256Gcm, ContentAlgorithm::Aes128Cbc]
+        );
+        assert!(parse_caps("# nothing\n").is_none());
+        assert!(parse_caps("not a number\naes256-gcm\n").is_none());
+    }
+
+    #[test]
+    fn the_most_recently_signed_capabilities_win_for_every_address() {
+        use ContentAlgorithm as A;
+        use std::time::Duration;
+        let der = include_bytes!("../tests/data/verify/ec-opaque.der");
+        let layer = crate::smime::verify::verify_cms(der, None, SystemTime::now()).unwrap();
+        let cert = CertFacts::from_der(&layer.certificates[0]).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let c = Contacts::new(Some(dir.path().to_owned()));
+        let t = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        assert_eq!(c.capabilities("fixture@example.org"), None);
+        c.remember_capabilities(&cert, Some(t(2000)), &[A::Aes256Gcm])
+            .unwrap();
+        assert_eq!(
+            c.capabilities("Fixture@Example.org"),
+            Some(vec![A::Aes256Gcm])
+        );
+        // An older message does not undo what a newer one said.
+        c.remember_capabilities(&cert, Some(t(1000)), &[A::Aes128Cbc])
+            .unwrap();
+        assert_eq!(
+            c.capabilities("fixture@example.org"),
+            Some(vec![A::Aes256Gcm])
+        );
+        c.remember_capabilities(&cert, Some(t(3000)), &[]).unwrap();
+        assert_eq!(c.capabilities("fixture@example.org"), Some(vec![]));
+        // The capabilities files are not taken for certificates.
+        assert!(c.find("fixture@example.org").is_empty());
+    }
 
     #[test]
     fn missing_directory_is_empty_not_an_error() {

@@ -11,7 +11,7 @@ use smime_agent_proto::{
     ComposeParams, ComposeResult, EnvelopeRecipient, OutgoingMessage, SignFormat,
 };
 
-use super::encrypt::{algorithm_name, envelope_for, find_certificates, key_transport, smime_type};
+use super::encrypt::{envelope_for, find_certificates, key_transport, smime_type};
 use super::sign::{default_format, sign_entity};
 use super::{OpContext, OpError};
 use crate::smime::mime;
@@ -227,7 +227,7 @@ pub async fn compose(ctx: &OpContext<'_>, p: ComposeParams) -> Result<ComposeRes
                 }
             }
             tracing::debug!(
-                algorithm = algorithm_name(alg),
+                algorithm = alg.as_str(),
                 recipients = group.len(),
                 "envelope"
             );

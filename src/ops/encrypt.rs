@@ -18,15 +18,6 @@ use crate::store::{Purpose, SelectionContext, same_address, select};
 /// Most recipients of one message.
 pub const MAX_RECIPIENTS: usize = 1000;
 
-pub fn algorithm_name(a: ContentAlgorithm) -> &'static str {
-    match a {
-        ContentAlgorithm::Aes128Cbc => "aes128-cbc",
-        ContentAlgorithm::Aes256Cbc => "aes256-cbc",
-        ContentAlgorithm::Aes128Gcm => "aes128-gcm",
-        ContentAlgorithm::Aes256Gcm => "aes256-gcm",
-    }
-}
-
 /// The certificates for `addresses` and the sender. `Err` lists every address without a
 /// usable certificate, with the reason.
 pub async fn find_certificates(
@@ -108,18 +99,56 @@ pub async fn find_certificates(
     Ok(found)
 }
 
-/// Encrypts a canonical entity to the found certificates, with the policy's first
-/// algorithm. Returns the CMS DER and the algorithm.
+/// The content encryption algorithm: the first of the policy's that every recipient takes,
+/// by the SMIMECapabilities their signed mail carried (RFC 8551 section 2.7.1). A
+/// recipient whose capabilities are unknown, and the user, take every one of the policy's.
+pub fn choose_algorithm(ctx: &OpContext<'_>, found: &[Found]) -> Result<ContentAlgorithm, OpError> {
+    let policy = &ctx.agent.config.policy.encryption_algorithms;
+    let known: Vec<(&Found, Vec<ContentAlgorithm>)> = found
+        .iter()
+        .filter(|f| f.source != Source::Own)
+        .filter_map(|f| Some((f, ctx.agent.contacts.capabilities(&f.address)?)))
+        .collect();
+    if let Some(alg) = policy
+        .iter()
+        .find(|a| known.iter().all(|(_, caps)| caps.contains(a)))
+    {
+        return Ok(*alg);
+    }
+    let allowed: Vec<&str> = policy.iter().map(|a| a.as_str()).collect();
+    let takers: Vec<String> = known
+        .iter()
+        .filter(|(_, caps)| !policy.iter().all(|a| caps.contains(a)))
+        .map(|(f, caps)| {
+            let names: Vec<&str> = caps.iter().map(|a| a.as_str()).collect();
+            format!(
+                "{} takes {}",
+                f.address,
+                if names.is_empty() {
+                    "none of the agent's algorithms".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })
+        .collect();
+    Err(OpError::PolicyDenied(format!(
+        "no content encryption algorithm that the policy allows ({}) is one every recipient \
+         can decrypt: {}",
+        allowed.join(", "),
+        takers.join("; ")
+    )))
+}
+
+/// Encrypts a canonical entity to the found certificates. Returns the CMS DER and the
+/// algorithm.
 pub fn envelope_for(
     ctx: &OpContext<'_>,
     entity: &[u8],
     found: &[Found],
 ) -> Result<(Vec<u8>, ContentAlgorithm), OpError> {
-    let policy = &ctx.agent.config.policy;
-    // The config guarantees at least one algorithm. Every certificate the agent accepts
-    // takes AES; capabilities from recipients' signed mail are not tracked yet.
-    let alg = policy.encryption_algorithms[0];
-    let padding = if policy.rsa_oaep {
+    let alg = choose_algorithm(ctx, found)?;
+    let padding = if ctx.agent.config.policy.rsa_oaep {
         RsaPadding::OaepSha256
     } else {
         RsaPadding::Pkcs1v15
@@ -174,12 +203,12 @@ pub async fn encrypt(ctx: &OpContext<'_>, p: EncryptParams) -> Result<EncryptRes
         client = %ctx.peer,
         op = "encrypt",
         recipients = found.len(),
-        algorithm = algorithm_name(alg),
+        algorithm = alg.as_str(),
         "message encrypted"
     );
     Ok(EncryptResult {
         mime: mime::pkcs7_mime(smime_type(alg), &der).into(),
-        algorithm: algorithm_name(alg).to_owned(),
+        algorithm: alg.as_str().to_owned(),
         recipients: found
             .iter()
             .map(|f| EnvelopeRecipient {

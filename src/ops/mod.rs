@@ -72,6 +72,9 @@ pub enum OpError {
     /// No key of the user's is among the message's recipients; says who it is for.
     #[error("{0}")]
     NotARecipient(String),
+    /// The administrator's policy forbids what the request needs.
+    #[error("{0}")]
+    PolicyDenied(String),
     /// Recipients without a usable certificate: (address, why).
     #[error("no usable certificate for {}", .0.iter().map(|(a, why)| format!("{a} ({why})")).collect::<Vec<_>>().join(", "))]
     RecipientsWithoutCertificate(Vec<(String, String)>),
@@ -86,6 +89,7 @@ impl OpError {
             }
             OpError::NoCertificate(n) if n.policy_denied() => ErrorCode::PolicyDenied,
             OpError::NoCertificate(_) => ErrorCode::NoCertificate,
+            OpError::PolicyDenied(_) => ErrorCode::PolicyDenied,
             OpError::Token(t) => match t {
                 TokenError::Removed { .. } => ErrorCode::TokenRemoved,
                 TokenError::PinIncorrect { .. } => ErrorCode::PinIncorrect,

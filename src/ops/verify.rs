@@ -20,6 +20,7 @@ use tracing::{info, warn};
 use super::{OpContext, OpError};
 use crate::agent::Agent;
 use crate::certs::{CertFacts, hex, rfc3339};
+use crate::config::ContentAlgorithm;
 use crate::smime::verify::{self as cms_verify, Format, Layer, Signer};
 use crate::trust::ValidationRequest;
 
@@ -31,6 +32,9 @@ struct Job {
     signature_valid: bool,
     cert: Option<CertFacts>,
     request: Option<ValidationRequest>,
+    /// What the signer said they can decrypt, and when (kept for encrypting to them).
+    capabilities: Option<Vec<ContentAlgorithm>>,
+    signing_time: Option<SystemTime>,
 }
 
 pub async fn verify(ctx: &OpContext<'_>, p: VerifyParams) -> Result<VerifyResult, OpError> {
@@ -230,6 +234,8 @@ fn job(layer: usize, s: &Signer, l: &Layer, token_certs: &[Vec<u8>]) -> Job {
         index: s.index,
         signature_valid: s.valid(),
         cert: s.cert.clone(),
+        capabilities: s.capabilities.clone(),
+        signing_time: s.signing_time,
         request: s.cert.as_ref().map(|c| ValidationRequest {
             cert: c.der.clone(),
             chain: l.certificates.clone(),
@@ -356,6 +362,18 @@ async fn judge(agent: Arc<Agent>, jobs: Vec<Job>) -> Vec<(usize, usize, Certific
                         error = %e,
                         "cannot keep a verified signer's certificate in the contacts store"
                     ),
+                }
+                if let Some(caps) = &job.capabilities
+                    && let Err(e) =
+                        agent
+                            .contacts
+                            .remember_capabilities(cert, job.signing_time, caps)
+                {
+                    warn!(
+                        subject = %cert.subject,
+                        error = %e,
+                        "cannot keep a verified signer's SMIMECapabilities"
+                    );
                 }
             }
             (job.layer, job.index, c)

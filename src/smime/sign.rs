@@ -128,15 +128,6 @@ pub fn hash(d: DigestAlgorithm, data: &[u8]) -> Vec<u8> {
     }
 }
 
-fn content_oid(a: ContentAlgorithm) -> ObjectIdentifier {
-    match a {
-        ContentAlgorithm::Aes128Cbc => oids::ID_AES128_CBC,
-        ContentAlgorithm::Aes256Cbc => oids::ID_AES256_CBC,
-        ContentAlgorithm::Aes128Gcm => oids::ID_AES128_GCM,
-        ContentAlgorithm::Aes256Gcm => oids::ID_AES256_GCM,
-    }
-}
-
 fn attribute(oid: ObjectIdentifier, value: Any) -> Result<Attribute, SmimeError> {
     let mut values = SetOfVec::new();
     values.insert(value).map_err(SmimeError::encode)?;
@@ -169,7 +160,7 @@ pub fn prepare(req: &SignRequest<'_>) -> Result<Prepared, SmimeError> {
         .capabilities
         .iter()
         .map(|a| AlgorithmIdentifierOwned {
-            oid: content_oid(*a),
+            oid: a.oid(),
             parameters: None,
         })
         .collect();

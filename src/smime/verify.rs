@@ -39,6 +39,7 @@ use super::SmimeError;
 use super::envelope::Hash;
 use super::mime::{self, Smime};
 use crate::certs::{CertFacts, KeyKind, hex};
+use crate::config::ContentAlgorithm;
 use crate::oids;
 
 /// Most signers verified in one layer; a message with more is refused (`limit_exceeded`).
@@ -316,6 +317,10 @@ pub struct Signer {
     /// `rsa-pkcs1`, `rsa-pss`, `ecdsa` (or the dotted OID of an unknown one).
     pub signature_algorithm: String,
     pub signing_time: Option<SystemTime>,
+    /// The content encryption algorithms the signer's SMIMECapabilities name and the agent
+    /// implements, the signer's preferred first; `None` when the attribute is absent or
+    /// says nothing about content encryption.
+    pub capabilities: Option<Vec<ContentAlgorithm>>,
     /// `Ok` when the signature is valid.
     pub outcome: Result<(), SignatureProblem>,
     /// Reported but not fatal (a signing time in the future, outside the certificate's
@@ -714,6 +719,8 @@ struct SignedAttrs {
     signing_time: Option<SystemTime>,
     /// (hash algorithm, certificate hash) of the first ESS certificate identifier.
     signing_cert: Option<(Option<Hash>, Vec<u8>)>,
+    /// The SMIMECapabilities, or why they could not be read (not fatal to the signature).
+    capabilities: Option<Result<Option<Vec<ContentAlgorithm>>, String>>,
 }
 
 fn single_value<'a>(a: &'a Attribute, name: &str) -> Result<&'a Any, SignatureProblem> {
@@ -768,6 +775,13 @@ fn read_attrs(items: &[Vec<u8>]) -> Result<SignedAttrs, SignatureProblem> {
                     .map_err(|e| malformed(format!("the signing-time attribute: {e}")))?;
                 out.signing_time = Some(t.to_system_time());
             }
+            o if o == oids::SMIME_CAPABILITIES => {
+                out.capabilities = Some(
+                    single_value(&a, "SMIMECapabilities")
+                        .map_err(|p| p.message)
+                        .and_then(capabilities),
+                );
+            }
             o if o == oids::ID_AA_SIGNING_CERTIFICATE_V2
                 || o == oids::ID_AA_SIGNING_CERTIFICATE =>
             {
@@ -792,6 +806,53 @@ fn read_attrs(items: &[Vec<u8>]) -> Result<SignedAttrs, SignatureProblem> {
     Ok(out)
 }
 
+/// Content encryption algorithms (RFC 8551 section 2.7, and the legacy ones): a
+/// capabilities list naming one of these speaks about content encryption.
+const CONTENT_ENCRYPTION: [&str; 13] = [
+    "2.16.840.1.101.3.4.1.2",     // aes128-CBC
+    "2.16.840.1.101.3.4.1.22",    // aes192-CBC
+    "2.16.840.1.101.3.4.1.42",    // aes256-CBC
+    "2.16.840.1.101.3.4.1.6",     // aes128-GCM
+    "2.16.840.1.101.3.4.1.26",    // aes192-GCM
+    "2.16.840.1.101.3.4.1.46",    // aes256-GCM
+    "2.16.840.1.101.3.4.1.7",     // aes128-CCM
+    "2.16.840.1.101.3.4.1.27",    // aes192-CCM
+    "2.16.840.1.101.3.4.1.47",    // aes256-CCM
+    "1.2.840.113549.3.7",         // des-ede3-cbc
+    "1.2.840.113549.3.2",         // rc2-cbc
+    "1.3.14.3.2.7",               // des-cbc
+    "1.2.840.113549.1.9.16.3.18", // chacha20-poly1305
+];
+
+/// Reads SMIMECapabilities (RFC 8551 section 2.5.2): `SEQUENCE OF SEQUENCE { capabilityID,
+/// parameters OPTIONAL }`, the shape of a list of AlgorithmIdentifiers. Returns the content
+/// encryption algorithms the agent implements, in the signer's order (possibly none:
+/// the signer takes only algorithms the agent lacks), or `None` when the list names no
+/// content encryption algorithm at all.
+fn capabilities(v: &Any) -> Result<Option<Vec<ContentAlgorithm>>, String> {
+    let caps: Vec<AlgorithmIdentifierOwned> = v
+        .decode_as()
+        .map_err(|e| format!("the SMIMECapabilities attribute does not decode: {e}"))?;
+    if caps.len() > MAX_SET_ITEMS {
+        return Err("the SMIMECapabilities attribute is too long".into());
+    }
+    let speaks = caps
+        .iter()
+        .any(|c| CONTENT_ENCRYPTION.contains(&c.oid.to_string().as_str()));
+    if !speaks {
+        return Ok(None);
+    }
+    let mut out: Vec<ContentAlgorithm> = vec![];
+    for c in &caps {
+        if let Some(a) = ContentAlgorithm::from_oid(&c.oid)
+            && !out.contains(&a)
+        {
+            out.push(a);
+        }
+    }
+    Ok(Some(out))
+}
+
 fn check_signer(
     index: usize,
     raw: &[u8],
@@ -811,6 +872,7 @@ fn check_signer(
                 digest_algorithm: String::new(),
                 signature_algorithm: String::new(),
                 signing_time: None,
+                capabilities: None,
                 outcome: Err(problem(
                     SignatureCode::Malformed,
                     format!("the SignerInfo does not decode: {e}"),
@@ -833,6 +895,7 @@ fn check_signer(
             Err(_) => si.signature_algorithm.oid.to_string(),
         },
         signing_time: None,
+        capabilities: None,
         outcome: Ok(()),
         warnings: vec![],
     };
@@ -840,6 +903,11 @@ fn check_signer(
     let attrs = si.signed_attrs.as_ref().map(|s| read_attrs(&s.0));
     if let Some(Ok(a)) = &attrs {
         signer.signing_time = a.signing_time;
+        match &a.capabilities {
+            Some(Ok(c)) => signer.capabilities = c.clone(),
+            Some(Err(e)) => signer.warnings.push(format!("{e}; ignored")),
+            None => {}
+        }
     }
     signer.outcome = check(
         &si,
@@ -1115,6 +1183,14 @@ mod tests {
         assert_eq!(s.signature_algorithm, "ecdsa");
         assert_eq!(s.digest_algorithm, "sha256");
         assert!(s.signing_time.is_some());
+        // OpenSSL's list: aes-256-cbc, aes-192-cbc, aes-128-cbc, des-ede3-cbc, rc2, des.
+        assert_eq!(
+            s.capabilities,
+            Some(vec![
+                ContentAlgorithm::Aes256Cbc,
+                ContentAlgorithm::Aes128Cbc
+            ])
+        );
         assert_eq!(
             s.cert.as_ref().map(|c| c.subject_emails.clone()),
             Some(vec!["fixture@example.org".to_owned()])
@@ -1125,6 +1201,35 @@ mod tests {
         let entity = mime::pkcs7_mime("signed-data", EC_OPAQUE);
         assert!(is_signed(&entity));
         assert!(verify_entity(&entity, now()).unwrap().signers[0].valid());
+    }
+
+    #[test]
+    fn capabilities_keep_the_agents_algorithms_in_the_signers_order() {
+        let caps = |oids: &[ObjectIdentifier]| {
+            let list: Vec<AlgorithmIdentifierOwned> = oids
+                .iter()
+                .map(|o| AlgorithmIdentifierOwned {
+                    oid: *o,
+                    parameters: None,
+                })
+                .collect();
+            capabilities(&Any::encode_from(&list).unwrap())
+        };
+        use ContentAlgorithm as A;
+        assert_eq!(
+            caps(&[
+                oids::ID_AES128_GCM,
+                oids::ID_AES256_CBC,
+                oids::ID_AES128_GCM
+            ]),
+            Ok(Some(vec![A::Aes128Gcm, A::Aes256Cbc]))
+        );
+        // Only 3DES: the signer takes none of the agent's algorithms.
+        let des3 = ObjectIdentifier::new_unwrap("1.2.840.113549.3.7");
+        assert_eq!(caps(&[des3]), Ok(Some(vec![])));
+        // Only signature algorithms: says nothing about content encryption.
+        assert_eq!(caps(&[oids::ECDSA_WITH_SHA256]), Ok(None));
+        assert!(capabilities(&Any::encode_from(&oids::ID_DATA).unwrap()).is_err());
     }
 
     #[test]
