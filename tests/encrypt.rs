@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
+use common::peers::{Gpgsm, Nss};
 use common::*;
 use smime_agent_proto::client::{Client, ClientError};
 use smime_agent_proto::{DecryptParams, EncryptParams, ErrorCode};
@@ -213,14 +214,15 @@ async fn the_agent_decrypts_what_openssl_encrypts_to_alice() {
     let dir = tempdir();
     let (_hsm, agent) = alice_agent(dir.path(), "");
     let input = write_file(dir.path(), "msg.txt", MSG.as_bytes());
-    let cases: &[(&str, &[&str])] = &[
-        ("alice-enc-rsa", &["-aes-256-cbc"]),
+    // (recipients, options); the key options apply to the recipient before them.
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["alice-enc-rsa"], &["-aes-256-cbc"]),
         (
-            "alice-enc-rsa",
+            &["alice-enc-rsa"],
             &["-aes-128-cbc", "-keyopt", "rsa_padding_mode:oaep"],
         ),
         (
-            "alice-enc-rsa",
+            &["alice-enc-rsa"],
             &[
                 "-aes-256-cbc",
                 "-keyopt",
@@ -229,19 +231,23 @@ async fn the_agent_decrypts_what_openssl_encrypts_to_alice() {
                 "rsa_oaep_md:sha256",
             ],
         ),
-        ("alice-enc-rsa", &["-aes-256-gcm"]),
-        ("alice-enc-ec", &["-aes-256-cbc"]),
-        ("alice-enc-ec", &["-aes-128-gcm"]),
+        (&["alice-enc-rsa"], &["-aes-256-gcm"]),
+        (&["alice-enc-ec"], &["-aes-256-cbc"]),
+        (&["alice-enc-ec"], &["-aes-128-gcm"]),
+        // Several recipients, Alice's key among them and not first.
+        (
+            &["bob-enc-ec", "carol-san-rsa", "alice-enc-ec"],
+            &["-aes-256-cbc"],
+        ),
+        (&["bob-dual-rsa", "alice-enc-rsa"], &["-aes-128-gcm"]),
     ];
-    for (name, opts) in cases {
-        let out = Command::new("openssl")
-            .args(["cms", "-encrypt", "-in"])
-            .arg(&input)
-            .arg("-recip")
-            .arg(pki_file(&format!("{name}.pem")))
-            .args(*opts)
-            .output()
-            .unwrap();
+    for (names, opts) in cases {
+        let mut cmd = Command::new("openssl");
+        cmd.args(["cms", "-encrypt", "-in"]).arg(&input);
+        for name in *names {
+            cmd.arg("-recip").arg(pki_file(&format!("{name}.pem")));
+        }
+        let out = cmd.args(*opts).output().unwrap();
         assert!(
             out.status.success(),
             "{}",
@@ -250,9 +256,339 @@ async fn the_agent_decrypts_what_openssl_encrypts_to_alice() {
         let c = agent.client().await;
         let r = decrypt_answering(&c, out.stdout, PIN)
             .await
-            .unwrap_or_else(|e| panic!("{name} {opts:?}: {e}"));
-        assert_eq!(r.mime.0, MSG.as_bytes(), "{name} {opts:?}");
+            .unwrap_or_else(|e| panic!("{names:?} {opts:?}: {e}"));
+        assert_eq!(r.mime.0, MSG.as_bytes(), "{names:?} {opts:?}");
     }
+}
+
+/// Encrypts `MSG` through `agent` to Carol (RSA) and Bob (EC), their certificates in the
+/// request.
+async fn encrypt_to_carol_and_bob(agent: &Agent) -> smime_agent_proto::EncryptResult {
+    let cert = |n: &str| std::fs::read(pki_file(&format!("{n}.der"))).unwrap().into();
+    agent
+        .client()
+        .await
+        .encrypt(EncryptParams {
+            recipients: vec!["carol@example.org".into(), "bob@example.org".into()],
+            certificates: vec![cert("carol-san-rsa"), cert("bob-enc-ec")],
+            sender: None,
+            content: MSG.as_bytes().to_vec().into(),
+        })
+        .await
+        .expect("encrypt")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openssl_decrypts_every_kind_of_envelope_the_agent_makes() {
+    let dir = tempdir();
+    for alg in ["aes128-cbc", "aes256-cbc", "aes128-gcm", "aes256-gcm"] {
+        for oaep in [false, true] {
+            let case = format!("{alg}-{oaep}");
+            let (_hsm, agent) = alice_agent(
+                &dir.path().join(&case),
+                &format!("[policy]\nencryption_algorithms = [\"{alg}\"]\nrsa_oaep = {oaep}\n"),
+            );
+            let r = encrypt_to_carol_and_bob(&agent).await;
+            assert_eq!(r.algorithm, alg);
+            let transport: Vec<&str> = r
+                .recipients
+                .iter()
+                .map(|x| x.key_transport.as_str())
+                .collect();
+            let rsa = if oaep { "rsa-oaep" } else { "rsa-pkcs1" };
+            assert_eq!(transport[..2], [rsa, "ecdh"], "carol, bob");
+            let text = String::from_utf8_lossy(&r.mime.0).to_string();
+            let smime_type = if alg.ends_with("gcm") {
+                "authEnveloped-data"
+            } else {
+                "enveloped-data"
+            };
+            assert!(text.contains(smime_type), "{case}: {text}");
+            // Every recipient reads it with OpenSSL: RSA (v1.5 or OAEP) and ECDH.
+            for who in ["carol-san-rsa", "bob-enc-ec"] {
+                let got = openssl_decrypt(dir.path(), &r.mime.0, who)
+                    .unwrap_or_else(|e| panic!("{case}: OpenSSL as {who}: {e}"));
+                assert_eq!(got, MSG.as_bytes(), "{case} {who}");
+            }
+            // And Alice, the sender, through her agent.
+            let mine = decrypt_answering(&agent.client().await, r.mime.0.clone(), PIN)
+                .await
+                .unwrap_or_else(|e| panic!("{case}: Alice: {e}"));
+            assert_eq!(mine.mime.0, MSG.as_bytes());
+            // OpenSSL names the algorithms the agent reports.
+            let der_path = write_file(dir.path(), &format!("{case}.eml"), &r.mime.0);
+            let printed = Command::new("openssl")
+                .args(["cms", "-cmsout", "-print", "-in"])
+                .arg(&der_path)
+                .output()
+                .unwrap();
+            let printed = String::from_utf8_lossy(&printed.stdout).to_lowercase();
+            let ossl_name = match alg {
+                "aes128-cbc" => "aes-128-cbc",
+                "aes256-cbc" => "aes-256-cbc",
+                "aes128-gcm" => "aes-128-gcm",
+                _ => "aes-256-gcm",
+            };
+            assert!(printed.contains(ossl_name), "{case}: {printed}");
+            assert_eq!(printed.contains("rsaesoaep"), oaep, "{case}: {printed}");
+        }
+    }
+}
+
+/// `openssl cms -sign` as `name`, clear-signed (multipart/signed).
+fn openssl_sign(dir: &Path, input: &[u8], name: &str) -> Vec<u8> {
+    let path = write_file(dir, &format!("to-sign-{}", rand_suffix()), input);
+    let out = Command::new("openssl")
+        .args(["cms", "-sign", "-in"])
+        .arg(&path)
+        .arg("-signer")
+        .arg(pki_file(&format!("{name}.pem")))
+        .arg("-inkey")
+        .arg(pki_file(&format!("{name}.key.pem")))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_reads_openssl_triple_wrapped_mail_layer_by_layer() {
+    use smime_agent_proto::{MessageLayer, VerifyStatus};
+    let dir = tempdir();
+    let (_hsm, agent) = alice_agent(dir.path(), "");
+    // Bob signs, encrypts to Alice, signs again: three OpenSSL runs.
+    let inner = openssl_sign(dir.path(), MSG.as_bytes(), "bob-dual-rsa");
+    let inner_path = write_file(dir.path(), "inner.eml", &inner);
+    let out = Command::new("openssl")
+        .args(["cms", "-encrypt", "-aes-256-cbc", "-in"])
+        .arg(&inner_path)
+        .arg(pki_file("alice-enc-ec.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let outer = openssl_sign(dir.path(), &out.stdout, "bob-dual-rsa");
+    let c = agent.client().await;
+    let r = decrypt_answering(&c, outer.clone(), PIN)
+        .await
+        .expect("decrypt");
+    let kinds: Vec<&str> = r
+        .layers
+        .iter()
+        .map(|l| match l {
+            MessageLayer::Signed(_) => "signed",
+            MessageLayer::Encrypted(_) => "encrypted",
+        })
+        .collect();
+    assert_eq!(kinds, ["signed", "encrypted", "signed"]);
+    assert_eq!(r.signatures, Some(VerifyStatus::Valid), "{:#?}", r.layers);
+    for l in &r.layers {
+        if let MessageLayer::Signed(s) = l {
+            let signer = s.signers[0].signer.as_ref().unwrap();
+            assert!(signer.emails.contains(&"bob@example.org".to_owned()));
+        }
+    }
+    assert_eq!(r.mime.0, MSG.as_bytes());
+
+    // The inner signature broken (the signed text changed after signing, before
+    // encrypting): the message still decrypts, and says its signatures are not all valid.
+    let text = String::from_utf8(inner).unwrap();
+    let forged = text.replacen("For Bob", "For Eve", 1);
+    assert_ne!(forged, text);
+    let forged_path = write_file(dir.path(), "forged.eml", forged.as_bytes());
+    let out = Command::new("openssl")
+        .args(["cms", "-encrypt", "-aes-256-cbc", "-in"])
+        .arg(&forged_path)
+        .arg(pki_file("alice-enc-ec.pem"))
+        .output()
+        .unwrap();
+    let outer = openssl_sign(dir.path(), &out.stdout, "bob-dual-rsa");
+    let c = agent.client().await;
+    let r = decrypt_answering(&c, outer, PIN).await.expect("decrypt");
+    assert_eq!(r.signatures, Some(VerifyStatus::Invalid), "{:#?}", r.layers);
+    assert!(String::from_utf8_lossy(&r.mime.0).contains("For Eve"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encryption_follows_the_capabilities_a_recipient_signed() {
+    let dir = tempdir();
+    let policy = "[policy]\nencryption_algorithms = [\"aes256-gcm\", \"aes128-cbc\"]\n";
+    let (_hsm, agent) = alice_agent(dir.path(), policy);
+    let to_bob = || async {
+        agent
+            .client()
+            .await
+            .encrypt(EncryptParams {
+                recipients: vec!["bob@example.org".into()],
+                certificates: vec![],
+                sender: None,
+                content: MSG.as_bytes().to_vec().into(),
+            })
+            .await
+    };
+    // Nothing known of Bob's capabilities: the policy's first algorithm.
+    assert_eq!(to_bob().await.unwrap().algorithm, "aes256-gcm");
+    // Bob's mail (OpenSSL: AES-CBC, 3DES, RC2, DES, no GCM), signed with his signing
+    // certificate; he is encrypted to with his other (EC) certificate.
+    let signed = openssl_sign(dir.path(), MSG.as_bytes(), "bob-dual-rsa");
+    let v = agent
+        .client()
+        .await
+        .verify(smime_agent_proto::VerifyParams {
+            content: signed.into(),
+            validation: Default::default(),
+        })
+        .await
+        .expect("verify");
+    assert_eq!(v.status, smime_agent_proto::VerifyStatus::Valid);
+    let r = to_bob().await.unwrap();
+    assert_eq!(r.algorithm, "aes128-cbc");
+    let bob = openssl_decrypt(dir.path(), &r.mime.0, "bob-enc-ec").unwrap();
+    assert_eq!(bob, MSG.as_bytes());
+
+    // A policy of GCM only cannot reach Bob: refused, naming him and what he takes.
+    drop(agent);
+    let dir2 = dir.path().join("gcm-only");
+    let (_hsm2, agent) = alice_agent(
+        &dir2,
+        "[policy]\nencryption_algorithms = [\"aes256-gcm\"]\n",
+    );
+    for e in std::fs::read_dir(dir.path().join("contacts")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), dir2.join("contacts").join(e.file_name())).unwrap();
+    }
+    let err = agent
+        .client()
+        .await
+        .encrypt(EncryptParams {
+            recipients: vec!["bob@example.org".into()],
+            certificates: vec![],
+            sender: None,
+            content: MSG.as_bytes().to_vec().into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::PolicyDenied), "{err}");
+    let msg = err.to_string();
+    assert!(
+        msg.contains("bob@example.org takes aes256-cbc, aes128-cbc"),
+        "{msg}"
+    );
+}
+
+/// The CMS (DER) inside an `application/pkcs7-mime` entity.
+fn cms_of(mime: &[u8]) -> Vec<u8> {
+    match smime_agent::smime::mime::read(mime).unwrap() {
+        smime_agent::smime::mime::Smime::Enveloped(der)
+        | smime_agent::smime::mime::Smime::Pkcs7(der) => der,
+        other => panic!("not an envelope: {other:?}"),
+    }
+}
+
+/// The agent encrypts `MSG` to Carol (RSA, PKCS#1 v1.5) with `alg`; with `bob_ec`, to Bob
+/// (EC) too, and Alice's own copy may use her EC key; without, every recipient is RSA.
+async fn agent_envelope_for_carol(dir: &Path, alg: &str, bob_ec: bool) -> Vec<u8> {
+    let dir = dir.join(format!("to-carol-{alg}-{bob_ec}-{}", rand_suffix()));
+    let policy = format!("[policy]\nencryption_algorithms = [\"{alg}\"]\n");
+    let r = if bob_ec {
+        let (_hsm, agent) = alice_agent(&dir, &policy);
+        encrypt_to_carol_and_bob(&agent).await
+    } else {
+        let hsm = SoftHsm::new(&dir.join("softhsm"));
+        hsm.add_token("alice", PIN, &["alice-sign-rsa", "alice-enc-rsa"]);
+        let agent = Agent::start(
+            &dir.join("agent"),
+            AgentSpec {
+                softhsm: Some(&hsm),
+                extra_config: policy,
+                ..Default::default()
+            },
+        );
+        let carol = std::fs::read(pki_file("carol-san-rsa.der")).unwrap();
+        agent
+            .client()
+            .await
+            .encrypt(EncryptParams {
+                recipients: vec!["carol@example.org".into()],
+                certificates: vec![carol.into()],
+                sender: Some("alice@example.org".into()),
+                content: MSG.as_bytes().to_vec().into(),
+            })
+            .await
+            .expect("encrypt")
+    };
+    assert_eq!(r.algorithm, alg);
+    cms_of(&r.mime.0)
+}
+
+// gpgsm 2.2 and NSS 3.87 take RSA PKCS#1 v1.5 with AES-CBC only (common/peers.rs): these
+// are the envelopes tested with them, both ways.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpgsm_and_the_agent_read_each_others_rsa_envelopes() {
+    let dir = tempdir();
+    let g = Gpgsm::new(dir.path(), &["carol-san-rsa"], &["alice-enc-rsa"]);
+    let (_hsm, agent) = alice_agent(dir.path(), "");
+    // gpgsm encrypts to Alice (AES-128, its default, and AES-256); her agent decrypts.
+    for extra in [&[][..], &["--cipher-algo", "AES256"][..]] {
+        let cms = g.encrypt("alice@example.org", MSG.as_bytes(), extra);
+        let r = decrypt_answering(&agent.client().await, cms, PIN)
+            .await
+            .unwrap_or_else(|e| panic!("gpgsm {extra:?}: {e}"));
+        assert_eq!(r.mime.0, MSG.as_bytes());
+        assert!(r.certificate.emails.contains(&"alice@example.org".into()));
+    }
+    // The agent encrypts to Carol; gpgsm decrypts with her key.
+    // With an EC recipient beside her RSA one too: gpgsm skips what it cannot use.
+    for (alg, bob_ec) in [
+        ("aes128-cbc", false),
+        ("aes256-cbc", false),
+        ("aes256-cbc", true),
+    ] {
+        let cms = agent_envelope_for_carol(dir.path(), alg, bob_ec).await;
+        let (got, said) = g.decrypt(&cms);
+        assert_eq!(
+            got,
+            MSG.as_bytes(),
+            "gpgsm, {alg}, Bob too: {bob_ec}: {said}"
+        );
+    }
+    // A changed envelope does not decrypt for gpgsm either: the check above proves something.
+    let mut cms = agent_envelope_for_carol(dir.path(), "aes256-cbc", false).await;
+    let n = cms.len();
+    cms[n - 20] ^= 0x40;
+    assert_ne!(g.decrypt(&cms).0, MSG.as_bytes());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nss_and_the_agent_read_each_others_rsa_envelopes() {
+    let dir = tempdir();
+    let nss = Nss::new(dir.path(), &["carol-san-rsa"], &["alice-enc-rsa"]);
+    let (_hsm, agent) = alice_agent(dir.path(), "");
+    // NSS encrypts to Alice; her agent decrypts.
+    let cms = nss.encrypt(dir.path(), "alice-enc-rsa", MSG.as_bytes());
+    let r = decrypt_answering(&agent.client().await, cms, PIN)
+        .await
+        .expect("the agent decrypts NSS's envelope");
+    assert_eq!(r.mime.0, MSG.as_bytes());
+    // The agent encrypts to Carol; NSS decrypts with her key.
+    for alg in ["aes128-cbc", "aes256-cbc"] {
+        let cms = agent_envelope_for_carol(dir.path(), alg, false).await;
+        let got = nss
+            .decrypt(dir.path(), &cms)
+            .unwrap_or_else(|e| panic!("NSS, {alg}: {e}"));
+        assert_eq!(got, MSG.as_bytes(), "{alg}");
+    }
+    let mut cms = agent_envelope_for_carol(dir.path(), "aes256-cbc", false).await;
+    let n = cms.len();
+    cms[n - 20] ^= 0x40;
+    assert_ne!(
+        nss.decrypt(dir.path(), &cms).ok().as_deref(),
+        Some(MSG.as_bytes())
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,21 +2,16 @@
 //! interoperability matrix: OpenSSL, GnuPG's gpgsm and NSS's cmsutil sign, the agent
 //! verifies; the agent signs (SoftHSM keys), gpgsm and cmsutil verify.
 //!
-//! Peer notes (workarounds, also in the README's interoperability table):
-//! - gpgsm imports only legacy PKCS#12 (3DES, SHA-1 MAC), verifies a detached signature only
-//!   over CRLF-canonical data, and fetches CRLs through dirmngr: its CRL checks are disabled
-//!   here (`disable-crl-checks`), since the test PKI's distribution point is not served.
-//! - gpgsm and NSS write BER (indefinite lengths); gpgsm armours as `SIGNED MESSAGE`.
-//! - `cmsutil -D` exits 0 whatever the signature: its verdict is the
-//!   `signer0.status=GoodSignature` line that `-h 2` prints.
-//! - NSS gives every certificate of one subject the same nickname, so only one of Alice's
-//!   keys can sign with cmsutil here (RSA); NSS verifies our RSA and ECDSA signatures.
+//! Peer notes (workarounds): see `common/peers.rs`. NSS gives every certificate of one
+//! subject the same nickname, so only one of Alice's keys can sign with cmsutil here (RSA);
+//! NSS verifies our RSA and ECDSA signatures.
 
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
+use common::peers::{Gpgsm, Nss, run};
 use common::*;
 use der::{Decode, Encode};
 use smime_agent::smime::mime::{self, Smime};
@@ -70,17 +65,6 @@ fn assert_valid(r: &VerifyResult, signers: usize, what: &str) {
         mime::canonicalize(MSG),
         "{what}: the content"
     );
-}
-
-fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run a peer tool");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
 }
 
 fn key(name: &str) -> (PathBuf, PathBuf) {
@@ -764,31 +748,8 @@ fn the_cli_exits_zero_only_when_everything_is_valid() {
 // gpgsm and NSS, both ways
 // ---------------------------------------------------------------------------------------
 
-/// A legacy PKCS#12 of a PKI key (gpgsm imports only these; NSS reads them too).
-fn legacy_p12(dir: &Path, name: &str) -> PathBuf {
-    let (cert, key) = key(name);
-    let out = dir.join(format!("{name}.p12"));
-    run(Command::new("openssl")
-        .args([
-            "pkcs12",
-            "-export",
-            "-keypbe",
-            "PBE-SHA1-3DES",
-            "-certpbe",
-            "PBE-SHA1-3DES",
-            "-macalg",
-            "sha1",
-            "-passout",
-            "pass:test",
-        ])
-        .arg("-in")
-        .arg(cert)
-        .arg("-inkey")
-        .arg(key)
-        .arg("-out")
-        .arg(&out));
-    out
-}
+/// The NSS nickname of Alice's key (NSS names it by its subject).
+const ALICE_NSS: &str = "Alice Example - smime-agent tests";
 
 /// An agent with Alice's signing key `name` on a SoftHSM token; it also verifies.
 fn signing_agent(dir: &Path, name: &str) -> (SoftHsm, Agent) {
@@ -827,112 +788,10 @@ async fn our_signature(agent: &Agent, format: SignFormat) -> (Vec<u8>, Vec<u8>, 
     }
 }
 
-/// A private GnuPG home with Alice's RSA key, the test CAs, the root trusted, CRL checks off.
-struct Gpgsm {
-    home: PathBuf,
-}
-
-impl Gpgsm {
-    fn new(dir: &Path) -> Gpgsm {
-        let home = dir.join("gnupg");
-        std::fs::create_dir_all(&home).unwrap();
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
-        std::fs::write(home.join("gpg-agent.conf"), "allow-loopback-pinentry\n").unwrap();
-        // The test PKI's CRL distribution point is not served: gpgsm would refuse every
-        // certificate for want of a CRL (dirmngr fetches them itself).
-        std::fs::write(home.join("gpgsm.conf"), "disable-crl-checks\n").unwrap();
-        let g = Gpgsm { home };
-        let p12 = legacy_p12(dir, "alice-sign-rsa");
-        let mut child = g
-            .cmd()
-            .args(["--passphrase-fd", "0", "--import"])
-            .arg(&p12)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(b"test\n").unwrap();
-        let o = child.wait_with_output().unwrap();
-        assert!(
-            String::from_utf8_lossy(&o.stderr).contains("secret keys imported: 1"),
-            "gpgsm --import: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        run(g.cmd().arg("--import").arg(pki_file("chain.pem")));
-        let fpr = String::from_utf8(
-            run(Command::new("openssl")
-                .args(["x509", "-noout", "-fingerprint", "-sha1", "-in"])
-                .arg(pki_file("root-ca.pem")))
-            .stdout,
-        )
-        .unwrap();
-        let fpr = fpr.trim().rsplit('=').next().unwrap().replace(':', "");
-        std::fs::write(g.home.join("trustlist.txt"), format!("{fpr} S relax\n")).unwrap();
-        g
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new("gpgsm");
-        c.env("GNUPGHOME", &self.home)
-            .args(["--batch", "--pinentry-mode", "loopback"]);
-        c
-    }
-
-    /// Signs `data` (detached, DER; or opaque, armoured) with Alice's key.
-    fn sign(&self, data: &Path, out: &Path, detached: bool) {
-        let mut c = self.cmd();
-        c.args(["--passphrase-fd", "0", "-u", "alice@example.org"]);
-        if detached {
-            c.arg("--detach-sign");
-        } else {
-            c.args(["--sign", "--armor"]);
-        }
-        c.arg("-o").arg(out).arg(data).stdin(Stdio::piped());
-        let mut child = c
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write as _;
-        child.stdin.take().unwrap().write_all(b"test\n").unwrap();
-        let o = child.wait_with_output().unwrap();
-        assert!(
-            o.status.success(),
-            "gpgsm sign: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-    }
-
-    /// `gpgsm --verify`: (accepted, stderr).
-    fn verify(&self, sig: &Path, data: Option<&Path>) -> (bool, String) {
-        let mut c = self.cmd();
-        c.arg("--verify").arg(sig);
-        if let Some(d) = data {
-            c.arg(d);
-        }
-        let o = c.output().unwrap();
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        (o.status.success() && err.contains("Good signature"), err)
-    }
-}
-
-impl Drop for Gpgsm {
-    fn drop(&mut self) {
-        // The gpg-agent this home started.
-        let _ = Command::new("gpgconf")
-            .env("GNUPGHOME", &self.home)
-            .args(["--kill", "all"])
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gpgsm_and_the_agent_verify_each_others_rsa_signatures() {
     let dir = tempdir();
-    let g = Gpgsm::new(dir.path());
+    let g = Gpgsm::new(dir.path(), &["alice-sign-rsa"], &[]);
     let (_hsm, agent) = signing_agent(dir.path(), "alice-sign-rsa");
     let client = agent.client().await;
     let verify_async = |content: Vec<u8>| {
@@ -945,7 +804,7 @@ async fn gpgsm_and_the_agent_verify_each_others_rsa_signatures() {
     // gpgsm signs, detached: framed as multipart/signed, the agent verifies.
     let data = write_file(dir.path(), "msg.txt", MSG);
     let sig = dir.path().join("gpgsm.p7s");
-    g.sign(&data, &sig, true);
+    g.sign("alice@example.org", &data, &sig, true);
     let clear = mime::clear_signed(MSG, &std::fs::read(&sig).unwrap(), "sha-256").unwrap();
     let r = verify_async(clear).await.unwrap();
     assert_valid(&r, 1, "gpgsm clear-signed");
@@ -953,7 +812,7 @@ async fn gpgsm_and_the_agent_verify_each_others_rsa_signatures() {
 
     // gpgsm signs, opaque (BER, armoured as SIGNED MESSAGE): as it comes, and as MIME.
     let opaque = dir.path().join("gpgsm.pem");
-    g.sign(&data, &opaque, false);
+    g.sign("alice@example.org", &data, &opaque, false);
     let armoured = std::fs::read(&opaque).unwrap();
     assert!(String::from_utf8_lossy(&armoured).contains("BEGIN SIGNED MESSAGE"));
     assert_valid(
@@ -990,78 +849,17 @@ async fn gpgsm_and_the_agent_verify_each_others_rsa_signatures() {
     );
 }
 
-/// A private NSS database with Alice's RSA key and the test CAs (the root trusted).
-struct Nss {
-    db: String,
-}
-
-impl Nss {
-    fn new(dir: &Path) -> Nss {
-        let path = dir.join("nssdb");
-        std::fs::create_dir_all(&path).unwrap();
-        let db = format!("sql:{}", path.display());
-        run(Command::new("certutil").args(["-N", "-d", &db, "--empty-password"]));
-        let p12 = legacy_p12(dir, "alice-sign-rsa");
-        run(Command::new("pk12util")
-            .arg("-i")
-            .arg(&p12)
-            .args(["-d", &db, "-W", "test"]));
-        run(Command::new("certutil")
-            .args(["-A", "-d", &db, "-n", "root", "-t", "C,C,C", "-i"])
-            .arg(pki_file("root-ca.pem")));
-        run(Command::new("certutil")
-            .args(["-A", "-d", &db, "-n", "ca", "-t", ",,", "-i"])
-            .arg(pki_file("ca.pem")));
-        Nss { db }
-    }
-
-    /// `cmsutil -S` of `data` by Alice, detached or not; DER (BER) out.
-    fn sign(&self, data: &Path, out: &Path, detached: bool) {
-        let mut c = Command::new("cmsutil");
-        c.args([
-            "-S",
-            "-G",
-            "-P",
-            "-N",
-            "Alice Example - smime-agent tests",
-            "-Y",
-            "NONE",
-            "-d",
-            &self.db,
-            "-p",
-            "",
-        ]);
-        if detached {
-            c.arg("-T");
-        }
-        run(c.arg("-i").arg(data).arg("-o").arg(out));
-    }
-
-    /// `cmsutil -D`: (GoodSignature, its report).
-    fn verify(&self, cms: &Path, content: Option<&Path>) -> (bool, String) {
-        let mut c = Command::new("cmsutil");
-        c.args(["-D", "-d", &self.db, "-n", "-h", "2", "-i"])
-            .arg(cms);
-        if let Some(d) = content {
-            c.arg("-c").arg(d);
-        }
-        let o = run(&mut c);
-        let report = String::from_utf8_lossy(&o.stdout).into_owned();
-        (report.contains("signer0.status=GoodSignature"), report)
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nss_and_the_agent_verify_each_others_signatures() {
     let dir = tempdir();
-    let nss = Nss::new(dir.path());
+    let nss = Nss::new(dir.path(), &["alice-sign-rsa"], &[]);
     let (_hsm, agent) = signing_agent(dir.path(), "alice-sign-rsa");
     let client = agent.client().await;
     let data = write_file(dir.path(), "msg.txt", MSG);
 
     // NSS signs, detached and opaque (BER): the agent verifies.
     let det = dir.path().join("nss.p7s");
-    nss.sign(&data, &det, true);
+    nss.sign(ALICE_NSS, &data, &det, true);
     let clear = mime::clear_signed(MSG, &std::fs::read(&det).unwrap(), "sha-256").unwrap();
     let r = client
         .verify(VerifyParams {
@@ -1072,7 +870,7 @@ async fn nss_and_the_agent_verify_each_others_signatures() {
         .unwrap();
     assert_valid(&r, 1, "NSS detached");
     let opq = dir.path().join("nss.p7m");
-    nss.sign(&data, &opq, false);
+    nss.sign(ALICE_NSS, &data, &opq, false);
     let framed = mime::pkcs7_mime("signed-data", &std::fs::read(&opq).unwrap());
     let r = client
         .verify(VerifyParams {
