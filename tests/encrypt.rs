@@ -723,3 +723,85 @@ fn cli_encrypt_and_decrypt_round_trip() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("recipient_without_certificate"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_limit_requests_and_messages_are_limit_exceeded_and_the_agent_goes_on() {
+    let dir = tempdir();
+    let (_hsm, agent) = alice_agent(dir.path(), "");
+    // More than 1000 recipients.
+    let many: Vec<String> = (0..1001).map(|i| format!("r{i}@example.org")).collect();
+    let err = agent
+        .client()
+        .await
+        .encrypt(EncryptParams {
+            recipients: many,
+            certificates: vec![],
+            sender: None,
+            content: MSG.as_bytes().to_vec().into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::LimitExceeded), "{err}");
+
+    // Nine envelopes one inside the other, and an envelope inside nine signatures: more
+    // layers than the agent reads (8).
+    let openssl = |args: &[&str], input: &[u8]| {
+        let path = write_file(dir.path(), &format!("layer-{}", rand_suffix()), input);
+        let out = Command::new("openssl")
+            .args(args)
+            .arg("-in")
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let alice = pki_file("alice-enc-rsa.pem");
+    let alice = alice.to_str().unwrap();
+    let mut nested = MSG.as_bytes().to_vec();
+    for _ in 0..9 {
+        nested = openssl(
+            &["cms", "-encrypt", "-aes-128-cbc", "-recip", alice],
+            &nested,
+        );
+    }
+    let err = decrypt_answering(&agent.client().await, nested, PIN)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::LimitExceeded), "{err}");
+    assert!(err.to_string().contains("8"), "{err}");
+
+    let (cert, key) = (
+        pki_file("bob-dual-rsa.pem"),
+        pki_file("bob-dual-rsa.key.pem"),
+    );
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let mut signed = openssl(
+        &["cms", "-encrypt", "-aes-128-cbc", "-recip", alice],
+        MSG.as_bytes(),
+    );
+    for _ in 0..9 {
+        signed = openssl(
+            &["cms", "-sign", "-nodetach", "-signer", cert, "-inkey", key],
+            &signed,
+        );
+    }
+    let err = decrypt_answering(&agent.client().await, signed, PIN)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::LimitExceeded), "{err}");
+
+    // The agent goes on.
+    let one = openssl(
+        &["cms", "-encrypt", "-aes-128-cbc", "-recip", alice],
+        MSG.as_bytes(),
+    );
+    let r = decrypt_answering(&agent.client().await, one, PIN)
+        .await
+        .expect("still decrypts");
+    assert_eq!(r.mime.0, MSG.as_bytes());
+}
