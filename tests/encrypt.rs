@@ -405,11 +405,40 @@ async fn the_agent_reads_openssl_triple_wrapped_mail_layer_by_layer() {
         .arg(pki_file("alice-enc-ec.pem"))
         .output()
         .unwrap();
-    let outer = openssl_sign(dir.path(), &out.stdout, "bob-dual-rsa");
+    let forged_outer = openssl_sign(dir.path(), &out.stdout, "bob-dual-rsa");
     let c = agent.client().await;
-    let r = decrypt_answering(&c, outer, PIN).await.expect("decrypt");
+    let r = decrypt_answering(&c, forged_outer.clone(), PIN)
+        .await
+        .expect("decrypt");
     assert_eq!(r.signatures, Some(VerifyStatus::Invalid), "{:#?}", r.layers);
     assert!(String::from_utf8_lossy(&r.mime.0).contains("For Eve"));
+
+    // The CLI says the same, and its exit status follows the signatures.
+    let pin = write_file(dir.path(), "pin", format!("{PIN}\n").as_bytes());
+    let cli_decrypt = |message: &[u8]| {
+        let input = write_file(dir.path(), &format!("in-{}", rand_suffix()), message);
+        Command::new("sh")
+            .arg("-c")
+            .arg("exec \"$0\" decrypt --in \"$1\" --pin-fd 3 3<\"$2\"")
+            .arg(agent_bin())
+            .arg(&input)
+            .arg(&pin)
+            .env("SMIME_AGENT_SOCK", &agent.socket)
+            .output()
+            .unwrap()
+    };
+    let good = cli_decrypt(&outer);
+    let said = String::from_utf8_lossy(&good.stderr);
+    assert_eq!(good.status.code(), Some(0), "{said}");
+    assert!(said.contains("layer 2, signer 1: good signature"), "{said}");
+    assert!(said.contains("verified: every signature"), "{said}");
+    assert_eq!(good.stdout, MSG.as_bytes());
+    let bad = cli_decrypt(&forged_outer);
+    let said = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(1), "{said}");
+    assert!(said.contains("BAD SIGNATURE"), "{said}");
+    assert!(said.contains("NOT verified"), "{said}");
+    assert!(String::from_utf8_lossy(&bad.stdout).contains("For Eve"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,9 +10,9 @@ use std::process::ExitCode;
 
 use smime_agent_proto::client::{BlockingClient, ClientError};
 use smime_agent_proto::{
-    CertInfo, CertificateStatus, Event, HelloParams, PROTOCOL_VERSION, PinentryEnv, Purpose,
-    SignFormat, SignParams, SignatureStatus, ValidateParams, ValidationMode, ValidityStatus,
-    VerifyParams, VerifyResult, VerifyStatus, WhichParams,
+    CertInfo, CertificateStatus, Event, HelloParams, MessageLayer, PROTOCOL_VERSION, PinentryEnv,
+    Purpose, SignFormat, SignParams, SignatureStatus, SignedLayer, ValidateParams, ValidationMode,
+    ValidityStatus, VerifyParams, VerifyStatus, WhichParams,
 };
 
 pub use pin::PinArgs;
@@ -723,7 +723,29 @@ pub fn decrypt(
             "; the content is not integrity-protected (AES-CBC): trust it only if it is signed"
         }
     );
-    ExitCode::SUCCESS
+    // A signed message (triple-wrapped, or signed then encrypted): its signatures too, and
+    // the exit status says whether they hold, as `verify`'s does.
+    let signed: Vec<SignedLayer> = r
+        .layers
+        .iter()
+        .filter_map(|l| match l {
+            MessageLayer::Signed(s) => Some(s.clone()),
+            MessageLayer::Encrypted(_) => None,
+        })
+        .collect();
+    match r.signatures {
+        None => ExitCode::SUCCESS,
+        Some(status) => {
+            for line in verify_summary(&signed, status) {
+                eprintln!("smime-agent: {line}");
+            }
+            if status == VerifyStatus::Valid {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_AGENT_ERROR)
+            }
+        }
+    }
 }
 
 /// `verify`: exit 0 only when every signature and every signer certificate is valid. The
@@ -764,7 +786,7 @@ pub fn verify(
             return code;
         }
     } else {
-        for line in verify_summary(&r) {
+        for line in verify_summary(&r.layers, r.status) {
             eprintln!("smime-agent: {line}");
         }
     }
@@ -775,12 +797,13 @@ pub fn verify(
     }
 }
 
-/// The person's view of a `verify` result: one line per signer, then the verdict.
-fn verify_summary(r: &VerifyResult) -> Vec<String> {
+/// The person's view of signed layers (a `verify` result, the signed layers `decrypt`
+/// read): one line per signer, then the verdict.
+fn verify_summary(layers: &[SignedLayer], status: VerifyStatus) -> Vec<String> {
     let mut lines = vec![];
     let mut first_problem: Option<String> = None;
-    let several_layers = r.layers.len() > 1;
-    for (n, layer) in r.layers.iter().enumerate() {
+    let several_layers = layers.len() > 1;
+    for (n, layer) in layers.iter().enumerate() {
         for s in &layer.signers {
             let who = match &s.signer {
                 Some(c) if !c.emails.is_empty() => {
@@ -846,7 +869,7 @@ fn verify_summary(r: &VerifyResult) -> Vec<String> {
             }
         }
     }
-    lines.push(match (r.status, first_problem) {
+    lines.push(match (status, first_problem) {
         (VerifyStatus::Valid, _) => {
             "verified: every signature and every signer's certificate is valid".to_owned()
         }
