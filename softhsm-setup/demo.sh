@@ -2,9 +2,12 @@
 # demo.sh: smime-agent's main job, end to end, on a SoftHSM token it creates.
 #
 # Creates a test PKI and a SoftHSM token holding Alice's keys, starts the agent in the
-# background on a private socket, shows its status, signs a message through the agent
-# (clear-signed and opaque; the private key never leaves the token), has OpenSSL verify both
-# signatures, shows that a tampered message fails, and stops the agent.
+# background on a private socket, shows its status, and then, all through the running agent:
+# signs a message (clear-signed and opaque; the private key never leaves the token) and has
+# OpenSSL verify both and refuse a tampered one; verifies Alice's signature and Bob's
+# (OpenSSL's), keeping Bob's certificate as a contact; encrypts to Bob (OpenSSL decrypts as
+# Bob) and decrypts Alice's copy and OpenSSL's envelope on the token; composes a
+# triple-wrapped mail that OpenSSL unwraps and the agent reads layer by layer; stops.
 # Run it with `make demo` (which installs the packages and builds first).
 set -euo pipefail
 
@@ -27,6 +30,18 @@ ok "$(($(wc -l <"$work/pki/users.tsv") - 1)) user certificates"
 step "Creating a SoftHSM token \"Demo Token\" (PIN $pin) with Alice's keys"
 eval "$("$top/softhsm-setup/make-token.sh" --dir "$work/softhsm" --pki "$work/pki" \
   --label "Demo Token" --pin "$pin" alice-sign-rsa alice-sign-ec alice-enc-rsa)"
+cat >>"$work/softhsm/agent.toml" <<EOF
+
+[[identity]]
+address = "alice@example.org"
+
+# Certificates of correspondents (Bob's lands here when the agent verifies his mail).
+[contacts]
+dir = "$work/contacts"
+
+[revocation]
+cache_dir = "$work/crls"
+EOF
 ok "SOFTHSM2_CONF=$SOFTHSM2_CONF"
 ok "agent configuration: demo-work/softhsm/agent.toml"
 
@@ -85,6 +100,54 @@ if openssl cms -verify -in "$work/tampered.eml" -CAfile "$work/pki/chain.pem" -p
   exit 1
 fi
 ok "OpenSSL rejected it: $(grep -m1 -o 'digest failure\|content verify error\|verify error' "$work/tampered.err" || head -1 "$work/tampered.err")"
+
+step "The agent verifies Alice's signature (signature and certificate chain)"
+"$bin" verify --in "$work/signed.eml" --out /dev/null
+ok "smime-agent verify: exit 0"
+
+step "Bob writes to Alice (OpenSSL signs as Bob); the agent verifies and keeps his certificate"
+printf 'Content-Type: text/plain\r\n\r\nHi Alice, here is my certificate. Bob\r\n' >"$work/bob.txt"
+openssl cms -sign -in "$work/bob.txt" -signer "$work/pki/bob-dual-rsa.pem" \
+  -inkey "$work/pki/bob-dual-rsa.key.pem" -out "$work/from-bob.eml"
+"$bin" verify --in "$work/from-bob.eml" --out /dev/null
+ok "contacts: $(ls "$work/contacts" | grep -c '\.der$') certificate(s) in demo-work/contacts"
+
+step "Encrypting to Bob (his certificate from the contacts; Alice gets a copy too)"
+"$bin" encrypt --to bob@example.org --from alice@example.org --in "$work/message.txt" \
+  --out "$work/encrypted.eml"
+sed -n '1,6p' "$work/encrypted.eml" | sed 's/^/      /'
+openssl cms -decrypt -in "$work/encrypted.eml" -recip "$work/pki/bob-dual-rsa.pem" \
+  -inkey "$work/pki/bob-dual-rsa.key.pem" -out "$work/bob-reads.txt"
+cmp -s <(tr -d '\r' <"$work/bob-reads.txt") "$work/message.txt"
+ok "OpenSSL, as Bob, decrypted it to the original message"
+"$bin" decrypt --in "$work/encrypted.eml" --out "$work/alice-reads.txt" </dev/null
+cmp -s <(tr -d '\r' <"$work/alice-reads.txt") "$work/message.txt"
+ok "the agent decrypted Alice's copy with her key on the token"
+
+step "Bob encrypts to Alice with OpenSSL; the agent decrypts on the token"
+openssl cms -encrypt -aes-256-cbc -in "$work/bob.txt" -out "$work/to-alice.eml" \
+  "$work/pki/alice-enc-rsa.pem"
+"$bin" decrypt --in "$work/to-alice.eml" </dev/null | sed 's/^/      /'
+
+step "Composing a signed and encrypted mail to Bob (triple-wrapped: signed, encrypted, signed)"
+cat >"$work/mail.eml" <<'EOF'
+From: Alice <alice@example.org>
+To: Bob <bob@example.org>
+Subject: Lunch
+
+See you at noon.
+EOF
+"$bin" compose --sign --encrypt --in "$work/mail.eml" --out "$work/outgoing.eml" </dev/null
+sed -n '1,8p' "$work/outgoing.eml" | sed 's/^/      /'
+openssl cms -verify -in "$work/outgoing.eml" -CAfile "$work/pki/chain.pem" \
+  -purpose smimesign -out "$work/outer.eml" 2>/dev/null
+openssl cms -decrypt -in "$work/outer.eml" -recip "$work/pki/bob-dual-rsa.pem" \
+  -inkey "$work/pki/bob-dual-rsa.key.pem" -out "$work/inner.eml"
+openssl cms -verify -in "$work/inner.eml" -CAfile "$work/pki/chain.pem" \
+  -purpose smimesign -out "$work/lunch.txt" 2>/dev/null
+ok "OpenSSL, as Bob: outer signature good, decrypted, inner signature good: \"$(tail -n 1 "$work/lunch.txt" | tr -d '\r')\""
+"$bin" decrypt --in "$work/outgoing.eml" --out /dev/null </dev/null
+ok "the agent read Alice's own copy layer by layer"
 
 step "Stopping the agent"
 stop_agent
