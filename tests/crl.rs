@@ -252,6 +252,17 @@ async fn unreachable_crl_allow_warn_fail_and_check_crl_on_send() {
         "{:?}",
         v.revocation
     );
+    assert!(!v.cached);
+    // Asked again at once: the CRL would not be tried again for a while (failure memory),
+    // so the same outcome comes from the validation cache instead of a new path check.
+    let again = agent
+        .client()
+        .await
+        .validate(validate_params(&s.cert("alice-sign-rsa")))
+        .await
+        .unwrap();
+    assert!(again.cached, "an unavailable CRL's outcome is not kept");
+    assert_eq!(again.revocation.status, "unavailable");
     let client = agent.client().await;
     let (res, _) =
         sign_answering(&client, "alice@example.org", sample_entity("x"), None, PIN).await;

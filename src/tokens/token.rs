@@ -703,11 +703,17 @@ impl Token {
     }
 
     /// Finds the private key with CKA_ID `key_id` (after login, when private keys show).
+    /// The key's handle, when it was found before (no call into the module).
+    fn cached_key(&self, key_id: &[u8]) -> Option<KeyInfo> {
+        let p11 = self.p11().ok()?;
+        p11.keys.lock().ok()?.get(key_id).copied()
+    }
+
     async fn key(self: &Arc<Self>, key_id: &[u8]) -> Result<KeyInfo, TokenError> {
-        let p11 = self.p11()?;
-        if let Some(k) = p11.keys.lock().ok().and_then(|m| m.get(key_id).copied()) {
+        if let Some(k) = self.cached_key(key_id) {
             return Ok(k);
         }
+        let p11 = self.p11()?;
         let id = key_id.to_vec();
         let found = self
             .run("C_FindObjects", move |s| {
@@ -785,6 +791,33 @@ impl Token {
             l = self.usage.read() => l,
             _ = self.wait_gone() => return Err(self.removed_err()),
         };
+        // The usual case: logged in already and the key's handle known. One call into the
+        // module checks the login and does the operation; only a token that is not logged
+        // in goes through the login procedure (its lock, perhaps a prompt) below.
+        let op = match self.cached_key(key_id) {
+            Some(key) if !key.always_authenticate => {
+                let r = self
+                    .run(op.call_name(), move |s| {
+                        if !is_user_state(s.get_session_info()?.session_state()) {
+                            return Ok(Err(op));
+                        }
+                        run_op(s, key.handle, op).map(Ok)
+                    })
+                    .await;
+                match r {
+                    Ok(Err(op)) => op,
+                    Ok(Ok(out)) => {
+                        drop(lease);
+                        return self.op_done(key_id, Ok(out)).await;
+                    }
+                    Err(e) => {
+                        drop(lease);
+                        return self.op_done(key_id, Err(e)).await;
+                    }
+                }
+            }
+            _ => op,
+        };
         let mut fresh_pin = self.ensure_login(prompter, certificate).await?;
         let key = self.key(key_id).await?;
 
@@ -831,13 +864,23 @@ impl Token {
             })
             .await;
         drop(lease);
+        self.op_done(key_id, result).await
+    }
+
+    /// After a private-key operation: log out when no PIN may be kept; on failure forget the
+    /// key's handle and, for a rejected context-specific PIN, wipe it and report retries.
+    async fn op_done(
+        self: &Arc<Self>,
+        key_id: &[u8],
+        result: Result<Zeroizing<Vec<u8>>, TokenError>,
+    ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
         match result {
-            Ok(sig) => {
+            Ok(out) => {
                 if !self.pin_cache.enabled() {
                     // Nothing may stay logged in; the response need not wait for it.
                     tokio::spawn(self.clone().logout());
                 }
-                Ok(sig)
+                Ok(out)
             }
             Err(e) => {
                 // A stale handle (the module re-enumerated) is found again next time.

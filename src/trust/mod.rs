@@ -420,11 +420,16 @@ impl Trust {
             return v;
         }
         let v = path::validate(self, req, time).await;
-        // An outcome that could change on the next try (a CRL that could not be had) is not
-        // kept: the next validation tries again.
-        if v.revocation.status != RevocationStatus::Unavailable
-            && let Ok(mut c) = self.cache.lock()
-        {
+        let mut kept = v.clone();
+        // An outcome that could change on the next try (a CRL that could not be had) is kept
+        // only as long as the CRL cache would not try that download again anyway: the
+        // validation is the same until then, and an offline agent would otherwise build
+        // and check the path again for every signature.
+        if v.revocation.status == RevocationStatus::Unavailable {
+            let retry = SystemTime::now() + crl::FAILURE_MEMORY;
+            kept.valid_until = Some(kept.valid_until.map_or(retry, |u| u.min(retry)));
+        }
+        if let Ok(mut c) = self.cache.lock() {
             if c.len() >= CACHE_MAX {
                 c.clear();
             }
@@ -432,7 +437,7 @@ impl Trust {
                 key,
                 CacheEntry {
                     crl_generation: self.crls.generation(),
-                    validation: v.clone(),
+                    validation: kept,
                 },
             );
         }

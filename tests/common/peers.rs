@@ -48,8 +48,13 @@ fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
     child.wait_with_output().unwrap()
 }
 
-/// A legacy PKCS#12 (password `test`) of a PKI key: gpgsm imports only these.
+/// A legacy PKCS#12 (password `test`) of a key of the test PKI: gpgsm imports only these.
 pub fn legacy_p12(dir: &Path, name: &str) -> PathBuf {
+    legacy_p12_of(super::pki(), dir, name)
+}
+
+/// A legacy PKCS#12 (password `test`) of the key `name` of the PKI in `pki`.
+pub fn legacy_p12_of(pki: &Path, dir: &Path, name: &str) -> PathBuf {
     let out = dir.join(format!("{name}-{}.p12", rand_suffix()));
     run(Command::new("openssl")
         .args([
@@ -65,9 +70,9 @@ pub fn legacy_p12(dir: &Path, name: &str) -> PathBuf {
             "pass:test",
         ])
         .arg("-in")
-        .arg(pki_file(&format!("{name}.pem")))
+        .arg(pki.join(format!("{name}.pem")))
         .arg("-inkey")
-        .arg(pki_file(&format!("{name}.key.pem")))
+        .arg(pki.join(format!("{name}.key.pem")))
         .arg("-out")
         .arg(&out));
     out
@@ -80,7 +85,13 @@ pub struct Gpgsm {
 }
 
 impl Gpgsm {
+    /// With the test PKI.
     pub fn new(dir: &Path, keys: &[&str], certs: &[&str]) -> Gpgsm {
+        Gpgsm::with_pki(super::pki(), dir, keys, certs)
+    }
+
+    /// With the PKI in `pki` (made by make-pki.sh).
+    pub fn with_pki(pki: &Path, dir: &Path, keys: &[&str], certs: &[&str]) -> Gpgsm {
         let home = dir.join(format!("gnupg-{}", rand_suffix()));
         std::fs::create_dir_all(&home).unwrap();
         use std::os::unix::fs::PermissionsExt;
@@ -94,7 +105,7 @@ impl Gpgsm {
             // and a second try, then the failure is real.
             let mut said = vec![];
             let imported = (0..2).any(|_| {
-                let p12 = legacy_p12(dir, k);
+                let p12 = legacy_p12_of(pki, dir, k);
                 let o = run_with_stdin(
                     g.cmd().args(["--passphrase-fd", "0", "--import"]).arg(&p12),
                     b"test\n",
@@ -106,14 +117,14 @@ impl Gpgsm {
             });
             assert!(imported, "gpgsm --import {k}: {}", said.join("\n---\n"));
         }
-        run(g.cmd().arg("--import").arg(pki_file("chain.pem")));
+        run(g.cmd().arg("--import").arg(pki.join("chain.pem")));
         for c in certs {
-            run(g.cmd().arg("--import").arg(pki_file(&format!("{c}.pem"))));
+            run(g.cmd().arg("--import").arg(pki.join(format!("{c}.pem"))));
         }
         let fpr = String::from_utf8(
             run(Command::new("openssl")
                 .args(["x509", "-noout", "-fingerprint", "-sha1", "-in"])
-                .arg(pki_file("root-ca.pem")))
+                .arg(pki.join("root-ca.pem")))
             .stdout,
         )
         .unwrap();
