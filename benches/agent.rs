@@ -609,6 +609,14 @@ async fn main() {
         one.push(t.elapsed().as_secs_f64() * 1000.0);
     }
     let agent_ms = median(one);
+    // The floor of any request: a `status` round trip (socket, JSON, no token, no crypto).
+    let mut floor = vec![];
+    for _ in 0..200 {
+        let t = Instant::now();
+        client.status().await.unwrap();
+        floor.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let floor_ms = median(floor);
     let cli_ms = cli_sign(&a, work.path());
     let engine_ms = openssl_engine_sign(&rig, work.path());
     let gpgsm_ms = gpgsm_sign(&rig, work.path());
@@ -627,6 +635,10 @@ async fn main() {
             engine_ms,
         ),
         ("`gpgsm --sign`, software key, gpg-agent running", gpgsm_ms),
+        (
+            "for scale: a `status` round trip (socket and JSON, no token)",
+            Some(floor_ms),
+        ),
     ] {
         md.push_str(&format!(
             "| {how} | {} | {} |\n",
@@ -636,7 +648,7 @@ async fn main() {
     }
     report.insert(
         "per_message_ms".into(),
-        json!({"agent": agent_ms, "cli": cli_ms, "openssl_engine": engine_ms, "gpgsm": gpgsm_ms}),
+        json!({"agent": agent_ms, "cli": cli_ms, "openssl_engine": engine_ms, "gpgsm": gpgsm_ms, "status_round_trip": floor_ms}),
     );
 
     // 3. Verify: an RSA-signed message whose chain and CRLs the agent has cached (the
