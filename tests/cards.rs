@@ -815,3 +815,71 @@ async fn the_card_decrypts_rsa_and_ecdh_envelopes_from_openssl() {
         wait_status(&client, "the card leaving", |st| st.tokens.is_empty()).await;
     }
 }
+
+/// Signs as Alice answering the client's PIN prompts with `pins`, in order.
+async fn sign_answering_each(agent: &Agent, pins: &[&str]) -> (smime_agent_proto::Outcome, usize) {
+    let client = agent.client().await;
+    let mut events = client.take_events().unwrap();
+    let (_, mut rx) = client
+        .start(smime_agent_proto::Op::Sign(SignParams {
+            signer: "alice@example.org".into(),
+            content: sample_entity("each prompt its own PIN").into(),
+            format: None,
+        }))
+        .await
+        .unwrap();
+    let mut prompts = 0;
+    let outcome = loop {
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(Event::PinNeeded(p)) = ev else { continue };
+                let pin = pins.get(prompts).copied().unwrap_or("no more PINs");
+                prompts += 1;
+                client.pin(p.prompt, Some(smime_agent_proto::Pin::new(pin))).await.unwrap();
+            }
+            out = &mut rx => break out.expect("response"),
+        }
+    };
+    (outcome, prompts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_context_specific_pin_costs_one_try_and_the_next_request_logs_in_again() {
+    let dir = tempdir();
+    let rig = rig();
+    let agent = card_agent(dir.path(), &rig, None, "");
+    let client = agent.client().await;
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
+
+    // The first signature logs in; its PIN also serves the key's own login.
+    let (outcome, prompts) = sign_answering_each(&agent, &[CARD_PIN]).await;
+    assert!(
+        matches!(outcome, smime_agent_proto::Outcome::Ok(_)),
+        "{outcome:?}"
+    );
+    assert_eq!(prompts, 1);
+    // The second finds the token logged in; the key's own login gets a wrong PIN.
+    let (outcome, prompts) = sign_answering_each(&agent, &["999999"]).await;
+    match outcome {
+        smime_agent_proto::Outcome::Error(e) => {
+            assert_eq!(e.code, ErrorCode::PinIncorrect, "{}", e.message)
+        }
+        other => panic!("expected pin_incorrect, got {other:?}"),
+    }
+    assert_eq!(prompts, 1);
+    assert_eq!(rig.tries_left("alice").unwrap(), 2);
+    assert_eq!(rig.verify_count("alice").unwrap(), 3);
+
+    // The wrong VERIFY logged the card out, and OpenSC closes the agent's sessions when it
+    // notices. The next request logs in again on a new session instead of failing.
+    let (outcome, prompts) = sign_answering_each(&agent, &[CARD_PIN]).await;
+    let smime_agent_proto::Outcome::Ok(v) = outcome else {
+        panic!("the request after a wrong PIN failed: {outcome:?}")
+    };
+    assert_eq!(prompts, 1, "a new login");
+    let signed: smime_agent_proto::SignResult = serde_json::from_value(v).unwrap();
+    let (ok, err) = openssl_verifies("cms", &signed.mime.0, dir.path());
+    assert!(ok, "{err}");
+    assert_eq!(rig.tries_left("alice").unwrap(), 3);
+}

@@ -192,9 +192,15 @@ enum Backend {
 struct P11 {
     pkcs11: Pkcs11,
     slot: Slot,
-    /// Idle sessions; `permits` bounds how many are in use at once (1 for a card, which does
-    /// one thing at a time; more for software tokens, which work in parallel).
-    idle: Mutex<Vec<Session>>,
+    /// Idle sessions, each with the generation it was opened in; `permits` bounds how many
+    /// are in use at once (1 for a card, which does one thing at a time; more for software
+    /// tokens, which work in parallel).
+    idle: Mutex<Vec<(u64, Session)>>,
+    /// Moves on when the module closed the token's sessions by itself: OpenSC does
+    /// (C_CloseAllSessions, then CKR_SESSION_HANDLE_INVALID) when it finds the card no longer
+    /// logged in, e.g. after a wrong context-specific PIN or another program's reset.
+    /// Sessions of an older generation are never used again.
+    generation: AtomicU64,
     permits: Semaphore,
     keys: Mutex<HashMap<Vec<u8>, KeyInfo>>,
 }
@@ -252,6 +258,50 @@ fn retries_left(r: PinRetries) -> Option<u32> {
     }
 }
 
+/// The module closed the session itself (not a removal): the token is still there, but no
+/// longer logged in, and the module's other sessions on it are closed too.
+fn session_was_closed(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(RvError::SessionHandleInvalid | RvError::SessionClosed, _)
+    )
+}
+
+impl P11 {
+    /// An idle session of the current generation, or a new one.
+    fn checkout(&self) -> Result<(u64, Session), CkError> {
+        if let Some(s) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
+            return Ok(s);
+        }
+        let generation = self.generation.load(Ordering::SeqCst);
+        Ok((generation, self.pkcs11.open_ro_session(self.slot)?))
+    }
+
+    /// Back to the pool, unless the module closed its generation meanwhile.
+    fn checkin(&self, generation: u64, session: Session) {
+        if generation != self.generation.load(Ordering::SeqCst) {
+            // Already closed by the module (it closes all of a token's sessions at once);
+            // closing it again would only log errors. The handle's few bytes are leaked.
+            std::mem::forget(session);
+        } else if let Ok(mut idle) = self.idle.lock() {
+            idle.push((generation, session));
+        }
+    }
+
+    /// The module closed the token's sessions: none of the idle ones is used again.
+    fn sessions_closed(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut idle) = self.idle.lock() {
+            for (_, session) in idle.drain(..) {
+                std::mem::forget(session);
+            }
+        }
+        if let Ok(mut keys) = self.keys.lock() {
+            keys.clear();
+        }
+    }
+}
+
 /// Errors after which a session is no good and must not go back to the pool.
 fn session_is_dead(e: &CkError) -> bool {
     matches!(
@@ -282,7 +332,8 @@ impl Token {
             Backend::Pkcs11(P11 {
                 pkcs11,
                 slot,
-                idle: Mutex::new(vec![session]),
+                idle: Mutex::new(vec![(0, session)]),
+                generation: AtomicU64::new(0),
                 permits: Semaphore::new(max_sessions as usize),
                 keys: Mutex::new(HashMap::new()),
             }),
@@ -372,7 +423,7 @@ impl Token {
             // handles worst (sc_unlock returns without releasing the card mutex when
             // sc_lock failed, and the next call on that card deadlocks the module). The
             // few bytes of each handle are leaked instead.
-            for session in idle.drain(..) {
+            for (_, session) in idle.drain(..) {
                 std::mem::forget(session);
             }
         }
@@ -471,23 +522,16 @@ impl Token {
             let Backend::Pkcs11(p11) = &this.backend else {
                 return Err((call, CkError::NotSupported));
             };
-            let session = match p11.idle.lock().ok().and_then(|mut v| v.pop()) {
-                Some(s) => s,
-                None => p11
-                    .pkcs11
-                    .open_ro_session(p11.slot)
-                    .map_err(|e| ("C_OpenSession", e))?,
-            };
+            let (generation, session) = p11.checkout().map_err(|e| ("C_OpenSession", e))?;
             let r = f(&session);
             match &r {
-                Err(e) if session_is_dead(e) => drop(session),
-                _ => {
-                    if !this.is_removed()
-                        && let Ok(mut idle) = p11.idle.lock()
-                    {
-                        idle.push(session);
-                    }
+                Err(e) if session_was_closed(e) && !this.is_removed() => {
+                    p11.sessions_closed();
+                    std::mem::forget(session);
                 }
+                Err(e) if session_is_dead(e) => drop(session),
+                _ if this.is_removed() => {}
+                _ => p11.checkin(generation, session),
             }
             r.map_err(|e| (call, e))
         })
@@ -573,10 +617,25 @@ impl Token {
     }
 
     async fn logged_in(self: &Arc<Self>) -> Result<bool, TokenError> {
-        self.run("C_GetSessionInfo", |s| {
-            Ok(is_user_state(s.get_session_info()?.session_state()))
+        let this = self.clone();
+        self.run("C_GetSessionInfo", move |s| match s.get_session_info() {
+            Ok(info) => Ok(is_user_state(info.session_state())),
+            // Closed by the module because the token is no longer logged in.
+            Err(e) if session_was_closed(&e) => {
+                this.module_closed_sessions();
+                Ok(false)
+            }
+            Err(e) => Err(e),
         })
         .await
+    }
+
+    /// The module closed this token's sessions (see [`P11::generation`]).
+    fn module_closed_sessions(&self) {
+        if let Backend::Pkcs11(p) = &self.backend {
+            p.sessions_closed();
+        }
+        info!(token = %self.facts.token.label, "the module closed the token's sessions (its login was lost); opening new ones");
     }
 
     /// Asks the prompter, giving up when the token goes away.
@@ -796,10 +855,17 @@ impl Token {
         // in goes through the login procedure (its lock, perhaps a prompt) below.
         let op = match self.cached_key(key_id) {
             Some(key) if !key.always_authenticate => {
+                let this = self.clone();
                 let r = self
                     .run(op.call_name(), move |s| {
-                        if !is_user_state(s.get_session_info()?.session_state()) {
-                            return Ok(Err(op));
+                        match s.get_session_info() {
+                            Ok(i) if is_user_state(i.session_state()) => {}
+                            Ok(_) => return Ok(Err(op)),
+                            Err(e) if session_was_closed(&e) => {
+                                this.module_closed_sessions();
+                                return Ok(Err(op));
+                            }
+                            Err(e) => return Err(e),
                         }
                         run_op(s, key.handle, op).map(Ok)
                     })
