@@ -816,6 +816,129 @@ async fn the_card_decrypts_rsa_and_ecdh_envelopes_from_openssl() {
     }
 }
 
+/// A rig whose readers have PIN pads (the `ifd-pinpad` reader library in front of vpcd).
+fn pinpad_rig() -> std::sync::Arc<CardRig> {
+    let options = RigOptions {
+        pinpad: Some(virtual_piv_card::pinpad_library().expect("the PIN-pad reader library")),
+        ..RigOptions::default()
+    };
+    std::sync::Arc::new(CardRig::start_in_tempdir(options).expect("start the PIN-pad card rig"))
+}
+
+/// Signs as Alice; at each `pin_needed` the person types `keys` on reader 0's keypad, or
+/// presses Cancel when `None`. Returns the outcome and the prompts the client saw.
+async fn sign_on_pin_pad(
+    agent: &Agent,
+    rig: &std::sync::Arc<CardRig>,
+    keys: Option<&'static str>,
+) -> (
+    smime_agent_proto::Outcome,
+    Vec<smime_agent_proto::PinNeeded>,
+) {
+    let client = agent.client().await;
+    let mut events = client.take_events().unwrap();
+    let (_, mut rx) = client
+        .start(smime_agent_proto::Op::Sign(SignParams {
+            signer: "alice@example.org".into(),
+            content: sample_entity("typed on the reader").into(),
+            format: None,
+        }))
+        .await
+        .unwrap();
+    let mut prompts = Vec::new();
+    let outcome = loop {
+        tokio::select! {
+            ev = events.recv() => {
+                let Some(Event::PinNeeded(p)) = ev else { continue };
+                prompts.push(p);
+                let rig = rig.clone();
+                tokio::task::spawn_blocking(move || match keys {
+                    Some(pin) => rig.keypad_enter(0, pin, Duration::from_secs(10)),
+                    None => rig
+                        .wait_for_keypad(0, Duration::from_secs(10))
+                        .and_then(|()| rig.keypad_cancel(0)),
+                })
+                .await
+                .unwrap()
+                .expect("the reader asks for the PIN after pin_needed");
+            }
+            out = &mut rx => break out.expect("response"),
+        }
+    };
+    (outcome, prompts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_pad_reader_takes_the_pin_and_a_wrong_or_cancelled_entry_is_not_retried() {
+    let dir = tempdir();
+    let rig = pinpad_rig();
+    let agent = card_agent(dir.path(), &rig, None, "");
+    let client = agent.client().await;
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
+    let st = client.status().await.unwrap();
+    let token = st.tokens.iter().find(|t| t.hardware).unwrap();
+    assert!(
+        token.pin.protected_path,
+        "OpenSC must report the PIN pad: {token:#?}"
+    );
+
+    // The login and the signature key's own login are each typed on the reader; the
+    // client is told to look there, and is never asked for the PIN itself.
+    let (outcome, prompts) = sign_on_pin_pad(&agent, &rig, Some(CARD_PIN)).await;
+    let smime_agent_proto::Outcome::Ok(v) = outcome else {
+        panic!("signing with the PIN pad failed: {outcome:?}")
+    };
+    let signed: smime_agent_proto::SignResult = serde_json::from_value(v).unwrap();
+    let (ok, err) = openssl_verifies("cms", &signed.mime.0, dir.path());
+    assert!(ok, "{err}");
+    assert!(prompts.iter().all(|p| p.on_reader), "{prompts:#?}");
+    let reasons: Vec<_> = prompts.iter().map(|p| p.reason).collect();
+    assert_eq!(
+        reasons,
+        [
+            smime_agent_proto::PinReason::Login,
+            smime_agent_proto::PinReason::ContextSpecific
+        ]
+    );
+    assert_eq!(rig.verify_count("alice").unwrap(), 2);
+
+    // A wrong PIN on the keypad costs one try and is not entered again.
+    let (outcome, prompts) = sign_on_pin_pad(&agent, &rig, Some("999999")).await;
+    match outcome {
+        smime_agent_proto::Outcome::Error(e) => {
+            assert_eq!(e.code, ErrorCode::PinIncorrect, "{}", e.message)
+        }
+        other => panic!("expected pin_incorrect, got {other:?}"),
+    }
+    assert_eq!(prompts.len(), 1, "one entry, no retry: {prompts:#?}");
+    assert_eq!(rig.tries_left("alice").unwrap(), 2);
+    assert_eq!(rig.verify_count("alice").unwrap(), 3);
+    assert!(
+        !rig.keypad_waiting(0).unwrap(),
+        "the reader must not ask again"
+    );
+
+    // Cancel on the keypad: pin_cancelled, and the card's counter is untouched.
+    let (outcome, _) = sign_on_pin_pad(&agent, &rig, None).await;
+    match outcome {
+        smime_agent_proto::Outcome::Error(e) => {
+            assert_eq!(e.code, ErrorCode::PinCancelled, "{}", e.message)
+        }
+        other => panic!("expected pin_cancelled, got {other:?}"),
+    }
+    assert_eq!(rig.tries_left("alice").unwrap(), 2);
+    assert_eq!(rig.verify_count("alice").unwrap(), 3);
+
+    // The right PIN works again and restores the counter.
+    let (outcome, _) = sign_on_pin_pad(&agent, &rig, Some(CARD_PIN)).await;
+    assert!(
+        matches!(outcome, smime_agent_proto::Outcome::Ok(_)),
+        "{outcome:?}"
+    );
+    assert_eq!(rig.tries_left("alice").unwrap(), 3);
+}
+
 /// Signs as Alice answering the client's PIN prompts with `pins`, in order.
 async fn sign_answering_each(agent: &Agent, pins: &[&str]) -> (smime_agent_proto::Outcome, usize) {
     let client = agent.client().await;

@@ -473,6 +473,11 @@ impl Token {
             CkError::Pkcs11(RvError::PinLocked, _) => TokenError::PinLocked {
                 token: self.facts.token.clone(),
             },
+            // A PIN pad's Cancel key or its timeout (OpenSC: SC_ERROR_KEYPAD_CANCELLED/TIMEOUT).
+            CkError::Pkcs11(RvError::FunctionCanceled, _) => TokenError::PinCancelled {
+                token: self.facts.token.clone(),
+                reason: format!("{call} was cancelled on the reader's keypad or timed out"),
+            },
             // The retry state is read again by `login_failure`.
             CkError::Pkcs11(RvError::PinIncorrect, _) => TokenError::PinIncorrect {
                 token: self.facts.token.clone(),
@@ -897,15 +902,7 @@ impl Token {
                 {
                     Some(p) => p,
                     None => {
-                        let retries = self.pin_retries().await?;
-                        let req = PinRequest {
-                            token: self.facts.token.clone(),
-                            certificate: Some(certificate.to_owned()),
-                            reason: PinReason::ContextSpecific,
-                            retries,
-                            retries_left: retries_left(retries),
-                            passphrase: false,
-                        };
+                        let req = self.context_request(certificate).await?;
                         self.ask(prompter, req).await?
                     }
                 },
@@ -915,6 +912,15 @@ impl Token {
             None
         };
         let context_login = key.always_authenticate;
+        if context_login && self.facts.protected_path {
+            // The reader asks for the PIN again; the person must know to look at it.
+            let req = self.context_request(certificate).await?;
+            tokio::select! {
+                _ = prompter.notify_on_reader(req) => {},
+                _ = self.wait_gone() => return Err(self.removed_err()),
+            }
+            info!(token = %self.facts.token.label, "waiting for the PIN on the reader's keypad (context-specific login)");
+        }
 
         let call = op.call_name();
         let result = self
@@ -931,6 +937,22 @@ impl Token {
             .await;
         drop(lease);
         self.op_done(key_id, result).await
+    }
+
+    /// The prompt for a key's context-specific login, with the token's retry state.
+    async fn context_request(
+        self: &Arc<Self>,
+        certificate: &str,
+    ) -> Result<PinRequest, TokenError> {
+        let retries = self.pin_retries().await?;
+        Ok(PinRequest {
+            token: self.facts.token.clone(),
+            certificate: Some(certificate.to_owned()),
+            reason: PinReason::ContextSpecific,
+            retries,
+            retries_left: retries_left(retries),
+            passphrase: false,
+        })
     }
 
     /// After a private-key operation: log out when no PIN may be kept; on failure forget the

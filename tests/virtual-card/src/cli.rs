@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 
 use crate::card::{CardConfig, PivCard};
+use crate::keypad::Keypad;
 use crate::keys::SlotSpec;
 use crate::pcscd::{self, Lifetime, PcscdOptions, RigLayout};
 use crate::pin;
@@ -226,6 +227,10 @@ pub enum RigCommand {
         /// Run pcscd with --debug --apdu (into DIR/pcscd.log).
         #[arg(long)]
         pcscd_debug: bool,
+        /// Give the readers PIN pads (the ifd-pinpad reader library, built when missing):
+        /// OpenSC then asks for PINs on the reader; type them with `card-rig keypad`.
+        #[arg(long)]
+        pinpad: bool,
     },
     /// Insert a card into a reader (it stays in until `remove` or `down`).
     Insert {
@@ -253,6 +258,27 @@ pub enum RigCommand {
     },
     /// Pull a card out (inserting it again keeps its PIN counter).
     Remove { dir: PathBuf, name: String },
+    /// Type a PIN on a PIN-pad reader's keypad (rigs started with `up --pinpad`): waits
+    /// until the reader asks, types, and waits until the reader took it.
+    Keypad {
+        dir: PathBuf,
+        /// Reader number.
+        #[arg(long, default_value_t = 0)]
+        reader: u8,
+        /// The keys to type (default: $VIRTUAL_PIV_PIN).
+        #[arg(
+            env = "VIRTUAL_PIV_PIN",
+            hide_env_values = true,
+            required_unless_present = "cancel"
+        )]
+        keys: Option<String>,
+        /// Press Cancel instead of typing.
+        #[arg(long, conflicts_with = "keys")]
+        cancel: bool,
+        /// Seconds to wait for the reader to ask.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
     /// Kill pcscd with SIGKILL, as if it crashed; the cards stay in and wait for it.
     KillPcscd { dir: PathBuf },
     /// Start pcscd again after kill-pcscd: same socket, same reader ports; waits until the
@@ -280,7 +306,8 @@ pub fn card_rig_main() -> ExitCode {
             dir,
             readers,
             pcscd_debug,
-        } => up(&dir, readers, pcscd_debug),
+            pinpad,
+        } => up(&dir, readers, pcscd_debug, pinpad),
         RigCommand::Insert {
             dir,
             name,
@@ -303,6 +330,13 @@ pub fn card_rig_main() -> ExitCode {
             },
         ),
         RigCommand::Remove { dir, name } => remove(&dir, &name),
+        RigCommand::Keypad {
+            dir,
+            reader,
+            keys,
+            cancel,
+            timeout,
+        } => keypad(&dir, reader, keys.as_deref().filter(|_| !cancel), timeout),
         RigCommand::KillPcscd { dir } => kill_pcscd(&dir),
         RigCommand::StartPcscd { dir } => start_pcscd(&dir),
         RigCommand::RestartPcscd { dir } => {
@@ -332,6 +366,8 @@ struct RigState {
     isolated: bool,
     /// pcscd runs with --debug --apdu (kept for start-pcscd).
     debug: bool,
+    /// The PIN-pad reader library, when the readers have PIN pads.
+    pinpad: Option<PathBuf>,
 }
 
 impl RigState {
@@ -340,10 +376,13 @@ impl RigState {
     }
 
     fn save(&self, layout: &RigLayout) -> Result<(), RigError> {
-        let text = format!(
+        let mut text = format!(
             "pcscd-pid {}\nbase-port {}\nreaders {}\nisolated {}\npcscd-debug {}\n",
             self.pcscd_pid, self.base_port, self.readers, self.isolated, self.debug
         );
+        if let Some(lib) = &self.pinpad {
+            text.push_str(&format!("pinpad {}\n", lib.display()));
+        }
         let path = Self::path(layout);
         fs::write(&path, text).map_err(|e| RigError::io(format!("writing {}", path.display()), e))
     }
@@ -380,6 +419,7 @@ impl RigState {
             readers: field(&fields, "readers").ok_or_else(|| bad("readers"))?,
             isolated: field(&fields, "isolated").unwrap_or(false),
             debug: field(&fields, "pcscd-debug").unwrap_or(false),
+            pinpad: field(&fields, "pinpad"),
         };
         Ok((layout, state))
     }
@@ -483,7 +523,7 @@ fn shell_quote(s: &str) -> String {
     }
 }
 
-fn up(dir: &Path, readers: u8, debug: bool) -> Result<(), RigError> {
+fn up(dir: &Path, readers: u8, debug: bool, pinpad: bool) -> Result<(), RigError> {
     fs::create_dir_all(dir).map_err(|e| RigError::io(format!("creating {}", dir.display()), e))?;
     if let Ok((layout, _)) = RigState::load(dir) {
         return Err(RigError::AlreadyRunning(layout.dir));
@@ -496,6 +536,11 @@ fn up(dir: &Path, readers: u8, debug: bool) -> Result<(), RigError> {
         stop_process(record.pid);
         let _ = fs::remove_file(CardRecord::path(&layout, &name));
     }
+    let pinpad = if pinpad {
+        Some(crate::pinpad_library()?)
+    } else {
+        None
+    };
     let started = pcscd::start(
         &layout,
         &PcscdOptions {
@@ -503,6 +548,7 @@ fn up(dir: &Path, readers: u8, debug: bool) -> Result<(), RigError> {
             debug,
             lifetime: Lifetime::Detached,
             timeout: Duration::from_secs(10),
+            pinpad: pinpad.clone(),
         },
     )?;
     let state = RigState {
@@ -511,6 +557,7 @@ fn up(dir: &Path, readers: u8, debug: bool) -> Result<(), RigError> {
         readers: started.readers,
         isolated: started.isolated,
         debug,
+        pinpad,
     };
     state.save(&layout)?;
     eprintln!(
@@ -728,14 +775,47 @@ fn down(dir: &Path) -> Result<(), RigError> {
     Ok(())
 }
 
+fn keypad(dir: &Path, reader: u8, keys: Option<&str>, timeout: u64) -> Result<(), RigError> {
+    let (layout, state) = RigState::load(dir)?;
+    if state.pinpad.is_none() {
+        return Err(RigError::NoPinPad);
+    }
+    if reader >= state.readers {
+        return Err(RigError::NoSuchReader {
+            reader,
+            last: state.readers - 1,
+        });
+    }
+    let keypad = Keypad::new(&layout, state.base_port + u16::from(reader));
+    let timeout = Duration::from_secs(timeout);
+    keypad.wait_for_prompt(reader, timeout)?;
+    match keys {
+        Some(keys) => {
+            keypad.type_keys(keys)?;
+            keypad.wait_taken(reader, timeout)?;
+            eprintln!("card-rig: reader {reader} took the PIN");
+        }
+        None => {
+            keypad.cancel()?;
+            eprintln!("card-rig: Cancel pressed on reader {reader}");
+        }
+    }
+    Ok(())
+}
+
 fn status(dir: &Path) -> Result<(), RigError> {
     let (layout, state) = RigState::load_any(dir)?;
     if state.pcscd_runs(&layout) {
         println!(
-            "pcscd {} socket {}{}",
+            "pcscd {} socket {}{}{}",
             state.pcscd_pid,
             layout.csock().display(),
-            if state.isolated { " (isolated)" } else { "" }
+            if state.isolated { " (isolated)" } else { "" },
+            if state.pinpad.is_some() {
+                "; readers with PIN pads"
+            } else {
+                ""
+            }
         );
     } else {
         println!(
@@ -809,6 +889,7 @@ fn start_pcscd(dir: &Path) -> Result<(), RigError> {
             debug: state.debug,
             lifetime: Lifetime::Detached,
             timeout: Duration::from_secs(10),
+            pinpad: state.pinpad.clone(),
         },
         state.base_port,
     )?;

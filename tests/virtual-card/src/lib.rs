@@ -75,7 +75,9 @@
 //! # Pieces
 //! - [`card`]: the PIV application (APDU in, APDU out), [`keys`] and [`pin`] its contents.
 //! - [`vpcd`]: the card's connection to a vpcd reader.
-//! - [`pcscd`]: starting a private pcscd with vpcd readers.
+//! - [`pcscd`]: starting a private pcscd with vpcd readers (optionally with PIN pads: the
+//!   `ifd-pinpad` reader library in front of vpcd's driver, see [`pinpad_library`]).
+//! - [`keypad`]: typing on a PIN-pad reader's keypad.
 //! - [`rig`]: [`CardRig`], the test-support handle that ties them together.
 //! - [`cli`]: the `virtual-piv-card` and `card-rig` commands.
 
@@ -84,6 +86,7 @@
 pub mod apdu;
 pub mod card;
 pub mod cli;
+pub mod keypad;
 pub mod keys;
 pub mod pcscd;
 pub mod pin;
@@ -100,6 +103,49 @@ pub use rig::{CardRig, RigOptions};
 
 /// Debian's OpenSC PKCS#11 module.
 pub const OPENSC_PKCS11: &str = "/usr/lib/x86_64-linux-gnu/opensc-pkcs11.so";
+
+/// The PIN-pad reader library (`tests/pinpad-reader`, crate `ifd-pinpad`) for
+/// [`RigOptions::pinpad`]: `IFD_PINPAD_LIB` when set, else the one next to the running
+/// program in the workspace's target directory, built with cargo when it is not there.
+pub fn pinpad_library() -> Result<PathBuf, RigError> {
+    if let Some(lib) = std::env::var_os("IFD_PINPAD_LIB") {
+        return Ok(PathBuf::from(lib));
+    }
+    let exe =
+        std::env::current_exe().map_err(|e| RigError::io("finding the running program", e))?;
+    // target/<profile>/deps/<test> or target/<profile>/<binary>.
+    let mut profile_dir = exe.parent().map(PathBuf::from).unwrap_or_default();
+    if profile_dir.ends_with("deps") {
+        profile_dir.pop();
+    }
+    let lib = profile_dir.join("libifd_pinpad.so");
+    if !lib.exists() {
+        let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+        let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml");
+        let mut build = std::process::Command::new(cargo);
+        build.args([
+            "build",
+            "--quiet",
+            "-p",
+            "ifd-pinpad",
+            "--manifest-path",
+            manifest,
+        ]);
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build
+            .status()
+            .map_err(|e| RigError::io("running cargo build -p ifd-pinpad", e))?;
+        if !status.success() || !lib.exists() {
+            return Err(RigError::Missing {
+                what: "the PIN-pad reader library (libifd_pinpad.so)",
+                hint: "build it with `cargo build -p ifd-pinpad`, or set IFD_PINPAD_LIB",
+            });
+        }
+    }
+    Ok(lib)
+}
 
 /// A card could not be made from its configuration.
 #[derive(Debug, thiserror::Error)]
@@ -189,6 +235,13 @@ pub enum RigError {
          with an op_delay holds one long enough to be seen)"
     )]
     NoOperation { card: String, millis: u128 },
+    #[error(
+        "this rig's readers have no PIN pad; start the rig with PIN pads (`card-rig up DIR \
+         --pinpad`, or RigOptions::pinpad)"
+    )]
+    NoPinPad,
+    #[error("reader {reader} did not ask for a PIN on its keypad within {millis} ms")]
+    NoKeypadPrompt { reader: u8, millis: u128 },
 }
 
 impl RigError {

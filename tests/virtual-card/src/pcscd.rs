@@ -75,6 +75,10 @@ impl RigLayout {
     pub fn cards_dir(&self) -> PathBuf {
         self.dir.join("cards")
     }
+    /// The PIN pad's keypad when the readers have one (see the `ifd-pinpad` crate).
+    pub fn keypad_dir(&self) -> PathBuf {
+        self.dir.join("keypad")
+    }
     /// The PIN counter of card `name`, kept across removal.
     pub fn pin_state(&self, name: &str) -> PathBuf {
         self.cards_dir().join(format!("{name}.pin-state"))
@@ -104,6 +108,9 @@ pub struct PcscdOptions {
     pub lifetime: Lifetime,
     /// How long to wait for pcscd's readers to listen.
     pub timeout: Duration,
+    /// Make the readers PIN-pad readers: pcscd loads this library (the `ifd-pinpad` crate)
+    /// in front of vpcd's driver, with its keypad in [`RigLayout::keypad_dir`].
+    pub pinpad: Option<PathBuf>,
 }
 
 /// A started pcscd.
@@ -151,8 +158,17 @@ pub fn start_on(
     let readers = even_readers(options.readers);
     fs::create_dir_all(layout.conf_dir())
         .map_err(|e| RigError::io(format!("creating {}", layout.conf_dir().display()), e))?;
-    write_reader_conf(&layout.conf_dir(), &driver, base_port, readers)?;
-    let mut child = spawn(&pcscd, layout, options)?;
+    let reader_driver = match &options.pinpad {
+        Some(pinpad) => {
+            fs::create_dir_all(layout.keypad_dir()).map_err(|e| {
+                RigError::io(format!("creating {}", layout.keypad_dir().display()), e)
+            })?;
+            pinpad.clone()
+        }
+        None => driver.clone(),
+    };
+    write_reader_conf(&layout.conf_dir(), &reader_driver, base_port, readers)?;
+    let mut child = spawn(&pcscd, &driver, layout, options)?;
     let ports: Vec<u16> = (0..u16::from(readers)).map(|n| base_port + n).collect();
     match wait_listening(&mut child, &ports, options.timeout, layout) {
         Ok(()) => {
@@ -400,7 +416,12 @@ impl Isolation {
     }
 }
 
-fn spawn(pcscd: &Path, layout: &RigLayout, options: &PcscdOptions) -> Result<Child, RigError> {
+fn spawn(
+    pcscd: &Path,
+    vpcd_driver: &Path,
+    layout: &RigLayout,
+    options: &PcscdOptions,
+) -> Result<Child, RigError> {
     let csock = layout.csock();
     match fs::remove_file(&csock) {
         Ok(()) => {}
@@ -433,6 +454,10 @@ fn spawn(pcscd: &Path, layout: &RigLayout, options: &PcscdOptions) -> Result<Chi
         .arg(layout.conf_dir());
     if options.debug {
         cmd.args(["--debug", "--apdu"]);
+    }
+    if options.pinpad.is_some() {
+        cmd.env("IFD_PINPAD_DRIVER", vpcd_driver)
+            .env("IFD_PINPAD_KEYPAD_DIR", layout.keypad_dir());
     }
     cmd.env("LISTEN_FDS", "1")
         .env_remove("LISTEN_FDNAMES")

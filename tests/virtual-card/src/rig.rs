@@ -16,6 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crate::card::{CardConfig, PivCard};
+use crate::keypad::Keypad;
 use crate::keys::SlotSpec;
 use crate::pcscd::{self, Lifetime, PcscdOptions, RigLayout};
 use crate::pin;
@@ -37,6 +38,10 @@ pub struct RigOptions {
     pub pcscd_debug: bool,
     /// How long pcscd may take to bring up its readers. Default 10 s.
     pub start_timeout: Duration,
+    /// Give every reader a PIN pad: the path of the `ifd-pinpad` library (see
+    /// [`crate::pinpad_library`]), which pcscd loads in front of vpcd's driver. PINs are then
+    /// typed with [`CardRig::keypad_type`]. Default none.
+    pub pinpad: Option<PathBuf>,
 }
 
 impl Default for RigOptions {
@@ -46,6 +51,7 @@ impl Default for RigOptions {
             trace_apdus: std::env::var_os("VIRTUAL_PIV_TRACE").is_some(),
             pcscd_debug: false,
             start_timeout: Duration::from_secs(10),
+            pinpad: None,
         }
     }
 }
@@ -68,6 +74,8 @@ pub struct CardRig {
     pin_files: Mutex<HashMap<String, PathBuf>>,
     /// The directory, when the rig made it: removed after everything stopped.
     owned_dir: Option<tempfile::TempDir>,
+    /// Whether the readers have PIN pads (RigOptions::pinpad).
+    pinpad: bool,
 }
 
 /// The keeper and what it last reported.
@@ -178,6 +186,7 @@ impl CardRig {
             debug: options.pcscd_debug,
             lifetime: Lifetime::TiedToThread,
             timeout: options.start_timeout,
+            pinpad: options.pinpad.clone(),
         };
         let (started_tx, started_rx) = mpsc::channel();
         let (requests_tx, requests_rx) = mpsc::channel::<KeeperRequest>();
@@ -237,6 +246,7 @@ impl CardRig {
             cards: Mutex::new(HashMap::new()),
             pin_files: Mutex::new(HashMap::new()),
             owned_dir: None,
+            pinpad: options.pinpad.is_some(),
         };
         // Dropping the rig on this error stops pcscd again.
         std::fs::create_dir_all(rig.layout.cards_dir()).map_err(|e| {
@@ -275,6 +285,47 @@ impl CardRig {
     /// when pcscd is killed and started again.
     pub fn reader_port(&self, reader: u8) -> Option<u16> {
         (reader < self.readers).then(|| self.base_port + u16::from(reader))
+    }
+
+    /// Types `pin` on the keypad of reader `reader` and presses OK. The reader takes it when
+    /// it next asks for a PIN (or now, if it is asking); see [`CardRig::keypad_enter`].
+    pub fn keypad_type(&self, reader: u8, pin: &str) -> Result<(), RigError> {
+        self.keypad(reader)?.type_keys(pin)
+    }
+
+    /// Presses Cancel on the keypad of reader `reader`.
+    pub fn keypad_cancel(&self, reader: u8) -> Result<(), RigError> {
+        self.keypad(reader)?.cancel()
+    }
+
+    /// Waits until reader `reader` asks for a PIN on its keypad.
+    pub fn wait_for_keypad(&self, reader: u8, timeout: Duration) -> Result<(), RigError> {
+        self.keypad(reader)?.wait_for_prompt(reader, timeout)
+    }
+
+    /// Waits until reader `reader` asks for a PIN, types `pin` and waits until the reader
+    /// took it: one PIN entry by a person.
+    pub fn keypad_enter(&self, reader: u8, pin: &str, timeout: Duration) -> Result<(), RigError> {
+        let keypad = self.keypad(reader)?;
+        keypad.wait_for_prompt(reader, timeout)?;
+        keypad.type_keys(pin)?;
+        keypad.wait_taken(reader, timeout)
+    }
+
+    /// Whether reader `reader` is waiting for a PIN on its keypad now.
+    pub fn keypad_waiting(&self, reader: u8) -> Result<bool, RigError> {
+        Ok(self.keypad(reader)?.prompting())
+    }
+
+    fn keypad(&self, reader: u8) -> Result<Keypad, RigError> {
+        if !self.pinpad {
+            return Err(RigError::NoPinPad);
+        }
+        let port = self.reader_port(reader).ok_or(RigError::NoSuchReader {
+            reader,
+            last: self.readers.saturating_sub(1),
+        })?;
+        Ok(Keypad::new(&self.layout, port))
     }
 
     /// Whether pcscd runs in its own mount namespace (private `/run/pcscd`, no USB

@@ -28,6 +28,16 @@ impl Drop for Down<'_> {
     }
 }
 
+/// Runs `card-rig up ...`; returns the socket it exports.
+fn up(args: &[&str]) -> String {
+    let up = ok("card-rig up", &card_rig(args));
+    up.trim()
+        .strip_prefix("PCSCLITE_CSOCK_NAME=")
+        .and_then(|rest| rest.strip_suffix("; export PCSCLITE_CSOCK_NAME"))
+        .unwrap_or_else(|| panic!("up printed {up:?}"))
+        .to_owned()
+}
+
 fn pkcs11_list(csock: &str) -> String {
     let out = Command::new("pkcs11-tool")
         .args(["--module", OPENSC_PKCS11, "-L"])
@@ -64,13 +74,7 @@ fn card_rig_command_starts_inserts_pulls_and_stops() {
     let dir = dir.to_str().unwrap();
     let _down = Down(dir);
 
-    let up = ok("card-rig up", &card_rig(&["up", dir]));
-    let csock = up
-        .trim()
-        .strip_prefix("PCSCLITE_CSOCK_NAME=")
-        .and_then(|rest| rest.strip_suffix("; export PCSCLITE_CSOCK_NAME"))
-        .unwrap_or_else(|| panic!("up printed {up:?}"))
-        .to_owned();
+    let csock = up(&["up", dir]);
     assert!(Path::new(&csock).exists(), "{csock}");
     let again = card_rig(&["up", dir]);
     assert!(
@@ -322,4 +326,50 @@ fn card_rig_command_kills_and_restarts_pcscd_and_inserts_slow_cards() {
             "process {pid} survived `down`"
         );
     }
+}
+
+#[test]
+fn card_rig_command_gives_readers_pin_pads_and_types_on_them() {
+    let tmp = tempfile::Builder::new()
+        .prefix("card-rig-pinpad-")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let dir = tmp.path().join("rig");
+    let dir = dir.to_str().unwrap();
+    let _down = Down(dir);
+    let csock = up(&["up", dir, "--pinpad"]);
+    let slot = format!("9c={}", key_cert("alice-sign-rsa"));
+    ok(
+        "card-rig insert",
+        &card_rig(&["insert", dir, "alice", "--pin", "123456", "--slot", &slot]),
+    );
+    let status = ok("card-rig status", &card_rig(&["status", dir]));
+    assert!(status.contains("readers with PIN pads"), "{status}");
+    assert!(pkcs11_list(&csock).contains("PIN pad present"));
+
+    // A login with no PIN given waits for the keypad; `keypad` types when the reader asks.
+    let mut login = Command::new("pkcs11-tool")
+        .args(["--module", OPENSC_PKCS11, "--login", "--list-objects"])
+        .env("PCSCLITE_CSOCK_NAME", &csock)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("pkcs11-tool runs");
+    ok(
+        "card-rig keypad",
+        &card_rig(&["keypad", dir, "--reader", "0", "123456", "--timeout", "10"]),
+    );
+    let status = login.wait().unwrap();
+    assert!(status.success(), "the login with the typed PIN failed");
+    let status = ok("card-rig status", &card_rig(&["status", dir]));
+    assert!(status.contains("PIN VERIFYs since insertion 1"), "{status}");
+
+    // Nobody asks: `keypad` gives up after its timeout and says so.
+    let idle = card_rig(&["keypad", dir, "123456", "--timeout", "1"]);
+    assert!(!idle.status.success());
+    assert!(
+        String::from_utf8_lossy(&idle.stderr).contains("did not ask for a PIN"),
+        "{}",
+        String::from_utf8_lossy(&idle.stderr)
+    );
 }

@@ -8,7 +8,9 @@ mod common;
 use std::fs;
 use std::time::{Duration, Instant};
 
-use common::{listed_objects, ok, pkcs11_tool, pkcs11_tool_env, pki, rig, run, scratch, slot};
+use common::{
+    listed_objects, ok, pkcs11_tool, pkcs11_tool_env, pki, public_key_of, rig, run, scratch, slot,
+};
 use virtual_piv_card::PivSlot;
 
 const PIN: &str = "123456";
@@ -425,25 +427,6 @@ fn token_flags(listing: &str) -> String {
         .find(|l| l.contains("token flags"))
         .unwrap_or_else(|| panic!("no token in {listing}"))
         .to_owned()
-}
-
-/// Writes the public key of the PKI's certificate `name` as PEM and returns its path.
-fn public_key_of(work: &tempfile::TempDir, name: &str) -> std::path::PathBuf {
-    let out = work.path().join(format!("{name}.pub.pem"));
-    let cert = pki().join(format!("{name}.pem"));
-    run(
-        "openssl",
-        &[
-            "x509",
-            "-in",
-            path(&cert),
-            "-pubkey",
-            "-noout",
-            "-out",
-            path(&out),
-        ],
-    );
-    out
 }
 
 fn path(p: &std::path::Path) -> &str {

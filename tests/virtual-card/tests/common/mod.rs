@@ -145,3 +145,18 @@ pub fn listed_objects(listing: &str) -> Vec<(String, String)> {
     }
     objects
 }
+
+/// The public key of the PKI's certificate `name`, as a PEM file in `work`.
+pub fn public_key_of(work: &tempfile::TempDir, name: &str) -> PathBuf {
+    let out = work.path().join(format!("{name}.pub.pem"));
+    let cert = pki().join(format!("{name}.pem"));
+    let (cert, out_str) = (
+        cert.to_str().expect("test paths are UTF-8"),
+        out.to_str().expect("test paths are UTF-8"),
+    );
+    run(
+        "openssl",
+        &["x509", "-in", cert, "-pubkey", "-noout", "-out", out_str],
+    );
+    out
+}
