@@ -1006,3 +1006,61 @@ async fn a_wrong_context_specific_pin_costs_one_try_and_the_next_request_logs_in
     assert!(ok, "{err}");
     assert_eq!(rig.tries_left("alice").unwrap(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn card_pulled_while_the_reader_waits_for_the_pin_fails_that_request_only() {
+    let dir = tempdir();
+    let rig = pinpad_rig();
+    let agent = card_agent(dir.path(), &rig, None, "");
+    let client = agent.client().await;
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
+
+    let signer = agent.client().await;
+    let mut events = signer.take_events().unwrap();
+    let (_, rx) = signer
+        .start(smime_agent_proto::Op::Sign(SignParams {
+            signer: "alice@example.org".into(),
+            content: sample_entity("never signed").into(),
+            format: None,
+        }))
+        .await
+        .unwrap();
+    let Some(Event::PinNeeded(p)) = events.recv().await else {
+        panic!("no PIN prompt")
+    };
+    assert!(p.on_reader);
+    // The reader shows its prompt; the card is pulled instead of a PIN being typed.
+    let pull = rig.clone();
+    tokio::task::spawn_blocking(move || {
+        pull.wait_for_keypad(0, Duration::from_secs(10))?;
+        pull.remove("alice")
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let outcome = tokio::time::timeout(Duration::from_secs(10), rx)
+        .await
+        .expect("the request waiting on the keypad must end when the card is pulled")
+        .unwrap();
+    match outcome {
+        smime_agent_proto::Outcome::Error(e) => {
+            assert_eq!(e.code, ErrorCode::TokenRemoved, "{}", e.message)
+        }
+        other => panic!("expected token_removed, got {other:?}"),
+    }
+    assert_eq!(
+        rig.verify_count("alice").unwrap(),
+        0,
+        "no PIN reached the card"
+    );
+
+    // Put back, it signs with the PIN typed on the reader.
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&client, "re-insertion", |st| card_certs(st, "Alice") == 2).await;
+    let (outcome, _) = sign_on_pin_pad(&agent, &rig, Some(CARD_PIN)).await;
+    assert!(
+        matches!(outcome, smime_agent_proto::Outcome::Ok(_)),
+        "{outcome:?}"
+    );
+}
