@@ -76,6 +76,38 @@ fn card_agent_with(
     )
 }
 
+/// An agent that uses OpenSC on the rig's readers and asks for PINs with `pinentry-tty`.
+fn pinentry_card_agent(dir: &Path, rig: &CardRig) -> Agent {
+    Agent::start(
+        dir,
+        AgentSpec {
+            extra_config: format!("[[tokens.module]]\npath = \"{OPENSC_PKCS11}\"\n"),
+            pin_source: "pinentry",
+            pin_extra: "pinentry = \"pinentry-tty\"",
+            env: rig
+                .env()
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.display().to_string()))
+                .collect(),
+            ..Default::default()
+        },
+    )
+}
+
+/// The `hello` of a client that answers no prompts itself, on terminal `tty`.
+fn pinentry_hello(tty: &str) -> smime_agent_proto::HelloParams {
+    smime_agent_proto::HelloParams {
+        version: smime_agent_proto::PROTOCOL_VERSION,
+        client: Some("pinentry-card-test".into()),
+        pin_prompt: false,
+        pinentry: Some(smime_agent_proto::PinentryEnv {
+            ttyname: Some(tty.to_owned()),
+            ttytype: Some("xterm".into()),
+            display: None,
+        }),
+    }
+}
+
 /// Polls `status` until `pred` holds; returns how long it took.
 async fn wait_status(
     client: &Client,
@@ -636,35 +668,13 @@ async fn a_locked_pin_is_reported_without_another_attempt() {
 async fn each_pin_typed_into_pinentry_costs_the_card_exactly_one_try() {
     let dir = tempdir();
     let rig = rig();
-    let agent = Agent::start(
-        dir.path(),
-        AgentSpec {
-            extra_config: format!("[[tokens.module]]\npath = \"{OPENSC_PKCS11}\"\n"),
-            pin_source: "pinentry",
-            pin_extra: "pinentry = \"pinentry-tty\"",
-            env: rig
-                .env()
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.display().to_string()))
-                .collect(),
-            ..Default::default()
-        },
-    );
+    let agent = pinentry_card_agent(dir.path(), &rig);
     let client = agent.client().await;
     rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
     wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
     let term = Terminal::start();
     let tty = term.tty();
-    let hello = smime_agent_proto::HelloParams {
-        version: smime_agent_proto::PROTOCOL_VERSION,
-        client: Some("pinentry-card-test".into()),
-        pin_prompt: false,
-        pinentry: Some(smime_agent_proto::PinentryEnv {
-            ttyname: Some(tty),
-            ttytype: Some("xterm".into()),
-            display: None,
-        }),
-    };
+    let hello = pinentry_hello(&tty);
     for (attempt, (typed, tries_after)) in [("111111", 2u8), ("222222", 1)].into_iter().enumerate()
     {
         let c = Client::connect(&agent.socket, hello.clone()).await.unwrap();
@@ -1063,4 +1073,84 @@ async fn card_pulled_while_the_reader_waits_for_the_pin_fails_that_request_only(
         matches!(outcome, smime_agent_proto::Outcome::Ok(_)),
         "{outcome:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_pinentry_a_pin_pad_entry_is_announced_by_a_notice_that_goes_away() {
+    let dir = tempdir();
+    let rig = pinpad_rig();
+    let agent = pinentry_card_agent(dir.path(), &rig);
+    let client = agent.client().await;
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
+
+    // A mail client that shows no prompts itself, on a terminal where pinentry can.
+    let term = Terminal::start();
+    let hello = pinentry_hello(&term.tty());
+    let c = Client::connect(&agent.socket, hello).await.unwrap();
+    let signing = tokio::spawn(async move {
+        c.sign(SignParams {
+            signer: "alice@example.org".into(),
+            content: sample_entity("on the keypad").into(),
+            format: None,
+        })
+        .await
+    });
+    // The notice names the token and says where to type; it asks for no PIN itself.
+    let screen = term.wait_for("reader's keypad", 1).await;
+    assert!(screen.contains("Alice Example"), "{screen}");
+    assert!(
+        !screen.contains("PIN:"),
+        "pinentry must not ask for the PIN:\n{screen}"
+    );
+    assert_eq!(
+        pinentries_on(&term.tty()),
+        1,
+        "the notice is a pinentry on the tty"
+    );
+    let keys = rig.clone();
+    tokio::task::spawn_blocking(move || keys.keypad_enter(0, CARD_PIN, Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
+    // The signature key asks again: a second notice.
+    term.wait_for("reader's keypad", 2).await;
+    let keys = rig.clone();
+    tokio::task::spawn_blocking(move || keys.keypad_enter(0, CARD_PIN, Duration::from_secs(10)))
+        .await
+        .unwrap()
+        .unwrap();
+    let signed = signing
+        .await
+        .unwrap()
+        .expect("signed with the PIN typed on the reader");
+    let (ok, err) = openssl_verifies("cms", &signed.mime.0, dir.path());
+    assert!(ok, "{err}");
+    // Each notice was taken down when its entry was over: no pinentry is left running.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while pinentries_on(&term.tty()) > 0 {
+        assert!(Instant::now() < deadline, "a pinentry notice stayed up");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How many pinentry-tty processes were told to use `tty`.
+fn pinentries_on(tty: &str) -> usize {
+    let out = std::process::Command::new("pgrep")
+        .args(["-x", "pinentry-tty"])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/fd/0")).is_ok()
+                && std::fs::read_dir(format!("/proc/{pid}/fd"))
+                    .map(|d| {
+                        d.flatten().any(|f| {
+                            std::fs::read_link(f.path()).is_ok_and(|t| t.to_string_lossy() == tty)
+                        })
+                    })
+                    .unwrap_or(false)
+        })
+        .count()
 }

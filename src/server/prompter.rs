@@ -113,12 +113,33 @@ impl PinPrompter for RequestPrompter {
         })
     }
 
-    fn notify_on_reader(&self, req: PinRequest) -> BoxFuture<'_, ()> {
+    fn notify_on_reader(&self, req: PinRequest) -> BoxFuture<'_, Option<pinentry::Notice>> {
         Box::pin(async move {
             if self.client_answers() {
                 let (prompt, _rx) = self.conn.open_prompt();
                 self.conn.send_event(self.event(&req, prompt, true)).await;
                 self.conn.close_prompt(prompt);
+                return None;
+            }
+            // A client that shows no prompts gets a pinentry notice, when PINs come from
+            // pinentry, so the person knows the reader is waiting.
+            let cfg = &self.conn.agent.config.pin;
+            if cfg.source != PinSource::Pinentry {
+                return None;
+            }
+            let env = self
+                .conn
+                .hello
+                .get()
+                .and_then(|h| h.pinentry.clone())
+                .unwrap_or_default();
+            let timeout = Duration::from_secs(cfg.prompt_timeout_secs);
+            match pinentry::notice(&cfg.pinentry, &env, &req, timeout) {
+                Ok(n) => Some(n),
+                Err(e) => {
+                    tracing::warn!(token = %req.token.label, "cannot show the PIN-pad notice: {e}");
+                    None
+                }
             }
         })
     }

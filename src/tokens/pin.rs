@@ -201,8 +201,9 @@ pub type BoxFuture<'a, T> = StdPin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait PinPrompter: Send + Sync {
     /// Ask for the PIN.
     fn ask(&self, req: PinRequest) -> BoxFuture<'_, Result<SecretPin, PinError>>;
-    /// Tell the person to type the PIN on the reader's keypad now.
-    fn notify_on_reader(&self, req: PinRequest) -> BoxFuture<'_, ()>;
+    /// Tell the person to type the PIN on the reader's keypad now. A returned notice (a
+    /// pinentry message) stays up until it is dropped, when the reader is done.
+    fn notify_on_reader(&self, req: PinRequest) -> BoxFuture<'_, Option<super::pinentry::Notice>>;
 }
 
 #[cfg(test)]

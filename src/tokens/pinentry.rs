@@ -2,7 +2,8 @@
 //!
 //! Owns: running the configured pinentry, telling it where to ask (the client's terminal or
 //! display, as gpg-agent does with `OPTION ttyname=`...), what to say (`SETTITLE`,
-//! `SETDESC`, `SETPROMPT`, `SETERROR`) and reading the PIN (`GETPIN`). Written by hand:
+//! `SETDESC`, `SETPROMPT`, `SETERROR`) and reading the PIN (`GETPIN`); and, for a PIN-pad
+//! reader, a notice (`MESSAGE`) that stays up while the reader waits for the PIN. Written by hand:
 //! the Assuan subset a pinentry speaks is a dozen lines of text, and no maintained crate
 //! offers it as a client.
 
@@ -29,13 +30,7 @@ pub async fn ask(
     req: &PinRequest,
     timeout: Duration,
 ) -> Result<SecretPin, PinError> {
-    let mut child = Command::new(program)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| PinError::Unavailable(format!("cannot run pinentry {program:?}: {e}")))?;
+    let mut child = spawn(program)?;
     let result = tokio::time::timeout(timeout, converse(&mut child, env, req, timeout)).await;
     let _ = child.start_kill();
     let _ = child.wait().await;
@@ -43,6 +38,54 @@ pub async fn ask(
         Ok(r) => r,
         Err(_) => Err(PinError::Timeout(timeout.as_secs())),
     }
+}
+
+/// A pinentry message shown while the reader's keypad waits for the PIN; dropping it takes
+/// the message down (the pinentry is killed), as gpg-agent does with its PIN-pad popup.
+pub struct Notice {
+    task: tokio::task::AbortHandle,
+}
+
+impl Drop for Notice {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Runs `program` to show `req`'s "type it on the reader" notice until the returned
+/// [`Notice`] is dropped or `timeout` passes.
+pub fn notice(
+    program: &str,
+    env: &PinentryEnv,
+    req: &PinRequest,
+    timeout: Duration,
+) -> Result<Notice, PinError> {
+    let mut child = spawn(program)?;
+    let env = env.clone();
+    let text = format!(
+        "{} Type it on the reader's keypad now.",
+        req.description()
+            .replacen("Please enter the PIN", "The PIN is needed", 1)
+    );
+    let task = tokio::spawn(async move {
+        let _ = tokio::time::timeout(timeout, show_message(&mut child, &env, &text, timeout)).await;
+        let _ = child.start_kill();
+        let _ = child.wait().await;
+    });
+    // Aborted, the task drops the child, which kills it (kill_on_drop) and lets tokio reap it.
+    Ok(Notice {
+        task: task.abort_handle(),
+    })
+}
+
+fn spawn(program: &str) -> Result<Child, PinError> {
+    Command::new(program)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| PinError::Unavailable(format!("cannot run pinentry {program:?}: {e}")))
 }
 
 struct Assuan {
@@ -128,12 +171,14 @@ impl Assuan {
     }
 }
 
-async fn converse(
+/// Connects to a started pinentry: its greeting, where to show itself, the timeout, the
+/// title and `description`.
+async fn open(
     child: &mut Child,
     env: &PinentryEnv,
-    req: &PinRequest,
+    description: &str,
     timeout: Duration,
-) -> Result<SecretPin, PinError> {
+) -> Result<Assuan, PinError> {
     let (Some(tx), Some(rx)) = (child.stdin.take(), child.stdout.take()) else {
         return Err(PinError::Unavailable("pinentry has no pipes".into()));
     };
@@ -156,8 +201,30 @@ async fn converse(
     }
     a.set(&format!("SETTIMEOUT {}", timeout.as_secs())).await?;
     a.set("SETTITLE smime-agent").await?;
-    a.set(&format!("SETDESC {}", escape(&req.description())))
-        .await?;
+    a.set(&format!("SETDESC {}", escape(description))).await?;
+    Ok(a)
+}
+
+/// Shows `text` until the person dismisses it (or the caller drops this future).
+async fn show_message(
+    child: &mut Child,
+    env: &PinentryEnv,
+    text: &str,
+    timeout: Duration,
+) -> Result<(), PinError> {
+    let mut a = open(child, env, text, timeout).await?;
+    a.set("MESSAGE").await?;
+    let _ = a.command("BYE").await;
+    Ok(())
+}
+
+async fn converse(
+    child: &mut Child,
+    env: &PinentryEnv,
+    req: &PinRequest,
+    timeout: Duration,
+) -> Result<SecretPin, PinError> {
+    let mut a = open(child, env, &req.description(), timeout).await?;
     a.set("SETPROMPT PIN:").await?;
     match req.retries {
         PinRetries::FinalTry => {

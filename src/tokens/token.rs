@@ -702,10 +702,11 @@ impl Token {
         };
 
         let (pin, result) = if self.facts.protected_path {
-            tokio::select! {
-                _ = prompter.notify_on_reader(req) => {},
+            // Kept up while the reader waits for the PIN.
+            let _notice = tokio::select! {
+                n = prompter.notify_on_reader(req) => n,
                 _ = self.wait_gone() => return Err(self.removed_err()),
-            }
+            };
             info!(token = %token.label, "waiting for the PIN on the reader's keypad");
             let r = self
                 .run("C_Login", |s| already_ok(s.login(UserType::User, None)))
@@ -912,15 +913,19 @@ impl Token {
             None
         };
         let context_login = key.always_authenticate;
-        if context_login && self.facts.protected_path {
-            // The reader asks for the PIN again; the person must know to look at it.
+        // The reader asks for the PIN again; the person must know to look at it (a notice
+        // stays up until the operation returns).
+        let _notice = if context_login && self.facts.protected_path {
             let req = self.context_request(certificate).await?;
-            tokio::select! {
-                _ = prompter.notify_on_reader(req) => {},
+            let notice = tokio::select! {
+                n = prompter.notify_on_reader(req) => n,
                 _ = self.wait_gone() => return Err(self.removed_err()),
-            }
+            };
             info!(token = %self.facts.token.label, "waiting for the PIN on the reader's keypad (context-specific login)");
-        }
+            notice
+        } else {
+            None
+        };
 
         let call = op.call_name();
         let result = self
