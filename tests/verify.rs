@@ -3,8 +3,8 @@
 //! verifies; the agent signs (SoftHSM keys), gpgsm and cmsutil verify.
 //!
 //! Peer notes (workarounds): see `common/peers.rs`. NSS gives every certificate of one
-//! subject the same nickname, so only one of Alice's keys can sign with cmsutil here (RSA);
-//! NSS verifies our RSA and ECDSA signatures.
+//! subject the same nickname, so each NSS database here holds one of Alice's keys (RSA, or
+//! EC for its ECDSA signatures); NSS verifies our RSA and ECDSA signatures.
 
 mod common;
 
@@ -847,6 +847,41 @@ async fn gpgsm_and_the_agent_verify_each_others_rsa_signatures() {
         !ok,
         "gpgsm accepted a changed part: the check proves nothing"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nss_ecdsa_signatures_verify_in_the_agent() {
+    // A database of its own: NSS gives all of Alice's certificates one nickname, so only
+    // her EC key may be in it for cmsutil to sign with ECDSA.
+    let dir = tempdir();
+    let nss = Nss::new(dir.path(), &["alice-sign-ec"], &[]);
+    let (_hsm, agent) = signing_agent(dir.path(), "alice-sign-rsa");
+    let client = agent.client().await;
+    let data = write_file(dir.path(), "msg.txt", MSG);
+    let det = dir.path().join("nss-ec.p7s");
+    nss.sign(ALICE_NSS, &data, &det, true);
+    let clear = mime::clear_signed(MSG, &std::fs::read(&det).unwrap(), "sha-256").unwrap();
+    let r = client
+        .verify(VerifyParams {
+            content: clear.into(),
+            validation: ValidationMode::Wait,
+        })
+        .await
+        .unwrap();
+    assert_valid(&r, 1, "NSS ECDSA detached");
+    assert_eq!(r.layers[0].signers[0].signature_algorithm, "ecdsa");
+    assert_eq!(r.layers[0].signers[0].digest_algorithm, "sha256");
+    let opq = dir.path().join("nss-ec.p7m");
+    nss.sign(ALICE_NSS, &data, &opq, false);
+    let framed = mime::pkcs7_mime("signed-data", &std::fs::read(&opq).unwrap());
+    let r = client
+        .verify(VerifyParams {
+            content: framed.into(),
+            validation: ValidationMode::Wait,
+        })
+        .await
+        .unwrap();
+    assert_valid(&r, 1, "NSS ECDSA opaque");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
