@@ -38,59 +38,21 @@ struct Job {
 }
 
 pub async fn verify(ctx: &OpContext<'_>, p: VerifyParams) -> Result<VerifyResult, OpError> {
-    let now = SystemTime::now();
-    let entity = p.content.0;
-    let layers = tokio::task::spawn_blocking(move || cms_verify::verify_layers(&entity, now))
-        .await
-        .map_err(|e| OpError::Internal(format!("the verification task failed: {e}")))??;
-
-    let token_certs: Vec<Vec<u8>> = ctx
-        .agent
-        .store
-        .snapshot()
-        .certs()
-        .map(|c| c.facts().der.clone())
-        .collect();
-    let mut jobs = vec![];
-    let mut result_layers = vec![];
-    for (n, layer) in layers.iter().enumerate() {
-        let mut signers = vec![];
-        for s in &layer.signers {
-            jobs.push(job(n, s, layer, &token_certs));
-            signers.push(signer_result(s));
-        }
-        result_layers.push(SignedLayer {
-            format: match layer.format {
-                Format::Clear => SignFormat::Clear,
-                Format::Opaque => SignFormat::Opaque,
-            },
-            content_type: if layer.content_type == crate::oids::ID_DATA {
-                "data".to_owned()
-            } else {
-                layer.content_type.to_string()
-            },
-            signers,
-        });
-    }
+    let Checked {
+        layers,
+        signed,
+        jobs,
+    } = check_signatures(ctx, p.content.0).await?;
     let content = layers.last().map(|l| l.content.clone()).unwrap_or_default();
 
     let mut result = VerifyResult {
         status: VerifyStatus::Pending,
-        layers: result_layers,
+        layers: signed,
         content: content.into(),
     };
     match p.validation {
         ValidationMode::Wait => {
-            let checks = judge(ctx.agent.clone(), jobs).await;
-            for (layer, index, check) in checks {
-                if let Some(s) = result
-                    .layers
-                    .get_mut(layer)
-                    .and_then(|l| l.signers.get_mut(index))
-                {
-                    s.certificate = check;
-                }
-            }
+            apply(&mut result.layers, judge(ctx.agent.clone(), jobs).await);
             result.status = overall(&result.layers);
         }
         ValidationMode::Event => {
@@ -146,6 +108,27 @@ pub async fn verify_signed_layers(
     ctx: &OpContext<'_>,
     entity: Vec<u8>,
 ) -> Result<(Vec<SignedLayer>, Vec<u8>), OpError> {
+    let Checked {
+        layers,
+        mut signed,
+        jobs,
+    } = check_signatures(ctx, entity).await?;
+    apply(&mut signed, judge(ctx.agent.clone(), jobs).await);
+    let content = layers.last().map(|l| l.content.clone()).unwrap_or_default();
+    Ok((signed, content))
+}
+
+/// The signatures of a message, checked, with the signer certificates still to judge.
+struct Checked {
+    layers: Vec<Layer>,
+    /// The layers as reported, certificates `pending`.
+    signed: Vec<SignedLayer>,
+    jobs: Vec<Job>,
+}
+
+/// Checks every signature of `entity` (on the blocking pool) and prepares the judging of
+/// each signer certificate, with the tokens' certificates as extra intermediates.
+async fn check_signatures(ctx: &OpContext<'_>, entity: Vec<u8>) -> Result<Checked, OpError> {
     let now = SystemTime::now();
     let layers = tokio::task::spawn_blocking(move || cms_verify::verify_layers(&entity, now))
         .await
@@ -158,14 +141,14 @@ pub async fn verify_signed_layers(
         .map(|c| c.facts().der.clone())
         .collect();
     let mut jobs = vec![];
-    let mut out = vec![];
+    let mut signed = vec![];
     for (n, layer) in layers.iter().enumerate() {
         let mut signers = vec![];
         for s in &layer.signers {
             jobs.push(job(n, s, layer, &token_certs));
             signers.push(signer_result(s));
         }
-        out.push(SignedLayer {
+        signed.push(SignedLayer {
             format: match layer.format {
                 Format::Clear => SignFormat::Clear,
                 Format::Opaque => SignFormat::Opaque,
@@ -178,13 +161,20 @@ pub async fn verify_signed_layers(
             signers,
         });
     }
-    for (layer, index, check) in judge(ctx.agent.clone(), jobs).await {
-        if let Some(s) = out.get_mut(layer).and_then(|l| l.signers.get_mut(index)) {
+    Ok(Checked {
+        layers,
+        signed,
+        jobs,
+    })
+}
+
+/// Puts the judged certificates into their signers.
+fn apply(signed: &mut [SignedLayer], checks: Vec<(usize, usize, CertificateCheck)>) {
+    for (layer, index, check) in checks {
+        if let Some(s) = signed.get_mut(layer).and_then(|l| l.signers.get_mut(index)) {
             s.certificate = check;
         }
     }
-    let content = layers.last().map(|l| l.content.clone()).unwrap_or_default();
-    Ok((out, content))
 }
 
 /// Over signed layers: see [`overall`].

@@ -113,7 +113,7 @@ pub enum Hash {
 }
 
 impl Hash {
-    fn from_oid(oid: &ObjectIdentifier) -> Option<Hash> {
+    pub(crate) fn from_oid(oid: &ObjectIdentifier) -> Option<Hash> {
         match *oid {
             o if o == oids::ID_SHA1 => Some(Hash::Sha1),
             o if o == oids::ID_SHA256 => Some(Hash::Sha256),

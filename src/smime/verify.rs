@@ -579,16 +579,6 @@ impl<'a> Digests<'a> {
     }
 }
 
-fn hash_of(oid: &ObjectIdentifier) -> Option<Hash> {
-    match *oid {
-        o if o == oids::ID_SHA1 => Some(Hash::Sha1),
-        o if o == oids::ID_SHA256 => Some(Hash::Sha256),
-        o if o == oids::ID_SHA384 => Some(Hash::Sha384),
-        o if o == oids::ID_SHA512 => Some(Hash::Sha512),
-        _ => None,
-    }
-}
-
 pub fn hash_name(h: Hash) -> &'static str {
     match h {
         Hash::Sha1 => "sha1",
@@ -652,7 +642,9 @@ fn pss_scheme(alg: &AlgorithmIdentifierOwned) -> Result<(SigScheme, Option<Hash>
         },
     };
     let hash = match &params.hash {
-        Some(a) => hash_of(&a.oid).ok_or_else(|| format!("RSASSA-PSS with hash {}", a.oid))?,
+        Some(a) => {
+            Hash::from_oid(&a.oid).ok_or_else(|| format!("RSASSA-PSS with hash {}", a.oid))?
+        }
         None => Hash::Sha1,
     };
     // The rsa crate's PSS uses MGF1 with the message hash, which is also what every
@@ -665,7 +657,8 @@ fn pss_scheme(alg: &AlgorithmIdentifierOwned) -> Result<(SigScheme, Option<Hash>
                 .ok_or("RSASSA-PSS MGF1 without its hash")?
                 .decode_as::<AlgorithmIdentifierOwned>()
                 .map_err(|e| format!("RSASSA-PSS MGF1 parameters: {e}"))?;
-            hash_of(&inner.oid).ok_or_else(|| format!("RSASSA-PSS MGF1 with hash {}", inner.oid))?
+            Hash::from_oid(&inner.oid)
+                .ok_or_else(|| format!("RSASSA-PSS MGF1 with hash {}", inner.oid))?
         }
         Some(m) => return Err(format!("RSASSA-PSS with mask generation {}", m.oid)),
         None => Hash::Sha1,
@@ -792,7 +785,7 @@ fn read_attrs(items: &[Vec<u8>]) -> Result<SignedAttrs, SignatureProblem> {
                 })?;
                 if let Some(first) = sc.certs.first() {
                     let hash = match (&first.hash_algorithm, v2) {
-                        (Some(alg), true) => hash_of(&alg.oid),
+                        (Some(alg), true) => Hash::from_oid(&alg.oid),
                         (None, true) => Some(Hash::Sha256),
                         // Version 1 is always SHA-1 and carries no algorithm.
                         (_, false) => Some(Hash::Sha1),
@@ -881,7 +874,7 @@ fn check_signer(
             };
         }
     };
-    let hash = hash_of(&si.digest_alg.oid);
+    let hash = Hash::from_oid(&si.digest_alg.oid);
     let scheme = scheme_of(&si.signature_algorithm);
     let mut signer = Signer {
         index,
