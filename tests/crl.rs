@@ -473,3 +473,49 @@ async fn ldap_distribution_points_are_reported_unsupported() {
         v.reasons[0].message
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_or_forged_crl_in_the_request_does_not_stand_in_for_the_published_one() {
+    let server = CrlServer::start().await;
+    let s = setup(&server.base_url());
+    server.publish(
+        "/ca.crl",
+        make_crl(&s.pki, "ca", &["alice-sign-rsa"], 86400),
+    );
+    server.publish("/root-ca.crl", make_crl(&s.pki, "root", &[], 86400));
+    // The default policy: a CRL that cannot be had does not fail the certificate.
+    let agent = s.agent("agent", "on_crl_unavailable = \"allow\"");
+    let client = agent.client().await;
+
+    // An empty CRL of the right CA that expired, and one "of the CA" signed by the root
+    // (right name, wrong key): neither may stop the agent from fetching the real one.
+    let stale = make_crl(&s.pki, "ca", &[], -3600);
+    let mut forged = make_crl(&s.pki, "root", &[], 86400);
+    let ca_name = {
+        use der::{Decode, DecodePem, Encode};
+        let ca = x509_cert::Certificate::from_pem(std::fs::read(s.cert("ca")).unwrap()).unwrap();
+        let mut crl =
+            x509_cert::crl::CertificateList::<x509_cert::certificate::Raw>::from_der(&forged)
+                .unwrap();
+        crl.tbs_cert_list.issuer = ca.tbs_certificate().subject().clone();
+        forged = crl.to_der().unwrap();
+        ca.tbs_certificate().subject().to_string()
+    };
+    for (what, crl) in [("stale", stale), ("forged", forged)] {
+        let mut params = validate_params(&s.cert("alice-sign-rsa"));
+        params.crls = vec![crl.into()];
+        let v = client.validate(params).await.unwrap();
+        assert_eq!(v.status, ValidityStatus::Invalid, "{what}: {:?}", v.reasons);
+        assert_eq!(v.reasons[0].code, "revoked", "{what}: {:?}", v.reasons);
+        assert!(
+            v.revocation
+                .checks
+                .iter()
+                .any(|c| c.crl_issuer.as_deref() == Some(ca_name.as_str())
+                    && c.source.as_deref() != Some("request")),
+            "{what}: the published CRL was not used: {:?}",
+            v.revocation
+        );
+    }
+    assert!(server.hits("/ca.crl") >= 1);
+}

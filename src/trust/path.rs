@@ -27,7 +27,7 @@ use der::Decode;
 use sha2::{Digest, Sha256};
 use x509_cert::ext::pkix::{AuthorityKeyIdentifier, SubjectKeyIdentifier};
 
-use super::crl::{CrlOrigin, IssuerKey};
+use super::crl::{self, CachedCrl, CrlOrigin, IssuerKey};
 use super::{Anchor, CertOrigin, PoolCert, Trust};
 use crate::certs::{hex, rfc3339};
 use crate::config::CrlUnavailable;
@@ -747,17 +747,12 @@ async fn revocation(
             valid_until = Some(valid_until.map_or(t, |v: SystemTime| v.min(t)));
         }
     };
-    let supplied: Vec<x509_cert::name::Name> = req
+    let supplied: Vec<CachedCrl> = req
         .crls
         .iter()
         .filter(|der| source.add(der))
-        .filter_map(|der| {
-            x509_cert::crl::CertificateList::<x509_cert::certificate::Raw>::from_der(der).ok()
-        })
-        .map(|c| {
-            until(c.tbs_cert_list.next_update.map(|t| t.to_system_time()));
-            c.tbs_cert_list.issuer
-        })
+        .filter_map(|der| crl::parse("request", der.clone()).ok())
+        .inspect(|c| until(c.next_update))
         .collect();
 
     let mut certs: Vec<&PDVCertificate> = cp.intermediates.iter().collect();
@@ -780,17 +775,28 @@ async fn revocation(
             reason: None,
         };
         let issuer_name = cert.decoded().tbs_certificate().issuer();
-        if supplied
-            .iter()
-            .any(|n| certval::compare_names(n, issuer_name))
-        {
+        let key = IssuerKey {
+            name: issuer_cert.decoded().tbs_certificate().subject(),
+            spki: issuer_cert
+                .decoded()
+                .tbs_certificate()
+                .subject_public_key_info(),
+        };
+        let mut urls = vec![];
+        certval::collect_crl_dp_uris(cert, &mut urls);
+        // A CRL that came with the message saves the fetch only when it is current and
+        // signed by the issuer: otherwise a stale or forged one would stand in for the
+        // real CRL, and with on_crl_unavailable = allow a revoked signer would pass.
+        // Without a distribution point, the message's CRLs are all there is to judge.
+        let named = |c: &CachedCrl| certval::compare_names(&c.issuer_name, issuer_name);
+        if supplied.iter().any(|c| {
+            named(c) && (urls.is_empty() || (c.is_current(now) && crl::verify(c, &key).is_ok()))
+        }) {
             check.origin = Some("request");
             check.crl_issuer = Some(issuer_name.to_string());
             checks.push(check);
             continue;
         }
-        let mut urls = vec![];
-        certval::collect_crl_dp_uris(cert, &mut urls);
         if urls.is_empty() {
             check.reason = Some(format!(
                 "no CRL of its issuer came with the request and {} names no CRL distribution point",
@@ -799,13 +805,6 @@ async fn revocation(
             checks.push(check);
             continue;
         }
-        let key = IssuerKey {
-            name: issuer_cert.decoded().tbs_certificate().subject(),
-            spki: issuer_cert
-                .decoded()
-                .tbs_certificate()
-                .subject_public_key_info(),
-        };
         let mut reasons = vec![];
         for url in &urls {
             let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
