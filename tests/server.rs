@@ -201,16 +201,20 @@ fn another_users_connection_is_refused_and_logged() {
         }
         p = parent.to_path_buf();
     }
-    let out = std::process::Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(agent_bin())
-        .args(["status", "--socket"])
+    // A raw client: the agent's own client would itself refuse to talk to another user's
+    // agent (see a_socket_served_by_another_user_gets_nothing_from_the_client).
+    let out = as_nobody("/usr/bin/python3")
+        .args(["-c", RAW_CLIENT])
         .arg(&agent.socket)
         .output()
-        .expect("setpriv (util-linux)");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "stderr: {stderr}");
-    assert!(stderr.contains("permission_denied"), "stderr: {stderr}");
+        .expect("setpriv (util-linux) and python3");
+    let answer = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(answer.contains("permission_denied"), "answer: {answer}");
     std::thread::sleep(Duration::from_millis(200));
     let log = agent.log_text();
     assert!(
@@ -220,6 +224,101 @@ fn another_users_connection_is_refused_and_logged() {
     // The agent's own user still gets in.
     let out = agent.cli().arg("status").output().unwrap();
     assert!(out.status.success());
+}
+
+/// A command run as user and group nobody (65534).
+fn as_nobody(program: &str) -> std::process::Command {
+    let mut c = std::process::Command::new("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", program]);
+    c
+}
+
+/// Connects to the socket in argv[1], says hello, prints the first line it gets.
+const RAW_CLIENT: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b'{"id":1,"op":"hello","version":1}\n')
+print(s.makefile().readline())
+"#;
+
+/// Listens on argv[1] (made reachable by everyone), accepts one connection and records
+/// whatever it receives into argv[2].
+const IMPOSTOR: &str = r#"
+import os, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.bind(sys.argv[1])
+os.chmod(sys.argv[1], 0o666)
+s.listen(1)
+open(sys.argv[1] + ".ready", "w").close()
+c, _ = s.accept()
+c.settimeout(2)
+got = b""
+try:
+    while True:
+        b = c.recv(4096)
+        if not b:
+            break
+        got += b
+except Exception:
+    pass
+open(sys.argv[2], "wb").write(got)
+"#;
+
+#[test]
+fn a_socket_served_by_another_user_gets_nothing_from_the_client() {
+    let dir = tempdir();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut p = shared.clone();
+    while let Some(parent) = p.parent() {
+        let m = std::fs::metadata(parent).unwrap().permissions().mode();
+        if m & 0o001 == 0 {
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(m | 0o011)).unwrap();
+        }
+        p = parent.to_path_buf();
+    }
+    // Another user serves the path this user's client is pointed at (as anyone can in /tmp).
+    let sock = shared.join("agent.sock");
+    let got = shared.join("received");
+    let mut impostor = as_nobody("/usr/bin/python3")
+        .args(["-c", IMPOSTOR])
+        .arg(&sock)
+        .arg(&got)
+        .spawn()
+        .expect("setpriv (util-linux) and python3");
+    let ready = shared.join("agent.sock.ready");
+    let start = std::time::Instant::now();
+    while !ready.exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the impostor did not start"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let input = dir.path().join("message.eml");
+    std::fs::write(&input, sample_entity("for my agent only")).unwrap();
+    let out = std::process::Command::new(agent_bin())
+        .args(["sign", "--signer", "alice@example.org", "--socket"])
+        .arg(&sock)
+        .arg("--in")
+        .arg(&input)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("not by this user") && stderr.contains("uid 65534"),
+        "stderr: {stderr}"
+    );
+    impostor.wait().unwrap();
+    let received = std::fs::read(&got).unwrap();
+    assert!(
+        received.is_empty(),
+        "the client sent the impostor: {}",
+        String::from_utf8_lossy(&received)
+    );
 }
 
 #[test]

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use interprocess::local_socket::traits::Stream as _;
+use interprocess::local_socket::traits::StreamCommon;
 use interprocess::local_socket::traits::tokio::Stream as _;
 use interprocess::local_socket::{GenericFilePath, ToFsName};
 use serde::de::DeserializeOwned;
@@ -39,6 +40,15 @@ pub enum ClientError {
     TooLarge { size: u64, max: u64 },
     #[error("the agent closed the connection")]
     Closed,
+    /// The socket is served by a process of another user: not this user's agent.
+    #[error(
+        "the socket {path} is served by {owner}, not by this user ({uid}): refusing to send it anything"
+    )]
+    NotOurAgent {
+        path: String,
+        owner: String,
+        uid: u32,
+    },
 }
 
 impl ClientError {
@@ -55,6 +65,28 @@ impl ClientError {
 /// signed or encrypted message grows by base64 and CMS), and it comes from the user's own
 /// agent, so the bound is generous.
 pub const MAX_RESPONSE_BYTES: u64 = 4 << 30;
+
+/// Checks that the process serving `path` runs as this user, before a message or a PIN
+/// goes to it: a socket in a shared directory (the `/tmp` fallback) could be anyone's.
+fn check_agent_peer(stream: &impl StreamCommon, path: &Path) -> Result<(), ClientError> {
+    let uid = crate::paths::current_uid().map_err(|source| ClientError::Connect {
+        path: path.display().to_string(),
+        source,
+    })?;
+    let owner = stream.peer_creds().map(|c| c.euid());
+    match owner {
+        Ok(Some(o)) if o == uid => Ok(()),
+        other => Err(ClientError::NotOurAgent {
+            path: path.display().to_string(),
+            owner: match other {
+                Ok(Some(o)) => format!("uid {o}"),
+                Ok(None) => "an unknown user".into(),
+                Err(e) => format!("a process whose user cannot be read ({e})"),
+            },
+            uid,
+        }),
+    }
+}
 
 fn decode<T: DeserializeOwned>(value: serde_json::Value) -> Result<T, ClientError> {
     serde_json::from_value(value).map_err(|e| ClientError::Protocol(e.to_string()))
@@ -175,6 +207,7 @@ impl BlockingClient {
         };
         let name = path.to_fs_name::<GenericFilePath>().map_err(connect_err)?;
         let stream = interprocess::local_socket::Stream::connect(name).map_err(connect_err)?;
+        check_agent_peer(&stream, path)?;
         let (rx, tx) = Shared::pair(stream);
         let mut client = BlockingClient {
             // Responses can carry a whole signed message: allow twice the default bound.
@@ -431,6 +464,7 @@ impl Client {
         let stream = interprocess::local_socket::tokio::Stream::connect(name)
             .await
             .map_err(connect_err)?;
+        check_agent_peer(&stream, path)?;
         let (rx, tx) = Shared::pair(stream);
         let pending: Pending = Arc::default();
         let (ev_tx, ev_rx) = mpsc::unbounded_channel();

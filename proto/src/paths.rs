@@ -8,7 +8,8 @@ use std::path::PathBuf;
 
 /// The agent's default socket path (ignores `SMIME_AGENT_SOCK`, which is for clients).
 pub fn default_socket_path() -> PathBuf {
-    default_socket_path_for(current_uid())
+    // Without /proc, a uid no user has: the connection fails instead of going to root's.
+    default_socket_path_for(current_uid().unwrap_or(u32::MAX))
 }
 
 /// The default socket path of user `uid`.
@@ -27,10 +28,9 @@ pub fn client_socket_path() -> PathBuf {
     }
 }
 
-/// The real uid of this process, read from `/proc/self` so this crate needs no unsafe code.
-fn current_uid() -> u32 {
+/// The effective uid of this process (the owner of `/proc/self`), read so this crate needs
+/// no unsafe code.
+pub(crate) fn current_uid() -> std::io::Result<u32> {
     use std::os::unix::fs::MetadataExt;
-    std::fs::metadata("/proc/self")
-        .map(|m| m.uid())
-        .unwrap_or(0)
+    std::fs::metadata("/proc/self").map(|m| m.uid())
 }
