@@ -19,10 +19,17 @@ pub const MAX_PIN_LEN: usize = 255;
 /// A PIN held by the agent: a fixed-size buffer, locked in RAM where the OS allows (so it is
 /// not swapped out), wiped when dropped, and never printed.
 pub struct SecretPin {
-    buf: Box<[u8; MAX_PIN_LEN]>,
+    buf: Box<Page>,
     len: usize,
     locked: bool,
 }
+
+/// A page of its own for each PIN: mlock and munlock work on whole pages and do not nest,
+/// so a PIN sharing a page with another would be unlocked when that one is dropped.
+#[repr(C, align(4096))]
+struct Page([u8; PAGE]);
+const PAGE: usize = 4096;
+const _: () = assert!(MAX_PIN_LEN <= PAGE);
 
 impl SecretPin {
     /// Copies `pin` into a locked buffer. `None` when it is empty, too long, or contains a
@@ -31,9 +38,9 @@ impl SecretPin {
         if pin.is_empty() || pin.len() > MAX_PIN_LEN || pin.contains(&0) {
             return None;
         }
-        let mut buf = Box::new([0u8; MAX_PIN_LEN]);
-        buf[..pin.len()].copy_from_slice(pin);
-        let locked = crate::sys::lock_memory(buf.as_ptr(), MAX_PIN_LEN);
+        let mut buf = Box::new(Page([0u8; PAGE]));
+        buf.0[..pin.len()].copy_from_slice(pin);
+        let locked = crate::sys::lock_memory(buf.0.as_ptr(), PAGE);
         Some(SecretPin {
             buf,
             len: pin.len(),
@@ -42,14 +49,14 @@ impl SecretPin {
     }
 
     pub fn expose(&self) -> &[u8] {
-        &self.buf[..self.len]
+        &self.buf.0[..self.len]
     }
 
     /// Another copy, also locked.
     pub fn duplicate(&self) -> SecretPin {
         // `new` only fails on input this PIN was already checked against.
         SecretPin::new(self.expose()).unwrap_or_else(|| SecretPin {
-            buf: Box::new([0u8; MAX_PIN_LEN]),
+            buf: Box::new(Page([0u8; PAGE])),
             len: 0,
             locked: false,
         })
@@ -58,9 +65,9 @@ impl SecretPin {
 
 impl Drop for SecretPin {
     fn drop(&mut self) {
-        self.buf.zeroize();
+        self.buf.0.zeroize();
         if self.locked {
-            crate::sys::unlock_memory(self.buf.as_ptr(), MAX_PIN_LEN);
+            crate::sys::unlock_memory(self.buf.0.as_ptr(), PAGE);
         }
     }
 }
@@ -209,6 +216,17 @@ pub trait PinPrompter: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_pin_has_a_page_of_its_own() {
+        let a = SecretPin::new(b"1234").unwrap();
+        let b = a.duplicate();
+        let (pa, pb) = (a.buf.0.as_ptr() as usize, b.buf.0.as_ptr() as usize);
+        assert_eq!(pa % PAGE, 0);
+        assert_eq!(pb % PAGE, 0);
+        assert_ne!(pa, pb);
+        assert_eq!(b.expose(), b"1234");
+    }
 
     #[test]
     fn secret_pin_rejects_empty_long_and_nul() {
