@@ -232,14 +232,6 @@ impl Module {
             .map_err(|e| format!("C_Initialize: {e}"))
     }
 
-    /// The slots that hold an initialized token now (SoftHSM always shows one empty,
-    /// uninitialized token, which holds nothing).
-    pub fn slots_with_token(&self) -> Result<Vec<Slot>, String> {
-        let p = self.pkcs11.as_ref().ok_or("module not loaded")?;
-        p.get_slots_with_initialized_token()
-            .map_err(|e| e.to_string())
-    }
-
     /// Reads the token in `slot`: its facts, certificates and key ids.
     pub fn open_token(&self, slot: Slot, pin_ttl: Duration) -> Result<ScannedToken, String> {
         let pkcs11 = self.pkcs11.as_ref().ok_or("module not loaded")?.clone();

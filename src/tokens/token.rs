@@ -192,10 +192,10 @@ enum Backend {
 struct P11 {
     pkcs11: Pkcs11,
     slot: Slot,
-    /// Idle sessions, each with the generation it was opened in; `permits` bounds how many
-    /// are in use at once (1 for a card, which does one thing at a time; more for software
-    /// tokens, which work in parallel).
-    idle: Mutex<Vec<(u64, Session)>>,
+    /// Idle sessions, all of the current generation; `permits` bounds how many are in use
+    /// at once (1 for a card, which does one thing at a time; more for software tokens,
+    /// which work in parallel).
+    idle: Mutex<Vec<Session>>,
     /// Moves on when the module closed the token's sessions by itself: OpenSC does
     /// (C_CloseAllSessions, then CKR_SESSION_HANDLE_INVALID) when it finds the card no longer
     /// logged in, e.g. after a wrong context-specific PIN or another program's reset.
@@ -268,31 +268,37 @@ fn session_was_closed(e: &CkError) -> bool {
 }
 
 impl P11 {
-    /// An idle session of the current generation, or a new one.
+    /// An idle session, or a new one; with the generation it belongs to.
     fn checkout(&self) -> Result<(u64, Session), CkError> {
-        if let Some(s) = self.idle.lock().ok().and_then(|mut v| v.pop()) {
-            return Ok(s);
-        }
-        let generation = self.generation.load(Ordering::SeqCst);
+        let generation = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(s) = idle.pop() {
+                return Ok((self.generation.load(Ordering::SeqCst), s));
+            }
+            self.generation.load(Ordering::SeqCst)
+        };
         Ok((generation, self.pkcs11.open_ro_session(self.slot)?))
     }
 
-    /// Back to the pool, unless the module closed its generation meanwhile.
+    /// Back to the pool, unless the module closed its generation meanwhile. The generation
+    /// is compared and moved on only under the pool's lock, so no stale session gets in.
     fn checkin(&self, generation: u64, session: Session) {
-        if generation != self.generation.load(Ordering::SeqCst) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if generation == self.generation.load(Ordering::SeqCst) {
+            idle.push(session);
+        } else {
             // Already closed by the module (it closes all of a token's sessions at once);
             // closing it again would only log errors. The handle's few bytes are leaked.
             std::mem::forget(session);
-        } else if let Ok(mut idle) = self.idle.lock() {
-            idle.push((generation, session));
         }
     }
 
     /// The module closed the token's sessions: none of the idle ones is used again.
     fn sessions_closed(&self) {
-        self.generation.fetch_add(1, Ordering::SeqCst);
-        if let Ok(mut idle) = self.idle.lock() {
-            for (_, session) in idle.drain(..) {
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            self.generation.fetch_add(1, Ordering::SeqCst);
+            for session in idle.drain(..) {
                 std::mem::forget(session);
             }
         }
@@ -300,6 +306,33 @@ impl P11 {
             keys.clear();
         }
     }
+}
+
+/// The token declined this operation with this data or mechanism: a present token's answer.
+fn is_refusal(e: &CkError) -> bool {
+    matches!(
+        e,
+        CkError::Pkcs11(
+            RvError::EncryptedDataInvalid
+                | RvError::EncryptedDataLenRange
+                | RvError::MechanismInvalid
+                | RvError::MechanismParamInvalid
+                | RvError::ArgumentsBad
+                | RvError::KeyFunctionNotPermitted
+                | RvError::KeyTypeInconsistent
+                | RvError::FunctionNotSupported,
+            _
+        )
+    )
+}
+
+/// Answers only a token that is there gives: no reason to wait for a removal notice.
+fn token_answered(e: &CkError) -> bool {
+    is_refusal(e)
+        || matches!(
+            e,
+            CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLocked, _)
+        )
 }
 
 /// Errors after which a session is no good and must not go back to the pool.
@@ -332,7 +365,7 @@ impl Token {
             Backend::Pkcs11(P11 {
                 pkcs11,
                 slot,
-                idle: Mutex::new(vec![(0, session)]),
+                idle: Mutex::new(vec![session]),
                 generation: AtomicU64::new(0),
                 permits: Semaphore::new(max_sessions as usize),
                 keys: Mutex::new(HashMap::new()),
@@ -423,7 +456,7 @@ impl Token {
             // handles worst (sc_unlock returns without releasing the card mutex when
             // sc_lock failed, and the next call on that card deadlocks the module). The
             // few bytes of each handle are leaked instead.
-            for (_, session) in idle.drain(..) {
+            for session in idle.drain(..) {
                 std::mem::forget(session);
             }
         }
@@ -485,17 +518,7 @@ impl Token {
             },
             // The token will not do this with this data or mechanism; a decryption may fall
             // back to another mechanism, or go on with a decoy key (RFC 3218).
-            CkError::Pkcs11(
-                RvError::EncryptedDataInvalid
-                | RvError::EncryptedDataLenRange
-                | RvError::MechanismInvalid
-                | RvError::MechanismParamInvalid
-                | RvError::ArgumentsBad
-                | RvError::KeyFunctionNotPermitted
-                | RvError::KeyTypeInconsistent
-                | RvError::FunctionNotSupported,
-                _,
-            ) => TokenError::Refused {
+            e if is_refusal(&e) => TokenError::Refused {
                 token: self.facts.token.clone(),
                 call,
                 error: e.to_string(),
@@ -548,7 +571,10 @@ impl Token {
                 // A card pulled mid-operation fails with any error (OpenSC: often
                 // CKR_GENERAL_ERROR), and PC/SC reports the removal a few hundred
                 // milliseconds later: give it that time before calling it a token error.
-                if self.facts.removable && !self.is_removed() {
+                // Not for a wrong PIN or a refused mechanism, which only a present card
+                // answers: waiting would slow them, and make a refused decryption slower
+                // than a good one (an RFC 3218 timing signal).
+                if self.facts.removable && !self.is_removed() && !token_answered(&e) {
                     let _ = tokio::time::timeout(REMOVAL_GRACE, self.wait_gone()).await;
                     if !self.is_removed() && !self.still_present().await {
                         self.mark_removed();
@@ -976,8 +1002,13 @@ impl Token {
                 Ok(out)
             }
             Err(e) => {
-                // A stale handle (the module re-enumerated) is found again next time.
-                if let Ok(p11) = self.p11()
+                // A stale handle (the module re-enumerated) is found again next time. A
+                // refusal, a PIN error or a cancelled prompt says nothing against the handle,
+                // and keeping it lets a decryption's fallback take the one-call path.
+                if matches!(
+                    e,
+                    TokenError::Pkcs11 { .. } | TokenError::KeyNotFound { .. }
+                ) && let Ok(p11) = self.p11()
                     && let Ok(mut m) = p11.keys.lock()
                 {
                     m.remove(key_id);
