@@ -193,7 +193,7 @@ async fn expire_pins(agent: Arc<Agent>) {
         tick.tick().await;
         for entry in &agent.store.snapshot().tokens {
             if entry.token.expire_pin() {
-                info!(token = %entry.token.token_ref().label, "cached PIN expired");
+                info!(token = %entry.token.token_ref().label, "cached PIN (or PIN-pad login) expired");
                 // Waits for the token's operations to finish; other tokens must not wait.
                 tokio::spawn(entry.token.clone().logout());
             }

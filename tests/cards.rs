@@ -1154,3 +1154,41 @@ fn pinentries_on(tty: &str) -> usize {
         })
         .count()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pin_pad_login_ends_with_the_pin_cache_time_to_live() {
+    let dir = tempdir();
+    let rig = pinpad_rig();
+    let agent = card_agent_with(dir.path(), &rig, None, "", "cache_ttl_secs = 1");
+    let client = agent.client().await;
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
+    let reasons = |prompts: &[smime_agent_proto::PinNeeded]| -> Vec<_> {
+        prompts.iter().map(|p| p.reason).collect()
+    };
+    use smime_agent_proto::PinReason::{ContextSpecific, Login};
+
+    let (outcome, prompts) = sign_on_pin_pad(&agent, &rig, Some(CARD_PIN)).await;
+    assert!(
+        matches!(outcome, smime_agent_proto::Outcome::Ok(_)),
+        "{outcome:?}"
+    );
+    assert_eq!(reasons(&prompts), [Login, ContextSpecific]);
+    // The login stands no longer than a cached PIN would: the token is logged out...
+    let start = Instant::now();
+    while !agent.log_text().contains("token logged out") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "the PIN-pad login was not ended:\n{}",
+            agent.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and the next signature logs in on the reader again.
+    let (outcome, prompts) = sign_on_pin_pad(&agent, &rig, Some(CARD_PIN)).await;
+    assert!(
+        matches!(outcome, smime_agent_proto::Outcome::Ok(_)),
+        "{outcome:?}"
+    );
+    assert_eq!(reasons(&prompts), [Login, ContextSpecific]);
+}

@@ -78,11 +78,14 @@ impl fmt::Debug for SecretPin {
     }
 }
 
-/// One cached PIN per token, until its time to live runs out.
+/// One cached PIN per token, until its time to live runs out. A login typed on a PIN pad
+/// leaves no PIN here but lives as long: it expires the same way.
 #[derive(Debug)]
 pub struct PinCache {
     ttl: Duration,
     slot: Mutex<Option<(SecretPin, Instant)>>,
+    /// Until when a PIN-pad login may stand.
+    pinpad_login: Mutex<Option<Instant>>,
 }
 
 impl PinCache {
@@ -91,6 +94,14 @@ impl PinCache {
         PinCache {
             ttl,
             slot: Mutex::new(None),
+            pinpad_login: Mutex::new(None),
+        }
+    }
+
+    /// A login on the reader's keypad succeeded: it stands for `ttl`, like a cached PIN.
+    pub fn put_pinpad_login(&self) {
+        if let (true, Ok(mut l)) = (self.enabled(), self.pinpad_login.lock()) {
+            *l = Some(Instant::now() + self.ttl);
         }
     }
 
@@ -124,25 +135,41 @@ impl PinCache {
         matches!(self.slot.lock().as_deref(), Ok(Some((_, e))) if Instant::now() < *e)
     }
 
-    /// Wipes the PIN.
+    /// Wipes the PIN (and forgets a PIN-pad login).
     pub fn clear(&self) {
         if let Ok(mut s) = self.slot.lock() {
             *s = None;
         }
+        if let Ok(mut l) = self.pinpad_login.lock() {
+            *l = None;
+        }
     }
 
-    /// Wipes the PIN if it has expired; true when it did.
+    /// Wipes the PIN, or forgets the PIN-pad login, whose time ran out; true when one did
+    /// (the token is then to be logged out).
     pub fn expire(&self) -> bool {
-        match self.slot.lock() {
+        let now = Instant::now();
+        let pin = match self.slot.lock() {
             Ok(mut s) => match &*s {
-                Some((_, e)) if Instant::now() >= *e => {
+                Some((_, e)) if now >= *e => {
                     *s = None;
                     true
                 }
                 _ => false,
             },
             Err(_) => false,
-        }
+        };
+        let login = match self.pinpad_login.lock() {
+            Ok(mut l) => match *l {
+                Some(e) if now >= e => {
+                    *l = None;
+                    true
+                }
+                _ => false,
+            },
+            Err(_) => false,
+        };
+        pin || login
     }
 }
 

@@ -756,8 +756,9 @@ impl Token {
             Ok(()) => {
                 state.last_failure = None;
                 self.note_retries(PinRetries::Ok);
-                if let Some(p) = &pin {
-                    self.pin_cache.put(p);
+                match &pin {
+                    Some(p) => self.pin_cache.put(p),
+                    None => self.pin_cache.put_pinpad_login(),
                 }
                 self.clear_keys();
                 info!(token = %token.label, "token logged in");
