@@ -582,3 +582,57 @@ async fn rescan_finds_a_softhsm_token_created_after_the_agent_started() {
         assert!(ok, "{who}: {err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_connection_still_reads_the_pin_answer_its_requests_wait_for() {
+    let dir = tempdir();
+    let (_hsm, agent) = alice_agent(dir.path());
+    let client = agent.client().await;
+    let mut events = client.take_events().unwrap();
+    let mut waiting = vec![];
+    // 64 requests fill the connection: one prompts, the others wait for its login.
+    for n in 0..64 {
+        let (_, rx) = client
+            .start(smime_agent_proto::Op::Sign(smime_agent_proto::SignParams {
+                signer: "alice@example.org".into(),
+                content: sample_entity(&format!("request {n}")).into(),
+                format: None,
+            }))
+            .await
+            .unwrap();
+        waiting.push(rx);
+    }
+    let Some(smime_agent_proto::Event::PinNeeded(prompt)) = events.recv().await else {
+        panic!("no PIN prompt")
+    };
+    // One more is refused at once rather than stopping the connection's reader...
+    let (_, extra) = client
+        .start(smime_agent_proto::Op::Status(Default::default()))
+        .await
+        .unwrap();
+    match tokio::time::timeout(std::time::Duration::from_secs(10), extra)
+        .await
+        .expect("the 65th request is answered")
+        .unwrap()
+    {
+        smime_agent_proto::Outcome::Error(e) => {
+            assert_eq!(e.code, ErrorCode::LimitExceeded, "{}", e.message)
+        }
+        other => panic!("expected limit_exceeded, got {other:?}"),
+    }
+    // ...which still reads the PIN answer: all 64 sign.
+    client
+        .pin(prompt.prompt, Some(smime_agent_proto::Pin::new(PIN)))
+        .await
+        .unwrap();
+    for rx in waiting {
+        let outcome = tokio::time::timeout(std::time::Duration::from_secs(60), rx)
+            .await
+            .expect("every waiting request finishes")
+            .unwrap();
+        assert!(
+            matches!(outcome, smime_agent_proto::Outcome::Ok(_)),
+            "{outcome:?}"
+        );
+    }
+}

@@ -16,7 +16,7 @@ use smime_agent_proto::{
     PROTOCOL_VERSION, Pin, PinParams, Request, RequestId, Response,
 };
 use tokio::io::{AsyncWriteExt, BufReader};
-use tokio::sync::{Semaphore, mpsc, oneshot, watch};
+use tokio::sync::{Semaphore, TryAcquireError, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 use zeroize::Zeroize;
 
@@ -184,8 +184,25 @@ pub async fn handle(
                 }
             }
             op => {
-                let Ok(permit) = in_flight.clone().acquire_owned().await else {
-                    break;
+                // Never wait here: the reader must go on reading, or the `pin` answer a
+                // waiting request needs would sit unread behind the request that waits.
+                let permit = match in_flight.clone().try_acquire_owned() {
+                    Ok(p) => p,
+                    Err(TryAcquireError::NoPermits) => {
+                        conn.send(&error_response(
+                            Some(req.id),
+                            ErrorBody::new(
+                                ErrorCode::LimitExceeded,
+                                format!(
+                                    "more than {MAX_IN_FLIGHT} requests in flight on this connection; \
+                                     wait for some answers, or open another connection"
+                                ),
+                            ),
+                        ))
+                        .await;
+                        continue;
+                    }
+                    Err(TryAcquireError::Closed) => break,
                 };
                 let conn = conn.clone();
                 let id = req.id;
