@@ -254,8 +254,8 @@ impl BlockingClient {
             Err(ClientError::Io(e)) => return Err(self.refusal().unwrap_or(ClientError::Io(e))),
             Err(e) => return Err(e),
         };
-        // Answers to our own `pin` requests: their outcome arrives as the main request's.
-        let mut pin_requests: Vec<RequestId> = vec![];
+        // Responses to our own `pin` answers are not waited for: the prompt may have expired
+        // (the request ended meanwhile); the main response tells the outcome.
         loop {
             let line = match self.reader.next_frame()? {
                 None => return Err(ClientError::Closed),
@@ -272,20 +272,18 @@ impl BlockingClient {
                 AgentFrame::Event(ev) => match on_event(&ev) {
                     EventReply::Ignore => {}
                     EventReply::Pin { prompt, pin } => {
-                        let pid = self.send(Op::Pin(PinParams {
+                        self.send(Op::Pin(PinParams {
                             prompt,
                             pin: Some(pin),
                             cancel: false,
                         }))?;
-                        pin_requests.push(pid);
                     }
                     EventReply::Cancel { prompt } => {
-                        let pid = self.send(Op::Pin(PinParams {
+                        self.send(Op::Pin(PinParams {
                             prompt,
                             pin: None,
                             cancel: true,
                         }))?;
-                        pin_requests.push(pid);
                     }
                 },
                 AgentFrame::Response(resp) => {
@@ -302,9 +300,7 @@ impl BlockingClient {
                             return Err(ClientError::Agent(Box::new(e)));
                         }
                     }
-                    // A response to one of our `pin` answers: the prompt may have expired
-                    // (the request ended meanwhile); the main response tells the outcome.
-                    pin_requests.retain(|p| Some(p) != resp.id.as_ref());
+                    // Otherwise a response to one of our `pin` answers: nothing to do.
                 }
             }
         }

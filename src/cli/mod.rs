@@ -468,22 +468,10 @@ pub fn validate(
 
 /// A CRL file as DER (PEM files are decoded).
 fn crl_der(bytes: Vec<u8>) -> Vec<u8> {
-    use base64::Engine as _;
-    let Ok(text) = std::str::from_utf8(&bytes) else {
-        return bytes;
-    };
-    if !text.contains("-----BEGIN") {
+    if !bytes.windows(10).any(|w| w == b"-----BEGIN") {
         return bytes;
     }
-    let b64: String = text
-        .lines()
-        .skip_while(|l| !l.starts_with("-----BEGIN"))
-        .skip(1)
-        .take_while(|l| !l.starts_with("-----END"))
-        .collect();
-    base64::engine::general_purpose::STANDARD
-        .decode(b64)
-        .unwrap_or(bytes)
+    smime_agent::trust::crl::pem_to_der(&bytes).unwrap_or(bytes)
 }
 
 pub fn which(socket: &Path, address: String, purpose: &str, json: bool) -> ExitCode {

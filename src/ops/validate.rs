@@ -19,7 +19,8 @@ pub fn parse_time(s: &str) -> Result<SystemTime, String> {
         Some((d, t)) => (d, Some(t)),
         None => (s, None),
     };
-    let num = |x: &str| x.parse::<u32>().map_err(|_| bad());
+    // Each field parses at its own width: "2023-257-01" is refused, not read as January.
+    let num = |x: &str| x.parse::<u8>().map_err(|_| bad());
     let d: Vec<&str> = date.split('-').collect();
     let [y, mo, da] = d.as_slice() else {
         return Err(bad());
@@ -40,16 +41,8 @@ pub fn parse_time(s: &str) -> Result<SystemTime, String> {
             (num(h)?, num(mi)?, num(se)?)
         }
     };
-    let y = u16::try_from(num(y)?).map_err(|_| bad())?;
-    let dt = der::DateTime::new(
-        y,
-        num(mo)? as u8,
-        num(da)? as u8,
-        h as u8,
-        mi as u8,
-        se as u8,
-    )
-    .map_err(|_| bad())?;
+    let y = y.parse::<u16>().map_err(|_| bad())?;
+    let dt = der::DateTime::new(y, num(mo)?, num(da)?, h, mi, se).map_err(|_| bad())?;
     Ok(UNIX_EPOCH + dt.unix_duration())
 }
 
@@ -63,7 +56,7 @@ pub async fn validate(ctx: &OpContext<'_>, p: ValidateParams) -> Result<Validate
         .iter()
         .flat_map(|c| certs_from_bytes(&c.0))
         .collect();
-    let crls = p.crls.iter().map(|c| c.0.clone()).collect();
+    let crls = p.crls.into_iter().map(|c| c.0).collect();
     let time = match &p.time {
         Some(t) => parse_time(t).map_err(OpError::BadRequest)?,
         None => SystemTime::now(),
@@ -167,6 +160,8 @@ mod tests {
         );
         assert!(parse_time("yesterday").is_err());
         assert!(parse_time("2023-13-01T00:00:00Z").is_err());
+        assert!(parse_time("2023-257-01").is_err());
+        assert!(parse_time("2023-01-01T256:00:00Z").is_err());
         assert!(parse_time("2023-11-14T22:13:20+02:00").is_err());
     }
 }

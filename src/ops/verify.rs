@@ -39,11 +39,13 @@ struct Job {
 
 pub async fn verify(ctx: &OpContext<'_>, p: VerifyParams) -> Result<VerifyResult, OpError> {
     let Checked {
-        layers,
+        mut layers,
         signed,
         jobs,
     } = check_signatures(ctx, p.content.0).await?;
-    let content = layers.last().map(|l| l.content.clone()).unwrap_or_default();
+    let summary = signer_summary(&layers);
+    // The innermost content, moved out rather than copied (it can be the whole message).
+    let content = layers.pop().map(|l| l.content).unwrap_or_default();
 
     let mut result = VerifyResult {
         status: VerifyStatus::Pending,
@@ -94,7 +96,7 @@ pub async fn verify(ctx: &OpContext<'_>, p: VerifyParams) -> Result<VerifyResult
         client = %ctx.peer,
         op = "verify",
         layers = result.layers.len(),
-        signers = %signer_summary(&layers),
+        signers = %summary,
         status = ?result.status,
         "verified"
     );
@@ -109,12 +111,12 @@ pub async fn verify_signed_layers(
     entity: Vec<u8>,
 ) -> Result<(Vec<SignedLayer>, Vec<u8>), OpError> {
     let Checked {
-        layers,
+        mut layers,
         mut signed,
         jobs,
     } = check_signatures(ctx, entity).await?;
     apply(&mut signed, judge(ctx.agent.clone(), jobs).await);
-    let content = layers.last().map(|l| l.content.clone()).unwrap_or_default();
+    let content = layers.pop().map(|l| l.content).unwrap_or_default();
     Ok((signed, content))
 }
 

@@ -203,7 +203,6 @@ pub async fn serve(
 #[derive(Debug, Clone)]
 pub struct Peer {
     pub pid: Option<u32>,
-    pub uid: u32,
     pub exe: Option<PathBuf>,
 }
 
@@ -234,7 +233,6 @@ fn check_peer(stream: &Stream) -> Option<Peer> {
     }
     Some(Peer {
         pid,
-        uid: crate::sys::euid(),
         exe: pid.and_then(crate::sys::process_exe),
     })
 }

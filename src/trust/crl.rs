@@ -443,8 +443,9 @@ impl CrlCache {
     }
 }
 
-/// The first PEM block's contents, decoded.
-fn pem_to_der(pem: &[u8]) -> Option<Vec<u8>> {
+/// The first PEM block's contents, decoded (text around it is ignored, as CRL servers and
+/// files have it; `der::pem` takes only a bare PEM document).
+pub fn pem_to_der(pem: &[u8]) -> Option<Vec<u8>> {
     use base64::Engine as _;
     let text = std::str::from_utf8(pem).ok()?;
     let b64: String = text
