@@ -27,6 +27,9 @@ use super::http::{self, FetchError};
 /// First line of a cache file; the URL follows on the second, then the DER.
 const CACHE_MAGIC: &[u8] = b"smime-agent-crl 1\n";
 /// Clock skew tolerated on a CRL's thisUpdate.
+/// Room for the URL line of a cache file when its size is checked before reading.
+const MAX_URL_LINE: u64 = 64 * 1024;
+
 const SKEW: Duration = Duration::from_secs(300);
 
 /// A CRL the agent holds, with the facts `status` shows.
@@ -227,6 +230,11 @@ impl CrlCache {
             if path.extension().and_then(|x| x.to_str()) != Some("crl") {
                 continue;
             }
+            // A file larger than any CRL the cache would have written is not read.
+            let limit = self.max_bytes + CACHE_MAGIC.len() as u64 + MAX_URL_LINE;
+            if e.metadata().map_or(true, |m| m.len() > limit) {
+                continue;
+            }
             let Ok(bytes) = std::fs::read(&path) else {
                 continue;
             };
@@ -401,46 +409,51 @@ impl CrlCache {
             ));
         }
         let crl = Arc::new(crl);
-        if let Err(e) = self.write_file(&crl) {
-            warn!(%url, error = %e, "cannot write the CRL cache; the CRL is kept in memory only");
+        if let Some(path) = self.file_for(url) {
+            // On the blocking pool: up to max_crl_bytes written and fsynced.
+            let c = crl.clone();
+            let written = tokio::task::spawn_blocking(move || write_file(&path, &c)).await;
+            if let Err(e) = written
+                .map_err(|e| std::io::Error::other(e.to_string()))
+                .and_then(|r| r)
+            {
+                warn!(%url, error = %e, "cannot write the CRL cache; the CRL is kept in memory only");
+            }
         }
         info!(%url, issuer = %crl.issuer, entries = crl.entries, "CRL fetched");
         self.insert_mem(crl.clone());
         Ok(crl)
     }
+}
 
-    /// Writes a temporary file beside the target and renames it into place, so a reader (or a
-    /// restart) sees the old file or the new one, never half of one.
-    fn write_file(&self, crl: &CachedCrl) -> std::io::Result<()> {
-        use std::io::Write;
-        let Some(path) = self.file_for(&crl.url) else {
-            return Ok(());
-        };
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let tmp = path.with_extension(format!(
-            "tmp.{}.{}",
-            std::process::id(),
-            SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.subsec_nanos())
-                .unwrap_or(0)
-        ));
-        let result = (|| {
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(CACHE_MAGIC)?;
-            f.write_all(crl.url.as_bytes())?;
-            f.write_all(b"\n")?;
-            f.write_all(&crl.der)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+/// Writes `crl` to `path` through a temporary file beside it, renamed into place, so a
+/// reader (or a restart) sees the old file or the new one, never half of one.
+fn write_file(path: &Path, crl: &CachedCrl) -> std::io::Result<()> {
+    use std::io::Write;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
     }
+    let tmp = path.with_extension(format!(
+        "tmp.{}.{}",
+        std::process::id(),
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0)
+    ));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(CACHE_MAGIC)?;
+        f.write_all(crl.url.as_bytes())?;
+        f.write_all(b"\n")?;
+        f.write_all(&crl.der)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
 }
 
 /// The first PEM block's contents, decoded (text around it is ignored, as CRL servers and
