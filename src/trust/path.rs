@@ -325,8 +325,9 @@ impl Search<'_> {
         for i in issuers {
             found = true;
             path.push(i);
-            let (cert, sha) = (self.pool[i].cert.clone(), self.pool[i].sha256);
-            self.dfs(&cert, sha, path);
+            // The pool outlives the search: borrowed, not cloned.
+            let pool = self.pool;
+            self.dfs(&pool[i].cert, pool[i].sha256, path);
             path.pop();
         }
         if !found {
@@ -542,7 +543,10 @@ pub(super) async fn validate(
 
     let mut pool: Vec<Arc<PoolCert>> = vec![];
     let mut seen: HashSet<[u8; 32]> = HashSet::from([target_sha]);
-    let mut add = |pool: &mut Vec<Arc<PoolCert>>, der: &[u8], origin: CertOrigin| {
+    let add = |pool: &mut Vec<Arc<PoolCert>>,
+               seen: &mut HashSet<[u8; 32]>,
+               der: &[u8],
+               origin: CertOrigin| {
         let h = sha256(der);
         if !seen.insert(h) {
             return;
@@ -556,13 +560,16 @@ pub(super) async fn validate(
         }
     };
     for der in &req.chain {
-        add(&mut pool, der, CertOrigin::Request);
+        add(&mut pool, &mut seen, der, CertOrigin::Request);
     }
     for der in &req.token_certs {
-        add(&mut pool, der, CertOrigin::Token);
+        add(&mut pool, &mut seen, der, CertOrigin::Token);
     }
+    // The local store's certificates are parsed and hashed once, when it is loaded.
     for p in &trust.store.intermediates {
-        add(&mut pool, p.cert.as_bytes(), CertOrigin::Local);
+        if seen.insert(p.sha256) {
+            pool.push(p.clone());
+        }
     }
 
     let mut aia_notes: Vec<String> = vec![];
@@ -586,7 +593,7 @@ pub(super) async fn validate(
                     Ok(ders) => {
                         for der in ders {
                             let before = pool.len();
-                            add(&mut pool, &der, CertOrigin::Aia);
+                            add(&mut pool, &mut seen, &der, CertOrigin::Aia);
                             added |= pool.len() > before;
                         }
                     }
