@@ -25,8 +25,18 @@ use super::prompter::RequestPrompter;
 use crate::agent::Agent;
 use crate::ops::{self, AfterResponse, OpContext};
 
-/// Requests of one connection running at once; more wait (the reader stops reading).
+/// Requests of one connection running at once; more wait for a turn. The reader never
+/// waits for one: it must go on reading, or the `pin` answer that running requests wait
+/// for would sit unread behind a waiting request.
 const MAX_IN_FLIGHT: usize = 64;
+/// Requests that may wait for a turn, and their bytes at most (more is `limit_exceeded`).
+const MAX_WAITING: usize = 4096;
+
+/// When a request runs: now, or once a running one ends (it waits with its frame's size).
+enum Turn {
+    Now(tokio::sync::OwnedSemaphorePermit),
+    Later(usize),
+}
 
 /// A person's answer to a PIN prompt.
 pub enum PinAnswer {
@@ -119,6 +129,8 @@ pub async fn handle(
     });
     let mut reader = FrameReader::new(BufReader::new(rx), max);
     let in_flight = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    // Requests waiting for a turn: how many, and their frames' bytes.
+    let waiting = Arc::new(Mutex::new((0usize, 0usize)));
     let mut tasks = tokio::task::JoinSet::new();
     let mut subscription: Option<tokio::task::JoinHandle<()>> = None;
 
@@ -147,6 +159,7 @@ pub async fn handle(
                 break;
             }
         };
+        let size = line.len();
         let req = parse_request(line);
         let req = match req {
             Ok(r) => r,
@@ -184,29 +197,48 @@ pub async fn handle(
                 }
             }
             op => {
-                // Never wait here: the reader must go on reading, or the `pin` answer a
-                // waiting request needs would sit unread behind the request that waits.
-                let permit = match in_flight.clone().try_acquire_owned() {
-                    Ok(p) => p,
-                    Err(TryAcquireError::NoPermits) => {
-                        conn.send(&error_response(
-                            Some(req.id),
-                            ErrorBody::new(
-                                ErrorCode::LimitExceeded,
-                                format!(
-                                    "more than {MAX_IN_FLIGHT} requests in flight on this connection; \
-                                     wait for some answers, or open another connection"
-                                ),
-                            ),
-                        ))
-                        .await;
-                        continue;
-                    }
+                let turn = match in_flight.clone().try_acquire_owned() {
+                    Ok(p) => Turn::Now(p),
                     Err(TryAcquireError::Closed) => break,
+                    Err(TryAcquireError::NoPermits) => {
+                        let w = waiting.lock().map(|w| *w).unwrap_or((0, 0));
+                        if w.0 >= MAX_WAITING || w.1 + size > max as usize {
+                            conn.send(&error_response(
+                                Some(req.id),
+                                ErrorBody::new(
+                                    ErrorCode::LimitExceeded,
+                                    format!(
+                                        "{MAX_IN_FLIGHT} requests run and too many wait on this \
+                                         connection; wait for some answers, or open another one"
+                                    ),
+                                ),
+                            ))
+                            .await;
+                            continue;
+                        }
+                        if let Ok(mut w) = waiting.lock() {
+                            *w = (w.0 + 1, w.1 + size);
+                        }
+                        Turn::Later(size)
+                    }
                 };
+                let (in_flight, waiting) = (in_flight.clone(), waiting.clone());
                 let conn = conn.clone();
                 let id = req.id;
                 tasks.spawn(async move {
+                    let permit = match turn {
+                        Turn::Now(p) => p,
+                        Turn::Later(size) => {
+                            let p = in_flight.acquire_owned().await;
+                            if let Ok(mut w) = waiting.lock() {
+                                *w = (w.0 - 1, w.1 - size);
+                            }
+                            match p {
+                                Ok(p) => p,
+                                Err(_) => return,
+                            }
+                        }
+                    };
                     let after = AfterResponse::default();
                     let outcome = {
                         let ctx = OpContext {
