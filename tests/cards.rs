@@ -201,8 +201,9 @@ async fn inserted_card_is_usable_within_a_second_and_its_removal_clears_it() {
         CARD_PIN,
     )
     .await;
-    res.expect("sign after re-insertion");
+    let res = res.expect("sign after re-insertion");
     assert_eq!(prompts, 1);
+    assert_openssl_signed(&res.mime.0, dir.path(), &sample_entity("again"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -295,19 +296,29 @@ async fn two_cards_in_two_readers_and_watch_shows_the_events_in_order() {
         .spawn()
         .unwrap();
     let stdout = watch.stdout.take().unwrap();
-    let lines = std::thread::spawn(move || {
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
         use std::io::BufRead;
         // Reader events may come first (the agent finds the rig's readers as it starts).
-        std::io::BufReader::new(stdout)
+        for l in std::io::BufReader::new(stdout)
             .lines()
             .map_while(Result::ok)
-            .filter(|l| l.contains("\"token_"))
-            .take(4)
-            .collect::<Vec<_>>()
+        {
+            if l.contains("\"token_") && line_tx.send(l).is_err() {
+                return;
+            }
+        }
     });
     // The watcher subscribes before the first card goes in.
     let client = agent.client().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let start = Instant::now();
+    while !agent.log_text().contains("subscribed to events") {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "watch did not subscribe"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
     wait_status(&client, "alice's card", |st| card_certs(st, "Alice") == 2).await;
@@ -342,7 +353,10 @@ async fn two_cards_in_two_readers_and_watch_shows_the_events_in_order() {
     rig.remove("alice").unwrap();
     wait_status(&client, "alice's card leaving", |st| st.tokens.is_empty()).await;
 
-    let lines = lines.join().unwrap();
+    // Four events, each within 10 s; a missing one fails the test instead of hanging it.
+    let lines: Vec<String> = (0..4)
+        .map_while(|_| line_rx.recv_timeout(Duration::from_secs(10)).ok())
+        .collect();
     let _ = watch.kill();
     let _ = watch.wait();
     let events: Vec<(String, String)> = lines

@@ -140,6 +140,9 @@ async fn crl_is_fetched_once_for_twenty_concurrent_validations_and_kept_across_a
         let v = t.await.unwrap().unwrap();
         assert_eq!(v.status, ValidityStatus::Valid, "{:?}", v.reasons);
         assert_eq!(v.revocation.status, "good");
+        // Each one needed the CRL itself (none was answered from the validation cache),
+        // so one fetch for all of them is the single-flight at work.
+        assert!(!v.cached, "a validation came from the cache");
     }
     assert_eq!(
         server.hits("/ca.crl"),

@@ -194,6 +194,7 @@ pub async fn handle(
                 .await;
                 if subscription.is_none() {
                     subscription = Some(tokio::spawn(forward_events(conn.clone(), rx)));
+                    debug!(peer = %conn.peer, "subscribed to events");
                 }
             }
             op => {

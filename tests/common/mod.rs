@@ -360,7 +360,17 @@ pub async fn sign_answering(
 
 /// `openssl cms -verify` (or `smime`) on a signed message; true when OpenSSL accepts it.
 pub fn openssl_verifies(tool: &str, message: &[u8], dir: &Path) -> (bool, String) {
-    let path = dir.join(format!("verify-{}.eml", rand_suffix()));
+    match openssl_signed_content(tool, message, dir) {
+        Ok(_) => (true, String::new()),
+        Err(e) => (false, e),
+    }
+}
+
+/// The content OpenSSL verified the signature over (its `-out`), or its complaint.
+pub fn openssl_signed_content(tool: &str, message: &[u8], dir: &Path) -> Result<Vec<u8>, String> {
+    let n = rand_suffix();
+    let path = dir.join(format!("verify-{n}.eml"));
+    let verified = dir.join(format!("verified-{n}.out"));
     std::fs::write(&path, message).unwrap();
     let out = Command::new("openssl")
         .arg(tool)
@@ -370,13 +380,32 @@ pub fn openssl_verifies(tool: &str, message: &[u8], dir: &Path) -> (bool, String
         .arg("-CAfile")
         .arg(pki_file("chain.pem"))
         .args(["-purpose", "smimesign", "-out"])
-        .arg(dir.join("verified.out"))
+        .arg(&verified)
         .output()
         .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    Ok(std::fs::read(&verified).unwrap())
+}
+
+/// Asserts that OpenSSL accepts `message` and that what it signs is `sent` (line ends
+/// aside: the agent signs the canonical CRLF form).
+pub fn assert_openssl_signed(message: &[u8], dir: &Path, sent: &[u8]) {
+    let content = openssl_signed_content("cms", message, dir)
+        .unwrap_or_else(|e| panic!("openssl cms -verify rejected the signature: {e}"));
+    let plain = |b: &[u8]| -> Vec<u8> {
+        let mut v: Vec<u8> = b.iter().copied().filter(|c| *c != b'\r').collect();
+        while v.last() == Some(&b'\n') {
+            v.pop();
+        }
+        v
+    };
+    assert!(
+        plain(&content) == plain(sent),
+        "OpenSSL verified other content than was sent:\n{}",
+        String::from_utf8_lossy(&content)
+    );
 }
 
 pub fn rand_suffix() -> String {
