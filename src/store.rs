@@ -477,13 +477,9 @@ fn unusable_because(
     cert_unusable_for(f, purpose, now)
 }
 
-/// Why a certificate (anyone's) cannot serve `purpose` at `now`, by its own content: key
-/// usage, extended key usage, validity. `None` when it can.
-pub fn cert_unusable_for(
-    f: &CertFacts,
-    purpose: Purpose,
-    now: SystemTime,
-) -> Option<(&'static str, String)> {
+/// Why a certificate's key usage or extended key usage rules out `purpose` (S/MIME), if
+/// it does: for the user's own certificates and for signers of received mail alike.
+pub fn usage_forbids(f: &CertFacts, purpose: Purpose) -> Option<(&'static str, String)> {
     if !usage_allows(f, purpose) {
         let needs = match purpose {
             Purpose::Sign => "signing",
@@ -506,6 +502,19 @@ pub fn cert_unusable_for(
                 f.ext_key_usage_names().join(", ")
             ),
         ));
+    }
+    None
+}
+
+/// Why a certificate (anyone's) cannot serve `purpose` at `now`, by its own content: key
+/// usage, extended key usage, validity. `None` when it can.
+pub fn cert_unusable_for(
+    f: &CertFacts,
+    purpose: Purpose,
+    now: SystemTime,
+) -> Option<(&'static str, String)> {
+    if let Some(problem) = usage_forbids(f, purpose) {
+        return Some(problem);
     }
     if now < f.not_before {
         return Some((

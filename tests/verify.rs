@@ -106,6 +106,40 @@ fn edit_signed_data(der: &[u8], f: impl FnOnce(&mut cms::signed_data::SignedData
 // ---------------------------------------------------------------------------------------
 
 #[test]
+fn a_signer_whose_certificate_is_not_for_signing_is_not_valid_nor_kept() {
+    let dir = tempdir();
+    let agent = verifier(dir.path(), "disable_crl_check = true");
+    // Alice's encryption certificate (keyUsage keyEncipherment only) chains to the trusted
+    // root, and OpenSSL signs with its key anyway.
+    let der = openssl_sign(
+        dir.path(),
+        &[key("alice-enc-rsa")],
+        &["-nodetach", "-outform", "DER", "-noverify"],
+    );
+    let r = verify(&agent, &der).unwrap();
+    let s = &r.layers[0].signers[0];
+    assert_eq!(s.signature.status, SignatureStatus::Valid, "{}", pretty(&r));
+    assert_eq!(
+        s.certificate.status,
+        CertificateStatus::Invalid,
+        "{}",
+        pretty(&r)
+    );
+    assert_eq!(s.certificate.reasons[0].code, "key_usage", "{}", pretty(&r));
+    assert_eq!(r.status, VerifyStatus::Invalid);
+    assert!(!s.certificate.added_to_contacts);
+    // The same chain with a signing certificate is valid and kept: the check is the usage.
+    let der = openssl_sign(
+        dir.path(),
+        &[key("alice-sign-rsa")],
+        &["-nodetach", "-outform", "DER"],
+    );
+    let r = verify(&agent, &der).unwrap();
+    assert_eq!(r.status, VerifyStatus::Valid, "{}", pretty(&r));
+    assert!(r.layers[0].signers[0].certificate.added_to_contacts);
+}
+
+#[test]
 fn openssl_signatures_verify_clear_and_opaque_with_every_algorithm() {
     let dir = tempdir();
     let agent = verifier(dir.path(), "disable_crl_check = true");

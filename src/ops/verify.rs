@@ -343,7 +343,24 @@ async fn judge(agent: Arc<Agent>, jobs: Vec<Job>) -> Vec<(usize, usize, Certific
                 revocation: Some(r.revocation),
                 added_to_contacts: false,
             };
+            // A chain to a trusted root is not enough: the certificate must be one for
+            // signing mail (key usage, extended key usage), as the agent asks of its own.
+            let usage = job
+                .cert
+                .as_ref()
+                .and_then(|cert| crate::store::usage_forbids(cert, crate::store::Purpose::Sign));
+            if let Some((code, message)) = usage {
+                c.status = CertificateStatus::Invalid;
+                c.reasons.insert(
+                    0,
+                    ValidationReason {
+                        code: code.to_owned(),
+                        message: format!("not a certificate for signing mail: {message}"),
+                    },
+                );
+            }
             if v.valid
+                && c.status == CertificateStatus::Valid
                 && job.signature_valid
                 && let Some(cert) = &job.cert
             {
