@@ -322,6 +322,13 @@ pub fn parse_pem_or_der(bytes: &[u8]) -> Result<Vec<Vec<u8>>, der::Error> {
     Ok(vec![bytes.to_vec()])
 }
 
+/// Whether two names are the same name: equal encodings, or equal under RFC 5280's
+/// comparison rules (another string type or letter case), as peers encode names
+/// differently.
+pub fn same_name(a: &x509_cert::name::Name, b: &x509_cert::name::Name) -> bool {
+    a == b || certval::compare_names(a, b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

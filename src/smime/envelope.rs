@@ -155,7 +155,7 @@ pub enum RsaPadding {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ContentCipher {
     Cbc { key_len: usize },
-    Gcm { key_len: usize, tag_len: usize },
+    Gcm { key_len: usize },
 }
 
 fn content_cipher(alg: &AlgorithmIdentifierOwned) -> Result<(ContentCipher, Vec<u8>), SmimeError> {
@@ -174,16 +174,15 @@ fn content_cipher(alg: &AlgorithmIdentifierOwned) -> Result<(ContentCipher, Vec<
         let p = params
             .decode_as::<GcmParameters>()
             .map_err(|e| SmimeError::Malformed(format!("GCM parameters: {e}")))?;
-        let tag_len = p.icv_len.unwrap_or(12) as usize;
-        if p.nonce.as_bytes().len() != 12 || !(12..=16).contains(&tag_len) {
+        // Only the full 16-byte tag (shorter ones weaken GCM and nobody writes them), said
+        // here, before anyone is asked for a PIN.
+        let tag_len = p.icv_len.unwrap_or(12);
+        if p.nonce.as_bytes().len() != 12 || tag_len != 16 {
             return Err(SmimeError::Unsupported(
-                "GCM with a nonce other than 12 bytes or a short tag".into(),
+                "GCM with a nonce other than 12 bytes or a tag shorter than 16 bytes".into(),
             ));
         }
-        Ok((
-            ContentCipher::Gcm { key_len, tag_len },
-            p.nonce.as_bytes().to_vec(),
-        ))
+        Ok((ContentCipher::Gcm { key_len }, p.nonce.as_bytes().to_vec()))
     };
     match alg.oid {
         o if o == oids::ID_AES128_CBC => cbc(16),
@@ -601,6 +600,12 @@ fn gcm_open(key: &[u8], nonce: &[u8], aad: &[u8], data: &[u8], tag: &[u8]) -> Op
             .ok()?
             .decrypt_inout_detached(&nonce, aad, buf.as_mut_slice().into(), &tag)
             .is_ok(),
+        24 => {
+            aes_gcm::AesGcm::<aes::Aes192, aes_gcm::aes::cipher::consts::U12>::new_from_slice(key)
+                .ok()?
+                .decrypt_inout_detached(&nonce, aad, buf.as_mut_slice().into(), &tag)
+                .is_ok()
+        }
         32 => aes_gcm::Aes256Gcm::new_from_slice(key)
             .ok()?
             .decrypt_inout_detached(&nonce, aad, buf.as_mut_slice().into(), &tag)
@@ -627,7 +632,7 @@ impl RecipientId {
         let tbs = cert.cert.tbs_certificate();
         match self {
             RecipientId::IssuerSerial { issuer, serial } => {
-                tbs.issuer() == issuer && tbs.serial_number() == serial
+                tbs.serial_number() == serial && crate::certs::same_name(tbs.issuer(), issuer)
             }
             RecipientId::SubjectKeyId(id) => cert.subject_key_id.as_deref() == Some(id.as_slice()),
         }
@@ -934,19 +939,25 @@ impl Envelope {
     /// Decrypts the content with the content key. Every failure (wrong key length, bad
     /// padding, bad tag) is the same error, so a failed RSA v1.5 unwrap that went on with a
     /// random key cannot be told apart from a wrong key (RFC 3218 section 2.3).
+    /// A key of the wrong length (a well-padded RSA v1.5 block holding another length) is
+    /// not refused at once: the content is decrypted with a decoy key all the same, so it
+    /// takes as long as a failed unwrap (the decoy path) or a wrong key.
     pub fn decrypt(&self, cek: &[u8]) -> Result<Vec<u8>, SmimeError> {
-        let out = if cek.len() != self.key_len() {
-            None
+        let decoy;
+        let (key, right_len) = if cek.len() == self.key_len() {
+            (cek, true)
         } else {
-            match (self.cipher, &self.tag) {
-                (ContentCipher::Cbc { .. }, _) => cbc_decrypt(cek, &self.iv, &self.ciphertext),
-                (ContentCipher::Gcm { .. }, Some(tag)) => {
-                    gcm_open(cek, &self.iv, &self.aad, &self.ciphertext, tag)
-                }
-                (ContentCipher::Gcm { .. }, None) => None,
-            }
+            decoy = self.decoy_key()?;
+            (&decoy[..], false)
         };
-        out.ok_or(SmimeError::DecryptFailed)
+        let out = match (self.cipher, &self.tag) {
+            (ContentCipher::Cbc { .. }, _) => cbc_decrypt(key, &self.iv, &self.ciphertext),
+            (ContentCipher::Gcm { .. }, Some(tag)) => {
+                gcm_open(key, &self.iv, &self.aad, &self.ciphertext, tag)
+            }
+            (ContentCipher::Gcm { .. }, None) => None,
+        };
+        out.filter(|_| right_len).ok_or(SmimeError::DecryptFailed)
     }
 
     /// A random key of the right length, to go on with when an RSA v1.5 unwrap failed.
@@ -1030,6 +1041,36 @@ pub fn serial_hex(serial: &SerialNumber) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aes_192_gcm_opens_as_its_parameters_promise() {
+        let (key, nonce) = ([7u8; 24], [1u8; 12]);
+        let mut buf = b"content".to_vec();
+        let tag =
+            aes_gcm::AesGcm::<aes::Aes192, aes_gcm::aes::cipher::consts::U12>::new_from_slice(&key)
+                .unwrap()
+                .encrypt_inout_detached(&nonce.into(), &[], buf.as_mut_slice().into())
+                .unwrap();
+        assert_eq!(gcm_open(&key, &nonce, &[], &buf, &tag).unwrap(), b"content");
+        assert!(gcm_open(&[8u8; 24], &nonce, &[], &buf, &tag).is_none());
+    }
+
+    #[test]
+    fn a_content_key_of_the_wrong_length_fails_like_a_wrong_key() {
+        let env = Envelope {
+            cipher: ContentCipher::Cbc { key_len: 32 },
+            iv: vec![0; 16],
+            ciphertext: vec![0; 32],
+            aad: vec![],
+            tag: None,
+            recipients: vec![],
+            skipped: vec![],
+        };
+        assert!(matches!(
+            env.decrypt(&[1u8; 16]),
+            Err(SmimeError::DecryptFailed)
+        ));
+    }
 
     #[test]
     fn oaep_decode_round_trips_with_the_rsa_crate() {

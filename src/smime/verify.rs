@@ -695,8 +695,7 @@ fn find_cert<'c>(sid: &SignerIdentifier, certs: &'c [CertFacts]) -> Option<&'c C
         SignerIdentifier::IssuerAndSerialNumber(isn) => {
             let tbs = c.cert.tbs_certificate();
             tbs.serial_number() == &isn.serial_number
-                && (tbs.issuer() == &isn.issuer
-                    || certval::compare_names(tbs.issuer(), &isn.issuer))
+                && crate::certs::same_name(tbs.issuer(), &isn.issuer)
         }
         SignerIdentifier::SubjectKeyIdentifier(ski) => {
             c.subject_key_id.as_deref() == Some(ski.0.as_bytes())
