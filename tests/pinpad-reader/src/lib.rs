@@ -379,6 +379,11 @@ pub unsafe extern "C" fn IFDHControl(
                 tlv
             }
             IOCTL_VERIFY_PIN_DIRECT => {
+                // Room for the status word first: a PIN entry whose answer cannot be given
+                // back would spend one of the card's tries for nothing.
+                if rx.is_null() || returned.is_null() || rx_length < 2 {
+                    return IFD_ERROR_INSUFFICIENT_BUFFER;
+                }
                 let block = if tx.is_null() || tx_length == 0 {
                     &[][..]
                 } else {
@@ -457,7 +462,7 @@ fn verify_pin_direct(d: &Driver, lun: Dword, block: &[u8]) -> Result<Vec<u8>, Re
             return Err(IFD_COMMUNICATION_ERROR);
         }
     };
-    let apdu = match req.fill(&typed) {
+    let mut apdu = match req.fill(&typed) {
         Ok(a) => Zeroizing::new(a),
         Err(refusal) => return Ok(refusal.status_word().to_vec()),
     };
@@ -472,12 +477,12 @@ fn verify_pin_direct(d: &Driver, lun: Dword, block: &[u8]) -> Result<Vec<u8>, Re
     let mut response = [0u8; 258];
     let mut response_len = response.len() as Dword;
     let mut recv_pci = pci;
-    // SAFETY: the buffers are ours and their lengths are given.
+    // SAFETY: the buffers are ours, writable, and their lengths are given.
     let rc = unsafe {
         (d.transmit)(
             lun,
             pci,
-            apdu.as_ptr().cast_mut(),
+            apdu.as_mut_ptr(),
             apdu.len() as Dword,
             response.as_mut_ptr(),
             &mut response_len,

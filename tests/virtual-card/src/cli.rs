@@ -415,8 +415,14 @@ impl RigState {
         };
         let state = RigState {
             pcscd_pid: field(&fields, "pcscd-pid").ok_or_else(|| bad("pcscd-pid"))?,
-            base_port: field(&fields, "base-port").ok_or_else(|| bad("base-port"))?,
-            readers: field(&fields, "readers").ok_or_else(|| bad("readers"))?,
+            // Ports and reader numbers are added up later: a hand-edited file must not
+            // make that overflow.
+            base_port: field(&fields, "base-port")
+                .filter(|p: &u16| *p <= u16::MAX - 256)
+                .ok_or_else(|| bad("base-port"))?,
+            readers: field(&fields, "readers")
+                .filter(|r: &u8| (2..=254).contains(r) && r.is_multiple_of(2))
+                .ok_or_else(|| bad("readers"))?,
             isolated: field(&fields, "isolated").unwrap_or(false),
             debug: field(&fields, "pcscd-debug").unwrap_or(false),
             pinpad: field(&fields, "pinpad"),

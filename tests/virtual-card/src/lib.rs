@@ -119,7 +119,11 @@ pub fn pinpad_library() -> Result<PathBuf, RigError> {
         profile_dir.pop();
     }
     let lib = profile_dir.join("libifd_pinpad.so");
-    if !lib.exists() {
+    // Built once per process whether or not it exists (a no-op when up to date), so a
+    // changed reader library is never tested stale. Without cargo at hand (a built
+    // card-rig run by hand) the library already built serves.
+    static BUILT: std::sync::OnceLock<Option<bool>> = std::sync::OnceLock::new();
+    let built = *BUILT.get_or_init(|| {
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let manifest = concat!(env!("CARGO_MANIFEST_DIR"), "/../../Cargo.toml");
         let mut build = std::process::Command::new(cargo);
@@ -134,15 +138,13 @@ pub fn pinpad_library() -> Result<PathBuf, RigError> {
         if profile_dir.ends_with("release") {
             build.arg("--release");
         }
-        let status = build
-            .status()
-            .map_err(|e| RigError::io("running cargo build -p ifd-pinpad", e))?;
-        if !status.success() || !lib.exists() {
-            return Err(RigError::Missing {
-                what: "the PIN-pad reader library (libifd_pinpad.so)",
-                hint: "build it with `cargo build -p ifd-pinpad`, or set IFD_PINPAD_LIB",
-            });
-        }
+        build.status().ok().map(|s| s.success())
+    });
+    if built == Some(false) || !lib.exists() {
+        return Err(RigError::Missing {
+            what: "the PIN-pad reader library (libifd_pinpad.so)",
+            hint: "build it with `cargo build -p ifd-pinpad`, or set IFD_PINPAD_LIB",
+        });
     }
     Ok(lib)
 }

@@ -72,7 +72,13 @@ fn one_opensc_process_sees_the_cards_again_after_pcscd_is_killed_and_started_aga
     drop(session);
     // Still dead a while later: nothing brings it back by itself.
     std::thread::sleep(Duration::from_millis(500));
-    println!("C_GetSlotList with pcscd dead: {:?}", present());
+    let still = present();
+    println!("C_GetSlotList with pcscd dead: {still:?}");
+    assert!(rig.pcscd_pid().is_none(), "pcscd came back by itself");
+    assert!(
+        !matches!(&still, Ok(s) if !s.is_empty()),
+        "a token is listed with pcscd dead: {still:?}"
+    );
 
     // Started again: same socket, same ports; the card comes back by itself.
     let start = Instant::now();
