@@ -101,7 +101,9 @@ enum Reply {
 
 impl Assuan {
     async fn read_line(&mut self) -> Result<Zeroizing<Vec<u8>>, PinError> {
-        let mut line = Zeroizing::new(Vec::new());
+        // Room for the longest line up front: a buffer that grew would leave freed, unwiped
+        // copies of a PIN behind.
+        let mut line = Zeroizing::new(Vec::with_capacity(MAX_LINE as usize));
         let n = (&mut self.rx)
             .take(MAX_LINE)
             .read_until(b'\n', &mut line)
@@ -132,13 +134,19 @@ impl Assuan {
     }
 
     async fn reply(&mut self) -> Result<Reply, PinError> {
-        let mut data = Zeroizing::new(Vec::new());
+        // As for lines: allocated once, never grown (data past it is refused).
+        let mut data = Zeroizing::new(Vec::with_capacity(MAX_LINE as usize));
         loop {
             let line = self.read_line().await?;
             if line.as_slice() == b"OK" || line.starts_with(b"OK ") {
                 return Ok(Reply::Ok(data));
             }
             if let Some(rest) = line.strip_prefix(b"D ") {
+                if data.len() + rest.len() > MAX_LINE as usize {
+                    return Err(PinError::Unavailable(
+                        "pinentry sent more data than a PIN".into(),
+                    ));
+                }
                 percent_decode_into(rest, &mut data);
                 continue;
             }
