@@ -14,7 +14,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
 use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass};
 use cryptoki::session::Session;
-use cryptoki::slot::Slot;
+use cryptoki::slot::{Slot, SlotInfo, TokenInfo};
 use sha2::{Digest, Sha256};
 use smime_agent_proto::TokenRef;
 use tracing::{debug, warn};
@@ -140,7 +140,9 @@ impl Module {
             .get_slots_with_token()
             .map_err(|e| format!("C_GetSlotList: {e}"))?;
         let mut known = self.known.lock().map_err(|_| "module state poisoned")?;
-        let mut present: HashMap<String, Slot> = HashMap::new();
+        // Each token present, with what was read of a new one (opened below without asking
+        // its slot and token again: OpenSC's C_GetTokenInfo talks to the card).
+        let mut present: HashMap<String, (Slot, Option<(SlotInfo, TokenInfo)>)> = HashMap::new();
         for slot in slots {
             let Ok(slot_info) = pkcs11.get_slot_info(slot) else {
                 // The token went away between the calls.
@@ -156,7 +158,7 @@ impl Module {
             if slot_info.removable_device()
                 && let Some((id, _)) = known.iter().find(|(_, s)| **s == slot)
             {
-                present.insert(id.clone(), slot);
+                present.insert(id.clone(), (slot, None));
                 continue;
             }
             let Ok(info) = pkcs11.get_token_info(slot) else {
@@ -171,14 +173,17 @@ impl Module {
                 info.serial_number().trim(),
                 info.label().trim(),
             );
-            present.insert(id, slot);
+            present.insert(id, (slot, Some((slot_info, info))));
         }
         let mut changes = Changes::default();
-        for (id, slot) in &present {
+        for (id, (slot, read)) in present.iter_mut() {
             if known.get(id) == Some(slot) {
                 continue;
             }
-            match self.open_token(*slot, pin_ttl) {
+            let Some((slot_info, info)) = read.take() else {
+                continue;
+            };
+            match self.open_token(*slot, &slot_info, &info, pin_ttl) {
                 Ok(t) => {
                     if known.insert(id.clone(), *slot).is_some() {
                         // Same token in another slot: the old object is stale.
@@ -232,15 +237,16 @@ impl Module {
             .map_err(|e| format!("C_Initialize: {e}"))
     }
 
-    /// Reads the token in `slot`: its facts, certificates and key ids.
-    pub fn open_token(&self, slot: Slot, pin_ttl: Duration) -> Result<ScannedToken, String> {
+    /// Reads the token in `slot` (whose slot and token info the scan read): its facts,
+    /// certificates and key ids.
+    fn open_token(
+        &self,
+        slot: Slot,
+        slot_info: &SlotInfo,
+        info: &TokenInfo,
+        pin_ttl: Duration,
+    ) -> Result<ScannedToken, String> {
         let pkcs11 = self.pkcs11.as_ref().ok_or("module not loaded")?.clone();
-        let slot_info = pkcs11
-            .get_slot_info(slot)
-            .map_err(|e| format!("C_GetSlotInfo: {e}"))?;
-        let info = pkcs11
-            .get_token_info(slot)
-            .map_err(|e| format!("C_GetTokenInfo: {e}"))?;
         let label = info.label().trim().to_owned();
         let serial = info.serial_number().trim().to_owned();
         let hardware = match self.config.kind {
@@ -269,7 +275,7 @@ impl Module {
             .open_ro_session(slot)
             .map_err(|e| format!("C_OpenSession: {e}"))?;
         let certs = read_certs(&session, &facts)?;
-        let retries = super::token::retries_of(&info);
+        let retries = super::token::retries_of(info);
         // A card does one thing at a time; software tokens (and HSMs) work in parallel.
         let max_sessions = if removable {
             1
