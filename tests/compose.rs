@@ -174,6 +174,11 @@ async fn triple_wrapped_mail_and_a_bcc_recipient_with_an_envelope_of_their_own()
     let inner = decrypt(dir.path(), &outer, "bob-enc-ec").expect("Bob decrypts");
     let content = verify(dir.path(), &inner).expect("inner signature");
     assert!(text(&content).contains("attached in spirit"));
+    // Nor does anything inside Bob's envelope name the Bcc recipient.
+    for layer in [&inner, &content] {
+        let t = text(layer).to_ascii_lowercase();
+        assert!(!t.contains("\nbcc:") && !t.contains("carol@"), "{t}");
+    }
     // Bob's envelope does not name Carol's certificate: she cannot open it.
     assert!(
         decrypt(dir.path(), &outer, "carol-san-rsa").is_err(),
@@ -181,7 +186,10 @@ async fn triple_wrapped_mail_and_a_bcc_recipient_with_an_envelope_of_their_own()
     );
     // Carol's own copy opens for her, and Alice can read both.
     let outer = verify(dir.path(), &blind.mime.0).unwrap();
-    decrypt(dir.path(), &outer, "carol-san-rsa").expect("Carol decrypts her copy");
+    let hers = decrypt(dir.path(), &outer, "carol-san-rsa").expect("Carol decrypts her copy");
+    let hers = verify(dir.path(), &hers).expect("inner signature of Carol's copy");
+    assert!(text(&hers).contains("attached in spirit"));
+    assert!(!text(&hers).to_ascii_lowercase().contains("\nbcc:"));
     assert!(
         decrypt(dir.path(), &outer, "bob-enc-ec").is_err(),
         "Bob reads Carol's copy"

@@ -15,6 +15,20 @@ const MSG: &str =
     "Content-Type: text/plain; charset=utf-8\r\n\r\nFor Bob, and for Alice's sent folder.\r\n";
 
 /// Alice's agent: her keys on a SoftHSM token, Bob's certificates in her contacts.
+/// The serial number of the PKI's certificate `name`, hex as OpenSSL prints it.
+fn serial_of(name: &str) -> String {
+    let out = Command::new("openssl")
+        .args(["x509", "-noout", "-serial", "-in"])
+        .arg(pki_file(&format!("{name}.pem")))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .trim_start_matches("serial=")
+        .trim_start_matches('0')
+        .to_owned()
+}
+
 fn alice_agent(dir: &Path, extra: &str) -> (SoftHsm, Agent) {
     let hsm = SoftHsm::new(&dir.join("softhsm"));
     hsm.add_token(
@@ -142,14 +156,22 @@ async fn bob_and_alice_both_read_what_alice_encrypts_to_bob() {
                 .emails
                 .contains(&"alice@example.org".to_string())
         );
-        // And OpenSSL with Alice's key too.
-        let alice_cert = &r
-            .recipients
-            .iter()
-            .find(|x| x.source == "own")
-            .unwrap()
-            .subject;
-        assert!(alice_cert.contains("alice@example.org"));
+        // And OpenSSL with Alice's key too: the one of her certificates the agent chose.
+        let own = r.recipients.iter().find(|x| x.source == "own").unwrap();
+        assert!(own.subject.contains("alice@example.org"));
+        let key = ["alice-enc-rsa", "alice-enc-ec"]
+            .into_iter()
+            .find(|name| serial_of(name).eq_ignore_ascii_case(&own.serial))
+            .unwrap_or_else(|| panic!("Alice's copy went to serial {}", own.serial));
+        let alice = openssl_decrypt(dir.path(), &mime, key)
+            .unwrap_or_else(|e| panic!("{extra}: OpenSSL as Alice ({key}): {e}"));
+        assert_eq!(alice, MSG.as_bytes());
+        let expected = if extra.contains("gcm") {
+            "aes128-gcm"
+        } else {
+            "aes256-cbc"
+        };
+        assert_eq!(r.algorithm, expected, "{extra}");
     }
 }
 
@@ -802,7 +824,7 @@ async fn over_limit_requests_and_messages_are_limit_exceeded_and_the_agent_goes_
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::LimitExceeded), "{err}");
-    assert!(err.to_string().contains("8"), "{err}");
+    assert!(err.to_string().contains("more than 8"), "{err}");
 
     let (cert, key) = (
         pki_file("bob-dual-rsa.pem"),

@@ -42,6 +42,12 @@ fn openssl_decrypt(dir: &std::path::Path, der: &[u8], name: &str) -> Result<Vec<
 /// Our decryption, with the private step done by a software key.
 fn our_decrypt(der: &[u8], name: &str) -> Result<Vec<u8>, String> {
     let env = envelope::parse(der).map_err(|e| e.to_string())?;
+    let cek = our_content_key(&env, name)?;
+    env.decrypt(&cek).map_err(|e| e.to_string())
+}
+
+/// The content key of `env`, unwrapped with the PKI's key `name` (in software).
+fn our_content_key(env: &envelope::Envelope, name: &str) -> Result<Vec<u8>, String> {
     let me = cert(name);
     let key = soft_key(name);
     let r = env
@@ -83,7 +89,7 @@ fn our_decrypt(der: &[u8], name: &str) -> Result<Vec<u8>, String> {
             envelope::finish_ecdh(&z, p).ok_or("the wrapped key does not unwrap")?
         }
     };
-    env.decrypt(&cek).map_err(|e| e.to_string())
+    Ok(cek.to_vec())
 }
 
 const MSG: &[u8] = b"Content-Type: text/plain\r\n\r\nsecret for the recipients\r\n";
@@ -240,8 +246,21 @@ fn a_wrong_key_and_a_tampered_envelope_fail_the_same_way() {
     )
     .unwrap();
     let env = envelope::parse(&der).unwrap();
+    // The right key opens it: the failures below are the key's or the content's.
+    let cek = our_content_key(&env, "alice-enc-rsa").unwrap();
+    assert_eq!(env.decrypt(&cek).unwrap(), MSG);
     let wrong = env.decoy_key().unwrap();
     let e1 = env.decrypt(&wrong).unwrap_err().to_string();
     let e2 = env.decrypt(&[0u8; 5]).unwrap_err().to_string();
     assert_eq!(e1, e2);
+    // The content changed: the last byte of its next-to-last cipher block, which flips the
+    // last padding byte (9 becomes 8, with 9s before it: MSG is 55 bytes), so the padding
+    // check fails every time. The right key fails exactly as a wrong one does.
+    assert_eq!(MSG.len() % 16, 7);
+    let mut tampered = der.clone();
+    let at = tampered.len() - 17;
+    tampered[at] ^= 0x01;
+    let env = envelope::parse(&tampered).unwrap();
+    let e3 = env.decrypt(&cek).unwrap_err().to_string();
+    assert_eq!(e1, e3);
 }
