@@ -692,10 +692,12 @@ pub fn parse(data: &[u8]) -> Result<Envelope, SmimeError> {
         SliceReader::new_with_encoding_rules(data, EncodingRules::Ber)
             .map_err(|e| SmimeError::Malformed(e.to_string()))
     };
-    let mut r = reader()?;
-    if let Ok(ci) = EnvelopedContentInfo::decode(&mut r)
-        && ci.content_type == oids::ID_ENVELOPED_DATA
-    {
+    // The content type first, so only the matching structure is decoded (an
+    // AuthEnvelopedData tried as EnvelopedData would be read, ciphertext and all, in vain),
+    // and a damaged EnvelopedData reports its own error.
+    if super::verify::content_type(data) == Some(oids::ID_ENVELOPED_DATA) {
+        let ci = EnvelopedContentInfo::decode(&mut reader()?)
+            .map_err(|e| SmimeError::Malformed(format!("not a CMS EnvelopedData: {e}")))?;
         let ed = ci.content;
         let (cipher, iv) = content_cipher(&ed.encrypted_content.content_enc_alg)?;
         let ciphertext = ed
@@ -713,8 +715,7 @@ pub fn parse(data: &[u8]) -> Result<Envelope, SmimeError> {
             skipped,
         });
     }
-    let mut r = reader()?;
-    let ci = AuthEnvelopedContentInfo::decode(&mut r).map_err(|e| {
+    let ci = AuthEnvelopedContentInfo::decode(&mut reader()?).map_err(|e| {
         SmimeError::Malformed(format!("not a CMS EnvelopedData or AuthEnvelopedData: {e}"))
     })?;
     if ci.content_type != oids::ID_CT_AUTH_ENVELOPED_DATA {
