@@ -164,7 +164,7 @@ pub async fn open(
         "private-key operation"
     );
     let cek = content_key(ctx, &env, &cert, &recipient).await?;
-    let content = env.decrypt(&cek)?;
+    let content = super::cpu(env.content_len(), || env.decrypt(&cek))?;
     Ok((content, cert, env.is_authenticated()))
 }
 

@@ -160,7 +160,10 @@ pub fn envelope_for(
             rsa_padding: padding,
         })
         .collect();
-    Ok((envelope::encrypt(entity, &to, alg)?, alg))
+    Ok((
+        super::cpu(entity.len(), || envelope::encrypt(entity, &to, alg))?,
+        alg,
+    ))
 }
 
 pub fn smime_type(alg: ContentAlgorithm) -> &'static str {

@@ -184,3 +184,17 @@ pub fn cert_info(c: &StoredCert, include_der: bool) -> CertInfo {
         der: include_der.then(|| f.der.clone().into()),
     }
 }
+
+/// Runs work over a whole message of `len` bytes (hashing, AES, encoding). A large one
+/// would hold up the runtime's other tasks (PIN answers, events, other clients) for as
+/// long, so for it the worker hands its queue to another thread meanwhile; a small one runs
+/// as it is, which costs less than the hand-over. The agent's runtime is multi-threaded,
+/// which the hand-over needs.
+pub(crate) fn cpu<T>(len: usize, f: impl FnOnce() -> T) -> T {
+    const LARGE: usize = 256 * 1024;
+    if len >= LARGE {
+        tokio::task::block_in_place(f)
+    } else {
+        f()
+    }
+}

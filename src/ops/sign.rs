@@ -68,14 +68,16 @@ pub async fn sign_entity(
         }
     }
 
-    let prepared = cms_sign::prepare(&cms_sign::SignRequest {
-        content: entity,
-        signer: facts,
-        extra_certs: &extra_certs,
-        digest,
-        signing_time: now,
-        capabilities: &cfg.policy.encryption_algorithms,
-        embed_content: format == SignFormat::Opaque,
+    let prepared = super::cpu(entity.len(), || {
+        cms_sign::prepare(&cms_sign::SignRequest {
+            content: entity,
+            signer: facts,
+            extra_certs: &extra_certs,
+            digest,
+            signing_time: now,
+            capabilities: &cfg.policy.encryption_algorithms,
+            embed_content: format == SignFormat::Opaque,
+        })
     })?;
     let mechanism = match prepared.raw {
         cms_sign::RawSign::RsaPkcs1DigestInfo(_) => SignMechanism::RsaPkcs1,
@@ -105,11 +107,13 @@ pub async fn sign_entity(
             },
         )
         .await?;
-    let cms = prepared.finish(&raw)?;
-    let out = match format {
-        SignFormat::Clear => mime::clear_signed(entity, &cms, cms_sign::micalg(digest))?,
-        SignFormat::Opaque => mime::pkcs7_mime("signed-data", &cms),
-    };
+    let out = super::cpu(entity.len(), || -> Result<Vec<u8>, OpError> {
+        let cms = prepared.finish(&raw)?;
+        Ok(match format {
+            SignFormat::Clear => mime::clear_signed(entity, &cms, cms_sign::micalg(digest))?,
+            SignFormat::Opaque => mime::pkcs7_mime("signed-data", &cms),
+        })
+    })?;
     Ok(SignResult {
         mime: out.into(),
         format,

@@ -925,6 +925,11 @@ pub fn unwrap_with_kek(p: &EcdhParams, kek: &[u8]) -> Option<Zeroizing<Vec<u8>>>
 }
 
 impl Envelope {
+    /// The size of the encrypted content.
+    pub fn content_len(&self) -> usize {
+        self.ciphertext.len()
+    }
+
     /// AuthEnvelopedData: the content is integrity-protected.
     pub fn is_authenticated(&self) -> bool {
         self.tag.is_some()
