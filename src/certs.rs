@@ -307,21 +307,6 @@ pub fn rfc3339(t: SystemTime) -> String {
         .unwrap_or_else(|_| format!("@{secs}"))
 }
 
-/// Encodes `value` as DER, for values built by this crate (which always encode).
-pub fn to_der<T: Encode>(value: &T) -> Result<Vec<u8>, der::Error> {
-    value.to_der()
-}
-
-/// Reads certificates from PEM (one or more) or DER bytes.
-pub fn parse_pem_or_der(bytes: &[u8]) -> Result<Vec<Vec<u8>>, der::Error> {
-    if bytes.starts_with(b"-----BEGIN") || bytes.iter().take(64).all(|b| b.is_ascii()) {
-        let certs = Certificate::load_pem_chain(bytes)?;
-        return certs.iter().map(|c| c.to_der()).collect();
-    }
-    Certificate::from_der(bytes)?;
-    Ok(vec![bytes.to_vec()])
-}
-
 /// Whether two names are the same name: equal encodings, or equal under RFC 5280's
 /// comparison rules (another string type or letter case), as peers encode names
 /// differently.

@@ -221,9 +221,7 @@ pub fn read_certificates(key_file: &Path) -> Result<(Vec<CertFacts>, bool), Stri
         let p = key_file.with_extension(ext);
         if p.exists() {
             let data = read_bounded(&p)?;
-            let ders = crate::certs::parse_pem_or_der(&data)
-                .map_err(|e| format!("{}: {e}", p.display()))?;
-            let certs = ders
+            let certs = crate::trust::certs_from_bytes(&data)
                 .iter()
                 .map(|d| CertFacts::from_der(d).map_err(|e| format!("{}: {e}", p.display())))
                 .collect::<Result<Vec<_>, _>>()?;

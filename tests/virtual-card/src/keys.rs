@@ -10,7 +10,6 @@ use std::str::FromStr;
 
 use der::{Decode, Encode};
 use p256::ecdsa::signature::hazmat::PrehashSigner;
-use p256::elliptic_curve::sec1::ToSec1Point;
 use rsa::pkcs1::DecodeRsaPrivateKey;
 use rsa::pkcs8::{DecodePrivateKey, DecodePublicKey};
 use rsa::traits::PublicKeyParts;
@@ -63,16 +62,6 @@ impl PivSlot {
             PivSlot::Signature => [0x5F, 0xC1, 0x0A],
             PivSlot::KeyManagement => [0x5F, 0xC1, 0x0B],
             PivSlot::CardAuthentication => [0x5F, 0xC1, 0x01],
-        }
-    }
-
-    /// The CKA_ID OpenSC gives the slot's objects.
-    pub fn opensc_id(self) -> u8 {
-        match self {
-            PivSlot::Authentication => 1,
-            PivSlot::Signature => 2,
-            PivSlot::KeyManagement => 3,
-            PivSlot::CardAuthentication => 4,
         }
     }
 }
@@ -325,15 +314,6 @@ impl SlotKey {
                 Ok(shared.raw_secret_bytes().to_vec())
             }
             SlotKey::Rsa(_) => Err(OpError::WrongKeyType),
-        }
-    }
-
-    /// The public key as an uncompressed EC point (EC keys only), for tests and logs.
-    pub fn ec_public_point(&self) -> Option<Vec<u8>> {
-        match self {
-            SlotKey::P256(k) => Some(k.public_key().to_sec1_point(false).as_bytes().to_vec()),
-            SlotKey::P384(k) => Some(k.public_key().to_sec1_point(false).as_bytes().to_vec()),
-            SlotKey::Rsa(_) => None,
         }
     }
 }
