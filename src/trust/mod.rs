@@ -352,6 +352,9 @@ impl TrustStore {
 /// A cached validation outcome, tied to the CRL cache generation it was computed under.
 struct CacheEntry {
     crl_generation: u64,
+    /// The time bucket of the validation (part of the key): entries of past buckets are
+    /// never asked for again.
+    bucket: u64,
     validation: Validation,
 }
 
@@ -430,13 +433,19 @@ impl Trust {
             kept.valid_until = Some(kept.valid_until.map_or(retry, |u| u.min(retry)));
         }
         if let Ok(mut c) = self.cache.lock() {
+            let (bucket, generation) = (bucket_of(time), self.crls.generation());
             if c.len() >= CACHE_MAX {
-                c.clear();
+                // First what can no longer be asked for; all of it only if that is not enough.
+                c.retain(|_, e| e.bucket == bucket && e.crl_generation == generation);
+                if c.len() >= CACHE_MAX {
+                    c.clear();
+                }
             }
             c.insert(
                 key,
                 CacheEntry {
-                    crl_generation: self.crls.generation(),
+                    crl_generation: generation,
+                    bucket,
                     validation: kept,
                 },
             );
@@ -459,15 +468,17 @@ impl Trust {
     }
 }
 
+fn bucket_of(time: SystemTime) -> u64 {
+    time.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() / BUCKET_SECS)
+        .unwrap_or(0)
+}
+
 /// The validation cache key: the certificate, everything else the request brings, the
 /// options, and the time bucket.
 fn cache_key(req: &ValidationRequest, time: SystemTime) -> [u8; 32] {
     let mut h = Sha256::new();
-    let bucket = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() / BUCKET_SECS)
-        .unwrap_or(0);
-    h.update(bucket.to_be_bytes());
+    h.update(bucket_of(time).to_be_bytes());
     h.update([req.for_send as u8]);
     h.update(sha256(&req.cert));
     for list in [&req.chain, &req.crls, &req.token_certs] {
