@@ -458,9 +458,15 @@ impl Trust {
         self.aia.lock().ok()?.get(url).cloned()
     }
 
+    /// AIA URLs come from certificates anyone can put in a message: the cache is bounded
+    /// by its bytes (8 MiB), not only by its number of URLs.
     fn aia_store(&self, url: &str, certs: Vec<Vec<u8>>) {
+        const MAX_URLS: usize = 256;
+        const MAX_BYTES: usize = 8 << 20;
         if let Ok(mut m) = self.aia.lock() {
-            if m.len() >= 256 {
+            let size = |c: &Vec<Vec<u8>>| c.iter().map(Vec::len).sum::<usize>();
+            let held: usize = m.values().map(size).sum();
+            if m.len() >= MAX_URLS || held + size(&certs) > MAX_BYTES {
                 m.clear();
             }
             m.insert(url.to_owned(), certs);

@@ -719,7 +719,11 @@ async fn fetch_aia(
     let certs = if x509_cert::Certificate::from_der(&body).is_ok() {
         vec![body]
     } else if let Some(certs) = certval::certs_from_signed_data(&body) {
+        // Only what parses as a certificate is kept (and cached).
         certs
+            .into_iter()
+            .filter(|d| x509_cert::Certificate::from_der(d).is_ok())
+            .collect()
     } else {
         super::certs_from_bytes(&body)
             .into_iter()
