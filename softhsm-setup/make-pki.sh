@@ -5,7 +5,8 @@
 # user certificates that exercise the certificate selection rules (behaviour.md section 2).
 # Every private key is a PKCS#8 PEM file; every certificate is PEM (NAME.pem) and DER
 # (NAME.der). Certificates carry a CRL distribution point under CRL_BASE_URL
-# (default http://127.0.0.1:8932/), so a test can serve CRLs from a loopback HTTP server.
+# (default http://127.0.0.1:8932/), so a test can serve CRLs from a loopback HTTP server;
+# user certificates also name their issuer's certificate there (AIA caIssuers, ca.cer).
 #
 # Files written to DIR:
 #   root-ca.{key.pem,pem}   self-signed root        ("smime-agent Test Root CA")
@@ -154,6 +155,7 @@ user() {
     echo "subjectKeyIdentifier = hash"
     echo "authorityKeyIdentifier = keyid:always"
     echo "crlDistributionPoints = URI:$crl_base/ca.crl"
+    echo "authorityInfoAccess = caIssuers;URI:$crl_base/ca.cer"
   } >"$ext"
   case "$validity" in
     current) dates=(-startdate "$(date -u -d '-1 day' +%Y%m%d%H%M%SZ)" -enddate "$(date -u -d '+5 years' +%Y%m%d%H%M%SZ)") ;;

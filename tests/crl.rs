@@ -520,3 +520,50 @@ async fn a_stale_or_forged_crl_in_the_request_does_not_stand_in_for_the_publishe
     }
     assert!(server.hits("/ca.crl") >= 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_intermediate_is_fetched_from_the_aia_url_once() {
+    let server = CrlServer::start().await;
+    let s = setup(&server.base_url());
+    s.publish_good(&server);
+    let ca = {
+        use der::{DecodePem, Encode};
+        x509_cert::Certificate::from_pem(std::fs::read(s.cert("ca")).unwrap())
+            .unwrap()
+            .to_der()
+            .unwrap()
+    };
+    server.publish("/ca.cer", ca);
+    // Only the root is configured: the issuing CA is in no store and no request.
+    let agent = Agent::start(
+        &s.dir.path().join("aia-agent"),
+        AgentSpec {
+            softhsm: Some(&s.hsm),
+            trust: Some(format!(
+                "roots = [\"{}\"]\nuse_system_roots = false\n",
+                s.pki.join("root-ca.pem").display()
+            )),
+            revocation: format!(
+                "cache_dir = \"{}\"",
+                s.dir.path().join("aia-crls").display()
+            ),
+            ..Default::default()
+        },
+    );
+    let client = agent.client().await;
+    for name in ["alice-sign-rsa", "bob-dual-rsa"] {
+        let v = client
+            .validate(validate_params(&s.cert(name)))
+            .await
+            .unwrap();
+        assert_eq!(v.status, ValidityStatus::Valid, "{name}: {:?}", v.reasons);
+        assert!(!v.cached);
+        let sources: Vec<&str> = v.chain.iter().map(|c| c.source.as_str()).collect();
+        assert_eq!(sources, ["request", "aia", "anchor"], "{name}");
+    }
+    assert_eq!(
+        server.hits("/ca.cer"),
+        1,
+        "the issuer's certificate was fetched again for the second user"
+    );
+}
