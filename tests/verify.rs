@@ -886,39 +886,44 @@ async fn gpgsm_and_the_agent_verify_each_others_rsa_signatures() {
     );
 }
 
+/// `cmsutil` signs MSG with the only key of `nss`, detached and opaque (BER); the agent
+/// verifies both, and names `algorithm` as the signature algorithm.
+async fn nss_signatures_verify(
+    nss: &Nss,
+    client: &smime_agent_proto::client::Client,
+    dir: &Path,
+    algorithm: &str,
+) {
+    let data = write_file(dir, &format!("msg-{}.txt", rand_suffix()), MSG);
+    let verify = |content: Vec<u8>| {
+        client.verify(VerifyParams {
+            content: content.into(),
+            validation: ValidationMode::Wait,
+        })
+    };
+    let det = dir.join(format!("nss-{}.p7s", rand_suffix()));
+    nss.sign(ALICE_NSS, &data, &det, true);
+    let clear = mime::clear_signed(MSG, &std::fs::read(&det).unwrap(), "sha-256").unwrap();
+    let r = verify(clear).await.unwrap();
+    assert_valid(&r, 1, &format!("NSS {algorithm} detached"));
+    assert_eq!(r.layers[0].signers[0].signature_algorithm, algorithm);
+    assert_eq!(r.layers[0].signers[0].digest_algorithm, "sha256");
+    let opq = dir.join(format!("nss-{}.p7m", rand_suffix()));
+    nss.sign(ALICE_NSS, &data, &opq, false);
+    let framed = mime::pkcs7_mime("signed-data", &std::fs::read(&opq).unwrap());
+    let r = verify(framed).await.unwrap();
+    assert_valid(&r, 1, &format!("NSS {algorithm} opaque"));
+    assert_eq!(r.layers[0].format, SignFormat::Opaque);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nss_ecdsa_signatures_verify_in_the_agent() {
     // A database of its own: NSS gives all of Alice's certificates one nickname, so only
     // her EC key may be in it for cmsutil to sign with ECDSA.
     let dir = tempdir();
     let nss = Nss::new(dir.path(), &["alice-sign-ec"], &[]);
-    let (_hsm, agent) = signing_agent(dir.path(), "alice-sign-rsa");
-    let client = agent.client().await;
-    let data = write_file(dir.path(), "msg.txt", MSG);
-    let det = dir.path().join("nss-ec.p7s");
-    nss.sign(ALICE_NSS, &data, &det, true);
-    let clear = mime::clear_signed(MSG, &std::fs::read(&det).unwrap(), "sha-256").unwrap();
-    let r = client
-        .verify(VerifyParams {
-            content: clear.into(),
-            validation: ValidationMode::Wait,
-        })
-        .await
-        .unwrap();
-    assert_valid(&r, 1, "NSS ECDSA detached");
-    assert_eq!(r.layers[0].signers[0].signature_algorithm, "ecdsa");
-    assert_eq!(r.layers[0].signers[0].digest_algorithm, "sha256");
-    let opq = dir.path().join("nss-ec.p7m");
-    nss.sign(ALICE_NSS, &data, &opq, false);
-    let framed = mime::pkcs7_mime("signed-data", &std::fs::read(&opq).unwrap());
-    let r = client
-        .verify(VerifyParams {
-            content: framed.into(),
-            validation: ValidationMode::Wait,
-        })
-        .await
-        .unwrap();
-    assert_valid(&r, 1, "NSS ECDSA opaque");
+    let agent = verifier(dir.path(), "disable_crl_check = true");
+    nss_signatures_verify(&nss, &agent.client().await, dir.path(), "ecdsa").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -927,32 +932,8 @@ async fn nss_and_the_agent_verify_each_others_signatures() {
     let nss = Nss::new(dir.path(), &["alice-sign-rsa"], &[]);
     let (_hsm, agent) = signing_agent(dir.path(), "alice-sign-rsa");
     let client = agent.client().await;
-    let data = write_file(dir.path(), "msg.txt", MSG);
-
     // NSS signs, detached and opaque (BER): the agent verifies.
-    let det = dir.path().join("nss.p7s");
-    nss.sign(ALICE_NSS, &data, &det, true);
-    let clear = mime::clear_signed(MSG, &std::fs::read(&det).unwrap(), "sha-256").unwrap();
-    let r = client
-        .verify(VerifyParams {
-            content: clear.into(),
-            validation: ValidationMode::Wait,
-        })
-        .await
-        .unwrap();
-    assert_valid(&r, 1, "NSS detached");
-    let opq = dir.path().join("nss.p7m");
-    nss.sign(ALICE_NSS, &data, &opq, false);
-    let framed = mime::pkcs7_mime("signed-data", &std::fs::read(&opq).unwrap());
-    let r = client
-        .verify(VerifyParams {
-            content: framed.into(),
-            validation: ValidationMode::Wait,
-        })
-        .await
-        .unwrap();
-    assert_valid(&r, 1, "NSS opaque");
-    assert_eq!(r.layers[0].format, SignFormat::Opaque);
+    nss_signatures_verify(&nss, &client, dir.path(), "rsa-pkcs1").await;
 
     // The agent signs with RSA, then (another token) ECDSA P-256: NSS verifies both forms.
     let (_hsm_ec, agent_ec) = signing_agent(dir.path(), "alice-sign-ec");
