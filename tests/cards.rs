@@ -2,6 +2,8 @@
 //! reader under a private pcscd, OpenSC's PKCS#11 module, and the real agent.
 
 mod common;
+#[path = "common/oracle.rs"]
+mod oracle;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -1205,4 +1207,23 @@ async fn a_pin_pad_login_ends_with_the_pin_cache_time_to_live() {
         "{outcome:?}"
     );
     assert_eq!(reasons(&prompts), [Login, ContextSpecific]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_rsa_key_transport_answers_like_a_wrong_key_on_the_card() {
+    let dir = tempdir();
+    let rig = rig();
+    let agent = card_agent(dir.path(), &rig, None, "");
+    let client = agent.client().await;
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
+    let content = sample_entity(&"x".repeat(4096));
+    let cases = oracle::cases("alice-enc-rsa", &content);
+    let first = oracle::decrypt(&agent.client().await, cases[0].mime.clone(), CARD_PIN).await;
+    assert_eq!(first.as_deref().ok(), Some(&content[..]));
+    let measured = oracle::measure(&cases, 12, CARD_PIN, || agent.client()).await;
+    oracle::assert_no_oracle(&measured, &content, 1.25);
+    // The card is still there and logged in: no failure was taken for a removal.
+    let st = client.status().await.unwrap();
+    assert_eq!(card_certs(&st, "Alice"), 2);
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use smime_agent_proto::{DecryptParams, DecryptResult, EncryptedLayer, MessageLayer, SignedLayer};
-use tracing::info;
+use tracing::{info, warn};
 use zeroize::Zeroizing;
 
 use super::verify::{overall, verify_signed_layers};
@@ -45,9 +45,16 @@ fn oaep_hash(h: Hash) -> OaepHash {
     }
 }
 
-/// The content key, with the private-key step on the token. A PKCS#1 v1.5 unwrap the token
-/// refuses goes on with a random key, so a bad padding and a bad content end alike
-/// (RFC 3218 section 2.3).
+/// The content key, with the private-key step on the token.
+///
+/// RSA key transport never tells a bad padding from a good one (RFC 3218 section 2.3, and
+/// Bleichenbacher's, Manger's and the Marvin attacks): where the token offers raw RSA
+/// (CKM_RSA_X_509) the agent removes the padding itself in constant time; elsewhere any
+/// failure of the token's own unpadding is one [`TokenError::Refused`]. Either way a
+/// malformed key goes on as a random key of the right length, so the content decryption
+/// fails exactly as it does for a well-formed wrong key: same answer (`decrypt_failed`),
+/// same steps. Only errors that do not depend on the data (the token is gone, the PIN is
+/// needed or refused, the key is missing) are reported as they are.
 async fn content_key(
     ctx: &OpContext<'_>,
     env: &Envelope,
@@ -61,17 +68,35 @@ async fn content_key(
     let key_id = &cert.cert.key_id;
     let subject = &cert.facts().subject;
     let op = |op| token.private_op(key_id, subject, op, ctx.prompter, policy);
+    // Made before the token is asked, so every path below does the same work.
+    let decoy = env.decoy_key()?;
+    let raw_rsa = token.facts.raw_rsa;
+    let raw = |encrypted_key: &[u8]| {
+        op(PrivateOp::Decrypt {
+            padding: RsaDecrypt::Raw,
+            data: encrypted_key.to_vec(),
+        })
+    };
     match &recipient.unwrap {
+        KeyUnwrap::RsaPkcs1 { encrypted_key } if raw_rsa => {
+            let em = match raw(encrypted_key).await {
+                Ok(r) => modulus_length(r, encrypted_key.len()),
+                Err(e) => return raw_failed(e, decoy),
+            };
+            Ok(match em {
+                Some(em) => envelope::pkcs1_v15_content_key(&em, decoy),
+                None => decoy,
+            })
+        }
         KeyUnwrap::RsaPkcs1 { encrypted_key } => {
-            match op(PrivateOp::Decrypt {
+            let padded = op(PrivateOp::Decrypt {
                 padding: RsaDecrypt::Pkcs1,
                 data: encrypted_key.clone(),
-            })
-            .await
-            {
+            });
+            match padded.await {
+                // A key of the wrong length goes on as a decoy in `Envelope::decrypt`.
                 Ok(k) => Ok(k),
-                Err(TokenError::Refused { .. }) => Ok(env.decoy_key()?),
-                Err(e) => Err(e.into()),
+                Err(e) => decoy_unless_reported(e, decoy),
             }
         }
         KeyUnwrap::RsaOaep {
@@ -79,35 +104,37 @@ async fn content_key(
             hash,
             mgf_hash,
             label,
-        } => {
-            if hash == mgf_hash && label.is_empty() {
-                match op(PrivateOp::Decrypt {
-                    padding: RsaDecrypt::Oaep(oaep_hash(*hash)),
-                    data: encrypted_key.clone(),
-                })
-                .await
-                {
-                    Ok(k) => return Ok(k),
-                    // SoftHSM has no SHA-256 OAEP: unpad a raw result here instead.
-                    Err(TokenError::Refused { .. }) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            let raw = match op(PrivateOp::Decrypt {
-                padding: RsaDecrypt::Raw,
-                data: encrypted_key.clone(),
-            })
-            .await
-            {
-                Ok(r) => r,
-                Err(e) => return Err(e.into()),
+        } if raw_rsa => {
+            let em = match raw(encrypted_key).await {
+                Ok(r) => modulus_length(r, encrypted_key.len()),
+                Err(e) => return raw_failed(e, decoy),
             };
-            // The raw result is as long as the modulus; tokens may drop leading zeros.
-            let k = encrypted_key.len();
-            let mut em = Zeroizing::new(vec![0u8; k.saturating_sub(raw.len())]);
-            em.extend_from_slice(&raw);
-            envelope::oaep_decode(&em, *hash, *mgf_hash, label)
-                .ok_or(OpError::Smime(SmimeError::DecryptFailed))
+            Ok(em
+                .and_then(|em| envelope::oaep_decode(&em, *hash, *mgf_hash, label))
+                .unwrap_or(decoy))
+        }
+        KeyUnwrap::RsaOaep {
+            encrypted_key,
+            hash,
+            mgf_hash,
+            label,
+        } => {
+            // A token without raw RSA: only the OAEP it does itself (SHA-x for both hashes,
+            // no label); anything else cannot be opened on it.
+            if hash != mgf_hash || !label.is_empty() {
+                return Err(OpError::Smime(SmimeError::Unsupported(format!(
+                    "the token \"{}\" cannot open RSA-OAEP with these parameters (it has no raw RSA)",
+                    token.token_ref().label
+                ))));
+            }
+            let padded = op(PrivateOp::Decrypt {
+                padding: RsaDecrypt::Oaep(oaep_hash(*hash)),
+                data: encrypted_key.clone(),
+            });
+            match padded.await {
+                Ok(k) => Ok(k),
+                Err(e) => decoy_unless_reported(e, decoy),
+            }
         }
         KeyUnwrap::Ecdh(p) => {
             let z = match op(PrivateOp::DeriveEcdh {
@@ -121,6 +148,39 @@ async fn content_key(
             };
             envelope::finish_ecdh(&z, p).ok_or(OpError::Smime(SmimeError::DecryptFailed))
         }
+    }
+}
+
+/// A raw RSA result as long as the modulus (`k`, the encrypted key's length): tokens may
+/// drop leading zero bytes. None for a result longer than the modulus, which no token gives.
+fn modulus_length(raw: Zeroizing<Vec<u8>>, k: usize) -> Option<Zeroizing<Vec<u8>>> {
+    if raw.len() > k {
+        return None;
+    }
+    let mut em = Zeroizing::new(vec![0u8; k - raw.len()]);
+    em.extend_from_slice(&raw);
+    Some(em)
+}
+
+/// Raw RSA failed. Its failures do not depend on the padding, so the reason may be logged.
+fn raw_failed(e: TokenError, decoy: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>, OpError> {
+    if matches!(e, TokenError::Refused { .. } | TokenError::Pkcs11 { .. }) {
+        warn!(token = %e.token().label, error = %e, "raw RSA decryption failed; going on with a decoy key");
+    }
+    decoy_unless_reported(e, decoy)
+}
+
+/// An RSA key transport the token did not finish: the decoy key, unless the error says the
+/// token is gone, the PIN is needed or was refused, or the key is missing (see
+/// [`crate::tokens::PrivateOp::is_padded_decrypt`]: the token layer has already made every
+/// data-dependent failure one [`TokenError::Refused`]).
+fn decoy_unless_reported(
+    e: TokenError,
+    decoy: Zeroizing<Vec<u8>>,
+) -> Result<Zeroizing<Vec<u8>>, OpError> {
+    match e {
+        TokenError::Refused { .. } | TokenError::Pkcs11 { .. } => Ok(decoy),
+        other => Err(other.into()),
     }
 }
 

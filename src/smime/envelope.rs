@@ -936,7 +936,7 @@ impl Envelope {
     }
 
     /// The content key length this envelope needs.
-    fn key_len(&self) -> usize {
+    pub fn key_len(&self) -> usize {
         match self.cipher {
             ContentCipher::Cbc { key_len } | ContentCipher::Gcm { key_len, .. } => key_len,
         }
@@ -970,6 +970,36 @@ impl Envelope {
     pub fn decoy_key(&self) -> Result<Zeroizing<Vec<u8>>, SmimeError> {
         random(self.key_len())
     }
+}
+
+/// The content key in a raw RSA result under PKCS#1 v1.5 (RFC 8017 section 7.2.2):
+/// `EM = 0x00 || 0x02 || PS || 0x00 || K`, PS at least 8 non-zero bytes. It is checked in
+/// constant time for a key exactly as long as `decoy` (a random key of the length the
+/// content cipher needs), and `decoy` comes back instead of anything malformed or of
+/// another length. So a bad padding, a key of the wrong length and a good key take the same
+/// steps and the same time, and the content decryption that follows fails alike (RFC 3218
+/// section 2.3.2; the fixed-length check is what closes Bleichenbacher's and the Marvin
+/// oracle). `em` must be as long as the modulus (left-pad a token's shorter answer).
+/// Written by hand: the rsa crate's unpadding is private and answers with an error, not a
+/// decoy.
+pub fn pkcs1_v15_content_key(em: &[u8], decoy: Zeroizing<Vec<u8>>) -> Zeroizing<Vec<u8>> {
+    use subtle::{ConditionallySelectable, ConstantTimeEq};
+    let key_len = decoy.len();
+    let k = em.len();
+    // Lengths are public (the modulus and the content cipher).
+    if k < key_len + 11 {
+        return decoy;
+    }
+    let sep = k - key_len - 1;
+    let mut good = em[0].ct_eq(&0) & em[1].ct_eq(&2) & em[sep].ct_eq(&0);
+    for b in &em[2..sep] {
+        good &= !b.ct_eq(&0);
+    }
+    let mut key = decoy;
+    for (out, m) in key.iter_mut().zip(&em[sep + 1..]) {
+        out.conditional_assign(m, good);
+    }
+    key
 }
 
 /// OAEP decoding (RFC 8017 section 7.1.2 steps 3) of a raw RSA result, for tokens that do
@@ -1059,6 +1089,46 @@ mod tests {
                 .unwrap();
         assert_eq!(gcm_open(&key, &nonce, &[], &buf, &tag).unwrap(), b"content");
         assert!(gcm_open(&[8u8; 24], &nonce, &[], &buf, &tag).is_none());
+    }
+
+    /// A PKCS#1 v1.5 block of `k` bytes around `key`, with a non-zero padding string.
+    fn em(k: usize, key: &[u8]) -> Vec<u8> {
+        let mut em = vec![0u8, 2];
+        em.resize(k - key.len() - 1, 0x5a);
+        em.push(0);
+        em.extend_from_slice(key);
+        em
+    }
+
+    #[test]
+    fn a_well_formed_pkcs1_block_gives_its_key_and_anything_else_the_decoy() {
+        let decoy = || Zeroizing::new(vec![0xd0u8; 32]);
+        let key = [0x11u8; 32];
+        let good = em(256, &key);
+        assert_eq!(&pkcs1_v15_content_key(&good, decoy())[..], &key);
+        let mut cases: Vec<(&str, Vec<u8>)> = vec![];
+        let mut b = good.clone();
+        b[0] = 1;
+        cases.push(("first byte not zero", b));
+        let mut b = good.clone();
+        b[1] = 1;
+        cases.push(("block type 1", b));
+        let mut b = good.clone();
+        b[256 - 33] = 0x5a;
+        cases.push(("no zero before the key", b));
+        let mut b = good.clone();
+        b[5] = 0;
+        cases.push(("a zero inside the padding (a longer key)", b));
+        cases.push(("a 16-byte key", em(256, &[0x11u8; 16])));
+        cases.push(("a 48-byte key", em(256, &[0x11u8; 48])));
+        cases.push(("a modulus too short for the key", em(40, &key)));
+        for (what, block) in cases {
+            assert_eq!(
+                &pkcs1_v15_content_key(&block, decoy())[..],
+                &[0xd0u8; 32],
+                "{what}"
+            );
+        }
     }
 
     #[test]

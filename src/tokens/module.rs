@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
+use cryptoki::mechanism::MechanismType;
 use cryptoki::object::{Attribute, AttributeType, CertificateType, ObjectClass};
 use cryptoki::session::Session;
 use cryptoki::slot::{Slot, SlotInfo, TokenInfo};
@@ -270,6 +271,12 @@ impl Module {
             removable,
             protected_path: info.protected_authentication_path(),
             login_required: info.login_required(),
+            // A token without the mechanism list says nothing: take it for "no raw RSA",
+            // and decryptions use the token's own unpadding.
+            raw_rsa: pkcs11
+                .get_mechanism_list(slot)
+                .map(|m| m.contains(&MechanismType::RSA_X_509))
+                .unwrap_or(false),
         };
         let session = pkcs11
             .open_ro_session(slot)

@@ -332,7 +332,7 @@ pub fn private_op(
                 RsaDecrypt::Oaep(OaepHash::Sha512) => {
                     k.decrypt(rsa::Oaep::<sha2::Sha512>::new(), &data)
                 }
-                RsaDecrypt::Raw => return Err("raw RSA is not offered for key files".into()),
+                RsaDecrypt::Raw => return raw_rsa(k, &data),
             };
             r.map(Zeroizing::new)
                 .map_err(|e| format!("RSA decryption: {e}"))
@@ -351,6 +351,24 @@ pub fn private_op(
         }
         _ => Err("the key does not do this kind of operation".into()),
     }
+}
+
+/// Raw RSA (the counterpart of CKM_RSA_X_509): the result is as long as the modulus, and
+/// the agent removes the padding itself in constant time, as it does for a token.
+fn raw_rsa(k: &rsa::RsaPrivateKey, data: &[u8]) -> Result<Zeroizing<Vec<u8>>, String> {
+    use rsa::traits::PublicKeyParts;
+    let c = rsa::BoxedUint::from_be_slice(data, k.n_bits_precision())
+        .map_err(|_| "RSA decryption: the encrypted key is longer than the modulus".to_owned())?;
+    let m = rsa::hazmat::rsa_decrypt_and_check(k, Some(&mut rand_core_rng()), &c)
+        .map_err(|e| format!("RSA decryption: {e}"))?;
+    let m = Zeroizing::new(m);
+    let bytes = Zeroizing::new(m.to_be_bytes());
+    // `m` is below the modulus: the bytes before its last `size()` are zero.
+    let k_len = k.size();
+    let cut = bytes.len().saturating_sub(k_len);
+    let mut out = Zeroizing::new(vec![0u8; k_len.saturating_sub(bytes.len())]);
+    out.extend_from_slice(&bytes[cut..]);
+    Ok(out)
 }
 
 /// The OS random generator, for RSA blinding.
@@ -438,6 +456,7 @@ impl SoftStore {
             hardware: false,
             removable: false,
             protected_path: false,
+            raw_rsa: true,
             login_required: true,
         };
         let token = super::Token::new_soft(facts, KeyFile::new(path.to_owned(), self.ttl, empty));

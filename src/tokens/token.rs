@@ -73,6 +73,21 @@ pub enum OaepHash {
 }
 
 impl PrivateOp {
+    /// A decryption whose unpadding the token does (PKCS#1 v1.5 or OAEP). How a token fails
+    /// one depends on the plaintext, so its failures must all look alike (RFC 3218): one
+    /// [`TokenError::Refused`] with no detail, no wait for a removal notice, and the key's
+    /// handle kept, so neither the answer nor its time nor the next request's time tells a
+    /// bad padding from a good one.
+    pub fn is_padded_decrypt(&self) -> bool {
+        matches!(
+            self,
+            PrivateOp::Decrypt {
+                padding: RsaDecrypt::Pkcs1 | RsaDecrypt::Oaep(_),
+                ..
+            }
+        )
+    }
+
     fn call_name(&self) -> &'static str {
         match self {
             PrivateOp::Sign { .. } => "C_Sign",
@@ -178,6 +193,9 @@ pub struct TokenFacts {
     pub removable: bool,
     pub protected_path: bool,
     pub login_required: bool,
+    /// The token offers CKM_RSA_X_509, so RSA key transport can be unpadded in the agent
+    /// in constant time instead of by the token (see [`PrivateOp::is_padded_decrypt`]).
+    pub raw_rsa: bool,
 }
 
 /// How a token does its work.
@@ -333,6 +351,19 @@ fn token_answered(e: &CkError) -> bool {
             e,
             CkError::Pkcs11(RvError::PinIncorrect | RvError::PinLocked, _)
         )
+}
+
+/// Errors that a padded decryption reports as they are: the token is gone, the PIN is
+/// needed or was refused, the key is missing. They do not depend on the encrypted data.
+fn says_who_or_where(e: &TokenError) -> bool {
+    matches!(
+        e,
+        TokenError::Removed { .. }
+            | TokenError::PinIncorrect { .. }
+            | TokenError::PinLocked { .. }
+            | TokenError::PinCancelled { .. }
+            | TokenError::KeyNotFound { .. }
+    )
 }
 
 /// Errors after which a session is no good and must not go back to the pool.
@@ -537,6 +568,21 @@ impl Token {
         T: Send + 'static,
         F: FnOnce(&Session) -> Result<T, CkError> + Send + 'static,
     {
+        self.run_with(call, true, f).await
+    }
+
+    /// [`Token::run`]; without `removal_grace`, a failure is reported at once even on a
+    /// removable token (for answers whose timing must not depend on the data).
+    async fn run_with<T, F>(
+        self: &Arc<Self>,
+        call: &'static str,
+        removal_grace: bool,
+        f: F,
+    ) -> Result<T, TokenError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Session) -> Result<T, CkError> + Send + 'static,
+    {
         if self.is_removed() {
             return Err(self.removed_err());
         }
@@ -574,7 +620,11 @@ impl Token {
                 // Not for a wrong PIN or a refused mechanism, which only a present card
                 // answers: waiting would slow them, and make a refused decryption slower
                 // than a good one (an RFC 3218 timing signal).
-                if self.facts.removable && !self.is_removed() && !token_answered(&e) {
+                if removal_grace
+                    && self.facts.removable
+                    && !self.is_removed()
+                    && !token_answered(&e)
+                {
                     let _ = tokio::time::timeout(REMOVAL_GRACE, self.wait_gone()).await;
                     if !self.is_removed() && !self.still_present().await {
                         self.mark_removed();
@@ -876,9 +926,32 @@ impl Token {
         prompter: &dyn PinPrompter,
         policy: PinPolicy,
     ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
+        let padded_decrypt = op.is_padded_decrypt();
+        let result = self
+            .private_op_inner(key_id, certificate, op, prompter, policy)
+            .await;
+        match result {
+            Err(e) if padded_decrypt && !says_who_or_where(&e) => Err(TokenError::Refused {
+                token: self.facts.token.clone(),
+                call: "C_Decrypt",
+                error: "the encrypted key was not accepted".into(),
+            }),
+            r => r,
+        }
+    }
+
+    async fn private_op_inner(
+        self: &Arc<Self>,
+        key_id: &[u8],
+        certificate: &str,
+        op: PrivateOp,
+        prompter: &dyn PinPrompter,
+        policy: PinPolicy,
+    ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
         if let Backend::Soft(file) = &self.backend {
             return self.soft_op(file, certificate, op, prompter).await;
         }
+        let padded_decrypt = op.is_padded_decrypt();
         let lease = tokio::select! {
             l = self.usage.read() => l,
             _ = self.wait_gone() => return Err(self.removed_err()),
@@ -890,7 +963,7 @@ impl Token {
             Some(key) if !key.always_authenticate => {
                 let this = self.clone();
                 let r = self
-                    .run(op.call_name(), move |s| {
+                    .run_with(op.call_name(), !padded_decrypt, move |s| {
                         match s.get_session_info() {
                             Ok(i) if is_user_state(i.session_state()) => {}
                             Ok(_) => return Ok(Err(op)),
@@ -907,11 +980,11 @@ impl Token {
                     Ok(Err(op)) => op,
                     Ok(Ok(out)) => {
                         drop(lease);
-                        return self.op_done(key_id, Ok(out)).await;
+                        return self.op_done(key_id, padded_decrypt, Ok(out)).await;
                     }
                     Err(e) => {
                         drop(lease);
-                        return self.op_done(key_id, Err(e)).await;
+                        return self.op_done(key_id, padded_decrypt, Err(e)).await;
                     }
                 }
             }
@@ -956,7 +1029,7 @@ impl Token {
 
         let call = op.call_name();
         let result = self
-            .run(call, move |s| {
+            .run_with(call, !padded_decrypt, move |s| {
                 if context_login {
                     match &context_pin {
                         Some(pin) => s.login_with_raw(UserType::ContextSpecific, pin)?,
@@ -968,7 +1041,7 @@ impl Token {
             })
             .await;
         drop(lease);
-        self.op_done(key_id, result).await
+        self.op_done(key_id, padded_decrypt, result).await
     }
 
     /// The prompt for a key's context-specific login, with the token's retry state.
@@ -992,6 +1065,7 @@ impl Token {
     async fn op_done(
         self: &Arc<Self>,
         key_id: &[u8],
+        padded_decrypt: bool,
         result: Result<Zeroizing<Vec<u8>>, TokenError>,
     ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
         match result {
@@ -1006,10 +1080,12 @@ impl Token {
                 // A stale handle (the module re-enumerated) is found again next time. A
                 // refusal, a PIN error or a cancelled prompt says nothing against the handle,
                 // and keeping it lets a decryption's fallback take the one-call path.
+                // A padded decryption's failure keeps it: see [`PrivateOp::is_padded_decrypt`].
                 if matches!(
                     e,
                     TokenError::Pkcs11 { .. } | TokenError::KeyNotFound { .. }
-                ) && let Ok(p11) = self.p11()
+                ) && !padded_decrypt
+                    && let Ok(p11) = self.p11()
                     && let Ok(mut m) = p11.keys.lock()
                 {
                     m.remove(key_id);
