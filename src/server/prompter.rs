@@ -8,7 +8,7 @@ use smime_agent_proto::{Event, PinNeeded, PinentryEnv, RequestId};
 
 use super::connection::{Conn, PinAnswer};
 use crate::config::PinSource;
-use crate::tokens::pin::BoxFuture;
+use crate::tokens::pin::{BoxFuture, Notice};
 use crate::tokens::{PinError, PinPrompter, PinRequest, SecretPin, pinentry};
 
 /// The prompter of one request on one connection.
@@ -113,7 +113,7 @@ impl PinPrompter for RequestPrompter {
         })
     }
 
-    fn notify_on_reader(&self, req: PinRequest) -> BoxFuture<'_, Option<pinentry::Notice>> {
+    fn notify_on_reader(&self, req: PinRequest) -> BoxFuture<'_, Option<Notice>> {
         Box::pin(async move {
             if self.client_answers() {
                 let (prompt, _rx) = self.conn.open_prompt();

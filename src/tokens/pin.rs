@@ -237,7 +237,26 @@ pub trait PinPrompter: Send + Sync {
     fn ask(&self, req: PinRequest) -> BoxFuture<'_, Result<SecretPin, PinError>>;
     /// Tell the person to type the PIN on the reader's keypad now. A returned notice (a
     /// pinentry message) stays up until it is dropped, when the reader is done.
-    fn notify_on_reader(&self, req: PinRequest) -> BoxFuture<'_, Option<super::pinentry::Notice>>;
+    fn notify_on_reader(&self, req: PinRequest) -> BoxFuture<'_, Option<Notice>>;
+}
+
+/// A message shown while the reader's keypad waits for the PIN (a pinentry window, say);
+/// dropping it takes the message down, as gpg-agent does with its PIN-pad popup.
+pub struct Notice {
+    task: tokio::task::AbortHandle,
+}
+
+impl Notice {
+    /// The notice shown by `task`: dropping the notice aborts the task.
+    pub fn new(task: tokio::task::AbortHandle) -> Notice {
+        Notice { task }
+    }
+}
+
+impl Drop for Notice {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 #[cfg(test)]

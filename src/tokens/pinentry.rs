@@ -15,7 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use zeroize::Zeroizing;
 
-use super::pin::{PinError, PinRequest, SecretPin};
+use super::pin::{Notice, PinError, PinRequest, SecretPin};
 
 /// Longest line read from pinentry (a PIN of 255 bytes, percent-escaped, fits).
 const MAX_LINE: u64 = 4096;
@@ -40,18 +40,6 @@ pub async fn ask(
     }
 }
 
-/// A pinentry message shown while the reader's keypad waits for the PIN; dropping it takes
-/// the message down (the pinentry is killed), as gpg-agent does with its PIN-pad popup.
-pub struct Notice {
-    task: tokio::task::AbortHandle,
-}
-
-impl Drop for Notice {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// Runs `program` to show `req`'s "type it on the reader" notice until the returned
 /// [`Notice`] is dropped or `timeout` passes.
 pub fn notice(
@@ -73,9 +61,7 @@ pub fn notice(
         let _ = child.wait().await;
     });
     // Aborted, the task drops the child, which kills it (kill_on_drop) and lets tokio reap it.
-    Ok(Notice {
-        task: task.abort_handle(),
-    })
+    Ok(Notice::new(task.abort_handle()))
 }
 
 fn spawn(program: &str) -> Result<Child, PinError> {
