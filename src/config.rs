@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::alg::{ContentAlgorithm, DigestAlgorithm};
+
 /// Where the configuration is read from when `--config` is not given.
 pub fn default_config_path() -> Option<PathBuf> {
     let base = match std::env::var_os("XDG_CONFIG_HOME") {
@@ -320,79 +322,6 @@ impl Default for PolicyConfig {
             use_secondary_proxies: true,
             rsa_oaep: false,
         }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DigestAlgorithm {
-    Sha256,
-    Sha384,
-    Sha512,
-}
-
-impl DigestAlgorithm {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DigestAlgorithm::Sha256 => "sha256",
-            DigestAlgorithm::Sha384 => "sha384",
-            DigestAlgorithm::Sha512 => "sha512",
-        }
-    }
-}
-
-impl fmt::Display for DigestAlgorithm {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
-pub enum ContentAlgorithm {
-    #[serde(rename = "aes128-cbc")]
-    Aes128Cbc,
-    #[serde(rename = "aes256-cbc")]
-    Aes256Cbc,
-    #[serde(rename = "aes128-gcm")]
-    Aes128Gcm,
-    #[serde(rename = "aes256-gcm")]
-    Aes256Gcm,
-}
-
-impl ContentAlgorithm {
-    pub const ALL: [ContentAlgorithm; 4] = [
-        ContentAlgorithm::Aes128Cbc,
-        ContentAlgorithm::Aes256Cbc,
-        ContentAlgorithm::Aes128Gcm,
-        ContentAlgorithm::Aes256Gcm,
-    ];
-
-    /// The name used in the config and the protocol.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ContentAlgorithm::Aes128Cbc => "aes128-cbc",
-            ContentAlgorithm::Aes256Cbc => "aes256-cbc",
-            ContentAlgorithm::Aes128Gcm => "aes128-gcm",
-            ContentAlgorithm::Aes256Gcm => "aes256-gcm",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<ContentAlgorithm> {
-        Self::ALL.into_iter().find(|a| a.as_str() == name)
-    }
-
-    pub fn oid(self) -> const_oid::ObjectIdentifier {
-        use crate::oids;
-        match self {
-            ContentAlgorithm::Aes128Cbc => oids::ID_AES128_CBC,
-            ContentAlgorithm::Aes256Cbc => oids::ID_AES256_CBC,
-            ContentAlgorithm::Aes128Gcm => oids::ID_AES128_GCM,
-            ContentAlgorithm::Aes256Gcm => oids::ID_AES256_GCM,
-        }
-    }
-
-    pub fn from_oid(oid: &const_oid::ObjectIdentifier) -> Option<ContentAlgorithm> {
-        Self::ALL.into_iter().find(|a| a.oid() == *oid)
     }
 }
 

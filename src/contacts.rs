@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
+use crate::alg::ContentAlgorithm;
 use crate::certs::{CertFacts, hex};
-use crate::config::ContentAlgorithm;
 use crate::store::same_address;
 
 /// Largest certificate file read.

@@ -14,11 +14,13 @@
 //! - [`presence`]: keeps the store in step with the tokens present.
 //! - [`smime`]: CMS and MIME.
 //! - [`certs`]: facts read from a certificate.
+//! - [`alg`]: the names and OIDs of the algorithms.
 //! - [`contacts`]: correspondents' certificates.
 //! - [`recipients`]: finding the certificates to encrypt to.
 //! - [`agent`]: wiring and life cycle.
 
 pub mod agent;
+pub mod alg;
 pub mod certs;
 pub mod config;
 pub mod contacts;

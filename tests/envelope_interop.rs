@@ -7,8 +7,8 @@ mod common;
 use std::process::Command;
 
 use common::*;
+use smime_agent::alg::ContentAlgorithm;
 use smime_agent::certs::CertFacts;
-use smime_agent::config::ContentAlgorithm;
 use smime_agent::smime::envelope::{self, EncryptTo, KeyUnwrap, RsaPadding};
 use smime_agent::tokens::soft::SoftKey;
 use smime_agent::tokens::{OaepHash, PrivateOp, RsaDecrypt};
@@ -71,10 +71,10 @@ fn our_content_key(env: &envelope::Envelope, name: &str) -> Result<Vec<u8>, Stri
             &key,
             PrivateOp::Decrypt {
                 padding: RsaDecrypt::Oaep(match hash {
-                    envelope::Hash::Sha1 => OaepHash::Sha1,
-                    envelope::Hash::Sha256 => OaepHash::Sha256,
-                    envelope::Hash::Sha384 => OaepHash::Sha384,
-                    envelope::Hash::Sha512 => OaepHash::Sha512,
+                    smime_agent::alg::Hash::Sha1 => OaepHash::Sha1,
+                    smime_agent::alg::Hash::Sha256 => OaepHash::Sha256,
+                    smime_agent::alg::Hash::Sha384 => OaepHash::Sha384,
+                    smime_agent::alg::Hash::Sha512 => OaepHash::Sha512,
                 }),
                 data: encrypted_key.clone(),
             },

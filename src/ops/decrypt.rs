@@ -9,8 +9,9 @@ use zeroize::Zeroizing;
 
 use super::verify::{overall, verify_signed_layers};
 use super::{OpContext, OpError, cert_info};
+use crate::alg::Hash;
 use crate::smime::SmimeError;
-use crate::smime::envelope::{self, Envelope, Hash, KeyUnwrap, Recipient};
+use crate::smime::envelope::{self, Envelope, KeyUnwrap, Recipient};
 use crate::smime::mime::{self, Smime};
 use crate::store::StoredCert;
 use crate::tokens::{OaepHash, PinPolicy, PrivateOp, RsaDecrypt, TokenError};
@@ -250,7 +251,7 @@ pub async fn decrypt(ctx: &OpContext<'_>, p: DecryptParams) -> Result<DecryptRes
             // the content, handed back as it is.
             Err(_) => break,
         };
-        let cms_type = |d: &[u8]| crate::smime::verify::content_type(d);
+        let cms_type = |d: &[u8]| crate::smime::asn1::content_type(d);
         let signed = match &kind {
             Smime::ClearSigned { .. } | Smime::SignedData(_) => true,
             Smime::Pkcs7(d) => cms_type(d) == Some(crate::oids::ID_SIGNED_DATA),

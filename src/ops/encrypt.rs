@@ -8,8 +8,8 @@ use smime_agent_proto::{EncryptParams, EncryptResult, EnvelopeRecipient};
 use tracing::info;
 
 use super::{OpContext, OpError};
+use crate::alg::ContentAlgorithm;
 use crate::certs::CertFacts;
-use crate::config::ContentAlgorithm;
 use crate::recipients::{self, Found, Source};
 use crate::smime::envelope::{self, EncryptTo, RsaPadding};
 use crate::smime::mime;

@@ -19,8 +19,8 @@ use tracing::{info, warn};
 
 use super::{OpContext, OpError};
 use crate::agent::Agent;
+use crate::alg::ContentAlgorithm;
 use crate::certs::{CertFacts, hex, rfc3339};
-use crate::config::ContentAlgorithm;
 use crate::smime::verify::{self as cms_verify, Format, Layer, Signer};
 use crate::trust::ValidationRequest;
 

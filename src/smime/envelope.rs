@@ -15,7 +15,6 @@
 use aes_gcm::aead::{AeadInOut, KeyInit};
 use cbc::cipher::{BlockModeDecrypt, BlockModeEncrypt, KeyIvInit, block_padding::Pkcs7};
 use cms::authenveloped_data::AuthEnvelopedData;
-use cms::cert::IssuerAndSerialNumber;
 use cms::content_info::{CmsVersion, ContentInfo};
 use cms::enveloped_data::{
     EncryptedContentInfo, EnvelopedData, KeyAgreeRecipientIdentifier, KeyAgreeRecipientInfo,
@@ -23,16 +22,16 @@ use cms::enveloped_data::{
     RecipientIdentifier, RecipientInfo, RecipientInfos,
 };
 use der::asn1::{Any, BitString, ObjectIdentifier, OctetString, SetOfVec};
-use der::{Decode, Encode, EncodingRules, Sequence, SliceReader};
+use der::{Decode, Encode, Sequence};
 use p256::elliptic_curve::Generate;
 use spki::AlgorithmIdentifierOwned;
 use x509_cert::name::Name;
 use x509_cert::serial_number::SerialNumber;
 use zeroize::Zeroizing;
 
-use super::SmimeError;
+use super::{SmimeError, asn1};
+use crate::alg::{ContentAlgorithm, Hash};
 use crate::certs::{CertFacts, KeyKind};
-use crate::config::ContentAlgorithm;
 use crate::oids;
 
 /// Most recipient infos read from one envelope.
@@ -102,46 +101,6 @@ struct AuthEnvelopedContentInfo {
 // ---------------------------------------------------------------------------------------
 // Algorithms
 // ---------------------------------------------------------------------------------------
-
-/// Hashes that OAEP and the X9.63 KDF may name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Hash {
-    Sha1,
-    Sha256,
-    Sha384,
-    Sha512,
-}
-
-impl Hash {
-    pub(crate) fn from_oid(oid: &ObjectIdentifier) -> Option<Hash> {
-        match *oid {
-            o if o == oids::ID_SHA1 => Some(Hash::Sha1),
-            o if o == oids::ID_SHA256 => Some(Hash::Sha256),
-            o if o == oids::ID_SHA384 => Some(Hash::Sha384),
-            o if o == oids::ID_SHA512 => Some(Hash::Sha512),
-            _ => None,
-        }
-    }
-
-    pub fn digest(self, data: &[u8]) -> Vec<u8> {
-        use sha2::Digest;
-        match self {
-            Hash::Sha1 => sha1::Sha1::digest(data).to_vec(),
-            Hash::Sha256 => sha2::Sha256::digest(data).to_vec(),
-            Hash::Sha384 => sha2::Sha384::digest(data).to_vec(),
-            Hash::Sha512 => sha2::Sha512::digest(data).to_vec(),
-        }
-    }
-
-    pub fn output_len(self) -> usize {
-        match self {
-            Hash::Sha1 => 20,
-            Hash::Sha256 => 32,
-            Hash::Sha384 => 48,
-            Hash::Sha512 => 64,
-        }
-    }
-}
 
 /// How RSA recipients get the content key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,14 +274,6 @@ pub fn encrypt(
     })
 }
 
-fn issuer_serial(cert: &CertFacts) -> IssuerAndSerialNumber {
-    let tbs = cert.cert.tbs_certificate();
-    IssuerAndSerialNumber {
-        issuer: tbs.issuer().clone(),
-        serial_number: tbs.serial_number().clone(),
-    }
-}
-
 fn recipient_info(r: &EncryptTo<'_>, cek: &[u8]) -> Result<RecipientInfo, SmimeError> {
     match r.cert.key {
         KeyKind::Rsa { .. } => ktri(r, cek),
@@ -373,7 +324,7 @@ fn ktri(r: &EncryptTo<'_>, cek: &[u8]) -> Result<RecipientInfo, SmimeError> {
     let encrypted = encrypted.map_err(|e| SmimeError::Internal(format!("RSA encryption: {e}")))?;
     Ok(RecipientInfo::Ktri(KeyTransRecipientInfo {
         version: CmsVersion::V0,
-        rid: RecipientIdentifier::IssuerAndSerialNumber(issuer_serial(r.cert)),
+        rid: RecipientIdentifier::IssuerAndSerialNumber(asn1::issuer_serial(r.cert)),
         key_enc_alg: alg,
         enc_key: octets(encrypted)?,
     }))
@@ -452,7 +403,7 @@ fn kari(cert: &CertFacts, cek: &[u8]) -> Result<RecipientInfo, SmimeError> {
             parameters: Some(any(&wrap)?),
         },
         recipient_enc_keys: vec![RecipientEncryptedKey {
-            rid: KeyAgreeRecipientIdentifier::IssuerAndSerialNumber(issuer_serial(cert)),
+            rid: KeyAgreeRecipientIdentifier::IssuerAndSerialNumber(asn1::issuer_serial(cert)),
             enc_key: octets(wrapped)?,
         }],
     }))
@@ -688,14 +639,11 @@ pub struct Envelope {
 
 /// Reads a DER or BER encoded ContentInfo that holds EnvelopedData or AuthEnvelopedData.
 pub fn parse(data: &[u8]) -> Result<Envelope, SmimeError> {
-    let reader = || {
-        SliceReader::new_with_encoding_rules(data, EncodingRules::Ber)
-            .map_err(|e| SmimeError::Malformed(e.to_string()))
-    };
+    let reader = || asn1::ber_reader(data).map_err(|e| SmimeError::Malformed(e.to_string()));
     // The content type first, so only the matching structure is decoded (an
     // AuthEnvelopedData tried as EnvelopedData would be read, ciphertext and all, in vain),
     // and a damaged EnvelopedData reports its own error.
-    if super::verify::content_type(data) == Some(oids::ID_ENVELOPED_DATA) {
+    if asn1::content_type(data) == Some(oids::ID_ENVELOPED_DATA) {
         let ci = EnvelopedContentInfo::decode(&mut reader()?)
             .map_err(|e| SmimeError::Malformed(format!("not a CMS EnvelopedData: {e}")))?;
         let ed = ci.content;

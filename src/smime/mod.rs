@@ -3,11 +3,13 @@
 //! Owns the formats (RFC 5652 CMS, RFC 8551 S/MIME). Knows nothing of sockets or tokens:
 //! the private-key step is handed out as bytes to sign and handed back as a signature.
 //!
+//! - [`asn1`]: CMS reading helpers both sides share (BER, content type, issuer and serial).
 //! - [`sign`]: SignedData around a token's raw signature.
 //! - [`envelope`]: EnvelopedData and AuthEnvelopedData, RSA and EC recipients.
 //! - [`mime`]: canonical form, multipart/signed, application/pkcs7-mime.
 //! - [`verify`]: reading SignedData back: every signer's signature, one layer at a time.
 
+pub mod asn1;
 pub mod envelope;
 pub mod mime;
 pub mod sign;

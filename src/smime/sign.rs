@@ -27,8 +27,8 @@ use x509_cert::serial_number::SerialNumber;
 use x509_cert::time::Time;
 
 use super::SmimeError;
+use crate::alg::{ContentAlgorithm, DigestAlgorithm};
 use crate::certs::{CertFacts, KeyKind};
-use crate::config::{ContentAlgorithm, DigestAlgorithm};
 use crate::oids;
 
 /// The raw private-key operation the token must do.

@@ -27,8 +27,8 @@ use cms::content_info::CmsVersion;
 use cms::signed_data::SignerIdentifier;
 use der::asn1::{Any, ObjectIdentifier, OctetString};
 use der::{
-    Decode, DecodeValue, Encode, EncodeValue, EncodingRules, FixedTag, Header, Length, Reader,
-    Sequence, SliceReader, Tag, Writer,
+    Decode, DecodeValue, Encode, EncodeValue, FixedTag, Header, Length, Reader, Sequence, Tag,
+    Writer,
 };
 use signature::hazmat::PrehashVerifier;
 use spki::AlgorithmIdentifierOwned;
@@ -36,10 +36,11 @@ use x509_cert::attr::Attribute;
 use x509_cert::time::Time;
 
 use super::SmimeError;
-use super::envelope::Hash;
+use super::asn1::{ber, content_type};
 use super::mime::{self, Smime};
+use crate::alg::ContentAlgorithm;
+use crate::alg::Hash;
 use crate::certs::{CertFacts, KeyKind, hex};
-use crate::config::ContentAlgorithm;
 use crate::oids;
 
 /// Most signers verified in one layer; a message with more is refused (`limit_exceeded`).
@@ -227,21 +228,6 @@ struct EssCertId {
     cert_hash: OctetString,
     #[asn1(optional = "true")]
     issuer_serial: Option<Any>,
-}
-
-fn ber<'a, T: Decode<'a, Error = der::Error>>(data: &'a [u8]) -> der::Result<T> {
-    let mut r = SliceReader::new_with_encoding_rules(data, EncodingRules::Ber)?;
-    T::decode(&mut r)
-}
-
-/// The content type of a CMS ContentInfo (DER or BER), without decoding the rest.
-pub fn content_type(cms: &[u8]) -> Option<ObjectIdentifier> {
-    let mut r = SliceReader::new_with_encoding_rules(cms, EncodingRules::Ber).ok()?;
-    let header = Header::decode(&mut r).ok()?;
-    if header.tag() != Tag::Sequence {
-        return None;
-    }
-    ObjectIdentifier::decode(&mut r).ok()
 }
 
 // ---------------------------------------------------------------------------------------

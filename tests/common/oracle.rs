@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use rsa::pkcs8::DecodePublicKey;
 use rsa::traits::PublicKeyParts;
+use smime_agent::alg::ContentAlgorithm;
 use smime_agent::certs::CertFacts;
-use smime_agent::config::ContentAlgorithm;
 use smime_agent::smime::envelope::{self, EncryptTo, KeyUnwrap, RsaPadding};
 use smime_agent_proto::client::Client;
 use smime_agent_proto::{DecryptParams, Event, Op, Outcome};
