@@ -9,7 +9,9 @@
 //! - [`pinentry`]: the Assuan client that runs a pinentry program.
 //! - [`watcher`]: PC/SC reader and card events, PKCS#11 slot events.
 
+pub mod facts;
 pub mod module;
+pub mod op;
 pub mod pin;
 pub mod pinentry;
 pub mod soft;
@@ -21,9 +23,11 @@ use std::sync::Arc;
 use smime_agent_proto::{PinRetries, TokenRef};
 use tracing::{info, warn};
 
-pub use module::{Changes, Module, ScannedToken, TokenCert};
+pub use facts::{TokenCert, TokenFacts};
+pub use module::{Changes, Module, ScannedToken};
+pub use op::{OaepHash, PinPolicy, PrivateOp, RsaDecrypt, SignMechanism};
 pub use pin::{PinError, PinPrompter, PinRequest, SecretPin};
-pub use token::{OaepHash, PinPolicy, PrivateOp, RsaDecrypt, SignMechanism, Token};
+pub use token::Token;
 
 use crate::config::Config;
 

@@ -20,19 +20,10 @@ use sha2::{Digest, Sha256};
 use smime_agent_proto::TokenRef;
 use tracing::{debug, warn};
 
-use super::token::{Token, TokenFacts};
+use super::facts::{TokenCert, TokenFacts, retries_of};
+use super::token::Token;
 use crate::certs::{CertFacts, hex};
 use crate::config::{ModuleConfig, ModuleKind};
-
-/// A certificate on a token, with the id that pairs it with its private key.
-#[derive(Debug, Clone)]
-pub struct TokenCert {
-    pub facts: CertFacts,
-    /// CKA_ID shared by the certificate and its private key.
-    pub key_id: Vec<u8>,
-    /// Whether a private key with this id exists: `None` until a login shows private keys.
-    pub has_key: Option<bool>,
-}
 
 /// A token and what was read from it.
 #[derive(Debug)]
@@ -282,7 +273,7 @@ impl Module {
             .open_ro_session(slot)
             .map_err(|e| format!("C_OpenSession: {e}"))?;
         let certs = read_certs(&session, &facts)?;
-        let retries = super::token::retries_of(info);
+        let retries = retries_of(info);
         // A card does one thing at a time; software tokens (and HSMs) work in parallel.
         let max_sessions = if removable {
             1

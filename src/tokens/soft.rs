@@ -14,7 +14,7 @@ use der::Decode;
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use super::module::TokenCert;
+use super::facts::TokenCert;
 use super::pin::SecretPin;
 use crate::certs::{CertFacts, hex};
 
@@ -277,11 +277,8 @@ pub fn file_token_id(path: &Path) -> String {
 
 /// Runs a private-key operation with an unlocked key: PKCS#1 v1.5 signature over a
 /// DigestInfo, ECDSA over a hash (r || s), RSA decryption, or ECDH (the shared x coordinate).
-pub fn private_op(
-    key: &SoftKey,
-    op: super::token::PrivateOp,
-) -> Result<Zeroizing<Vec<u8>>, String> {
-    use super::token::{OaepHash, PrivateOp, RsaDecrypt};
+pub fn private_op(key: &SoftKey, op: super::op::PrivateOp) -> Result<Zeroizing<Vec<u8>>, String> {
+    use super::op::{OaepHash, PrivateOp, RsaDecrypt};
     use signature::hazmat::PrehashSigner;
     let mut rng = rand_core_rng();
     match (key, op) {
@@ -443,7 +440,7 @@ impl SoftStore {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let facts = super::token::TokenFacts {
+        let facts = super::facts::TokenFacts {
             token: smime_agent_proto::TokenRef {
                 id: id.to_owned(),
                 label,
