@@ -1,8 +1,10 @@
 //! Wiring and life cycle: configuration, tokens, store and server, from start to shutdown.
 //!
 //! Owns: the order of start-up (config, hardening, socket path, modules, first token scan,
-//! listening), the shared [`Agent`] state, signals, and a clean shutdown (stop accepting,
-//! finish requests, wipe PINs, log tokens out, remove the socket).
+//! listening), the wiring of the parts (each gets its own handles: the presence machinery
+//! the modules, readers and store; the ops their [`Services`]), signals, and a clean
+//! shutdown (stop accepting, finish requests, wipe PINs, log tokens out, remove the socket).
+//! Nothing imports it but the command line.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -13,36 +15,11 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::config::Config;
+use crate::ops::Services;
 use crate::presence::Presence;
 use crate::store::SessionStore;
 use crate::tokens::Modules;
 use crate::tokens::watcher::Readers;
-
-/// The agent's shared state.
-#[derive(Debug)]
-pub struct Agent {
-    pub config: Config,
-    pub config_path: Option<PathBuf>,
-    pub store: SessionStore,
-    pub modules: Modules,
-    pub started: Instant,
-    pub socket_path: PathBuf,
-    /// Card readers as PC/SC reports them.
-    pub readers: Arc<Readers>,
-    /// Token and reader events for subscribers.
-    pub events: tokio::sync::broadcast::Sender<smime_agent_proto::Event>,
-    pub presence: Presence,
-    /// Trust anchors, CRL cache and validation.
-    pub trust: Arc<crate::trust::Trust>,
-    /// Correspondents' certificates.
-    pub contacts: crate::contacts::Contacts,
-}
-
-impl std::fmt::Debug for Presence {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Presence")
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -121,7 +98,7 @@ pub fn run(
                 .await
                 .map_err(|e| AgentError::Runtime(std::io::Error::other(e)))?
         };
-        let store = SessionStore::default();
+        let store = Arc::new(SessionStore::default());
         for t in scanned {
             info!(
                 token = %t.token.facts.token.label,
@@ -132,22 +109,31 @@ pub fn run(
             );
             store.insert(t.token, t.certs);
         }
-        let presence = Presence::new(modules.modules.len());
+        let modules = Arc::new(modules);
+        let readers = Arc::new(Readers::default());
+        let events = tokio::sync::broadcast::channel(1024).0;
+        let presence = Arc::new(Presence::new(
+            modules.clone(),
+            readers.clone(),
+            store.clone(),
+            events.clone(),
+            std::time::Duration::from_secs(config.pin.cache_ttl_secs),
+        ));
+        crate::presence::start(&presence);
         let contacts = crate::contacts::Contacts::new(config.contacts.dir.clone());
-        let agent = Arc::new(Agent {
+        let services = Arc::new(Services {
             config,
             config_path,
-            store,
+            store: store.clone(),
             modules,
-            started: Instant::now(),
-            socket_path: socket.clone(),
-            readers: Arc::new(Readers::default()),
-            events: tokio::sync::broadcast::channel(1024).0,
+            readers,
             presence,
             trust: Arc::new(trust),
             contacts,
+            events,
+            started: Instant::now(),
+            socket_path: socket.clone(),
         });
-        crate::presence::start(&agent);
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         tokio::spawn(async move {
@@ -155,15 +141,12 @@ pub fn run(
             info!("signal received");
             let _ = shutdown_tx.send(true);
         });
-        let sweeper = tokio::spawn(expire_pins(agent.clone()));
+        let sweeper = tokio::spawn(expire_pins(store.clone()));
 
         let ready_path = socket.clone();
-        crate::server::serve(agent.clone(), socket, shutdown_rx, move || {
-            on_ready(&ready_path)
-        })
-        .await?;
+        crate::server::serve(services, socket, shutdown_rx, move || on_ready(&ready_path)).await?;
         sweeper.abort();
-        shutdown_tokens(&agent).await;
+        shutdown_tokens(&store).await;
         info!("stopped");
         Ok(())
     })
@@ -187,11 +170,11 @@ async fn wait_for_signal() {
 
 /// Wipes PINs whose time to live ran out, and logs their tokens out (a logged-in token is
 /// as good as a cached PIN).
-async fn expire_pins(agent: Arc<Agent>) {
+async fn expire_pins(store: Arc<SessionStore>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
     loop {
         tick.tick().await;
-        for entry in &agent.store.snapshot().tokens {
+        for entry in &store.snapshot().tokens {
             if entry.token.expire_pin() {
                 info!(token = %entry.token.token_ref().label, "cached PIN (or PIN-pad login) expired");
                 // Waits for the token's operations to finish; other tokens must not wait.
@@ -201,8 +184,8 @@ async fn expire_pins(agent: Arc<Agent>) {
     }
 }
 
-async fn shutdown_tokens(agent: &Agent) {
-    for entry in &agent.store.snapshot().tokens {
+async fn shutdown_tokens(store: &SessionStore) {
+    for entry in &store.snapshot().tokens {
         entry.token.clone().logout().await;
     }
 }

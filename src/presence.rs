@@ -14,30 +14,58 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use smime_agent_proto::{Event, ReaderEvent, TokenEvent, TokenRef};
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::{Notify, broadcast, mpsc};
 use tracing::{info, warn};
 
-use crate::agent::Agent;
+use crate::store::SessionStore;
+use crate::tokens::Modules;
 use crate::tokens::module::{Changes, ScannedToken, slot_is_reader};
-use crate::tokens::watcher::{self, WatchEvent};
+use crate::tokens::watcher::{self, Readers, WatchEvent};
 
 /// How long after a card is inserted its module is asked again, for modules that notice
 /// new cards later than PC/SC does (OpenSC: 0.2 to 0.5 s).
 const FOLLOW_UPS: [u64; 3] = [150, 500, 1200];
 
-/// The presence machinery of a running agent.
+/// The presence machinery of a running agent: what it watches, and where it puts what it
+/// finds.
 pub struct Presence {
+    modules: Arc<Modules>,
+    /// Card readers as PC/SC reports them (shared with `status`).
+    readers: Arc<Readers>,
+    store: Arc<SessionStore>,
+    /// Token and reader events for subscribers.
+    events: broadcast::Sender<Event>,
+    /// `[pin] cache_ttl_secs`, for the tokens a rescan opens.
+    pin_ttl: Duration,
     /// One wake-up per module: a rescan is wanted.
     wake: Vec<Arc<Notify>>,
     /// One rescan at a time per module.
     locks: Vec<tokio::sync::Mutex<()>>,
 }
 
+impl std::fmt::Debug for Presence {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Presence")
+    }
+}
+
 impl Presence {
-    pub fn new(modules: usize) -> Presence {
+    pub fn new(
+        modules: Arc<Modules>,
+        readers: Arc<Readers>,
+        store: Arc<SessionStore>,
+        events: broadcast::Sender<Event>,
+        pin_ttl: Duration,
+    ) -> Presence {
+        let n = modules.modules.len();
         Presence {
-            wake: (0..modules).map(|_| Arc::new(Notify::new())).collect(),
-            locks: (0..modules).map(|_| tokio::sync::Mutex::new(())).collect(),
+            modules,
+            readers,
+            store,
+            events,
+            pin_ttl,
+            wake: (0..n).map(|_| Arc::new(Notify::new())).collect(),
+            locks: (0..n).map(|_| tokio::sync::Mutex::new(())).collect(),
         }
     }
 
@@ -49,43 +77,43 @@ impl Presence {
 }
 
 /// Starts the watchers and the loops that follow them.
-pub fn start(agent: &Arc<Agent>) {
+pub fn start(presence: &Arc<Presence>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    let modules = &agent.modules.modules;
+    let modules = &presence.modules.modules;
     // Readers matter when any module may hold smart cards; a software-only setup does not
     // touch PC/SC (which could start the system's pcscd for nothing).
     if modules
         .iter()
         .any(|m| m.config.kind != crate::config::ModuleKind::Software)
     {
-        watcher::watch_pcsc(agent.readers.clone(), tx.clone());
+        watcher::watch_pcsc(presence.readers.clone(), tx.clone());
     }
     for (i, m) in modules.iter().enumerate() {
         if !m.is_loaded() {
             continue;
         }
         watcher::watch_slots(i, m.clone(), tx.clone());
-        tokio::spawn(module_loop(agent.clone(), i));
+        tokio::spawn(module_loop(presence.clone(), i));
     }
-    tokio::spawn(event_loop(agent.clone(), rx));
-    if agent.modules.soft.is_some() {
-        tokio::spawn(soft_loop(agent.clone()));
+    tokio::spawn(event_loop(presence.clone(), rx));
+    if presence.modules.soft.is_some() {
+        tokio::spawn(soft_loop(presence.clone()));
     }
 }
 
 /// How often the key file directory is looked at.
 const SOFT_POLL: Duration = Duration::from_secs(5);
 
-async fn soft_loop(agent: Arc<Agent>) {
+async fn soft_loop(presence: Arc<Presence>) {
     loop {
         tokio::time::sleep(SOFT_POLL).await;
-        rescan_soft(&agent).await;
+        rescan_soft(&presence).await;
     }
 }
 
 /// Looks at the key file directory now.
-pub async fn rescan_soft(agent: &Arc<Agent>) -> (Vec<TokenRef>, Vec<TokenRef>) {
-    let a = agent.clone();
+pub async fn rescan_soft(presence: &Arc<Presence>) -> (Vec<TokenRef>, Vec<TokenRef>) {
+    let a = presence.clone();
     let changes = tokio::task::spawn_blocking(move || {
         a.modules
             .soft
@@ -95,14 +123,14 @@ pub async fn rescan_soft(agent: &Arc<Agent>) -> (Vec<TokenRef>, Vec<TokenRef>) {
     })
     .await
     .unwrap_or_default();
-    apply(agent, changes)
+    apply(presence, changes)
 }
 
 /// Rescans module `index` when woken, and on its poll interval (a slower safety net when
 /// the module reports slot events).
-async fn module_loop(agent: Arc<Agent>, index: usize) {
-    let module = agent.modules.modules[index].clone();
-    let wake = agent.presence.wake[index].clone();
+async fn module_loop(presence: Arc<Presence>, index: usize) {
+    let module = presence.modules.modules[index].clone();
+    let wake = presence.wake[index].clone();
     let poll = Duration::from_millis(module.config.poll_interval_ms);
     loop {
         let interval = if module
@@ -117,39 +145,39 @@ async fn module_loop(agent: Arc<Agent>, index: usize) {
             _ = wake.notified() => {},
             _ = tokio::time::sleep(interval) => {},
         }
-        if let Err(e) = rescan_module(&agent, index, false).await {
+        if let Err(e) = rescan_module(&presence, index, false).await {
             warn!(module = %module.path().display(), error = %e, "rescan failed");
         }
     }
 }
 
-async fn event_loop(agent: Arc<Agent>, mut rx: mpsc::UnboundedReceiver<WatchEvent>) {
+async fn event_loop(presence: Arc<Presence>, mut rx: mpsc::UnboundedReceiver<WatchEvent>) {
     while let Some(ev) = rx.recv().await {
         match ev {
             WatchEvent::ReaderAdded(reader) => {
-                let _ = agent
+                let _ = presence
                     .events
                     .send(Event::ReaderAdded(ReaderEvent { reader }));
             }
             WatchEvent::ReaderRemoved(reader) => {
-                let _ = agent
+                let _ = presence
                     .events
                     .send(Event::ReaderRemoved(ReaderEvent { reader }));
             }
             WatchEvent::CardInserted(reader) => {
                 info!(reader = %reader, "card inserted");
-                agent.presence.wake_all();
+                presence.wake_all();
                 for ms in FOLLOW_UPS {
-                    let a = agent.clone();
+                    let a = presence.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(Duration::from_millis(ms)).await;
-                        a.presence.wake_all();
+                        a.wake_all();
                     });
                 }
             }
             WatchEvent::CardRemoved(reader) => {
                 info!(reader = %reader, "card removed");
-                let gone: Vec<String> = agent
+                let gone: Vec<String> = presence
                     .store
                     .snapshot()
                     .tokens
@@ -158,15 +186,15 @@ async fn event_loop(agent: Arc<Agent>, mut rx: mpsc::UnboundedReceiver<WatchEven
                     .map(|t| t.token.token_ref().id.clone())
                     .collect();
                 for id in gone {
-                    for m in &agent.modules.modules {
+                    for m in &presence.modules.modules {
                         m.forget_token(&id);
                     }
-                    remove_token(&agent, &id);
+                    remove_token(&presence, &id);
                 }
-                agent.presence.wake_all();
+                presence.wake_all();
             }
             WatchEvent::SlotEvent(index) => {
-                if let Some(w) = agent.presence.wake.get(index) {
+                if let Some(w) = presence.wake.get(index) {
                     w.notify_one();
                 }
             }
@@ -177,18 +205,18 @@ async fn event_loop(agent: Arc<Agent>, mut rx: mpsc::UnboundedReceiver<WatchEven
 /// Rescans one module and applies the changes. With `reinit`, first re-initializes the
 /// module (for modules without slot events), waiting until no operation runs on it.
 pub async fn rescan_module(
-    agent: &Arc<Agent>,
+    presence: &Arc<Presence>,
     index: usize,
     reinit: bool,
 ) -> Result<(Vec<TokenRef>, Vec<TokenRef>), String> {
-    let module = agent.modules.modules[index].clone();
-    let _one = agent.presence.locks[index].lock().await;
-    let empty = agent.readers.empty_readers();
-    let ttl = Duration::from_secs(agent.config.pin.cache_ttl_secs);
+    let module = presence.modules.modules[index].clone();
+    let _one = presence.locks[index].lock().await;
+    let empty = presence.readers.empty_readers();
+    let ttl = presence.pin_ttl;
     let changes: Changes = if reinit {
         // Every token of the module, exclusively: operations in flight finish first, new
         // ones wait until the module is back.
-        let snapshot = agent.store.snapshot();
+        let snapshot = presence.store.snapshot();
         let mine: Vec<_> = snapshot
             .tokens
             .iter()
@@ -233,11 +261,11 @@ pub async fn rescan_module(
             .await
             .map_err(|e| e.to_string())??
     };
-    Ok(apply(agent, changes))
+    Ok(apply(presence, changes))
 }
 
 /// Puts a rescan's findings into the store and tells subscribers.
-fn apply(agent: &Agent, changes: Changes) -> (Vec<TokenRef>, Vec<TokenRef>) {
+fn apply(presence: &Presence, changes: Changes) -> (Vec<TokenRef>, Vec<TokenRef>) {
     let mut removed = vec![];
     let inserted_ids: Vec<String> = changes
         .inserted
@@ -247,26 +275,26 @@ fn apply(agent: &Agent, changes: Changes) -> (Vec<TokenRef>, Vec<TokenRef>) {
     for id in &changes.removed {
         if inserted_ids.contains(id) {
             // Re-opened in place: the new object replaces the old one below.
-            if let Some(old) = agent.store.remove(id) {
+            if let Some(old) = presence.store.remove(id) {
                 old.token.mark_removed();
             }
             continue;
         }
-        if let Some(r) = remove_token(agent, id) {
+        if let Some(r) = remove_token(presence, id) {
             removed.push(r);
         }
     }
     let mut inserted = vec![];
     for t in changes.inserted {
-        inserted.push(insert_token(agent, t));
+        inserted.push(insert_token(presence, t));
     }
     (inserted, removed)
 }
 
-fn insert_token(agent: &Agent, t: ScannedToken) -> TokenRef {
+fn insert_token(presence: &Presence, t: ScannedToken) -> TokenRef {
     let facts = t.token.facts.clone();
     let count = t.certs.len();
-    let replaced = agent.store.insert(t.token, t.certs);
+    let replaced = presence.store.insert(t.token, t.certs);
     if let Some(old) = replaced {
         old.token.mark_removed();
     }
@@ -277,7 +305,7 @@ fn insert_token(agent: &Agent, t: ScannedToken) -> TokenRef {
         certificates = count,
         "token inserted"
     );
-    let _ = agent.events.send(Event::TokenInserted(TokenEvent {
+    let _ = presence.events.send(Event::TokenInserted(TokenEvent {
         token: facts.token.clone(),
         hardware: facts.hardware,
         removable: facts.removable,
@@ -289,12 +317,12 @@ fn insert_token(agent: &Agent, t: ScannedToken) -> TokenRef {
 
 /// Takes a token out of the store: its PIN is wiped, its sessions closed, and operations
 /// waiting on it end with `token_removed`. Returns it if it was there.
-pub fn remove_token(agent: &Agent, id: &str) -> Option<TokenRef> {
-    let entry = agent.store.remove(id)?;
+pub fn remove_token(presence: &Presence, id: &str) -> Option<TokenRef> {
+    let entry = presence.store.remove(id)?;
     entry.token.mark_removed();
     let facts = &entry.token.facts;
     info!(token = %facts.token.label, serial = %facts.token.serial, "token removed");
-    let _ = agent.events.send(Event::TokenRemoved(TokenEvent {
+    let _ = presence.events.send(Event::TokenRemoved(TokenEvent {
         token: facts.token.clone(),
         hardware: facts.hardware,
         removable: facts.removable,

@@ -587,17 +587,23 @@ async fn three_concurrent_requests_and_one_wrong_pin_cost_one_try() {
     assert_eq!(rig.tries_left("alice").unwrap(), 3);
     let before = rig.verify_count("alice").unwrap();
 
+    // The prompt is answered only once all three requests were sent, and a moment later,
+    // so each is under way before the login fails (a request that came after the failure
+    // would rightly ask again).
+    let together = SentTogether::new(3);
     let mut tasks = vec![];
     for i in 0..3 {
         let socket = agent.socket.clone();
+        let together = together.clone();
         tasks.push(tokio::spawn(async move {
             let c = Client::connect(&socket, hello(true)).await.unwrap();
-            sign_answering(
+            sign_answering_together(
                 &c,
                 "alice@example.org",
                 sample_entity(&i.to_string()),
                 None,
                 "999999",
+                Some(&together),
             )
             .await
         }));

@@ -117,7 +117,7 @@ fn outer_message(msg: &Message, entity: &[u8]) -> Vec<u8> {
 }
 
 pub async fn compose(ctx: &OpContext<'_>, p: ComposeParams) -> Result<ComposeResult, OpError> {
-    let policy = &ctx.agent.config.policy;
+    let policy = &ctx.services.config.policy;
     let msg = split(&p.content.0)?;
     let from = addresses(&msg, "from")?;
     let [sender] = from.as_slice() else {

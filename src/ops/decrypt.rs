@@ -19,8 +19,8 @@ use crate::tokens::{OaepHash, PinPolicy, PrivateOp, RsaDecrypt, TokenError};
 /// Which of the user's certificates the envelope is for, best first: hardware keys before
 /// software ones; with `smart_card_only`, only keys on smart cards.
 fn my_recipients(ctx: &OpContext<'_>, env: &Envelope) -> Vec<(Arc<StoredCert>, Recipient)> {
-    let snapshot = ctx.agent.store.snapshot();
-    let smart_card_only = ctx.agent.config.policy.smart_card_only;
+    let snapshot = ctx.services.store.snapshot();
+    let smart_card_only = ctx.services.config.policy.smart_card_only;
     let mut mine = vec![];
     for r in &env.recipients {
         for c in snapshot.certs() {
@@ -63,7 +63,7 @@ async fn content_key(
     recipient: &Recipient,
 ) -> Result<Zeroizing<Vec<u8>>, OpError> {
     let policy = PinPolicy {
-        always_authenticate_uses_cache: ctx.agent.config.pin.always_authenticate_uses_cache,
+        always_authenticate_uses_cache: ctx.services.config.pin.always_authenticate_uses_cache,
     };
     let token = &cert.token;
     let key_id = &cert.cert.key_id;

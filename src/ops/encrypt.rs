@@ -26,7 +26,7 @@ pub async fn find_certificates(
     request_certs: &[Vec<u8>],
     sender: Option<&str>,
 ) -> Result<Vec<Found>, OpError> {
-    let cfg = &ctx.agent.config;
+    let cfg = &ctx.services.config;
     let now = SystemTime::now();
     let mut wanted: Vec<&str> = vec![];
     for a in addresses.iter().map(String::as_str).chain(sender) {
@@ -54,7 +54,7 @@ pub async fn find_certificates(
     for address in wanted {
         // The sender's own encryption certificate comes first from their own tokens.
         if sender.is_some_and(|s| same_address(s, address)) {
-            let snapshot = ctx.agent.store.snapshot();
+            let snapshot = ctx.services.store.snapshot();
             let own = select(
                 &snapshot,
                 address,
@@ -62,7 +62,7 @@ pub async fn find_certificates(
                 &SelectionContext {
                     policy: &cfg.policy,
                     identities: &cfg.identity,
-                    trust: &ctx.agent.trust,
+                    trust: &ctx.services.trust,
                     now,
                 },
             )
@@ -78,12 +78,12 @@ pub async fn find_certificates(
         }
         let sources = vec![
             (Source::Request, given.clone()),
-            (Source::Contacts, ctx.agent.contacts.find(address)),
+            (Source::Contacts, ctx.services.contacts.find(address)),
         ];
         match recipients::find(
             address,
             &sources,
-            &ctx.agent.trust,
+            &ctx.services.trust,
             cfg.revocation.check_crl_on_send,
             now,
         )
@@ -103,11 +103,11 @@ pub async fn find_certificates(
 /// by the SMIMECapabilities their signed mail carried (RFC 8551 section 2.7.1). A
 /// recipient whose capabilities are unknown, and the user, take every one of the policy's.
 pub fn choose_algorithm(ctx: &OpContext<'_>, found: &[Found]) -> Result<ContentAlgorithm, OpError> {
-    let policy = &ctx.agent.config.policy.encryption_algorithms;
+    let policy = &ctx.services.config.policy.encryption_algorithms;
     let known: Vec<(&Found, Vec<ContentAlgorithm>)> = found
         .iter()
         .filter(|f| f.source != Source::Own)
-        .filter_map(|f| Some((f, ctx.agent.contacts.capabilities(&f.address)?)))
+        .filter_map(|f| Some((f, ctx.services.contacts.capabilities(&f.address)?)))
         .collect();
     if let Some(alg) = policy
         .iter()
@@ -148,7 +148,7 @@ pub fn envelope_for(
     found: &[Found],
 ) -> Result<(Vec<u8>, ContentAlgorithm), OpError> {
     let alg = choose_algorithm(ctx, found)?;
-    let padding = if ctx.agent.config.policy.rsa_oaep {
+    let padding = if ctx.services.config.policy.rsa_oaep {
         RsaPadding::OaepSha256
     } else {
         RsaPadding::Pkcs1v15
@@ -182,7 +182,7 @@ pub fn key_transport(c: &CertFacts, oaep: bool) -> &'static str {
 }
 
 pub async fn encrypt(ctx: &OpContext<'_>, p: EncryptParams) -> Result<EncryptResult, OpError> {
-    let cfg = &ctx.agent.config;
+    let cfg = &ctx.services.config;
     let entity = mime::canonicalize(&p.content.0);
     mime::check_entity(&entity)?;
     if p.recipients.is_empty() {

@@ -2,7 +2,8 @@
 //!
 //! Owns: the request-level flow of each op (one file per op), the audit log of private-key
 //! operations, and the mapping of every layer's errors to the protocol's error codes.
-//! Knows nothing of sockets: the server hands in an [`OpContext`].
+//! Knows nothing of sockets: the server hands in an [`OpContext`], built on the
+//! [`Services`] the agent wired up.
 
 mod compose;
 mod decrypt;
@@ -14,47 +15,15 @@ mod validate;
 mod verify;
 mod which;
 
-use std::future::Future;
-use std::pin::Pin;
+mod context;
 
-use smime_agent_proto::{CertInfo, ErrorBody, ErrorCode, Event, Op, RequestId};
+pub use context::{AfterResponse, FollowUp, OpContext, Peer, Services};
 
-use crate::agent::Agent;
-use crate::server::Peer;
+use smime_agent_proto::{CertInfo, ErrorBody, ErrorCode, Op};
+
 use crate::smime::SmimeError;
 use crate::store::{NoCertificate, StoredCert};
-use crate::tokens::{PinPrompter, TokenError};
-
-/// What an op needs from the request it serves.
-pub struct OpContext<'a> {
-    pub agent: &'a std::sync::Arc<Agent>,
-    pub peer: &'a Peer,
-    pub prompter: &'a dyn PinPrompter,
-    /// The request's id, for events about it.
-    pub request: &'a RequestId,
-    /// Work to run after the response is sent, whose event follows it.
-    pub after_response: &'a AfterResponse,
-}
-
-/// Work an op leaves for after its response: the connection runs it once the response is
-/// queued and sends the event it yields (`verify` with `validation: event` sends
-/// `validation_done` this way, so the event never overtakes the response).
-#[derive(Default)]
-pub struct AfterResponse(std::sync::Mutex<Option<FollowUp>>);
-
-pub type FollowUp = Pin<Box<dyn Future<Output = Event> + Send + 'static>>;
-
-impl AfterResponse {
-    pub fn set(&self, f: FollowUp) {
-        if let Ok(mut slot) = self.0.lock() {
-            *slot = Some(f);
-        }
-    }
-
-    pub fn take(&self) -> Option<FollowUp> {
-        self.0.lock().ok().and_then(|mut slot| slot.take())
-    }
-}
+use crate::tokens::TokenError;
 
 /// Why an op failed.
 #[derive(Debug, thiserror::Error)]

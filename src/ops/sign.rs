@@ -22,9 +22,9 @@ pub async fn sign_entity(
     entity: &[u8],
     format: SignFormat,
 ) -> Result<SignResult, OpError> {
-    let cfg = &ctx.agent.config;
+    let cfg = &ctx.services.config;
     let now = SystemTime::now();
-    let snapshot = ctx.agent.store.snapshot();
+    let snapshot = ctx.services.store.snapshot();
     // Only a certificate whose chain is valid signs (behaviour.md section 2, rule 5).
     let chosen = select(
         &snapshot,
@@ -33,7 +33,7 @@ pub async fn sign_entity(
         &SelectionContext {
             policy: &cfg.policy,
             identities: &cfg.identity,
-            trust: &ctx.agent.trust,
+            trust: &ctx.services.trust,
             now,
         },
     )
@@ -50,7 +50,7 @@ pub async fn sign_entity(
     if cfg.policy.include_chain {
         // Answered from the validation cache: selection has just validated it.
         let v = ctx
-            .agent
+            .services
             .trust
             .validate(&ValidationRequest {
                 cert: facts.der.clone(),
@@ -126,7 +126,7 @@ pub async fn sign_entity(
 
 /// The policy's packaging unless the request says otherwise.
 pub fn default_format(ctx: &OpContext<'_>) -> SignFormat {
-    if ctx.agent.config.policy.clear_sign {
+    if ctx.services.config.policy.clear_sign {
         SignFormat::Clear
     } else {
         SignFormat::Opaque

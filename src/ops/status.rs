@@ -1,4 +1,4 @@
-//! `status` and `list_certs`: what the agent has, without touching a token's keys.
+//! `status` and `list_certs`: what the services has, without touching a token's keys.
 
 use smime_agent_proto::{
     AgentInfo, CrlCacheEntry, CrlCacheStatus, ListCertsResult, ModuleStatus, PROTOCOL_VERSION,
@@ -9,8 +9,8 @@ use super::{OpContext, cert_info};
 use crate::certs::rfc3339;
 
 pub async fn status(ctx: &OpContext<'_>) -> StatusResult {
-    let agent = ctx.agent;
-    let modules = agent
+    let services = ctx.services;
+    let modules = services
         .modules
         .modules
         .iter()
@@ -21,7 +21,7 @@ pub async fn status(ctx: &OpContext<'_>) -> StatusResult {
             error: m.error.clone(),
         })
         .collect();
-    let snapshot = agent.store.snapshot();
+    let snapshot = services.store.snapshot();
     let mut tokens = vec![];
     for entry in &snapshot.tokens {
         let t = &entry.token;
@@ -49,19 +49,19 @@ pub async fn status(ctx: &OpContext<'_>) -> StatusResult {
             version: env!("CARGO_PKG_VERSION").to_owned(),
             protocol_version: PROTOCOL_VERSION,
             pid: std::process::id(),
-            socket: agent.socket_path.display().to_string(),
-            uptime_secs: agent.started.elapsed().as_secs(),
+            socket: services.socket_path.display().to_string(),
+            uptime_secs: services.started.elapsed().as_secs(),
         },
         modules,
-        readers: agent.readers.status(),
+        readers: services.readers.status(),
         tokens,
         trust: TrustStatus {
-            anchors: agent.trust.store.anchors.len(),
-            untrusted: agent.trust.store.distrusted_count(),
-            intermediates: agent.trust.store.intermediates.len(),
-            problems: agent.trust.store.problems.clone(),
+            anchors: services.trust.store.anchors.len(),
+            untrusted: services.trust.store.distrusted_count(),
+            intermediates: services.trust.store.intermediates.len(),
+            problems: services.trust.store.problems.clone(),
         },
-        crl_cache: crl_cache(&agent.trust),
+        crl_cache: crl_cache(&services.trust),
     }
 }
 
@@ -87,7 +87,7 @@ fn crl_cache(trust: &crate::trust::Trust) -> CrlCacheStatus {
 }
 
 pub fn list_certs(ctx: &OpContext<'_>, include_der: bool) -> ListCertsResult {
-    let snapshot = ctx.agent.store.snapshot();
+    let snapshot = ctx.services.store.snapshot();
     ListCertsResult {
         certificates: snapshot
             .certs()

@@ -11,7 +11,7 @@ use super::OpContext;
 /// (no slot events, like SoftHSM) are re-initialized first, once no operation runs on them.
 pub async fn rescan(ctx: &OpContext<'_>) -> RescanResult {
     let mut result = RescanResult::default();
-    for (i, m) in ctx.agent.modules.modules.iter().enumerate() {
+    for (i, m) in ctx.services.modules.modules.iter().enumerate() {
         if !m.is_loaded() {
             result.skipped.push(format!(
                 "{}: {}",
@@ -21,7 +21,7 @@ pub async fn rescan(ctx: &OpContext<'_>) -> RescanResult {
             continue;
         }
         let reinit = !m.slot_events.load(Ordering::Relaxed);
-        match crate::presence::rescan_module(ctx.agent, i, reinit).await {
+        match crate::presence::rescan_module(&ctx.services.presence, i, reinit).await {
             Ok((inserted, removed)) => {
                 result.inserted.extend(inserted);
                 result.removed.extend(removed);
@@ -29,8 +29,8 @@ pub async fn rescan(ctx: &OpContext<'_>) -> RescanResult {
             Err(e) => result.skipped.push(format!("{}: {e}", m.path().display())),
         }
     }
-    if ctx.agent.modules.soft.is_some() {
-        let (inserted, removed) = crate::presence::rescan_soft(ctx.agent).await;
+    if ctx.services.modules.soft.is_some() {
+        let (inserted, removed) = crate::presence::rescan_soft(&ctx.services.presence).await;
         result.inserted.extend(inserted);
         result.removed.extend(removed);
     }
@@ -41,7 +41,7 @@ pub async fn rescan(ctx: &OpContext<'_>) -> RescanResult {
 /// Wipes every cached PIN and logs every token out.
 pub async fn forget(ctx: &OpContext<'_>) -> ForgetResult {
     let mut tokens = vec![];
-    for entry in &ctx.agent.store.snapshot().tokens {
+    for entry in &ctx.services.store.snapshot().tokens {
         // The PIN goes now; the logout follows as soon as no operation uses the token.
         entry.token.forget_pin();
         tokio::spawn(entry.token.clone().logout());

@@ -62,9 +62,9 @@ pub async fn validate(ctx: &OpContext<'_>, p: ValidateParams) -> Result<Validate
         None => SystemTime::now(),
     };
     let policy = p.policy.unwrap_or_default();
-    let snapshot = ctx.agent.store.snapshot();
+    let snapshot = ctx.services.store.snapshot();
     let v = ctx
-        .agent
+        .services
         .trust
         .validate(&ValidationRequest {
             cert,

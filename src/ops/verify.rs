@@ -17,8 +17,8 @@ use smime_agent_proto::{
 };
 use tracing::{info, warn};
 
+use super::Services;
 use super::{OpContext, OpError};
-use crate::agent::Agent;
 use crate::alg::ContentAlgorithm;
 use crate::certs::{CertFacts, hex, rfc3339};
 use crate::smime::verify::{self as cms_verify, Format, Layer, Signer};
@@ -54,12 +54,12 @@ pub async fn verify(ctx: &OpContext<'_>, p: VerifyParams) -> Result<VerifyResult
     };
     match p.validation {
         ValidationMode::Wait => {
-            apply(&mut result.layers, judge(ctx.agent.clone(), jobs).await);
+            apply(&mut result.layers, judge(ctx.services.clone(), jobs).await);
             result.status = overall(&result.layers);
         }
         ValidationMode::Event => {
             result.status = overall(&result.layers);
-            let agent = ctx.agent.clone();
+            let services = ctx.services.clone();
             let request = ctx.request.clone();
             // The signatures decided already when one is invalid; the event still follows.
             let signatures_valid = result
@@ -68,7 +68,7 @@ pub async fn verify(ctx: &OpContext<'_>, p: VerifyParams) -> Result<VerifyResult
                 .flat_map(|l| &l.signers)
                 .all(|s| s.signature.status == SignatureStatus::Valid);
             ctx.after_response.set(Box::pin(async move {
-                let checks = judge(agent, jobs).await;
+                let checks = judge(services, jobs).await;
                 let all_valid = signatures_valid
                     && checks
                         .iter()
@@ -115,7 +115,7 @@ pub async fn verify_signed_layers(
         mut signed,
         jobs,
     } = check_signatures(ctx, entity).await?;
-    apply(&mut signed, judge(ctx.agent.clone(), jobs).await);
+    apply(&mut signed, judge(ctx.services.clone(), jobs).await);
     let content = layers.pop().map(|l| l.content).unwrap_or_default();
     Ok((signed, content))
 }
@@ -136,7 +136,7 @@ async fn check_signatures(ctx: &OpContext<'_>, entity: Vec<u8>) -> Result<Checke
         .await
         .map_err(|e| OpError::Internal(format!("the verification task failed: {e}")))??;
     let token_certs: Vec<Vec<u8>> = ctx
-        .agent
+        .services
         .store
         .snapshot()
         .certs()
@@ -309,7 +309,7 @@ fn unknown(s: &Signer) -> CertificateCheck {
 
 /// Validates every signer certificate, concurrently, and keeps valid signers as contacts.
 /// Returns (layer, index, status) for every signer.
-async fn judge(agent: Arc<Agent>, jobs: Vec<Job>) -> Vec<(usize, usize, CertificateCheck)> {
+async fn judge(services: Arc<Services>, jobs: Vec<Job>) -> Vec<(usize, usize, CertificateCheck)> {
     let mut set = tokio::task::JoinSet::new();
     let mut out = vec![];
     for job in jobs {
@@ -327,9 +327,9 @@ async fn judge(agent: Arc<Agent>, jobs: Vec<Job>) -> Vec<(usize, usize, Certific
             ));
             continue;
         };
-        let agent = agent.clone();
+        let services = services.clone();
         set.spawn(async move {
-            let v = agent.trust.validate(&req).await;
+            let v = services.trust.validate(&req).await;
             let r = super::validate::to_result(&v, SystemTime::now());
             let mut c = CertificateCheck {
                 status: if v.valid {
@@ -364,7 +364,7 @@ async fn judge(agent: Arc<Agent>, jobs: Vec<Job>) -> Vec<(usize, usize, Certific
                 && job.signature_valid
                 && let Some(cert) = &job.cert
             {
-                match agent.contacts.add(cert) {
+                match services.contacts.add(cert) {
                     Ok(added) => c.added_to_contacts = added,
                     Err(e) => warn!(
                         subject = %cert.subject,
@@ -374,7 +374,7 @@ async fn judge(agent: Arc<Agent>, jobs: Vec<Job>) -> Vec<(usize, usize, Certific
                 }
                 if let Some(caps) = &job.capabilities
                     && let Err(e) =
-                        agent
+                        services
                             .contacts
                             .remember_capabilities(cert, job.signing_time, caps)
                 {

@@ -10,13 +10,13 @@ use crate::store::{self, SelectionContext, Verdict};
 
 pub async fn which(ctx: &OpContext<'_>, p: WhichParams) -> Result<WhichResult, OpError> {
     crate::config::check_address(&p.address).map_err(OpError::BadRequest)?;
-    let cfg = &ctx.agent.config;
+    let cfg = &ctx.services.config;
     let purpose = match p.purpose {
         Purpose::Sign => store::Purpose::Sign,
         Purpose::Encrypt => store::Purpose::Encrypt,
         Purpose::Decrypt => store::Purpose::Decrypt,
     };
-    let snapshot = ctx.agent.store.snapshot();
+    let snapshot = ctx.services.store.snapshot();
     let e = store::explain(
         &snapshot,
         &p.address,
@@ -24,7 +24,7 @@ pub async fn which(ctx: &OpContext<'_>, p: WhichParams) -> Result<WhichResult, O
         &SelectionContext {
             policy: &cfg.policy,
             identities: &cfg.identity,
-            trust: &ctx.agent.trust,
+            trust: &ctx.services.trust,
             now: SystemTime::now(),
         },
     )

@@ -20,9 +20,9 @@ use tokio::sync::{Semaphore, TryAcquireError, mpsc, oneshot, watch};
 use tracing::{debug, info, warn};
 use zeroize::Zeroize;
 
-use super::Peer;
 use super::prompter::RequestPrompter;
-use crate::agent::Agent;
+use crate::ops::Peer;
+use crate::ops::Services;
 use crate::ops::{self, AfterResponse, OpContext};
 
 /// Requests of one connection running at once; more wait for a turn. The reader never
@@ -46,7 +46,7 @@ pub enum PinAnswer {
 
 /// State shared by the connection's reader and its request tasks.
 pub struct Conn {
-    pub agent: Arc<Agent>,
+    pub services: Arc<Services>,
     pub peer: Peer,
     out: mpsc::Sender<Vec<u8>>,
     pub hello: OnceLock<HelloParams>,
@@ -100,13 +100,13 @@ fn error_response(id: Option<RequestId>, body: ErrorBody) -> Response {
 
 /// Serves one connection until the client hangs up or the agent shuts down.
 pub async fn handle(
-    agent: Arc<Agent>,
+    services: Arc<Services>,
     stream: Stream,
     peer: Peer,
     mut shutdown: watch::Receiver<bool>,
 ) {
     debug!(peer = %peer, "connection opened");
-    let max = agent.config.agent.max_frame_bytes;
+    let max = services.config.agent.max_frame_bytes;
     let (rx, mut tx) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
     let writer = tokio::spawn(async move {
@@ -121,7 +121,7 @@ pub async fn handle(
         let _ = tx.shutdown().await;
     });
     let conn = Arc::new(Conn {
-        agent,
+        services,
         peer,
         out: out_tx,
         hello: OnceLock::new(),
@@ -186,7 +186,7 @@ pub async fn handle(
             }
             Op::Subscribe(_) => {
                 // Events start after the response, so a client sees nothing before it.
-                let rx = conn.agent.events.subscribe();
+                let rx = conn.services.events.subscribe();
                 conn.send(&Response {
                     id: Some(req.id),
                     outcome: Outcome::Ok(serde_json::json!({})),
@@ -243,7 +243,7 @@ pub async fn handle(
                     let after = AfterResponse::default();
                     let outcome = {
                         let ctx = OpContext {
-                            agent: &conn.agent,
+                            services: &conn.services,
                             peer: &conn.peer,
                             prompter: &RequestPrompter::new(conn.clone(), id.clone()),
                             request: &id,
@@ -369,7 +369,7 @@ fn hello(conn: &Conn, id: RequestId, h: HelloParams) -> Response {
     }
     info!(peer = %conn.peer, client = ?h.client, pin_prompt = h.pin_prompt, "client connected");
     let _ = conn.hello.set(h);
-    let cfg = &conn.agent.config;
+    let cfg = &conn.services.config;
     let result = HelloResult {
         protocol_version: PROTOCOL_VERSION,
         agent: format!("smime-agent {}", env!("CARGO_PKG_VERSION")),

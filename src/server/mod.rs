@@ -25,7 +25,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::sync::{Semaphore, watch};
 use tracing::{error, info, warn};
 
-use crate::agent::Agent;
+use crate::ops::{Peer, Services};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -120,7 +120,7 @@ fn agent_answers(path: &Path) -> bool {
 
 /// Binds the socket (mode 0600) and serves until `shutdown` turns true.
 pub async fn serve(
-    agent: Arc<Agent>,
+    services: Arc<Services>,
     path: PathBuf,
     mut shutdown: watch::Receiver<bool>,
     ready: impl FnOnce(),
@@ -139,7 +139,7 @@ pub async fn serve(
     info!(socket = %path.display(), "listening");
     ready();
 
-    let limit = Arc::new(Semaphore::new(agent.config.agent.max_connections));
+    let limit = Arc::new(Semaphore::new(services.config.agent.max_connections));
     let mut handlers = tokio::task::JoinSet::new();
     loop {
         let stream = tokio::select! {
@@ -164,7 +164,7 @@ pub async fn serve(
         };
         let Ok(permit) = limit.clone().try_acquire_owned() else {
             warn!(
-                max = agent.config.agent.max_connections,
+                max = services.config.agent.max_connections,
                 "connection refused: too many connections"
             );
             handlers.spawn(refuse(
@@ -172,15 +172,15 @@ pub async fn serve(
                 ErrorCode::TooManyConnections,
                 format!(
                     "the agent already serves {} connections (max_connections)",
-                    agent.config.agent.max_connections
+                    services.config.agent.max_connections
                 ),
             ));
             continue;
         };
-        let agent = agent.clone();
+        let services = services.clone();
         let shutdown = shutdown.clone();
         handlers.spawn(async move {
-            connection::handle(agent, stream, peer, shutdown).await;
+            connection::handle(services, stream, peer, shutdown).await;
             drop(permit);
         });
         // Reap finished handlers so the set does not grow with every connection.
@@ -197,23 +197,6 @@ pub async fn serve(
     }
     drop(listener);
     Ok(())
-}
-
-/// Who is on the other end of a connection.
-#[derive(Debug, Clone)]
-pub struct Peer {
-    pub pid: Option<u32>,
-    pub exe: Option<PathBuf>,
-}
-
-impl std::fmt::Display for Peer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (self.pid, &self.exe) {
-            (Some(pid), Some(exe)) => write!(f, "pid {pid} ({})", exe.display()),
-            (Some(pid), None) => write!(f, "pid {pid}"),
-            _ => write!(f, "unknown process"),
-        }
-    }
 }
 
 /// Admits only processes of the agent's own user.

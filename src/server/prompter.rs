@@ -45,7 +45,7 @@ impl RequestPrompter {
                 "[pin] source is \"client\" but this client does not answer PIN prompts (hello pin_prompt = false)".into(),
             ));
         }
-        let timeout = self.conn.agent.config.pin.prompt_timeout_secs;
+        let timeout = self.conn.services.config.pin.prompt_timeout_secs;
         let (prompt, rx) = self.conn.open_prompt();
         // Closed however this ends, also when the request is dropped (its token was pulled).
         let _open = OpenPrompt {
@@ -70,7 +70,7 @@ impl RequestPrompter {
     }
 
     async fn ask_pinentry(&self, req: PinRequest) -> Result<SecretPin, PinError> {
-        let cfg = &self.conn.agent.config.pin;
+        let cfg = &self.conn.services.config.pin;
         let env: PinentryEnv = self
             .conn
             .hello
@@ -102,7 +102,7 @@ impl Drop for OpenPrompt<'_> {
 impl PinPrompter for RequestPrompter {
     fn ask(&self, req: PinRequest) -> BoxFuture<'_, Result<SecretPin, PinError>> {
         Box::pin(async move {
-            match self.conn.agent.config.pin.source {
+            match self.conn.services.config.pin.source {
                 PinSource::Client => self.ask_client(req).await,
                 PinSource::Pinentry => self.ask_pinentry(req).await,
                 PinSource::Pinpad => Err(PinError::Unavailable(format!(
@@ -123,7 +123,7 @@ impl PinPrompter for RequestPrompter {
             }
             // A client that shows no prompts gets a pinentry notice, when PINs come from
             // pinentry, so the person knows the reader is waiting.
-            let cfg = &self.conn.agent.config.pin;
+            let cfg = &self.conn.services.config.pin;
             if cfg.source != PinSource::Pinentry {
                 return None;
             }

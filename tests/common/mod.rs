@@ -327,6 +327,49 @@ pub async fn sign_answering(
     Result<SignResult, smime_agent_proto::client::ClientError>,
     usize,
 ) {
+    sign_answering_together(client, signer, content, format, pin, None).await
+}
+
+/// Requests that wait for each other: a prompt is answered only once `total` requests
+/// were sent, and a moment later, so that each is under way at the agent by then.
+#[derive(Clone)]
+pub struct SentTogether {
+    sent: std::sync::Arc<tokio::sync::watch::Sender<usize>>,
+    total: usize,
+}
+
+impl SentTogether {
+    pub fn new(total: usize) -> SentTogether {
+        SentTogether {
+            sent: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+            total,
+        }
+    }
+
+    fn one_sent(&self) {
+        self.sent.send_modify(|n| *n += 1);
+    }
+
+    async fn all_sent(&self) {
+        let mut rx = self.sent.subscribe();
+        let _ = rx.wait_for(|n| *n >= self.total).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// [`sign_answering`], as one of requests sent together: its prompts are answered only
+/// once all of them were sent.
+pub async fn sign_answering_together(
+    client: &Client,
+    signer: &str,
+    content: Vec<u8>,
+    format: Option<SignFormat>,
+    pin: &str,
+    together: Option<&SentTogether>,
+) -> (
+    Result<SignResult, smime_agent_proto::client::ClientError>,
+    usize,
+) {
     let mut events = client.take_events().expect("events not taken yet");
     let (id, rx) = client
         .start(smime_agent_proto::Op::Sign(SignParams {
@@ -336,6 +379,9 @@ pub async fn sign_answering(
         }))
         .await
         .expect("send sign");
+    if let Some(t) = together {
+        t.one_sent();
+    }
     let mut rx = rx;
     let mut prompts = 0;
     let outcome = loop {
@@ -344,6 +390,9 @@ pub async fn sign_answering(
                 let Some(Event::PinNeeded(p)) = ev else { continue };
                 assert_eq!(p.request, id, "a prompt for another request");
                 prompts += 1;
+                if let Some(t) = together {
+                    t.all_sent().await;
+                }
                 client.pin(p.prompt, Some(smime_agent_proto::Pin::new(pin))).await.expect("answer pin");
             }
             out = &mut rx => break out.expect("response"),
