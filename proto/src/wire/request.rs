@@ -1,0 +1,355 @@
+//! What a client sends: the [`Request`] frame, the [`Op`] it names, and each op's parameters
+//! with the enums they use (some, like [`SignFormat`] and [`Purpose`], are echoed in results).
+//!
+//! Owns the request shapes and their strictness: every parameter struct denies unknown
+//! fields. Must not hold what the agent answers; that is in the result, error and event
+//! modules.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::wire::{Base64Bytes, Pin, RequestId};
+
+/// One request frame: `{"id": .., "op": "..", ...parameters of the op}`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct Request {
+    pub id: RequestId,
+    #[serde(flatten)]
+    pub op: Op,
+}
+
+/// The operations, tagged by the `op` field.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Op {
+    /// First request on every connection.
+    Hello(HelloParams),
+    /// The agent, its modules, tokens and certificates.
+    Status(StatusParams),
+    /// The certificates of the user's keys in the session store.
+    ListCerts(ListCertsParams),
+    /// Sign a MIME entity with the key of an address.
+    Sign(SignParams),
+    /// Answer a `pin_needed` event.
+    Pin(PinParams),
+    /// Receive token and reader events on this connection.
+    Subscribe(SubscribeParams),
+    /// Look for tokens again now (re-initializing modules that cannot report new tokens).
+    Rescan(RescanParams),
+    /// Wipe every cached PIN and log every token out.
+    Forget(ForgetParams),
+    /// Validate a certificate: chain to a trusted root, validity, revocation.
+    Validate(ValidateParams),
+    /// Which certificate the agent would use for an address and an operation, and why.
+    Which(WhichParams),
+    /// Encrypt a MIME entity to recipients' certificates (and the sender's own).
+    Encrypt(EncryptParams),
+    /// Decrypt an S/MIME message with one of the user's keys.
+    Decrypt(DecryptParams),
+    /// Turn a complete message into the message(s) to send, under the policy.
+    Compose(ComposeParams),
+    /// Check every signature of a signed MIME entity, and each signer's certificate.
+    Verify(VerifyParams),
+}
+
+impl Op {
+    /// The `op` names the agent knows, in protocol version 1.
+    pub const NAMES: &'static [&'static str] = &[
+        "hello",
+        "status",
+        "list_certs",
+        "sign",
+        "pin",
+        "subscribe",
+        "rescan",
+        "forget",
+        "validate",
+        "which",
+        "encrypt",
+        "decrypt",
+        "compose",
+        "verify",
+    ];
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Hello(_) => "hello",
+            Op::Status(_) => "status",
+            Op::ListCerts(_) => "list_certs",
+            Op::Sign(_) => "sign",
+            Op::Pin(_) => "pin",
+            Op::Subscribe(_) => "subscribe",
+            Op::Rescan(_) => "rescan",
+            Op::Forget(_) => "forget",
+            Op::Validate(_) => "validate",
+            Op::Which(_) => "which",
+            Op::Encrypt(_) => "encrypt",
+            Op::Decrypt(_) => "decrypt",
+            Op::Compose(_) => "compose",
+            Op::Verify(_) => "verify",
+        }
+    }
+}
+
+/// `hello`: the protocol version, and what the client can do.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HelloParams {
+    /// The protocol version the client speaks ([`crate::PROTOCOL_VERSION`]).
+    pub version: u32,
+    /// The client's name and version, for the agent's log.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<String>,
+    /// True when the client answers `pin_needed` events itself (PIN source `client`).
+    #[serde(default)]
+    pub pin_prompt: bool,
+    /// Where a pinentry started on behalf of this client should ask.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinentry: Option<PinentryEnv>,
+}
+
+/// The client's terminal and display, passed on to pinentry (Assuan `OPTION ttyname=`,
+/// `OPTION ttytype=`, `OPTION display=`), as gpg-agent does.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct PinentryEnv {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttyname: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttytype: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display: Option<String>,
+}
+
+/// `status` takes no parameters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatusParams {}
+
+/// `list_certs`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListCertsParams {
+    /// Include each certificate's DER encoding.
+    #[serde(default)]
+    pub include_der: bool,
+}
+
+/// `sign`: sign a MIME entity (headers, blank line, body) with the key of `signer`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignParams {
+    /// The signer's e-mail address; the agent selects the certificate.
+    pub signer: String,
+    /// The MIME entity to sign. Line ends are canonicalized to CRLF before signing.
+    pub content: Base64Bytes,
+    /// `clear` (multipart/signed) or `opaque` (application/pkcs7-mime). Default: the
+    /// policy's `clear_sign`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<SignFormat>,
+}
+
+/// How a signed message is packaged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SignFormat {
+    /// `multipart/signed` with a detached `application/pkcs7-signature` part: readable by
+    /// clients without S/MIME.
+    Clear,
+    /// `application/pkcs7-mime; smime-type=signed-data`: the content inside the CMS object.
+    Opaque,
+}
+
+/// `pin`: the answer to a `pin_needed` event. Exactly one of `pin` and `cancel`.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PinParams {
+    /// The `prompt` number of the `pin_needed` event being answered.
+    pub prompt: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<Pin>,
+    /// The person declined: the waiting request ends with `pin_cancelled`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel: bool,
+}
+
+/// `subscribe` takes no parameters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SubscribeParams {}
+
+/// `rescan` takes no parameters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RescanParams {}
+
+/// `forget` takes no parameters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ForgetParams {}
+
+/// `validate`: validate a certificate as of `time` (default now).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ValidateParams {
+    /// The certificate, DER (or PEM).
+    pub certificate: Base64Bytes,
+    /// Intermediate certificates to build the chain with (from a message, say), DER or PEM.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<Base64Bytes>,
+    /// CRLs to check revocation with before any is fetched (from a message, say), DER.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crls: Vec<Base64Bytes>,
+    /// The validation time, RFC 3339 (e.g. `2024-05-01T12:00:00Z`). Default: now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// RFC 5280 6.1.1 policy inputs. Default: any policy, nothing required or inhibited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyInputs>,
+}
+
+/// The certificate policy inputs of RFC 5280 section 6.1.1.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyInputs {
+    /// user-initial-policy-set, dotted OIDs; empty means anyPolicy.
+    #[serde(default)]
+    pub initial_policy_set: Vec<String>,
+    #[serde(default)]
+    pub initial_explicit_policy: bool,
+    #[serde(default)]
+    pub initial_policy_mapping_inhibit: bool,
+    #[serde(default)]
+    pub initial_inhibit_any_policy: bool,
+}
+
+/// The operation a certificate is chosen for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Purpose {
+    Sign,
+    Encrypt,
+    Decrypt,
+}
+
+impl Purpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Sign => "sign",
+            Purpose::Encrypt => "encrypt",
+            Purpose::Decrypt => "decrypt",
+        }
+    }
+}
+
+/// `which`: the certificate selection for `address` and an operation, explained.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WhichParams {
+    pub address: String,
+    /// `sign`, `encrypt` or `decrypt`.
+    #[serde(rename = "for")]
+    pub purpose: Purpose,
+}
+
+/// `encrypt`: encrypt a MIME entity to recipients.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EncryptParams {
+    /// Recipient addresses (To, Cc and Bcc alike).
+    pub recipients: Vec<String>,
+    /// Recipient certificates the client has (DER), looked at before the contacts store.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<Base64Bytes>,
+    /// The sender's address: always a recipient too, with their own encryption
+    /// certificate, so they can read their sent mail. Default: the first `[[identity]]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<String>,
+    /// The MIME entity to encrypt. Line ends are canonicalized to CRLF.
+    pub content: Base64Bytes,
+}
+
+/// `decrypt`: open an encrypted S/MIME message.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecryptParams {
+    /// The message: an `application/pkcs7-mime` entity, or bare CMS (DER or PEM).
+    pub content: Base64Bytes,
+}
+
+/// `compose`: a complete RFC 5322 message in, the message(s) to send out.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ComposeParams {
+    /// The message: header fields (From, To, Cc, Bcc, Subject, ...), an empty line, the body.
+    pub content: Base64Bytes,
+    /// Sign (also when the policy's `always_sign` is off).
+    #[serde(default)]
+    pub sign: bool,
+    /// Encrypt (also when the policy's `always_encrypt` is off).
+    #[serde(default)]
+    pub encrypt: bool,
+    /// When some recipients have no usable certificate, send unencrypted rather than fail.
+    /// Refused when the policy's `always_encrypt` is on.
+    #[serde(default)]
+    pub allow_unencrypted: bool,
+    /// Recipient certificates the client has (DER).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<Base64Bytes>,
+}
+
+/// `verify`: check every signature of a signed MIME entity and each signer's certificate.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyParams {
+    /// The signed entity: `multipart/signed`, `application/pkcs7-mime;
+    /// smime-type=signed-data`, or bare CMS (DER, or PEM `PKCS7` / `CMS` / `SIGNED MESSAGE`).
+    pub content: Base64Bytes,
+    /// `wait` (default): the response carries each signer certificate's status. `event`:
+    /// the response comes once the signatures are checked, with certificate status
+    /// `pending`, and a `validation_done` event follows on this connection.
+    #[serde(default)]
+    pub validation: ValidationMode,
+}
+
+/// When `verify` reports the signer certificates' status.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ValidationMode {
+    /// In the response.
+    #[default]
+    Wait,
+    /// In a `validation_done` event after the response.
+    Event,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trips_with_flattened_op() {
+        let req = Request {
+            id: 7.into(),
+            op: Op::Sign(SignParams {
+                signer: "a@b".into(),
+                content: Base64Bytes(b"hi".to_vec()),
+                format: Some(SignFormat::Opaque),
+            }),
+        };
+        let json = serde_json::to_string(&req).unwrap();
+        assert_eq!(
+            json,
+            r#"{"id":7,"op":"sign","signer":"a@b","content":"aGk=","format":"opaque"}"#
+        );
+        let back: Request = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.op.name(), "sign");
+    }
+
+    #[test]
+    fn unknown_parameter_is_rejected() {
+        let err = serde_json::from_str::<Request>(r#"{"id":1,"op":"status","verbose":true}"#)
+            .unwrap_err();
+        assert!(err.to_string().contains("verbose"), "{err}");
+    }
+}
