@@ -19,6 +19,8 @@
 //! - [`recipients`]: finding the certificates to encrypt to.
 //! - [`agent`]: wiring and life cycle.
 
+#![deny(unsafe_code)]
+
 pub mod agent;
 pub mod alg;
 pub mod certs;

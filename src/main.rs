@@ -1,6 +1,8 @@
 //! The `smime-agent` command: `serve` runs the agent; the other subcommands are thin
 //! clients of a running agent (see `cli/`).
 
+#![deny(unsafe_code)]
+
 mod cli;
 
 use std::path::PathBuf;

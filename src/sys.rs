@@ -1,7 +1,10 @@
 //! The few operating-system calls the agent makes directly, each wrapped once.
 //!
-//! This is the only module with `unsafe` code: libc calls without a safe std equivalent.
-//! Each is a plain system call with no pointer ownership beyond the call.
+//! This is the only module with `unsafe` code (the crate roots deny it elsewhere): libc
+//! calls without a safe std equivalent. Each is a plain system call with no pointer
+//! ownership beyond the call.
+
+#![allow(unsafe_code)]
 
 use std::path::PathBuf;
 
@@ -62,8 +65,19 @@ pub fn process_exe(pid: u32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/exe")).ok()
 }
 
+/// Makes `cmd`'s child start a session of its own (setsid between fork and exec), so the
+/// background agent outlives the terminal that started it.
+pub fn in_new_session(cmd: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the hook runs in the forked child before exec and only calls setsid, which is
+    // async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(setsid);
+    }
+}
+
 /// Starts a new session for the calling process (used in a forked child before exec).
-pub fn setsid() -> std::io::Result<()> {
+fn setsid() -> std::io::Result<()> {
     // SAFETY: setsid has no memory effects; async-signal-safe, so usable after fork.
     if unsafe { libc::setsid() } == -1 {
         return Err(std::io::Error::last_os_error());

@@ -6,7 +6,6 @@
 //! forking a process that may already run threads.
 
 use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode, Stdio};
 
 use smime_agent::agent;
@@ -91,10 +90,7 @@ fn spawn_background(
         cmd.arg("--config").arg(c);
     }
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(log);
-    // SAFETY: setsid is async-signal-safe and touches no memory of the parent.
-    unsafe {
-        cmd.pre_exec(smime_agent::sys::setsid);
-    }
+    smime_agent::sys::in_new_session(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {

@@ -1,31 +1,34 @@
 //! The server: the local socket, who may connect, and one handler per connection.
 //!
 //! Owns: the socket file (its private directory, its mode, replacing a stale one, refusing
-//! to displace a live agent), the peer check (same user only, by SO_PEERCRED), the bound on
-//! connections, and graceful shutdown. Knows nothing of PKCS#11 or CMS: requests go to
-//! [`crate::ops`].
+//! to displace a live agent), here; and, one room each, after tokio's mini-redis:
+//! - [`listener`]: accept, the peer check (same user only, by SO_PEERCRED), the bound on
+//!   connections, graceful shutdown;
+//! - [`connection`]: frames in and out of one connection, the writer task;
+//! - [`handler`]: what each frame asks: hello, pin, subscribe, or an op for [`crate::ops`];
+//! - [`admission`]: how many requests of a connection run at once, and who waits;
+//! - [`session`]: what a connection's reader and request tasks share;
+//! - [`prompts`] and [`prompter`]: PIN prompts open on a connection, and asking for a PIN.
+//!
+//! Knows nothing of PKCS#11 or CMS: requests go to [`crate::ops`].
 
+mod admission;
 mod connection;
+mod handler;
+mod listener;
 mod prompter;
+mod prompts;
+mod session;
+
+pub use listener::serve;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use interprocess::local_socket::tokio::Stream;
-use interprocess::local_socket::traits::StreamCommon as _;
-use interprocess::local_socket::traits::tokio::Listener as _;
-use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
-use smime_agent_proto::codec::encode_frame;
-use smime_agent_proto::{ErrorBody, ErrorCode, Outcome, Response};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::{Semaphore, watch};
-use tracing::{error, info, warn};
-
-use crate::ops::{Peer, Services};
+use tracing::info;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -116,119 +119,4 @@ fn agent_answers(path: &Path) -> bool {
     let mut line = String::new();
     let _ = BufReader::new(s).read_line(&mut line);
     true
-}
-
-/// Binds the socket (mode 0600) and serves until `shutdown` turns true.
-pub async fn serve(
-    services: Arc<Services>,
-    path: PathBuf,
-    mut shutdown: watch::Receiver<bool>,
-    ready: impl FnOnce(),
-) -> Result<(), ServerError> {
-    let io = |source| ServerError::Io {
-        path: path.clone(),
-        source,
-    };
-    let name = path.as_path().to_fs_name::<GenericFilePath>().map_err(io)?;
-    let listener = ListenerOptions::new()
-        .name(name)
-        .reclaim_name(true)
-        .create_tokio()
-        .map_err(io)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    info!(socket = %path.display(), "listening");
-    ready();
-
-    let limit = Arc::new(Semaphore::new(services.config.agent.max_connections));
-    let mut handlers = tokio::task::JoinSet::new();
-    loop {
-        let stream = tokio::select! {
-            r = listener.accept() => match r {
-                Ok(s) => s,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    error!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
-            _ = shutdown.changed() => break,
-        };
-        let Some(peer) = check_peer(&stream) else {
-            handlers.spawn(refuse(
-                stream,
-                ErrorCode::PermissionDenied,
-                "this agent serves only the user it runs as".into(),
-            ));
-            continue;
-        };
-        let Ok(permit) = limit.clone().try_acquire_owned() else {
-            warn!(
-                max = services.config.agent.max_connections,
-                "connection refused: too many connections"
-            );
-            handlers.spawn(refuse(
-                stream,
-                ErrorCode::TooManyConnections,
-                format!(
-                    "the agent already serves {} connections (max_connections)",
-                    services.config.agent.max_connections
-                ),
-            ));
-            continue;
-        };
-        let services = services.clone();
-        let shutdown = shutdown.clone();
-        handlers.spawn(async move {
-            connection::handle(services, stream, peer, shutdown).await;
-            drop(permit);
-        });
-        // Reap finished handlers so the set does not grow with every connection.
-        while handlers.try_join_next().is_some() {}
-    }
-    info!("shutting down: finishing requests in flight");
-    let drain = async { while handlers.join_next().await.is_some() {} };
-    if tokio::time::timeout(Duration::from_secs(10), drain)
-        .await
-        .is_err()
-    {
-        warn!("requests still running after 10 s; abandoning them");
-        handlers.abort_all();
-    }
-    drop(listener);
-    Ok(())
-}
-
-/// Admits only processes of the agent's own user.
-fn check_peer(stream: &Stream) -> Option<Peer> {
-    let creds = match stream.peer_creds() {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(error = %e, "connection refused: cannot read the peer's credentials");
-            return None;
-        }
-    };
-    let pid = creds.pid().and_then(|p| u32::try_from(p).ok());
-    let uid = creds.euid();
-    if uid != Some(crate::sys::euid()) {
-        warn!(peer_uid = ?uid, peer_pid = ?pid, "connection refused: another user");
-        return None;
-    }
-    Some(Peer {
-        pid,
-        exe: pid.and_then(crate::sys::process_exe),
-    })
-}
-
-/// Sends one error and closes the connection.
-async fn refuse(mut stream: Stream, code: ErrorCode, message: String) {
-    let frame = encode_frame(&Response {
-        id: None,
-        outcome: Outcome::Error(ErrorBody::new(code, message)),
-    });
-    let _ = tokio::time::timeout(Duration::from_secs(2), async {
-        let _ = stream.write_all(&frame).await;
-        let _ = stream.flush().await;
-    })
-    .await;
 }

@@ -6,24 +6,25 @@ use std::time::Duration;
 
 use smime_agent_proto::{Event, PinNeeded, PinentryEnv, RequestId};
 
-use super::connection::{Conn, PinAnswer};
+use super::prompts::PinAnswer;
+use super::session::Session;
 use crate::config::PinSource;
 use crate::tokens::pin::{BoxFuture, Notice};
 use crate::tokens::{PinError, PinPrompter, PinRequest, SecretPin, pinentry};
 
 /// The prompter of one request on one connection.
 pub struct RequestPrompter {
-    conn: Arc<Conn>,
+    session: Arc<Session>,
     request: RequestId,
 }
 
 impl RequestPrompter {
-    pub fn new(conn: Arc<Conn>, request: RequestId) -> Self {
-        RequestPrompter { conn, request }
+    pub fn new(session: Arc<Session>, request: RequestId) -> Self {
+        RequestPrompter { session, request }
     }
 
     fn client_answers(&self) -> bool {
-        self.conn.hello.get().is_some_and(|h| h.pin_prompt)
+        self.session.hello.get().is_some_and(|h| h.pin_prompt)
     }
 
     fn event(&self, req: &PinRequest, prompt: u64, on_reader: bool) -> Event {
@@ -45,14 +46,16 @@ impl RequestPrompter {
                 "[pin] source is \"client\" but this client does not answer PIN prompts (hello pin_prompt = false)".into(),
             ));
         }
-        let timeout = self.conn.services.config.pin.prompt_timeout_secs;
-        let (prompt, rx) = self.conn.open_prompt();
+        let timeout = self.session.services.config.pin.prompt_timeout_secs;
+        let (prompt, rx) = self.session.prompts.open();
         // Closed however this ends, also when the request is dropped (its token was pulled).
         let _open = OpenPrompt {
-            conn: &self.conn,
+            session: &self.session,
             prompt,
         };
-        self.conn.send_event(self.event(&req, prompt, false)).await;
+        self.session
+            .send_event(self.event(&req, prompt, false))
+            .await;
         let answer = tokio::time::timeout(Duration::from_secs(timeout), rx).await;
         match answer {
             Err(_) => Err(PinError::Timeout(timeout)),
@@ -70,9 +73,9 @@ impl RequestPrompter {
     }
 
     async fn ask_pinentry(&self, req: PinRequest) -> Result<SecretPin, PinError> {
-        let cfg = &self.conn.services.config.pin;
+        let cfg = &self.session.services.config.pin;
         let env: PinentryEnv = self
-            .conn
+            .session
             .hello
             .get()
             .and_then(|h| h.pinentry.clone())
@@ -89,20 +92,20 @@ impl RequestPrompter {
 
 /// Unregisters a prompt when dropped, so a late answer is refused.
 struct OpenPrompt<'a> {
-    conn: &'a Conn,
+    session: &'a Session,
     prompt: u64,
 }
 
 impl Drop for OpenPrompt<'_> {
     fn drop(&mut self) {
-        self.conn.close_prompt(self.prompt);
+        self.session.prompts.close(self.prompt);
     }
 }
 
 impl PinPrompter for RequestPrompter {
     fn ask(&self, req: PinRequest) -> BoxFuture<'_, Result<SecretPin, PinError>> {
         Box::pin(async move {
-            match self.conn.services.config.pin.source {
+            match self.session.services.config.pin.source {
                 PinSource::Client => self.ask_client(req).await,
                 PinSource::Pinentry => self.ask_pinentry(req).await,
                 PinSource::Pinpad => Err(PinError::Unavailable(format!(
@@ -116,19 +119,21 @@ impl PinPrompter for RequestPrompter {
     fn notify_on_reader(&self, req: PinRequest) -> BoxFuture<'_, Option<Notice>> {
         Box::pin(async move {
             if self.client_answers() {
-                let (prompt, _rx) = self.conn.open_prompt();
-                self.conn.send_event(self.event(&req, prompt, true)).await;
-                self.conn.close_prompt(prompt);
+                let (prompt, _rx) = self.session.prompts.open();
+                self.session
+                    .send_event(self.event(&req, prompt, true))
+                    .await;
+                self.session.prompts.close(prompt);
                 return None;
             }
             // A client that shows no prompts gets a pinentry notice, when PINs come from
             // pinentry, so the person knows the reader is waiting.
-            let cfg = &self.conn.services.config.pin;
+            let cfg = &self.session.services.config.pin;
             if cfg.source != PinSource::Pinentry {
                 return None;
             }
             let env = self
-                .conn
+                .session
                 .hello
                 .get()
                 .and_then(|h| h.pinentry.clone())

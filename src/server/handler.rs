@@ -1,0 +1,302 @@
+//! What each request frame asks: `hello`, `pin` (an answer to an open prompt), `subscribe`,
+//! or an op, which runs in a task of its own (when [`super::admission`] gives it a turn) and
+//! whose one response goes out when it ends.
+//!
+//! Owns the request path of one connection: parsing a frame into a request (a malformed one
+//! is answered and the connection goes on), the hello rule (nothing before it), and the rule
+//! that every request gets exactly one response. Frames as bytes are
+//! [`super::connection`]'s; what an op does is [`crate::ops`]'s.
+
+use std::sync::Arc;
+
+use smime_agent_proto::{
+    ErrorBody, ErrorCode, Event, HelloParams, HelloResult, MAX_ID_STRING_LEN, Op, Outcome,
+    PROTOCOL_VERSION, PinParams, Request, RequestId, Response,
+};
+use tracing::{debug, info, warn};
+use zeroize::Zeroize;
+
+use super::admission::{Admission, MAX_IN_FLIGHT, Refusal};
+use super::prompter::RequestPrompter;
+use super::prompts::PinAnswer;
+use super::session::Session;
+use crate::ops::{self, AfterResponse, OpContext};
+
+/// The request side of one connection.
+pub struct Handler {
+    session: Arc<Session>,
+    admission: Admission,
+    /// The requests running (or waiting for a turn).
+    tasks: tokio::task::JoinSet<()>,
+    /// The task that forwards events, once the client subscribed.
+    subscription: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Handler {
+    /// Requests waiting for a turn may hold `max_waiting_bytes` together.
+    pub fn new(session: Arc<Session>, max_waiting_bytes: usize) -> Handler {
+        Handler {
+            session,
+            admission: Admission::new(max_waiting_bytes),
+            tasks: tokio::task::JoinSet::new(),
+            subscription: None,
+        }
+    }
+
+    /// Serves one request frame. False when the connection is closing.
+    pub async fn frame(&mut self, line: Vec<u8>) -> bool {
+        let session = &self.session;
+        let size = line.len();
+        let req = match parse_request(line) {
+            Ok(r) => r,
+            Err(resp) => {
+                session.send(&*resp).await;
+                return true;
+            }
+        };
+        match req.op {
+            Op::Hello(h) => {
+                let resp = hello(session, req.id, h);
+                session.send(&resp).await;
+            }
+            _ if session.hello.get().is_none() => {
+                session
+                    .send(&error_response(
+                        Some(req.id),
+                        ErrorBody::new(ErrorCode::BadRequest, "send hello first"),
+                    ))
+                    .await;
+            }
+            Op::Pin(p) => {
+                let resp = answer_prompt(session, req.id, p);
+                session.send(&resp).await;
+            }
+            Op::Subscribe(_) => {
+                // Events start after the response, so a client sees nothing before it.
+                let rx = session.services.events.subscribe();
+                session
+                    .send(&Response {
+                        id: Some(req.id),
+                        outcome: Outcome::Ok(serde_json::json!({})),
+                    })
+                    .await;
+                if self.subscription.is_none() {
+                    self.subscription = Some(tokio::spawn(forward_events(session.clone(), rx)));
+                    debug!(peer = %session.peer, "subscribed to events");
+                }
+            }
+            op => return self.start(req.id, op, size).await,
+        }
+        true
+    }
+
+    /// Runs an op in a task of its own, once it has a turn.
+    async fn start(&mut self, id: RequestId, op: Op, size: usize) -> bool {
+        let turn = match self.admission.admit(size) {
+            Ok(t) => t,
+            Err(Refusal::Closed) => return false,
+            Err(Refusal::Full) => {
+                self.session
+                    .send(&error_response(
+                        Some(id),
+                        ErrorBody::new(
+                            ErrorCode::LimitExceeded,
+                            format!(
+                                "{MAX_IN_FLIGHT} requests run and too many wait on this \
+                                 connection; wait for some answers, or open another one"
+                            ),
+                        ),
+                    ))
+                    .await;
+                return true;
+            }
+        };
+        let session = self.session.clone();
+        self.tasks.spawn(async move {
+            let Some(permit) = turn.wait().await else {
+                return;
+            };
+            let after = AfterResponse::default();
+            let outcome = {
+                let ctx = OpContext {
+                    services: &session.services,
+                    peer: &session.peer,
+                    prompter: &RequestPrompter::new(session.clone(), id.clone()),
+                    request: &id,
+                    after_response: &after,
+                };
+                match ops::dispatch(&ctx, op).await {
+                    Ok(v) => Outcome::Ok(v),
+                    Err(e) => Outcome::Error(e.to_error_body()),
+                }
+            };
+            session
+                .send(&Response {
+                    id: Some(id),
+                    outcome,
+                })
+                .await;
+            if let Some(follow_up) = after.take() {
+                session.send_event(follow_up.await).await;
+            }
+            drop(permit);
+        });
+        // Reap finished requests so the set does not grow with every request.
+        while self.tasks.try_join_next().is_some() {}
+        true
+    }
+
+    /// The client is gone or the agent stops: nobody will answer a prompt now. Waits for
+    /// the running requests to end.
+    pub async fn finish(mut self) {
+        if let Some(s) = self.subscription.take() {
+            s.abort();
+        }
+        self.session.prompts.cancel_all();
+        while self.tasks.join_next().await.is_some() {}
+    }
+}
+
+pub fn error_response(id: Option<RequestId>, body: ErrorBody) -> Response {
+    Response {
+        id,
+        outcome: Outcome::Error(body),
+    }
+}
+
+/// Sends the agent's token and reader events to a subscribed connection.
+async fn forward_events(session: Arc<Session>, mut rx: tokio::sync::broadcast::Receiver<Event>) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match rx.recv().await {
+            Ok(ev) => session.send_event(ev).await,
+            Err(RecvError::Lagged(n)) => {
+                warn!(peer = %session.peer, missed = n, "a subscriber is too slow; events were dropped");
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+/// Parses a frame into a request, or the response that says what is wrong with it.
+fn parse_request(mut line: Vec<u8>) -> Result<Request, Box<Response>> {
+    let parsed = serde_json::from_slice::<serde_json::Value>(&line);
+    // The frame may hold a PIN: wipe it now that it is parsed.
+    line.zeroize();
+    let bad = |id: Option<RequestId>, msg: String| {
+        Box::new(error_response(
+            id,
+            ErrorBody::new(ErrorCode::BadRequest, msg),
+        ))
+    };
+    let value = parsed.map_err(|e| bad(None, format!("the frame is not valid JSON: {e}")))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| bad(None, "a request must be a JSON object".into()))?;
+    let id = match obj.get("id") {
+        Some(v) => match serde_json::from_value::<RequestId>(v.clone()) {
+            Ok(RequestId::Str(s)) if s.len() > MAX_ID_STRING_LEN => {
+                return Err(bad(
+                    None,
+                    format!("the id is longer than {MAX_ID_STRING_LEN} bytes"),
+                ));
+            }
+            Ok(id) => id,
+            Err(_) => {
+                return Err(bad(
+                    None,
+                    "the id must be a non-negative integer or a string".into(),
+                ));
+            }
+        },
+        None => return Err(bad(None, "the request has no id".into())),
+    };
+    let op = match obj.get("op") {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        _ => return Err(bad(Some(id), "the request has no op (a string)".into())),
+    };
+    if !Op::NAMES.contains(&op.as_str()) {
+        return Err(Box::new(error_response(
+            Some(id),
+            ErrorBody::new(
+                ErrorCode::UnknownOp,
+                format!(
+                    "unknown op {op:?}; this agent knows {}",
+                    Op::NAMES.join(", ")
+                ),
+            ),
+        )));
+    }
+    serde_json::from_value::<Request>(value)
+        .map_err(|e| bad(Some(id), format!("invalid {op} request: {e}")))
+}
+
+fn hello(session: &Session, id: RequestId, h: HelloParams) -> Response {
+    if h.version != PROTOCOL_VERSION {
+        let mut body = ErrorBody::new(
+            ErrorCode::UnsupportedVersion,
+            format!(
+                "protocol version {} is not supported; this agent speaks version {PROTOCOL_VERSION}",
+                h.version
+            ),
+        );
+        body.supported_versions = Some(vec![PROTOCOL_VERSION]);
+        return error_response(Some(id), body);
+    }
+    if session.hello.get().is_some() {
+        return error_response(
+            Some(id),
+            ErrorBody::new(
+                ErrorCode::BadRequest,
+                "hello was already sent on this connection",
+            ),
+        );
+    }
+    info!(peer = %session.peer, client = ?h.client, pin_prompt = h.pin_prompt, "client connected");
+    let _ = session.hello.set(h);
+    let cfg = &session.services.config;
+    let result = HelloResult {
+        protocol_version: PROTOCOL_VERSION,
+        agent: format!("smime-agent {}", env!("CARGO_PKG_VERSION")),
+        capabilities: Op::NAMES.iter().map(|s| (*s).to_owned()).collect(),
+        max_frame_bytes: cfg.agent.max_frame_bytes,
+        pin_source: cfg.pin.source.as_str().to_owned(),
+    };
+    Response {
+        id: Some(id),
+        outcome: Outcome::Ok(serde_json::to_value(result).unwrap_or_default()),
+    }
+}
+
+fn answer_prompt(session: &Session, id: RequestId, p: PinParams) -> Response {
+    let answer = match (p.pin, p.cancel) {
+        (Some(pin), false) => PinAnswer::Pin(pin),
+        (None, true) => PinAnswer::Cancel,
+        _ => {
+            return error_response(
+                Some(id),
+                ErrorBody::new(
+                    ErrorCode::BadRequest,
+                    "a pin answer carries exactly one of \"pin\" and \"cancel\": true",
+                ),
+            );
+        }
+    };
+    if session.prompts.answer(p.prompt, answer) {
+        Response {
+            id: Some(id),
+            outcome: Outcome::Ok(serde_json::json!({})),
+        }
+    } else {
+        error_response(
+            Some(id),
+            ErrorBody::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "no PIN prompt {} is waiting on this connection (answered, timed out, or its request ended)",
+                    p.prompt
+                ),
+            ),
+        )
+    }
+}
