@@ -12,6 +12,7 @@
 pub mod crl;
 pub mod http;
 pub mod path;
+mod validation;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
