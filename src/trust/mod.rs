@@ -12,6 +12,8 @@
 pub mod crl;
 pub mod http;
 pub mod path;
+mod reasons;
+mod settings;
 mod validation;
 
 use std::collections::HashMap;

@@ -17,16 +17,18 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use certval::{
     CertificationPath, CertificationPathResults, CertificationPathSettings, Error as CvError,
-    MemoryCrlSource, PDVCertificate, PathValidationStatus as Pvs, PkiEnvironment, TimeOfInterest,
+    MemoryCrlSource, PDVCertificate, PathValidationStatus as Pvs, PkiEnvironment,
 };
 use der::Decode;
 use x509_cert::ext::pkix::{AuthorityKeyIdentifier, SubjectKeyIdentifier};
 
 use super::crl::{self, CachedCrl, CrlOrigin, IssuerKey};
+use super::reasons::path_problem;
+use super::settings::{environment, settings};
 use super::validation::{link, sha256, subject};
 use super::{Anchor, CertOrigin, PoolCert, Trust};
 use crate::certs::rfc3339;
@@ -170,117 +172,6 @@ fn chain_of(target: &PDVCertificate, c: &Candidate) -> Vec<ChainLink> {
     );
     chain.push(link(&c.anchor.cert, CertOrigin::Anchor));
     chain
-}
-
-fn environment() -> PkiEnvironment {
-    let mut pe = PkiEnvironment::new();
-    pe.populate_5280_pki_environment();
-    pe
-}
-
-fn settings(
-    time: SystemTime,
-    policy: &PolicyInputs,
-    check_revocation: bool,
-) -> CertificationPathSettings {
-    let mut cps = CertificationPathSettings::new();
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
-    if let Ok(toi) = TimeOfInterest::from_unix_secs(secs) {
-        cps.set_time_of_interest(toi);
-    }
-    if !policy.initial_policy_set.is_empty() {
-        cps.set_initial_policy_set(policy.initial_policy_set.clone());
-    }
-    cps.set_initial_explicit_policy_indicator(policy.initial_explicit_policy);
-    cps.set_initial_policy_mapping_inhibit_indicator(policy.initial_policy_mapping_inhibit);
-    cps.set_initial_inhibit_any_policy_indicator(policy.initial_inhibit_any_policy);
-    // Paths are built only to anchors of the agent's own trust store, so certval need not
-    // look the anchor up again in a store of its own.
-    cps.set_require_ta_store(false);
-    cps.set_check_revocation_status(check_revocation);
-    cps.set_check_crls(true);
-    cps
-}
-
-/// The certificate at certval's failure index (trust anchor first).
-fn at_index(cp: &CertificationPath, index: Option<u32>) -> Option<&PDVCertificate> {
-    let i = index? as usize;
-    if i == 0 {
-        None
-    } else if i <= cp.intermediates.len() {
-        cp.intermediates.get(i - 1)
-    } else {
-        Some(&cp.target)
-    }
-}
-
-/// Words for a failed path.
-fn path_problem(
-    status: Pvs,
-    cp: &CertificationPath,
-    index: Option<u32>,
-    anchor: &Anchor,
-) -> Problem {
-    let cert = at_index(cp, index);
-    let who = match cert {
-        Some(c) => subject(c),
-        None => format!("trust anchor {}", subject(&anchor.cert)),
-    };
-    let validity = |c: Option<&PDVCertificate>| {
-        let c = c.unwrap_or(&anchor.cert);
-        let v = c.decoded().tbs_certificate().validity();
-        (
-            rfc3339(v.not_before.to_system_time()),
-            rfc3339(v.not_after.to_system_time()),
-        )
-    };
-    let (code, message) = match status {
-        Pvs::InvalidNotAfterDate => (
-            ProblemCode::Expired,
-            format!("{who} expired on {}", validity(cert).1),
-        ),
-        Pvs::InvalidNotBeforeDate => (
-            ProblemCode::NotYetValid,
-            format!("{who} is not valid before {}", validity(cert).0),
-        ),
-        Pvs::SignatureVerificationFailure => (
-            ProblemCode::BadSignature,
-            format!(
-                "the signature on {who} does not verify with its issuer's key (or uses an algorithm the agent does not support)"
-            ),
-        ),
-        Pvs::NameChainingFailure => (
-            ProblemCode::NoTrustedRoot,
-            format!("the names do not chain at {who}"),
-        ),
-        other => (
-            ProblemCode::Invalid,
-            format!("{who}: {} ({other})", describe(other)),
-        ),
-    };
-    Problem { code, message }
-}
-
-fn describe(s: Pvs) -> &'static str {
-    match s {
-        Pvs::MissingBasicConstraints => "a CA certificate without basicConstraints",
-        Pvs::InvalidBasicConstraints => "basicConstraints do not allow it to issue certificates",
-        Pvs::InvalidPathLength => "the path is longer than a pathLenConstraint allows",
-        Pvs::InvalidKeyUsage => "its key usage does not allow this use",
-        Pvs::NullPolicySet => "no certificate policy is valid for the whole path",
-        Pvs::NameConstraintsViolation => "a name violates the issuers' name constraints",
-        Pvs::UnprocessedCriticalExtension => "an unknown critical extension",
-        Pvs::InvalidPolicyMapping => "an invalid policy mapping",
-        Pvs::InsufficientKeySize => "the key is too small",
-        Pvs::EncodingError => "an encoding error",
-        Pvs::ProcessingLimitExceeded => "a processing limit was exceeded",
-        Pvs::SelfSignedEndIdentity => "a self-signed end-entity certificate",
-        Pvs::TrustAnchorConstraintsMismatch => "the trust anchor's constraints do not match",
-        _ => "path validation failed",
-    }
 }
 
 /// Validates `req` at `time` (behaviour.md section 3).
