@@ -1,16 +1,12 @@
-//! Path building and validation of one certificate, with revocation by CRL.
+//! Validation of one certificate, with revocation by CRL.
 //!
-//! Owns: finding candidate paths from a certificate to a trust anchor through the
-//! intermediates at hand (the request or message, the tokens, the local store, AIA), having
-//! certval validate each (RFC 5280 6.1: names, validity, signatures, basic constraints, key
-//! usage, policies, name constraints), supplying the CRLs certval checks revocation against,
-//! and turning the outcome into reasons a person can act on.
+//! Owns: gathering the intermediates at hand (the request or message, the tokens, the local
+//! store, AIA), having certval validate each candidate path `build.rs` finds (RFC 5280 6.1:
+//! names, validity, signatures, basic constraints, key usage, policies, name constraints),
+//! supplying the CRLs certval checks revocation against, and turning the outcome into reasons
+//! a person can act on.
 //!
-//! Written by hand, and why: certval's own path builder (`CertSource::find_all_partial_paths`)
-//! precomputes every partial path of a whole, indexed store, which suits a fixed PKI read once
-//! but not a pool that changes with every message (its intermediates) and every card; a
-//! depth-first search by issuer name (certval's RFC 5280 name comparison), preferring key
-//! identifier matches, is a few dozen lines. certval's CRL retrieval needs its `remote`
+//! CRLs, written by hand, and why: certval's CRL retrieval needs its `remote`
 //! feature (reqwest, a TLS stack, its own cache); the agent fetches CRLs itself (`crl.rs`) to
 //! honour its timeouts, size bound and cache, and hands them to certval's
 //! `check_revocation_local`, which verifies and applies them.
@@ -24,13 +20,13 @@ use certval::{
     MemoryCrlSource, PDVCertificate, PathValidationStatus as Pvs, PkiEnvironment,
 };
 use der::Decode;
-use x509_cert::ext::pkix::{AuthorityKeyIdentifier, SubjectKeyIdentifier};
 
+use super::build::{Candidate, chain_of, search};
 use super::crl::{self, CachedCrl, CrlOrigin, IssuerKey};
 use super::reasons::path_problem;
 use super::settings::{environment, settings};
 use super::validation::{link, sha256, subject};
-use super::{Anchor, CertOrigin, PoolCert, Trust};
+use super::{CertOrigin, PoolCert, Trust};
 use crate::certs::rfc3339;
 use crate::config::CrlUnavailable;
 
@@ -40,139 +36,10 @@ pub use super::validation::{
     Validation, ValidationRequest,
 };
 
-/// Candidate paths validated at most per request.
-const MAX_CANDIDATES: usize = 8;
-/// Longest path (intermediates) searched.
-const MAX_DEPTH: usize = 8;
-/// Issuer look-ups per search, so a pool built to branch cannot make the search explode.
-const MAX_STEPS: usize = 256;
 /// Rounds of AIA fetching per validation.
 const MAX_AIA_ROUNDS: usize = 3;
 /// Largest AIA answer accepted.
 const MAX_AIA_BYTES: u64 = 1 << 20;
-
-fn akid(c: &PDVCertificate) -> Option<Vec<u8>> {
-    let (_, a) = c
-        .decoded()
-        .tbs_certificate()
-        .get_extension::<AuthorityKeyIdentifier>()
-        .ok()??;
-    a.key_identifier.map(|k| k.as_bytes().to_vec())
-}
-
-fn skid(c: &PDVCertificate) -> Option<Vec<u8>> {
-    let (_, s) = c
-        .decoded()
-        .tbs_certificate()
-        .get_extension::<SubjectKeyIdentifier>()
-        .ok()??;
-    Some(s.0.as_bytes().to_vec())
-}
-
-/// How well `issuer` fits as the issuer of a certificate with key identifier `akid`:
-/// 0 matching key identifiers, 1 unknown, 2 different (tried last).
-fn key_id_rank(akid: &Option<Vec<u8>>, issuer: &PDVCertificate) -> u8 {
-    match (akid, skid(issuer)) {
-        (Some(a), Some(s)) if *a == s => 0,
-        (Some(_), Some(_)) => 2,
-        _ => 1,
-    }
-}
-
-/// A candidate path: the anchor, and the intermediates from the anchor's side down.
-struct Candidate {
-    anchor: Arc<Anchor>,
-    intermediates: Vec<Arc<PoolCert>>,
-}
-
-struct Search<'a> {
-    pool: &'a [Arc<PoolCert>],
-    anchors: &'a [Arc<Anchor>],
-    out: Vec<Candidate>,
-    /// Certificates whose issuer is nowhere at hand (AIA may have it).
-    dangling: Vec<PDVCertificate>,
-    steps: usize,
-}
-
-impl Search<'_> {
-    fn dfs(&mut self, cur: &PDVCertificate, cur_sha: [u8; 32], path: &mut Vec<usize>) {
-        if self.out.len() >= MAX_CANDIDATES || path.len() > MAX_DEPTH || self.steps >= MAX_STEPS {
-            return;
-        }
-        self.steps += 1;
-        let issuer = cur.decoded().tbs_certificate().issuer();
-        let akid = akid(cur);
-        let mut found = false;
-
-        let mut anchors: Vec<&Arc<Anchor>> = self
-            .anchors
-            .iter()
-            .filter(|a| {
-                certval::compare_names(a.cert.decoded().tbs_certificate().subject(), issuer)
-            })
-            .collect();
-        anchors.sort_by_key(|a| key_id_rank(&akid, &a.cert));
-        for a in anchors {
-            found = true;
-            if self.out.len() < MAX_CANDIDATES {
-                self.out.push(Candidate {
-                    anchor: a.clone(),
-                    intermediates: path.iter().rev().map(|i| self.pool[*i].clone()).collect(),
-                });
-            }
-        }
-
-        let mut issuers: Vec<usize> = (0..self.pool.len())
-            .filter(|i| {
-                let p = &self.pool[*i];
-                p.sha256 != cur_sha
-                    && !path.contains(i)
-                    && certval::compare_names(p.cert.decoded().tbs_certificate().subject(), issuer)
-            })
-            .collect();
-        issuers.sort_by_key(|i| key_id_rank(&akid, &self.pool[*i].cert));
-        for i in issuers {
-            found = true;
-            path.push(i);
-            // The pool outlives the search: borrowed, not cloned.
-            let pool = self.pool;
-            self.dfs(&pool[i].cert, pool[i].sha256, path);
-            path.pop();
-        }
-        if !found {
-            self.dangling.push(cur.clone());
-        }
-    }
-}
-
-fn search(
-    target: &PDVCertificate,
-    target_sha: [u8; 32],
-    pool: &[Arc<PoolCert>],
-    anchors: &[Arc<Anchor>],
-) -> (Vec<Candidate>, Vec<PDVCertificate>) {
-    let mut s = Search {
-        pool,
-        anchors,
-        out: vec![],
-        dangling: vec![],
-        steps: 0,
-    };
-    s.dfs(target, target_sha, &mut vec![]);
-    (s.out, s.dangling)
-}
-
-fn chain_of(target: &PDVCertificate, c: &Candidate) -> Vec<ChainLink> {
-    let mut chain = vec![link(target, CertOrigin::Request)];
-    chain.extend(
-        c.intermediates
-            .iter()
-            .rev()
-            .map(|p| link(&p.cert, p.origin)),
-    );
-    chain.push(link(&c.anchor.cert, CertOrigin::Anchor));
-    chain
-}
 
 /// Validates `req` at `time` (behaviour.md section 3).
 pub(super) async fn validate(
