@@ -9,6 +9,7 @@
 //! dropped when CRLs change. Knows nothing of tokens or sockets: callers hand in the
 //! certificates of the tokens as candidate intermediates.
 
+mod aia;
 mod build;
 pub mod crl;
 pub mod http;

@@ -21,6 +21,7 @@ use certval::{
 };
 use der::Decode;
 
+use super::aia::fetch_aia;
 use super::build::{Candidate, chain_of, search};
 use super::crl::{self, CachedCrl, CrlOrigin, IssuerKey};
 use super::reasons::path_problem;
@@ -38,8 +39,6 @@ pub use super::validation::{
 
 /// Rounds of AIA fetching per validation.
 const MAX_AIA_ROUNDS: usize = 3;
-/// Largest AIA answer accepted.
-const MAX_AIA_BYTES: u64 = 1 << 20;
 
 /// Validates `req` at `time` (behaviour.md section 3).
 pub(super) async fn validate(
@@ -258,48 +257,6 @@ pub(super) async fn validate(
             vec![link(&target, CertOrigin::Request)],
         )
     })
-}
-
-async fn fetch_aia(
-    trust: &Trust,
-    url: &str,
-    deadline: Option<Instant>,
-) -> Result<Vec<Vec<u8>>, String> {
-    if let Some(c) = trust.aia_cached(url) {
-        return Ok(c);
-    }
-    let mut timeout = trust.connection_timeout();
-    if let Some(d) = deadline {
-        let left = d.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err(format!(
-                "{url}: not fetched, crl_retrieval_timeout_ms is used up"
-            ));
-        }
-        timeout = Some(timeout.map_or(left, |t| t.min(left)));
-    }
-    let body = super::http::get(url, timeout, MAX_AIA_BYTES)
-        .await
-        .map_err(|e| format!("AIA {e}"))?;
-    let certs = if x509_cert::Certificate::from_der(&body).is_ok() {
-        vec![body]
-    } else if let Some(certs) = certval::certs_from_signed_data(&body) {
-        // Only what parses as a certificate is kept (and cached).
-        certs
-            .into_iter()
-            .filter(|d| x509_cert::Certificate::from_der(d).is_ok())
-            .collect()
-    } else {
-        super::certs_from_bytes(&body)
-            .into_iter()
-            .filter(|d| x509_cert::Certificate::from_der(d).is_ok())
-            .collect()
-    };
-    if certs.is_empty() {
-        return Err(format!("AIA {url}: the answer holds no certificate"));
-    }
-    trust.aia_store(url, certs.clone());
-    Ok(certs)
 }
 
 /// Checks revocation of a path that passed basic validation.
