@@ -15,6 +15,7 @@ pub mod crl;
 pub mod http;
 pub mod path;
 mod reasons;
+mod revocation;
 mod settings;
 mod validation;
 
