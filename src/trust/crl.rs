@@ -5,7 +5,7 @@
 //! file renamed into place); one fetch per URL at a time (concurrent validations that need the
 //! same CRL wait for the one fetch and share its outcome); the `max_crl_bytes` bound; and the
 //! rule that a CRL is kept only when its signature verifies against the issuer and it is
-//! current. Deciding whether a certificate is revoked is certval's job (`path.rs` hands it
+//! current. Deciding whether a certificate is revoked is certval's job (`revocation.rs` hands it
 //! the CRLs); this module only supplies believable ones.
 
 use std::collections::HashMap;

@@ -5,13 +5,20 @@
 //! certificates (`untrusted`: never valid, whatever their chain), the explicitly trusted
 //! (cross-certified) certificates (`trusted_certs`: accepted as anchors), the local store of
 //! intermediate certificates (`intermediates`), the CRL cache (`crl.rs`), path building and
-//! validation (`path.rs`), and a validation cache keyed by certificate and time bucket that is
-//! dropped when CRLs change. Knows nothing of tokens or sockets: callers hand in the
-//! certificates of the tokens as candidate intermediates.
+//! validation (`path.rs`, and the files it names: `build.rs`, `revocation.rs`, ...), and a
+//! validation cache keyed by certificate and time bucket that is dropped when CRLs change.
+//! Knows nothing of tokens or sockets: callers hand in the certificates of the tokens as
+//! candidate intermediates.
 
+mod aia;
+mod build;
 pub mod crl;
 pub mod http;
 pub mod path;
+mod reasons;
+mod revocation;
+mod settings;
+mod validation;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,378 @@
+//! Revocation of a path that passed validation: each certificate's CRL, from the request, the
+//! cache or its distribution point (within the connection and retrieval timeouts), handed to
+//! certval's `check_revocation_local`; the delta-CRL check certval does not do; the outcome in
+//! words, with `on_crl_unavailable` and `check_crl_on_send` applied.
+//!
+//! Written by hand, and why: certval's CRL retrieval needs its `remote`
+//! feature (reqwest, a TLS stack, its own cache); the agent fetches CRLs itself (`crl.rs`) to
+//! honour its timeouts, size bound and cache, and hands them to certval's
+//! `check_revocation_local`, which verifies and applies them.
+//!
+//! Owns: which CRL stands for each certificate and what the outcome says. Must not touch:
+//! fetching (http), caching (crl), building or choosing the path (`build.rs`, `path.rs`).
+
+use std::time::{Instant, SystemTime};
+
+use certval::{
+    CertificationPath, CertificationPathResults, CertificationPathSettings, Error as CvError,
+    MemoryCrlSource, PDVCertificate, PathValidationStatus as Pvs, PkiEnvironment,
+};
+use der::Decode;
+
+use super::Trust;
+use super::build::Candidate;
+use super::crl::{self, CachedCrl, CrlOrigin, IssuerKey};
+use super::reasons::path_problem;
+use super::settings::environment;
+use super::validation::{
+    ChainLink, CrlCheck, Problem, ProblemCode, RevocationStatus, RevocationSummary, Validation,
+    ValidationRequest, subject,
+};
+use crate::certs::rfc3339;
+use crate::config::CrlUnavailable;
+
+/// Checks revocation of a path that passed basic validation.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn revocation(
+    trust: &Trust,
+    req: &ValidationRequest,
+    cp: &CertificationPath,
+    cps: &CertificationPathSettings,
+    cand: &Candidate,
+    chain: Vec<ChainLink>,
+    now: SystemTime,
+    deadline: Option<Instant>,
+) -> Validation {
+    let source = MemoryCrlSource::new();
+    // Every CRL at hand, for the delta-CRL check certval does not do.
+    let mut at_hand: Vec<Vec<u8>> = req.crls.clone();
+    let mut valid_until: Option<SystemTime> = None;
+    let mut until = |t: Option<SystemTime>| {
+        if let Some(t) = t {
+            valid_until = Some(valid_until.map_or(t, |v: SystemTime| v.min(t)));
+        }
+    };
+    let supplied: Vec<CachedCrl> = req
+        .crls
+        .iter()
+        .filter(|der| source.add(der))
+        .filter_map(|der| crl::parse("request", der.clone()).ok())
+        .inspect(|c| until(c.next_update))
+        .collect();
+
+    let mut certs: Vec<&PDVCertificate> = cp.intermediates.iter().collect();
+    certs.push(&cp.target);
+    let mut checks: Vec<CrlCheck> = vec![];
+    for (pos, cert) in certs.iter().enumerate() {
+        let issuer_cert: &PDVCertificate = if pos == 0 {
+            &cand.anchor.cert
+        } else {
+            certs[pos - 1]
+        };
+        let mut check = CrlCheck {
+            subject: subject(cert),
+            status: "unavailable",
+            crl_issuer: None,
+            this_update: None,
+            next_update: None,
+            origin: None,
+            url: None,
+            reason: None,
+        };
+        let issuer_name = cert.decoded().tbs_certificate().issuer();
+        let key = IssuerKey {
+            name: issuer_cert.decoded().tbs_certificate().subject(),
+            spki: issuer_cert
+                .decoded()
+                .tbs_certificate()
+                .subject_public_key_info(),
+        };
+        let mut urls = vec![];
+        certval::collect_crl_dp_uris(cert, &mut urls);
+        // A CRL that came with the message saves the fetch only when it is current and
+        // signed by the issuer: otherwise a stale or forged one would stand in for the
+        // real CRL, and with on_crl_unavailable = allow a revoked signer would pass.
+        // Without a distribution point, the message's CRLs are all there is to judge.
+        let named = |c: &CachedCrl| certval::compare_names(&c.issuer_name, issuer_name);
+        if supplied.iter().any(|c| {
+            named(c) && (urls.is_empty() || (c.is_current(now) && crl::verify(c, &key).is_ok()))
+        }) {
+            check.origin = Some("request");
+            check.crl_issuer = Some(issuer_name.to_string());
+            checks.push(check);
+            continue;
+        }
+        if urls.is_empty() {
+            check.reason = Some(format!(
+                "no CRL of its issuer came with the request and {} names no CRL distribution point",
+                check.subject
+            ));
+            checks.push(check);
+            continue;
+        }
+        let mut reasons = vec![];
+        for url in &urls {
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left.is_some_and(|l| l.is_zero()) && trust.crls.lookup(url, &key, now).is_none() {
+                reasons.push(format!(
+                    "{url}: not fetched, crl_retrieval_timeout_ms ({} ms) is used up",
+                    trust.revocation.crl_retrieval_timeout_ms
+                ));
+                continue;
+            }
+            let conn = match (trust.connection_timeout(), left) {
+                (Some(c), Some(l)) => Some(c.min(l)),
+                (c, l) => c.or(l),
+            };
+            let got = match left {
+                Some(l) => {
+                    match tokio::time::timeout(l, trust.crls.get(url, &key, now, conn)).await {
+                        Ok(r) => r.map_err(|u| u.reason),
+                        Err(_) => Err(format!(
+                            "{url}: no CRL within crl_retrieval_timeout_ms ({} ms)",
+                            trust.revocation.crl_retrieval_timeout_ms
+                        )),
+                    }
+                }
+                None => trust
+                    .crls
+                    .get(url, &key, now, conn)
+                    .await
+                    .map_err(|u| u.reason),
+            };
+            match got {
+                Ok((crl, origin)) => {
+                    source.add(&crl.der);
+                    at_hand.push(crl.der.clone());
+                    until(crl.next_update);
+                    check.crl_issuer = Some(crl.issuer.clone());
+                    check.this_update = Some(rfc3339(crl.this_update));
+                    check.next_update = crl.next_update.map(rfc3339);
+                    check.origin = Some(match origin {
+                        CrlOrigin::Cache => "cache",
+                        CrlOrigin::Fetched => "fetched",
+                    });
+                    check.url = Some(url.clone());
+                    reasons.clear();
+                    break;
+                }
+                Err(r) => reasons.push(r),
+            }
+        }
+        if !reasons.is_empty() {
+            check.url = urls.first().cloned();
+            check.reason = Some(reasons.join("; "));
+        }
+        checks.push(check);
+    }
+
+    let mut pe = environment();
+    pe.add_crl_source(Box::new(source));
+    let mut cpr = CertificationPathResults::new();
+    let mut outcome = certval::check_revocation_local(&pe, cps, cp, &mut cpr);
+    let mut index = cpr.get_failure_index();
+    let mut delta_note = String::new();
+    if outcome.is_ok()
+        && let Some(pos) = revoked_on_delta(&pe, &at_hand, &certs, &cand.anchor.cert, cps)
+    {
+        outcome = Err(CvError::PathValidation(if pos + 1 == certs.len() {
+            Pvs::CertificateRevokedEndEntity
+        } else {
+            Pvs::CertificateRevokedIntermediateCa
+        }));
+        index = Some(pos as u32 + 1);
+        delta_note = " (listed on a delta CRL)".into();
+    }
+    let mut v = Validation {
+        valid: true,
+        problems: vec![],
+        warnings: vec![],
+        chain,
+        revocation: RevocationSummary {
+            status: RevocationStatus::Good,
+            checks: vec![],
+        },
+        from_cache: false,
+        valid_until,
+    };
+    match outcome {
+        Ok(()) => {
+            for c in &mut checks {
+                c.status = "good";
+                c.reason = None;
+            }
+        }
+        Err(CvError::PathValidation(
+            Pvs::CertificateRevokedEndEntity | Pvs::CertificateRevokedIntermediateCa,
+        )) => {
+            let pos = index
+                .map(|i| i as usize)
+                .unwrap_or(certs.len())
+                .saturating_sub(1);
+            let entry = cpr
+                .get_crl_entry()
+                .and_then(|l| l.get(pos).and_then(|e| e.first().cloned()))
+                .and_then(|der| {
+                    x509_cert::crl::RevokedCert::<x509_cert::certificate::Raw>::from_der(&der).ok()
+                });
+            let when = entry
+                .map(|e| format!(" on {}", rfc3339(e.revocation_date.to_system_time())))
+                .unwrap_or_default();
+            let who = certs.get(pos).map(|c| subject(c)).unwrap_or_default();
+            for (i, c) in checks.iter_mut().enumerate() {
+                if i == pos {
+                    c.status = "revoked";
+                } else if i < pos {
+                    c.status = "good";
+                }
+                c.reason = None;
+            }
+            let target_who = subject(&cp.target);
+            let message = if pos + 1 == certs.len() {
+                format!("{who} was revoked{when} (its issuer's CRL lists it){delta_note}")
+            } else {
+                format!("{who}, a CA in the chain of {target_who}, was revoked{when}{delta_note}")
+            };
+            v.valid = false;
+            v.problems.push(Problem {
+                code: ProblemCode::Revoked,
+                message,
+            });
+            v.revocation.status = RevocationStatus::Revoked;
+        }
+        Err(CvError::PathValidation(Pvs::RevocationStatusNotDetermined)) => {
+            let first = index.map(|i| i as usize).unwrap_or(1).saturating_sub(1);
+            let mut reasons = vec![];
+            for (i, c) in checks.iter_mut().enumerate() {
+                if c.reason.is_none() && c.origin.is_some() && i >= first {
+                    // A CRL was at hand but certval could not use it for this certificate.
+                    if i == first {
+                        c.reason = Some(format!(
+                            "the CRL at hand for {} could not be used (its signature, issuer, scope or validity does not fit)",
+                            c.subject
+                        ));
+                    } else {
+                        c.status = "good";
+                    }
+                } else if c.reason.is_none() {
+                    c.status = "good";
+                }
+                if let Some(r) = &c.reason {
+                    reasons.push(r.clone());
+                }
+            }
+            v.revocation.status = RevocationStatus::Unavailable;
+            let text = format!(
+                "the revocation status could not be determined: {}",
+                reasons.join("; ")
+            );
+            match (
+                req.for_send && trust.revocation.check_crl_on_send,
+                trust.on_crl_unavailable(),
+            ) {
+                (true, _) => {
+                    v.valid = false;
+                    v.problems.push(Problem {
+                        code: ProblemCode::CrlUnavailableOnSend,
+                        message: format!("{text}; check_crl_on_send refuses to send with it"),
+                    });
+                }
+                (false, CrlUnavailable::Fail) => {
+                    v.valid = false;
+                    v.problems.push(Problem {
+                        code: ProblemCode::CrlUnavailable,
+                        message: format!("{text}; on_crl_unavailable = \"fail\""),
+                    });
+                }
+                (false, CrlUnavailable::Warn) => v.warnings.push(text),
+                (false, CrlUnavailable::Allow) => {}
+            }
+        }
+        Err(e) => {
+            let status = match e {
+                CvError::PathValidation(s) => s,
+                _ => Pvs::EncodingError,
+            };
+            v.valid = false;
+            v.problems
+                .push(path_problem(status, cp, index, &cand.anchor));
+            v.revocation.status = RevocationStatus::Unavailable;
+        }
+    }
+    v.revocation.checks = checks;
+    v
+}
+
+/// certval does not use delta CRLs (RFC 5280 5.2.4): a certificate its complete CRL shows as
+/// good could be revoked since. Fail safe without implementing delta processing: a current
+/// delta CRL of the certificate's issuer, whose signature verifies with the issuer's key and
+/// that lists the certificate (other than as removeFromCRL), makes it revoked. Returns the
+/// position of the first such certificate.
+fn revoked_on_delta(
+    pe: &PkiEnvironment,
+    crls: &[Vec<u8>],
+    certs: &[&PDVCertificate],
+    anchor: &PDVCertificate,
+    cps: &CertificationPathSettings,
+) -> Option<usize> {
+    use x509_cert::certificate::Raw;
+    use x509_cert::crl::CertificateList;
+    const DELTA_CRL_INDICATOR: der::asn1::ObjectIdentifier =
+        der::asn1::ObjectIdentifier::new_unwrap("2.5.29.27");
+    const CRL_REASON: der::asn1::ObjectIdentifier =
+        der::asn1::ObjectIdentifier::new_unwrap("2.5.29.21");
+    const REMOVE_FROM_CRL: &[u8] = &[0x0a, 0x01, 0x08];
+    let toi = cps.get_time_of_interest().as_unix_secs();
+    let deltas: Vec<(CertificateList<Raw>, &Vec<u8>)> = crls
+        .iter()
+        .filter_map(|der| CertificateList::<Raw>::from_der(der).ok().map(|c| (c, der)))
+        .filter(|(c, _)| {
+            c.tbs_cert_list
+                .crl_extensions
+                .as_ref()
+                .is_some_and(|e| e.iter().any(|x| x.extn_id == DELTA_CRL_INDICATOR))
+        })
+        .collect();
+    if deltas.is_empty() {
+        return None;
+    }
+    for (pos, cert) in certs.iter().enumerate() {
+        let issuer = if pos == 0 { anchor } else { certs[pos - 1] };
+        let itbs = issuer.decoded().tbs_certificate();
+        let tbs = cert.decoded().tbs_certificate();
+        for (crl, der) in &deltas {
+            let t = &crl.tbs_cert_list;
+            let current = t.this_update.to_unix_duration().as_secs() <= toi
+                && t.next_update
+                    .is_some_and(|n| toi <= n.to_unix_duration().as_secs());
+            if !current || !certval::compare_names(&t.issuer, tbs.issuer()) {
+                continue;
+            }
+            let listed = t.revoked_certificates.iter().flatten().any(|rc| {
+                rc.serial_number.as_bytes() == tbs.serial_number().as_bytes()
+                    && !rc.crl_entry_extensions.iter().flatten().any(|e| {
+                        e.extn_id == CRL_REASON && e.extn_value.as_bytes() == REMOVE_FROM_CRL
+                    })
+            });
+            if !listed {
+                continue;
+            }
+            let Ok(signed) = certval::DeferDecodeSigned::from_der(der) else {
+                continue;
+            };
+            if pe
+                .verify_signature_message(
+                    pe,
+                    &signed.tbs_field,
+                    &signed.signature,
+                    &signed.signature_algorithm,
+                    itbs.subject_public_key_info(),
+                )
+                .is_ok()
+            {
+                return Some(pos);
+            }
+        }
+    }
+    None
+}
