@@ -549,34 +549,16 @@ fn de_ciphers<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<ContentAlgor
     nonempty_unique(Vec::deserialize(d)?, "encryption_algorithms")
 }
 
-/// A plausible addr-spec: one `@`, non-empty local part and domain, no spaces or brackets.
-pub fn check_address(a: &str) -> Result<(), String> {
-    let ok = match a.rsplit_once('@') {
-        Some((local, domain)) => {
-            !local.is_empty()
-                && !domain.is_empty()
-                && !domain.contains('@')
-                && !a.chars().any(|c| c.is_whitespace() || "<>,;\"".contains(c))
-        }
-        None => false,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("{a:?} is not an e-mail address"))
-    }
-}
-
 fn de_address<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     let a = String::deserialize(d)?;
-    check_address(&a).map_err(serde::de::Error::custom)?;
+    crate::certs::address::check_address(&a).map_err(serde::de::Error::custom)?;
     Ok(a)
 }
 
 fn de_addresses<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
     let v = Vec::<String>::deserialize(d)?;
     for a in &v {
-        check_address(a).map_err(serde::de::Error::custom)?;
+        crate::certs::address::check_address(a).map_err(serde::de::Error::custom)?;
     }
     Ok(v)
 }

@@ -15,8 +15,8 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use crate::alg::ContentAlgorithm;
+use crate::certs::address::same_address;
 use crate::certs::{CertFacts, hex};
-use crate::store::same_address;
 
 /// Largest certificate file read.
 const MAX_FILE: u64 = 256 * 1024;

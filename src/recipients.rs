@@ -9,8 +9,9 @@
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::certs::address::same_address;
+use crate::certs::usage::{Purpose, cert_unusable_for, single_usage};
 use crate::certs::{CertFacts, KeyKind};
-use crate::store::{Purpose, cert_unusable_for, same_address, single_usage};
 use crate::trust::{Trust, ValidationRequest};
 
 /// Weakest RSA key accepted for encryption.

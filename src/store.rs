@@ -9,6 +9,8 @@
 use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
+use crate::certs::address::same_address;
+use crate::certs::usage::{Purpose, cert_unusable_for, single_usage};
 use crate::certs::{CertFacts, rfc3339};
 use crate::config::{IdentityConfig, PolicyConfig};
 use crate::tokens::{Token, TokenCert};
@@ -115,29 +117,6 @@ impl SessionStore {
 // ---------------------------------------------------------------------------------------
 // Selection
 // ---------------------------------------------------------------------------------------
-
-/// The operation a certificate is chosen for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Purpose {
-    Sign,
-    Encrypt,
-    Decrypt,
-}
-
-impl Purpose {
-    fn gerund(self) -> &'static str {
-        match self {
-            Purpose::Sign => "signing",
-            Purpose::Encrypt => "encryption",
-            Purpose::Decrypt => "decryption",
-        }
-    }
-
-    /// Outgoing mail: `check_crl_on_send` applies.
-    fn is_send(self) -> bool {
-        matches!(self, Purpose::Sign | Purpose::Encrypt)
-    }
-}
 
 /// A certificate that was chosen, and why.
 #[derive(Debug, Clone)]
@@ -276,12 +255,6 @@ impl Explained {
             })
             .collect()
     }
-}
-
-/// Compares addresses as mail clients do: the whole address case-insensitively (the
-/// domain is case-insensitive by RFC 5321; local parts are in practice).
-pub fn same_address(a: &str, b: &str) -> bool {
-    a.trim().eq_ignore_ascii_case(b.trim())
 }
 
 /// What selection needs besides the store.
@@ -475,94 +448,6 @@ fn unusable_because(
         return Some(("no_private_key", "no private key on the token".into()));
     }
     cert_unusable_for(f, purpose, now)
-}
-
-/// Why a certificate's key usage or extended key usage rules out `purpose` (S/MIME), if
-/// it does: for the user's own certificates and for signers of received mail alike.
-pub fn usage_forbids(f: &CertFacts, purpose: Purpose) -> Option<(&'static str, String)> {
-    if !usage_allows(f, purpose) {
-        let needs = match purpose {
-            Purpose::Sign => "signing",
-            _ if f.key.is_ec() => "key agreement (EC encryption)",
-            _ => "key encipherment (RSA encryption)",
-        };
-        return Some((
-            "key_usage",
-            format!(
-                "its key usage ({}) does not allow {needs}",
-                f.key_usage_names().join(", ")
-            ),
-        ));
-    }
-    if !f.eku_allows_email() {
-        return Some((
-            "extended_key_usage",
-            format!(
-                "its extended key usage ({}) does not include emailProtection",
-                f.ext_key_usage_names().join(", ")
-            ),
-        ));
-    }
-    None
-}
-
-/// Why a certificate (anyone's) cannot serve `purpose` at `now`, by its own content: key
-/// usage, extended key usage, validity. `None` when it can.
-pub fn cert_unusable_for(
-    f: &CertFacts,
-    purpose: Purpose,
-    now: SystemTime,
-) -> Option<(&'static str, String)> {
-    if let Some(problem) = usage_forbids(f, purpose) {
-        return Some(problem);
-    }
-    if now < f.not_before {
-        return Some((
-            "not_yet_valid",
-            format!(
-                "not valid before {} (valid {} to {})",
-                rfc3339(f.not_before),
-                rfc3339(f.not_before),
-                rfc3339(f.not_after)
-            ),
-        ));
-    }
-    if now > f.not_after {
-        return Some((
-            "expired",
-            format!(
-                "expired on {} (valid {} to {})",
-                rfc3339(f.not_after),
-                rfc3339(f.not_before),
-                rfc3339(f.not_after)
-            ),
-        ));
-    }
-    None
-}
-
-/// The key usage allows the operation (an absent extension allows everything).
-fn usage_allows(f: &CertFacts, purpose: Purpose) -> bool {
-    let u = &f.usage;
-    if !u.present {
-        return true;
-    }
-    match purpose {
-        Purpose::Sign => u.digital_signature || u.non_repudiation,
-        Purpose::Encrypt | Purpose::Decrypt if f.key.is_ec() => u.key_agreement,
-        Purpose::Encrypt | Purpose::Decrypt => u.key_encipherment,
-    }
-}
-
-/// The key usage allows only the operation's own usages.
-pub fn single_usage(f: &CertFacts, purpose: Purpose) -> bool {
-    let u = &f.usage;
-    u.present
-        && usage_allows(f, purpose)
-        && match purpose {
-            Purpose::Sign => !u.key_encipherment && !u.data_encipherment && !u.key_agreement,
-            Purpose::Encrypt | Purpose::Decrypt => !u.digital_signature && !u.non_repudiation,
-        }
 }
 
 fn explain_choice(

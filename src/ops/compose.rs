@@ -14,8 +14,8 @@ use smime_agent_proto::{
 use super::encrypt::{envelope_for, find_certificates, key_transport, smime_type};
 use super::sign::{default_format, sign_entity};
 use super::{OpContext, OpError};
+use crate::certs::address::same_address;
 use crate::smime::mime;
-use crate::store::same_address;
 
 /// A message taken apart: header fields (unfolded names, raw lines) and body.
 struct Message {

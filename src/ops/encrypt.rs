@@ -10,10 +10,12 @@ use tracing::info;
 use super::{OpContext, OpError};
 use crate::alg::ContentAlgorithm;
 use crate::certs::CertFacts;
+use crate::certs::address::same_address;
+use crate::certs::usage::Purpose;
 use crate::recipients::{self, Found, Source};
 use crate::smime::envelope::{self, EncryptTo, RsaPadding};
 use crate::smime::mime;
-use crate::store::{Purpose, SelectionContext, same_address, select};
+use crate::store::{SelectionContext, select};
 
 /// Most recipients of one message.
 pub const MAX_RECIPIENTS: usize = 1000;
@@ -30,7 +32,7 @@ pub async fn find_certificates(
     let now = SystemTime::now();
     let mut wanted: Vec<&str> = vec![];
     for a in addresses.iter().map(String::as_str).chain(sender) {
-        crate::config::check_address(a).map_err(OpError::BadRequest)?;
+        crate::certs::address::check_address(a).map_err(OpError::BadRequest)?;
         if !wanted.iter().any(|w| same_address(w, a)) {
             wanted.push(a);
         }

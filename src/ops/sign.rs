@@ -8,8 +8,9 @@ use tracing::info;
 use x509_cert::Certificate;
 
 use super::{OpContext, OpError, cert_info};
+use crate::certs::usage::Purpose;
 use crate::smime::{mime, sign as cms_sign};
-use crate::store::{Purpose, SelectionContext, select};
+use crate::store::{SelectionContext, select};
 use crate::tokens::{PinPolicy, SignMechanism};
 use crate::trust::ValidationRequest;
 
@@ -134,7 +135,7 @@ pub fn default_format(ctx: &OpContext<'_>) -> SignFormat {
 }
 
 pub async fn sign(ctx: &OpContext<'_>, p: SignParams) -> Result<SignResult, OpError> {
-    crate::config::check_address(&p.signer).map_err(OpError::BadRequest)?;
+    crate::certs::address::check_address(&p.signer).map_err(OpError::BadRequest)?;
     let entity = mime::canonicalize(&p.content.0);
     mime::check_entity(&entity)?;
     let format = p.format.unwrap_or_else(|| default_format(ctx));

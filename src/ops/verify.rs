@@ -345,10 +345,9 @@ async fn judge(services: Arc<Services>, jobs: Vec<Job>) -> Vec<(usize, usize, Ce
             };
             // A chain to a trusted root is not enough: the certificate must be one for
             // signing mail (key usage, extended key usage), as the agent asks of its own.
-            let usage = job
-                .cert
-                .as_ref()
-                .and_then(|cert| crate::store::usage_forbids(cert, crate::store::Purpose::Sign));
+            let usage = job.cert.as_ref().and_then(|cert| {
+                crate::certs::usage::usage_forbids(cert, crate::certs::usage::Purpose::Sign)
+            });
             if let Some((code, message)) = usage {
                 c.status = CertificateStatus::Invalid;
                 c.reasons.insert(

@@ -6,15 +6,16 @@ use std::time::SystemTime;
 use smime_agent_proto::{Candidate, Chosen, Purpose, RejectedCert, WhichParams, WhichResult};
 
 use super::{OpContext, OpError, cert_info};
+use crate::certs::usage;
 use crate::store::{self, SelectionContext, Verdict};
 
 pub async fn which(ctx: &OpContext<'_>, p: WhichParams) -> Result<WhichResult, OpError> {
-    crate::config::check_address(&p.address).map_err(OpError::BadRequest)?;
+    crate::certs::address::check_address(&p.address).map_err(OpError::BadRequest)?;
     let cfg = &ctx.services.config;
     let purpose = match p.purpose {
-        Purpose::Sign => store::Purpose::Sign,
-        Purpose::Encrypt => store::Purpose::Encrypt,
-        Purpose::Decrypt => store::Purpose::Decrypt,
+        Purpose::Sign => usage::Purpose::Sign,
+        Purpose::Encrypt => usage::Purpose::Encrypt,
+        Purpose::Decrypt => usage::Purpose::Decrypt,
     };
     let snapshot = ctx.services.store.snapshot();
     let e = store::explain(

@@ -15,6 +15,9 @@ use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage, SubjectAltName};
 
 use crate::oids;
 
+pub mod address;
+pub mod usage;
+
 /// The public key of a certificate, as far as the agent cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyKind {
@@ -109,7 +112,7 @@ impl CertFacts {
                 }
             } else if atv.oid == oids::COMMON_NAME
                 && let Some(cn) = any_string(&atv.value)
-                && crate::config::check_address(&cn).is_ok()
+                && address::check_address(&cn).is_ok()
             {
                 subject_emails.push(cn);
             }
