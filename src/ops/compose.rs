@@ -11,8 +11,8 @@ use smime_agent_proto::{
     ComposeParams, ComposeResult, EnvelopeRecipient, OutgoingMessage, SignFormat,
 };
 
-use super::encrypt::{envelope_for, find_certificates, key_transport, smime_type};
-use super::sign::{default_format, sign_entity};
+use super::enveloping::{envelope_for, find_certificates, key_transport, smime_type};
+use super::signing::{default_format, sign_entity};
 use super::{OpContext, OpError};
 use crate::certs::address::same_address;
 use crate::smime::mime;

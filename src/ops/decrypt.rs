@@ -7,7 +7,8 @@ use smime_agent_proto::{DecryptParams, DecryptResult, EncryptedLayer, MessageLay
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use super::verify::{overall, verify_signed_layers};
+use super::report::overall;
+use super::signed::verify_signed_layers;
 use super::{OpContext, OpError, cert_info};
 use crate::alg::Hash;
 use crate::smime::SmimeError;

@@ -8,7 +8,10 @@
 mod compose;
 mod decrypt;
 mod encrypt;
+mod enveloping;
 mod sign;
+mod signed;
+mod signing;
 mod status;
 mod tokens;
 mod validate;
@@ -16,13 +19,15 @@ mod verify;
 mod which;
 
 mod context;
+mod report;
 
 pub use context::{AfterResponse, FollowUp, OpContext, Peer, Services};
+pub use report::cert_info;
 
-use smime_agent_proto::{CertInfo, ErrorBody, ErrorCode, Op};
+use smime_agent_proto::{ErrorBody, ErrorCode, Op};
 
 use crate::smime::SmimeError;
-use crate::store::{NoCertificate, StoredCert};
+use crate::store::NoCertificate;
 use crate::tokens::TokenError;
 
 /// Why an op failed.
@@ -131,27 +136,6 @@ pub async fn dispatch(ctx: &OpContext<'_>, op: Op) -> Result<serde_json::Value, 
 
 fn to_value<T: serde::Serialize>(v: T) -> Result<serde_json::Value, OpError> {
     serde_json::to_value(v).map_err(|e| OpError::Internal(format!("cannot encode the result: {e}")))
-}
-
-/// The protocol's description of a certificate in the store.
-pub fn cert_info(c: &StoredCert, include_der: bool) -> CertInfo {
-    let f = c.facts();
-    CertInfo {
-        subject: f.subject.clone(),
-        issuer: f.issuer.clone(),
-        serial: f.serial_hex.clone(),
-        not_before: crate::certs::rfc3339(f.not_before),
-        not_after: crate::certs::rfc3339(f.not_after),
-        emails: f.all_emails().map(str::to_owned).collect(),
-        key: f.key.name(),
-        key_usage: f.key_usage_names(),
-        ext_key_usage: f.ext_key_usage_names(),
-        sha256: crate::certs::hex(&f.sha256),
-        key_id: crate::certs::hex(&c.cert.key_id),
-        token: c.token.token_ref().clone(),
-        hardware: c.token.facts.hardware,
-        der: include_der.then(|| f.der.clone().into()),
-    }
 }
 
 /// Runs work over a whole message of `len` bytes (hashing, AES, encoding). A large one

@@ -1,14 +1,11 @@
 //! `validate`: is a certificate valid now (or at a given time), and why not.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use smime_agent_proto::{
-    ChainCert, CrlCheckInfo, RevocationResult, ValidateParams, ValidateResult, ValidationReason,
-    ValidityStatus,
-};
+use smime_agent_proto::{ValidateParams, ValidateResult};
 
 use super::{OpContext, OpError};
-use crate::trust::{PolicyInputs, Validation, ValidationRequest, certs_from_bytes};
+use crate::trust::{PolicyInputs, ValidationRequest, certs_from_bytes};
 
 /// Parses an RFC 3339 UTC time (`2024-05-01T12:00:00Z`, `+00:00` also accepted) or a date
 /// (`2024-05-01`, midnight UTC).
@@ -84,71 +81,13 @@ pub async fn validate(ctx: &OpContext<'_>, p: ValidateParams) -> Result<Validate
     if v.problems.first().map(|p| p.code) == Some(crate::trust::ProblemCode::Malformed) {
         return Err(OpError::BadRequest(format!("certificate: {}", v.reason())));
     }
-    Ok(to_result(&v, time))
-}
-
-pub fn to_result(v: &Validation, time: SystemTime) -> ValidateResult {
-    ValidateResult {
-        status: if v.valid {
-            ValidityStatus::Valid
-        } else {
-            ValidityStatus::Invalid
-        },
-        reasons: v
-            .problems
-            .iter()
-            .map(|p| ValidationReason {
-                code: p.code.as_str().to_owned(),
-                message: p.message.clone(),
-            })
-            .collect(),
-        warnings: v.warnings.clone(),
-        chain: v
-            .chain
-            .iter()
-            .map(|l| ChainCert {
-                subject: l.subject.clone(),
-                issuer: l.issuer.clone(),
-                serial: l.serial.clone(),
-                not_before: l.not_before.clone(),
-                not_after: l.not_after.clone(),
-                sha256: l.sha256.clone(),
-                source: l.origin.as_str().to_owned(),
-            })
-            .collect(),
-        revocation: RevocationResult {
-            status: v.revocation.status.as_str().to_owned(),
-            checks: v
-                .revocation
-                .checks
-                .iter()
-                .map(|c| CrlCheckInfo {
-                    subject: c.subject.clone(),
-                    status: c.status.to_owned(),
-                    crl_issuer: c.crl_issuer.clone(),
-                    this_update: c.this_update.clone(),
-                    next_update: c.next_update.clone(),
-                    source: c.origin.map(str::to_owned),
-                    url: c.url.clone(),
-                    reason: c.reason.clone(),
-                })
-                .collect(),
-        },
-        time: crate::certs::rfc3339(
-            UNIX_EPOCH
-                + Duration::from_secs(
-                    time.duration_since(UNIX_EPOCH)
-                        .map(|d| d.as_secs())
-                        .unwrap_or(0),
-                ),
-        ),
-        cached: v.from_cache,
-    }
+    Ok(super::report::to_result(&v, time))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::time::Duration;
 
     #[test]
     fn times_parse() {

@@ -1,0 +1,181 @@
+//! Enveloping a MIME entity: every recipient's certificate found (and the sender's own),
+//! the content algorithm all of them can take, one content key wrapped for each. Shared by
+//! `encrypt` and `compose`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::{OpContext, OpError};
+use crate::alg::ContentAlgorithm;
+use crate::certs::CertFacts;
+use crate::certs::address::same_address;
+use crate::certs::usage::Purpose;
+use crate::recipients::{self, Found, Source};
+use crate::smime::envelope::{self, EncryptTo, RsaPadding};
+use crate::store::{SelectionContext, select};
+
+/// Most recipients of one message.
+pub const MAX_RECIPIENTS: usize = 1000;
+
+/// The certificates for `addresses` and the sender. `Err` lists every address without a
+/// usable certificate, with the reason.
+pub async fn find_certificates(
+    ctx: &OpContext<'_>,
+    addresses: &[String],
+    request_certs: &[Vec<u8>],
+    sender: Option<&str>,
+) -> Result<Vec<Found>, OpError> {
+    let cfg = &ctx.services.config;
+    let now = SystemTime::now();
+    let mut wanted: Vec<&str> = vec![];
+    for a in addresses.iter().map(String::as_str).chain(sender) {
+        crate::certs::address::check_address(a).map_err(OpError::BadRequest)?;
+        if !wanted.iter().any(|w| same_address(w, a)) {
+            wanted.push(a);
+        }
+    }
+    if wanted.len() > MAX_RECIPIENTS {
+        return Err(OpError::Smime(crate::smime::SmimeError::Limit(format!(
+            "{} recipients; at most {MAX_RECIPIENTS} per message",
+            wanted.len()
+        ))));
+    }
+    let mut given = vec![];
+    for (i, der) in request_certs.iter().enumerate() {
+        let c = CertFacts::from_der(der).map_err(|e| {
+            OpError::BadRequest(format!("certificate {} of the request: {e}", i + 1))
+        })?;
+        given.push(Arc::new(c));
+    }
+
+    let mut found = vec![];
+    let mut missing = vec![];
+    for address in wanted {
+        // The sender's own encryption certificate comes first from their own tokens.
+        if sender.is_some_and(|s| same_address(s, address)) {
+            let snapshot = ctx.services.store.snapshot();
+            let own = select(
+                &snapshot,
+                address,
+                Purpose::Encrypt,
+                &SelectionContext {
+                    policy: &cfg.policy,
+                    identities: &cfg.identity,
+                    trust: &ctx.services.trust,
+                    now,
+                },
+            )
+            .await;
+            if let Ok(sel) = own {
+                found.push(Found {
+                    address: address.to_owned(),
+                    cert: Arc::new(sel.cert.facts().clone()),
+                    source: Source::Own,
+                });
+                continue;
+            }
+        }
+        let sources = vec![
+            (Source::Request, given.clone()),
+            (Source::Contacts, ctx.services.contacts.find(address)),
+        ];
+        match recipients::find(
+            address,
+            &sources,
+            &ctx.services.trust,
+            cfg.revocation.check_crl_on_send,
+            now,
+        )
+        .await
+        {
+            Ok(f) => found.push(f),
+            Err(why) => missing.push((address.to_owned(), why)),
+        }
+    }
+    if !missing.is_empty() {
+        return Err(OpError::RecipientsWithoutCertificate(missing));
+    }
+    Ok(found)
+}
+
+/// The content encryption algorithm: the first of the policy's that every recipient takes,
+/// by the SMIMECapabilities their signed mail carried (RFC 8551 section 2.7.1). A
+/// recipient whose capabilities are unknown, and the user, take every one of the policy's.
+pub fn choose_algorithm(ctx: &OpContext<'_>, found: &[Found]) -> Result<ContentAlgorithm, OpError> {
+    let policy = &ctx.services.config.policy.encryption_algorithms;
+    let known: Vec<(&Found, Vec<ContentAlgorithm>)> = found
+        .iter()
+        .filter(|f| f.source != Source::Own)
+        .filter_map(|f| Some((f, ctx.services.contacts.capabilities(&f.address)?)))
+        .collect();
+    if let Some(alg) = policy
+        .iter()
+        .find(|a| known.iter().all(|(_, caps)| caps.contains(a)))
+    {
+        return Ok(*alg);
+    }
+    let allowed: Vec<&str> = policy.iter().map(|a| a.as_str()).collect();
+    let takers: Vec<String> = known
+        .iter()
+        .filter(|(_, caps)| !policy.iter().all(|a| caps.contains(a)))
+        .map(|(f, caps)| {
+            let names: Vec<&str> = caps.iter().map(|a| a.as_str()).collect();
+            format!(
+                "{} takes {}",
+                f.address,
+                if names.is_empty() {
+                    "none of the agent's algorithms".to_owned()
+                } else {
+                    names.join(", ")
+                }
+            )
+        })
+        .collect();
+    Err(OpError::PolicyDenied(format!(
+        "no content encryption algorithm that the policy allows ({}) is one every recipient \
+         can decrypt: {}",
+        allowed.join(", "),
+        takers.join("; ")
+    )))
+}
+
+/// Encrypts a canonical entity to the found certificates. Returns the CMS DER and the
+/// algorithm.
+pub fn envelope_for(
+    ctx: &OpContext<'_>,
+    entity: &[u8],
+    found: &[Found],
+) -> Result<(Vec<u8>, ContentAlgorithm), OpError> {
+    let alg = choose_algorithm(ctx, found)?;
+    let padding = if ctx.services.config.policy.rsa_oaep {
+        RsaPadding::OaepSha256
+    } else {
+        RsaPadding::Pkcs1v15
+    };
+    let to: Vec<EncryptTo<'_>> = found
+        .iter()
+        .map(|f| EncryptTo {
+            cert: &f.cert,
+            rsa_padding: padding,
+        })
+        .collect();
+    Ok((
+        super::cpu(entity.len(), || envelope::encrypt(entity, &to, alg))?,
+        alg,
+    ))
+}
+
+pub fn smime_type(alg: ContentAlgorithm) -> &'static str {
+    match alg {
+        ContentAlgorithm::Aes128Gcm | ContentAlgorithm::Aes256Gcm => "authEnveloped-data",
+        _ => "enveloped-data",
+    }
+}
+
+pub fn key_transport(c: &CertFacts, oaep: bool) -> &'static str {
+    match (c.key.is_ec(), oaep) {
+        (true, _) => "ecdh",
+        (false, true) => "rsa-oaep",
+        (false, false) => "rsa-pkcs1",
+    }
+}
