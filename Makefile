@@ -5,7 +5,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all deps build demo test lint fmt schema bench clean
+.PHONY: all deps build demo test lint fmt schema bench audit clean
 
 all: build
 
@@ -29,6 +29,11 @@ bench: deps
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	cargo-deny check licenses bans sources
+
+# Known vulnerabilities (RustSec): needs the advisory database from the network.
+audit: deps
+	cargo-deny check advisories
 
 fmt:
 	$(CARGO) fmt --all

