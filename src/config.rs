@@ -306,6 +306,9 @@ pub struct PolicyConfig {
     pub use_secondary_proxies: bool,
     /// RSA recipients get the content key with OAEP (SHA-256) instead of PKCS#1 v1.5.
     pub rsa_oaep: bool,
+    /// The raw key operations (`key_sign`, `key_decrypt`, `key_derive`) that the PKCS#11
+    /// module forwards for Thunderbird, Evolution and OpenSSL programs.
+    pub raw_key_operations: bool,
 }
 
 impl Default for PolicyConfig {
@@ -321,6 +324,7 @@ impl Default for PolicyConfig {
             encryption_algorithms: vec![ContentAlgorithm::Aes256Cbc, ContentAlgorithm::Aes128Cbc],
             use_secondary_proxies: true,
             rsa_oaep: false,
+            raw_key_operations: true,
         }
     }
 }
@@ -637,6 +641,11 @@ use_secondary_proxies = true
 # RSA recipients get the content key with RSA-OAEP (SHA-256) rather than PKCS#1 v1.5, which
 # every S/MIME client reads but which is the weaker scheme.
 rsa_oaep = false
+# Raw key operations for the PKCS#11 module (libsmime_agent_pkcs11.so), through which
+# Thunderbird, Evolution and OpenSSL programs sign and decrypt with the keys the agent holds
+# (key usage, smart_card_only, PIN rules and the audit log apply). false: the module lists
+# the certificates but every private-key operation is refused (policy_denied).
+raw_key_operations = true
 
 # The user's addresses and their proxy addresses, one [[identity]] table each.
 # [[identity]]

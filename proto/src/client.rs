@@ -424,6 +424,30 @@ impl BlockingClient {
         let v = self.call(Op::Sign(params), on_event)?;
         decode(v)
     }
+
+    /// `keys`.
+    pub fn keys(&mut self) -> Result<KeysResult, ClientError> {
+        let v = self.call(Op::Keys(KeysParams {}), &mut |_| EventReply::Ignore)?;
+        decode(v)
+    }
+
+    /// `key_login`: the agent asks for the PIN by its own source.
+    pub fn key_login(&mut self, token: &str) -> Result<(), ClientError> {
+        self.call(
+            Op::KeyLogin(KeyLoginParams {
+                token: token.to_owned(),
+            }),
+            &mut |_| EventReply::Ignore,
+        )?;
+        Ok(())
+    }
+
+    /// `key_sign`, `key_decrypt` or `key_derive` (`op` is one of them): the bytes it gives.
+    pub fn key_op(&mut self, op: Op) -> Result<Vec<u8>, ClientError> {
+        let v = self.call(op, &mut |_| EventReply::Ignore)?;
+        let r: KeyOpResult = decode(v)?;
+        Ok(r.data.0)
+    }
 }
 
 // ---------------------------------------------------------------------------------------

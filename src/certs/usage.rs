@@ -96,7 +96,7 @@ pub fn cert_unusable_for(
 }
 
 /// The key usage allows the operation (an absent extension allows everything).
-fn usage_allows(f: &CertFacts, purpose: Purpose) -> bool {
+pub fn usage_allows(f: &CertFacts, purpose: Purpose) -> bool {
     let u = &f.usage;
     if !u.present {
         return true;

@@ -14,6 +14,7 @@ use crate::alg::Hash;
 use crate::smime::SmimeError;
 use crate::smime::envelope::{self, Envelope, KeyUnwrap, Recipient};
 use crate::smime::mime::{self, Smime};
+use crate::smime::unpad;
 use crate::store::StoredCert;
 use crate::tokens::{OaepHash, PinPolicy, PrivateOp, RsaDecrypt, TokenError};
 
@@ -82,7 +83,7 @@ async fn content_key(
     match &recipient.unwrap {
         KeyUnwrap::RsaPkcs1 { encrypted_key } if raw_rsa => {
             let em = match raw(encrypted_key).await {
-                Ok(r) => modulus_length(r, encrypted_key.len()),
+                Ok(r) => unpad::to_modulus_length(&r, encrypted_key.len()),
                 Err(e) => return raw_failed(e, decoy),
             };
             Ok(match em {
@@ -108,7 +109,7 @@ async fn content_key(
             label,
         } if raw_rsa => {
             let em = match raw(encrypted_key).await {
-                Ok(r) => modulus_length(r, encrypted_key.len()),
+                Ok(r) => unpad::to_modulus_length(&r, encrypted_key.len()),
                 Err(e) => return raw_failed(e, decoy),
             };
             Ok(em
@@ -151,17 +152,6 @@ async fn content_key(
             envelope::finish_ecdh(&z, p).ok_or(OpError::Smime(SmimeError::DecryptFailed))
         }
     }
-}
-
-/// A raw RSA result as long as the modulus (`k`, the encrypted key's length): tokens may
-/// drop leading zero bytes. None for a result longer than the modulus, which no token gives.
-fn modulus_length(raw: Zeroizing<Vec<u8>>, k: usize) -> Option<Zeroizing<Vec<u8>>> {
-    if raw.len() > k {
-        return None;
-    }
-    let mut em = Zeroizing::new(vec![0u8; k - raw.len()]);
-    em.extend_from_slice(&raw);
-    Some(em)
 }
 
 /// Raw RSA failed. Its failures do not depend on the padding, so the reason may be logged.

@@ -9,6 +9,7 @@ mod compose;
 mod decrypt;
 mod encrypt;
 mod enveloping;
+mod keys;
 mod sign;
 mod signed;
 mod signing;
@@ -124,6 +125,14 @@ pub async fn dispatch(ctx: &OpContext<'_>, op: Op) -> Result<serde_json::Value, 
         Op::Validate(p) => to_value(validate::validate(ctx, p).await?)?,
         Op::Which(p) => to_value(which::which(ctx, p).await?)?,
         Op::Verify(p) => to_value(verify::verify(ctx, p).await?)?,
+        Op::Keys(_) => to_value(keys::keys(ctx))?,
+        Op::KeyLogin(p) => {
+            keys::key_login(ctx, p).await?;
+            serde_json::json!({})
+        }
+        Op::KeySign(p) => to_value(keys::key_sign(ctx, p).await?)?,
+        Op::KeyDecrypt(p) => to_value(keys::key_decrypt(ctx, p).await?)?,
+        Op::KeyDerive(p) => to_value(keys::key_derive(ctx, p).await?)?,
         Op::Hello(_) | Op::Pin(_) | Op::Subscribe(_) => {
             return Err(OpError::Internal(format!(
                 "{} is handled by the connection",

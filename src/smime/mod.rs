@@ -7,12 +7,14 @@
 //! - [`sign`]: SignedData around a token's raw signature.
 //! - [`envelope`]: EnvelopedData and AuthEnvelopedData, RSA and EC recipients.
 //! - [`mime`]: canonical form, multipart/signed, application/pkcs7-mime.
+//! - [`unpad`]: RSA padding removed from raw RSA results.
 //! - [`verify`]: reading SignedData back: every signer's signature, one layer at a time.
 
 pub mod asn1;
 pub mod envelope;
 pub mod mime;
 pub mod sign;
+pub mod unpad;
 pub mod verify;
 
 /// Errors of the S/MIME layer.

@@ -12,6 +12,7 @@
 // at the crate root) whichever file a type lives in.
 mod error;
 mod event;
+mod keys;
 mod primitives;
 mod request;
 mod response;
@@ -22,6 +23,7 @@ mod validation;
 
 pub use error::*;
 pub use event::*;
+pub use keys::*;
 pub use primitives::*;
 pub use request::*;
 pub use response::*;

@@ -8,7 +8,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::wire::{Base64Bytes, Pin, RequestId};
+use crate::wire::{
+    Base64Bytes, KeyDecryptParams, KeyDeriveParams, KeyLoginParams, KeySignParams, KeysParams, Pin,
+    RequestId,
+};
 
 /// One request frame: `{"id": .., "op": "..", ...parameters of the op}`.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
@@ -50,6 +53,17 @@ pub enum Op {
     Compose(ComposeParams),
     /// Check every signature of a signed MIME entity, and each signer's certificate.
     Verify(VerifyParams),
+    /// The keys the agent would use, per token, with their certificates (for a PKCS#11
+    /// module).
+    Keys(KeysParams),
+    /// Log a token in now, the PIN asked by the agent.
+    KeyLogin(KeyLoginParams),
+    /// One raw signature with a key.
+    KeySign(KeySignParams),
+    /// One RSA decryption with a key.
+    KeyDecrypt(KeyDecryptParams),
+    /// ECDH with a key.
+    KeyDerive(KeyDeriveParams),
 }
 
 impl Op {
@@ -69,6 +83,11 @@ impl Op {
         "decrypt",
         "compose",
         "verify",
+        "keys",
+        "key_login",
+        "key_sign",
+        "key_decrypt",
+        "key_derive",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -87,6 +106,11 @@ impl Op {
             Op::Decrypt(_) => "decrypt",
             Op::Compose(_) => "compose",
             Op::Verify(_) => "verify",
+            Op::Keys(_) => "keys",
+            Op::KeyLogin(_) => "key_login",
+            Op::KeySign(_) => "key_sign",
+            Op::KeyDecrypt(_) => "key_decrypt",
+            Op::KeyDerive(_) => "key_derive",
         }
     }
 }

@@ -410,6 +410,21 @@ impl Token {
         Ok(key)
     }
 
+    /// Logs the token in now unless it is (the PIN from the cache or `prompter`, under the
+    /// same rules as an operation's login). A key file is unlocked when its key is first
+    /// used, so for it this does nothing.
+    pub async fn login(self: &Arc<Self>, prompter: &dyn PinPrompter) -> Result<(), TokenError> {
+        if let Backend::Soft(_) = self.backend {
+            return Ok(());
+        }
+        let _lease = tokio::select! {
+            l = self.usage.read() => l,
+            _ = self.wait_gone() => return Err(self.removed_err()),
+        };
+        let label = self.facts.token.label.clone();
+        self.ensure_login(prompter, &label).await.map(|_| ())
+    }
+
     /// Signs `data` with the private key `key_id`, logging in first if needed. The PIN comes
     /// from the cache or from `prompter`.
     pub async fn sign(
