@@ -321,6 +321,13 @@ impl BlockingClient {
         }
     }
 
+    /// How long a read waits for the agent (`None`: for ever). A read that times out fails
+    /// with an I/O error and loses nothing: the next read goes on where it stopped.
+    pub fn set_read_timeout(&self, timeout: Option<std::time::Duration>) -> io::Result<()> {
+        use interprocess::local_socket::traits::Stream as _;
+        self.writer.0.set_recv_timeout(timeout)
+    }
+
     /// `status`.
     pub fn status(&mut self) -> Result<StatusResult, ClientError> {
         let v = self.call(Op::Status(StatusParams {}), &mut |_| EventReply::Ignore)?;

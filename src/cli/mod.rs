@@ -4,7 +4,7 @@
 mod pin;
 mod serve;
 
-use std::io::{IsTerminal, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -43,26 +43,7 @@ fn local_fail(msg: impl std::fmt::Display) -> ExitCode {
 
 /// Where a pinentry started for us should ask: our terminal and display.
 fn pinentry_env() -> PinentryEnv {
-    let tty = [0, 1, 2].into_iter().find_map(|fd| {
-        let is_tty = match fd {
-            0 => std::io::stdin().is_terminal(),
-            1 => std::io::stdout().is_terminal(),
-            _ => std::io::stderr().is_terminal(),
-        };
-        if !is_tty {
-            return None;
-        }
-        std::fs::read_link(format!("/proc/self/fd/{fd}"))
-            .ok()
-            .map(|p| p.display().to_string())
-    });
-    PinentryEnv {
-        ttyname: tty,
-        ttytype: std::env::var("TERM").ok(),
-        display: std::env::var("DISPLAY")
-            .ok()
-            .or_else(|| std::env::var("WAYLAND_DISPLAY").ok()),
-    }
+    PinentryEnv::of_this_process()
 }
 
 fn connect(socket: &Path, pin_prompt: bool) -> Result<BlockingClient, ClientError> {

@@ -145,6 +145,35 @@ pub struct PinentryEnv {
     pub display: Option<String>,
 }
 
+impl PinentryEnv {
+    /// This process's terminal (the first of stdin, stdout and stderr that is one), its
+    /// `TERM`, and its display (`DISPLAY`, else `WAYLAND_DISPLAY`): where a pinentry for it
+    /// should ask.
+    pub fn of_this_process() -> PinentryEnv {
+        use std::io::IsTerminal;
+        let tty = [0, 1, 2].into_iter().find_map(|fd| {
+            let is_tty = match fd {
+                0 => std::io::stdin().is_terminal(),
+                1 => std::io::stdout().is_terminal(),
+                _ => std::io::stderr().is_terminal(),
+            };
+            if !is_tty {
+                return None;
+            }
+            std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                .ok()
+                .map(|p| p.display().to_string())
+        });
+        PinentryEnv {
+            ttyname: tty,
+            ttytype: std::env::var("TERM").ok(),
+            display: std::env::var("DISPLAY")
+                .ok()
+                .or_else(|| std::env::var("WAYLAND_DISPLAY").ok()),
+        }
+    }
+}
+
 /// `status` takes no parameters.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
