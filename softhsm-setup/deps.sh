@@ -10,7 +10,7 @@ packages=(
   # tokens and readers
   softhsm2 opensc opensc-pkcs11 pcscd pcsc-tools vsmartcard-vpcd
   # reference peers
-  openssl gpgsm libnss3-tools libengine-pkcs11-openssl
+  openssl gpgsm libnss3-tools libengine-pkcs11-openssl gnutls-bin
   # PIN entry, and the terminal the tests type PINs into
   pinentry-tty tmux util-linux
   # pip, for the NIST PKITS data (cryptography-vectors)

@@ -158,7 +158,10 @@ pub unsafe extern "C" fn C_GetInfo(info: *mut CK_INFO) -> CK_RV {
     guard(|| {
         module()?;
         let mut i = CK_INFO {
-            cryptokiVersion: CK_VERSION { major: 2, minor: 40 },
+            cryptokiVersion: CK_VERSION {
+                major: 2,
+                minor: 40,
+            },
             manufacturerID: [b' '; 32],
             flags: 0,
             libraryDescription: [b' '; 32],
@@ -252,8 +255,11 @@ pub unsafe extern "C" fn C_GetMechanismList(
     count: *mut CK_ULONG,
 ) -> CK_RV {
     guard(|| {
-        let mechs: Vec<CK_MECHANISM_TYPE> =
-            module()?.mechanisms(slot)?.into_iter().map(|(m, _)| m).collect();
+        let mechs: Vec<CK_MECHANISM_TYPE> = module()?
+            .mechanisms(slot)?
+            .into_iter()
+            .map(|(m, _)| m)
+            .collect();
         if count.is_null() {
             return Err(CKR_ARGUMENTS_BAD);
         }
@@ -381,16 +387,28 @@ pub unsafe extern "C" fn C_GetAttributeValue(
             match value {
                 _ if sensitive => {
                     a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
-                    rv = if rv == CKR_OK { CKR_ATTRIBUTE_SENSITIVE } else { rv };
+                    rv = if rv == CKR_OK {
+                        CKR_ATTRIBUTE_SENSITIVE
+                    } else {
+                        rv
+                    };
                 }
                 None => {
                     a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
-                    rv = if rv == CKR_OK { CKR_ATTRIBUTE_TYPE_INVALID } else { rv };
+                    rv = if rv == CKR_OK {
+                        CKR_ATTRIBUTE_TYPE_INVALID
+                    } else {
+                        rv
+                    };
                 }
                 Some(v) if a.pValue.is_null() => a.ulValueLen = v.len() as CK_ULONG,
                 Some(v) if (a.ulValueLen as usize) < v.len() => {
                     a.ulValueLen = CK_UNAVAILABLE_INFORMATION;
-                    rv = if rv == CKR_OK { CKR_BUFFER_TOO_SMALL } else { rv };
+                    rv = if rv == CKR_OK {
+                        CKR_BUFFER_TOO_SMALL
+                    } else {
+                        rv
+                    };
                 }
                 Some(v) => {
                     // SAFETY: `pValue` has room for `ulValueLen >= v.len()` bytes.
@@ -569,8 +587,8 @@ pub unsafe extern "C" fn C_DecryptInit(
         } else {
             None
         };
-        let mech = crate::mechanism::decrypt_mech(m.mechanism, oaep_hash)
-            .ok_or(CKR_MECHANISM_INVALID)?;
+        let mech =
+            crate::mechanism::decrypt_mech(m.mechanism, oaep_hash).ok_or(CKR_MECHANISM_INVALID)?;
         module()?.decrypt_init(session, mech, key)
     })
 }
@@ -725,7 +743,10 @@ unsafe extern "C" fn CancelFunction(_: S) -> CK_RV {
 }
 
 static FUNCTION_LIST: CK_FUNCTION_LIST = CK_FUNCTION_LIST {
-    version: CK_VERSION { major: 2, minor: 40 },
+    version: CK_VERSION {
+        major: 2,
+        minor: 40,
+    },
     C_Initialize: Some(C_Initialize),
     C_Finalize: Some(C_Finalize),
     C_GetInfo: Some(C_GetInfo),

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use smime_agent_proto::client::{BlockingClient, ClientError, EventReply};
-use smime_agent_proto::{Event, HelloParams, KeysParams, KeysResult, Op, PROTOCOL_VERSION, PinentryEnv};
+use smime_agent_proto::{
+    Event, HelloParams, KeysParams, KeysResult, Op, PROTOCOL_VERSION, PinentryEnv,
+};
 
 /// Connections kept for reuse; more may be open while many threads work at once.
 const POOL: usize = 8;

@@ -99,8 +99,10 @@ impl SignMech {
     pub fn fits(self, k: KeyType) -> bool {
         matches!(
             (self, k),
-            (SignMech::RsaPkcs | SignMech::RsaPkcsHash(_), KeyType::Rsa { .. })
-                | (SignMech::Ecdsa | SignMech::EcdsaHash(_), KeyType::Ec { .. })
+            (
+                SignMech::RsaPkcs | SignMech::RsaPkcsHash(_),
+                KeyType::Rsa { .. }
+            ) | (SignMech::Ecdsa | SignMech::EcdsaHash(_), KeyType::Ec { .. })
         )
     }
 
@@ -128,7 +130,10 @@ pub fn signature_len(k: KeyType) -> usize {
 }
 
 /// An RSA decryption mechanism with its checked parameters.
-pub fn decrypt_mech(m: CK_MECHANISM_TYPE, oaep_hash: Option<HashAlg>) -> Option<KeyDecryptMechanism> {
+pub fn decrypt_mech(
+    m: CK_MECHANISM_TYPE,
+    oaep_hash: Option<HashAlg>,
+) -> Option<KeyDecryptMechanism> {
     match (m, oaep_hash) {
         (CKM_RSA_PKCS, None) => Some(KeyDecryptMechanism::RsaPkcs),
         (CKM_RSA_PKCS_OAEP, Some(h)) => Some(KeyDecryptMechanism::RsaOaep { hash: h.oaep() }),
@@ -149,7 +154,11 @@ pub fn offered(types: &[KeyType]) -> Vec<(CK_MECHANISM_TYPE, CK_MECHANISM_INFO)>
     let ec: Vec<usize> = types
         .iter()
         .filter_map(|t| match t {
-            KeyType::Ec { field_bytes } => Some(if *field_bytes == 66 { 521 } else { field_bytes * 8 }),
+            KeyType::Ec { field_bytes } => Some(if *field_bytes == 66 {
+                521
+            } else {
+                field_bytes * 8
+            }),
             _ => None,
         })
         .collect();
@@ -173,7 +182,12 @@ pub fn offered(types: &[KeyType]) -> Vec<(CK_MECHANISM_TYPE, CK_MECHANISM_INFO)>
     if !ec.is_empty() {
         let curve = CKF_EC_F_P | CKF_EC_NAMEDCURVE | CKF_EC_UNCOMPRESS;
         out.push((CKM_ECDSA, info(&ec, CKF_SIGN | curve)));
-        for m in [CKM_ECDSA_SHA1, CKM_ECDSA_SHA256, CKM_ECDSA_SHA384, CKM_ECDSA_SHA512] {
+        for m in [
+            CKM_ECDSA_SHA1,
+            CKM_ECDSA_SHA256,
+            CKM_ECDSA_SHA384,
+            CKM_ECDSA_SHA512,
+        ] {
             out.push((m, info(&ec, CKF_SIGN | curve)));
         }
         out.push((CKM_ECDH1_DERIVE, info(&ec, CKF_DERIVE | curve)));

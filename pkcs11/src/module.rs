@@ -182,7 +182,12 @@ impl Module {
                 .slots
                 .iter()
                 .position(|s| s.token.as_ref().is_some_and(|x| x.info.token.id == id))
-                .or_else(|| inner.slots.iter().position(|s| s.last_token.as_deref() == Some(&id)))
+                .or_else(|| {
+                    inner
+                        .slots
+                        .iter()
+                        .position(|s| s.last_token.as_deref() == Some(&id))
+                })
                 .or_else(|| {
                     inner
                         .slots
@@ -268,7 +273,11 @@ impl Module {
 
     pub fn slot_info(&self, id: CK_SLOT_ID) -> Rv<CK_SLOT_INFO> {
         let inner = self.lock();
-        let slot = inner.slots.iter().find(|s| s.id == id).ok_or(CKR_SLOT_ID_INVALID)?;
+        let slot = inner
+            .slots
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or(CKR_SLOT_ID_INVALID)?;
         let mut info = CK_SLOT_INFO {
             slotDescription: [b' '; 64],
             manufacturerID: [b' '; 32],
@@ -293,7 +302,11 @@ impl Module {
 
     pub fn token_info(&self, id: CK_SLOT_ID) -> Rv<CK_TOKEN_INFO> {
         let inner = self.lock();
-        let slot = inner.slots.iter().find(|s| s.id == id).ok_or(CKR_SLOT_ID_INVALID)?;
+        let slot = inner
+            .slots
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or(CKR_SLOT_ID_INVALID)?;
         let t = slot.token.as_ref().ok_or(CKR_TOKEN_NOT_PRESENT)?;
         let sessions = inner.sessions.values().filter(|s| s.slot == id).count() as CK_ULONG;
         let rw = inner
@@ -335,7 +348,11 @@ impl Module {
 
     pub fn mechanisms(&self, id: CK_SLOT_ID) -> Rv<Vec<(CK_MECHANISM_TYPE, CK_MECHANISM_INFO)>> {
         let inner = self.lock();
-        let slot = inner.slots.iter().find(|s| s.id == id).ok_or(CKR_SLOT_ID_INVALID)?;
+        let slot = inner
+            .slots
+            .iter()
+            .find(|s| s.id == id)
+            .ok_or(CKR_SLOT_ID_INVALID)?;
         let t = slot.token.as_ref().ok_or(CKR_TOKEN_NOT_PRESENT)?;
         Ok(t.mechanisms.clone())
     }
@@ -345,7 +362,11 @@ impl Module {
             return Err(CKR_SESSION_PARALLEL_NOT_SUPPORTED);
         }
         let mut inner = self.lock();
-        let s = inner.slots.iter().find(|s| s.id == slot).ok_or(CKR_SLOT_ID_INVALID)?;
+        let s = inner
+            .slots
+            .iter()
+            .find(|s| s.id == slot)
+            .ok_or(CKR_SLOT_ID_INVALID)?;
         if s.token.is_none() {
             return Err(CKR_TOKEN_NOT_PRESENT);
         }
@@ -365,7 +386,10 @@ impl Module {
 
     pub fn close_session(&self, h: CK_SESSION_HANDLE) -> Rv<()> {
         let mut inner = self.lock();
-        inner.sessions.remove(&h).ok_or(CKR_SESSION_HANDLE_INVALID)?;
+        inner
+            .sessions
+            .remove(&h)
+            .ok_or(CKR_SESSION_HANDLE_INVALID)?;
         inner.objects.retain(|_, (_, s, _)| *s != Some(h));
         Ok(())
     }
@@ -505,7 +529,10 @@ impl Module {
 
     pub fn find(&self, h: CK_SESSION_HANDLE, max: usize) -> Rv<Vec<CK_OBJECT_HANDLE>> {
         let mut inner = self.lock();
-        let s = inner.sessions.get_mut(&h).ok_or(CKR_SESSION_HANDLE_INVALID)?;
+        let s = inner
+            .sessions
+            .get_mut(&h)
+            .ok_or(CKR_SESSION_HANDLE_INVALID)?;
         let list = s.find.as_mut().ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
         let mut out = vec![];
         while out.len() < max {
@@ -519,7 +546,10 @@ impl Module {
 
     pub fn find_final(&self, h: CK_SESSION_HANDLE) -> Rv<()> {
         let mut inner = self.lock();
-        let s = inner.sessions.get_mut(&h).ok_or(CKR_SESSION_HANDLE_INVALID)?;
+        let s = inner
+            .sessions
+            .get_mut(&h)
+            .ok_or(CKR_SESSION_HANDLE_INVALID)?;
         s.find.take().ok_or(CKR_OPERATION_NOT_INITIALIZED)?;
         Ok(())
     }
@@ -570,7 +600,10 @@ impl Module {
 
     fn set_op(&self, h: CK_SESSION_HANDLE, op: Operation) -> Rv<()> {
         let mut inner = self.lock();
-        let s = inner.sessions.get_mut(&h).ok_or(CKR_SESSION_HANDLE_INVALID)?;
+        let s = inner
+            .sessions
+            .get_mut(&h)
+            .ok_or(CKR_SESSION_HANDLE_INVALID)?;
         if s.op.is_some() {
             return Err(CKR_OPERATION_ACTIVE);
         }
@@ -580,7 +613,10 @@ impl Module {
 
     fn take_op(&self, h: CK_SESSION_HANDLE) -> Rv<Operation> {
         let mut inner = self.lock();
-        let s = inner.sessions.get_mut(&h).ok_or(CKR_SESSION_HANDLE_INVALID)?;
+        let s = inner
+            .sessions
+            .get_mut(&h)
+            .ok_or(CKR_SESSION_HANDLE_INVALID)?;
         s.op.take().ok_or(CKR_OPERATION_NOT_INITIALIZED)
     }
 
@@ -590,7 +626,12 @@ impl Module {
         }
     }
 
-    pub fn sign_init(&self, h: CK_SESSION_HANDLE, mech: CK_MECHANISM_TYPE, key: CK_OBJECT_HANDLE) -> Rv<()> {
+    pub fn sign_init(
+        &self,
+        h: CK_SESSION_HANDLE,
+        mech: CK_MECHANISM_TYPE,
+        key: CK_OBJECT_HANDLE,
+    ) -> Rv<()> {
         let mech = SignMech::of(mech).ok_or(CKR_MECHANISM_INVALID)?;
         let key = self.private_key(h, key, |k| k.sign)?;
         if !key.key_type.is_some_and(|t| mech.fits(t)) {
@@ -608,7 +649,10 @@ impl Module {
 
     pub fn sign_update(&self, h: CK_SESSION_HANDLE, part: &[u8]) -> Rv<()> {
         let mut inner = self.lock();
-        let s = inner.sessions.get_mut(&h).ok_or(CKR_SESSION_HANDLE_INVALID)?;
+        let s = inner
+            .sessions
+            .get_mut(&h)
+            .ok_or(CKR_SESSION_HANDLE_INVALID)?;
         match &mut s.op {
             Some(Operation::Sign { data, .. }) => {
                 if data.len() + part.len() > MAX_SIGN_DATA {
@@ -642,7 +686,11 @@ impl Module {
         };
         let len = key.key_type.map(mechanism::signature_len).unwrap_or(0);
         if out_len.is_none_or(|n| n < len) {
-            let rv = if out_len.is_none() { CKR_OK } else { CKR_BUFFER_TOO_SMALL };
+            let rv = if out_len.is_none() {
+                CKR_OK
+            } else {
+                CKR_BUFFER_TOO_SMALL
+            };
             self.put_back(
                 h,
                 Operation::Sign {
@@ -710,7 +758,14 @@ impl Module {
                     _ => 0,
                 };
                 if out_len.is_none() {
-                    self.put_back(h, Operation::Decrypt { mech, key, done: None });
+                    self.put_back(
+                        h,
+                        Operation::Decrypt {
+                            mech,
+                            key,
+                            done: None,
+                        },
+                    );
                     return Err((CKR_OK, k));
                 }
                 if data.len() != k {
@@ -732,7 +787,11 @@ impl Module {
             Some(n) if n >= plain.len() => Ok(plain),
             _ => {
                 let len = plain.len();
-                let rv = if out_len.is_none() { CKR_OK } else { CKR_BUFFER_TOO_SMALL };
+                let rv = if out_len.is_none() {
+                    CKR_OK
+                } else {
+                    CKR_BUFFER_TOO_SMALL
+                };
                 self.put_back(
                     h,
                     Operation::Decrypt {
@@ -779,7 +838,9 @@ impl Module {
         let (slot, _) = self.session_slot(&inner, h)?;
         inner.next_handle += 1;
         let handle = inner.next_handle;
-        inner.objects.insert(handle, (slot, Some(h), objects::secret(z)));
+        inner
+            .objects
+            .insert(handle, (slot, Some(h), objects::secret(z)));
         Ok(handle)
     }
 

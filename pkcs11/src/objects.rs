@@ -36,7 +36,10 @@ pub struct Object {
 
 impl Object {
     pub fn attr(&self, t: CK_ATTRIBUTE_TYPE) -> Option<&[u8]> {
-        self.attrs.iter().find(|(a, _)| *a == t).map(|(_, v)| &v[..])
+        self.attrs
+            .iter()
+            .find(|(a, _)| *a == t)
+            .map(|(_, v)| &v[..])
     }
 
     /// Whether every attribute of `template` has the same value here.
@@ -83,7 +86,10 @@ pub fn secret(value: Vec<u8>) -> Object {
 /// certificate the module cannot read (it is skipped, not guessed at).
 pub fn of_key(entry: &KeyEntry) -> Vec<Object> {
     let Ok(cert) = Certificate::from_der(&entry.certificate.0) else {
-        eprintln!("smime-agent-pkcs11: skipping a certificate that does not parse ({})", entry.key);
+        eprintln!(
+            "smime-agent-pkcs11: skipping a certificate that does not parse ({})",
+            entry.key
+        );
         return vec![];
     };
     let tbs = cert.tbs_certificate();
@@ -201,9 +207,7 @@ fn common_name(cert: &Certificate) -> Option<String> {
 
 /// The key type and the attributes of a public key: modulus and exponent, or the curve
 /// (as a named-curve OID) and the point (as an OCTET STRING, as PKCS#11 2.40 says).
-fn public_key_attrs(
-    spki: &spki::SubjectPublicKeyInfoOwned,
-) -> Option<(KeyType, Attrs)> {
+fn public_key_attrs(spki: &spki::SubjectPublicKeyInfoOwned) -> Option<(KeyType, Attrs)> {
     let bits = spki.subject_public_key.raw_bytes();
     if spki.algorithm.oid == const_oid::db::rfc5912::RSA_ENCRYPTION {
         let k: rsa::pkcs1::RsaPublicKey<der::asn1::UintRef<'_>> =
@@ -219,7 +223,8 @@ fn public_key_attrs(
         return Some((KeyType::Rsa { modulus_bytes: len }, attrs));
     }
     if spki.algorithm.oid == const_oid::db::rfc5912::ID_EC_PUBLIC_KEY {
-        let curve: const_oid::ObjectIdentifier = spki.algorithm.parameters.as_ref()?.decode_as().ok()?;
+        let curve: const_oid::ObjectIdentifier =
+            spki.algorithm.parameters.as_ref()?.decode_as().ok()?;
         let field_bytes = if curve == const_oid::db::rfc5912::SECP_256_R_1 {
             32
         } else if curve == const_oid::db::rfc5912::SECP_384_R_1 {

@@ -146,23 +146,26 @@ pub struct PinentryEnv {
 }
 
 impl PinentryEnv {
-    /// This process's terminal (the first of stdin, stdout and stderr that is one), its
-    /// `TERM`, and its display (`DISPLAY`, else `WAYLAND_DISPLAY`): where a pinentry for it
-    /// should ask.
+    /// This process's terminal (`GPG_TTY` if set, as gpg-agent reads it; else the first of
+    /// stdin, stdout and stderr that is a terminal), its `TERM`, and its display (`DISPLAY`,
+    /// else `WAYLAND_DISPLAY`): where a pinentry for it should ask.
     pub fn of_this_process() -> PinentryEnv {
         use std::io::IsTerminal;
-        let tty = [0, 1, 2].into_iter().find_map(|fd| {
-            let is_tty = match fd {
-                0 => std::io::stdin().is_terminal(),
-                1 => std::io::stdout().is_terminal(),
-                _ => std::io::stderr().is_terminal(),
-            };
-            if !is_tty {
-                return None;
-            }
-            std::fs::read_link(format!("/proc/self/fd/{fd}"))
-                .ok()
-                .map(|p| p.display().to_string())
+        let gpg_tty = std::env::var("GPG_TTY").ok().filter(|t| !t.is_empty());
+        let tty = gpg_tty.or_else(|| {
+            [0, 1, 2].into_iter().find_map(|fd| {
+                let is_tty = match fd {
+                    0 => std::io::stdin().is_terminal(),
+                    1 => std::io::stdout().is_terminal(),
+                    _ => std::io::stderr().is_terminal(),
+                };
+                if !is_tty {
+                    return None;
+                }
+                std::fs::read_link(format!("/proc/self/fd/{fd}"))
+                    .ok()
+                    .map(|p| p.display().to_string())
+            })
         });
         PinentryEnv {
             ttyname: tty,
