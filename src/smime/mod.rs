@@ -7,7 +7,7 @@
 //! - [`sign`]: SignedData around a token's raw signature.
 //! - [`envelope`]: EnvelopedData and AuthEnvelopedData, RSA and EC recipients.
 //! - [`mime`]: canonical form, multipart/signed, application/pkcs7-mime.
-//! - [`unpad`]: RSA padding removed from raw RSA results.
+//! - [`unpad`]: RSA padding removed from raw RSA results (envelopes and raw key operations).
 //! - [`verify`]: reading SignedData back: every signer's signature, one layer at a time.
 
 pub mod asn1;
