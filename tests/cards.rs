@@ -6,41 +6,32 @@ mod common;
 mod oracle;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::card::{CARD_PIN, pinpad_rig, rig, slot};
 use common::*;
 use smime_agent_proto::client::{Client, ClientError};
 use smime_agent_proto::{ErrorCode, Event, SignParams};
-use virtual_piv_card::{CardRig, OPENSC_PKCS11, PivSlot, RigOptions, SlotSpec};
-
-pub const CARD_PIN: &str = "123456";
-
-fn rig() -> CardRig {
-    CardRig::start_in_tempdir(RigOptions::default()).expect("start the card rig")
-}
+use virtual_piv_card::{CardRig, OPENSC_PKCS11, PivSlot, SlotSpec};
 
 /// Alice's card: her signing key in 9C, her decryption key in 9D.
 fn alice_slots() -> Vec<SlotSpec> {
     vec![
-        SlotSpec::new(
-            PivSlot::Signature,
-            pki_file("alice-sign-rsa.key.pem"),
-            pki_file("alice-sign-rsa.pem"),
-        ),
-        SlotSpec::new(
-            PivSlot::KeyManagement,
-            pki_file("alice-enc-rsa.key.pem"),
-            pki_file("alice-enc-rsa.pem"),
-        ),
+        slot(PivSlot::Signature, "alice-sign-rsa"),
+        slot(PivSlot::KeyManagement, "alice-enc-rsa"),
     ]
 }
 
 fn bob_slots() -> Vec<SlotSpec> {
-    vec![SlotSpec::new(
-        PivSlot::Signature,
-        pki_file("bob-dual-rsa.key.pem"),
-        pki_file("bob-dual-rsa.pem"),
-    )]
+    vec![slot(PivSlot::Signature, "bob-dual-rsa")]
+}
+
+/// The environment that points a process at the rig's pcscd.
+fn rig_env(rig: &CardRig) -> impl Iterator<Item = (String, String)> {
+    rig.env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.display().to_string()))
 }
 
 /// An agent that uses OpenSC on the rig's readers (plus whatever `extra` configures).
@@ -67,10 +58,7 @@ fn card_agent_with(
             softhsm: None,
             extra_config: cfg,
             pin_extra,
-            env: rig
-                .env()
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.display().to_string()))
+            env: rig_env(rig)
                 .chain(hsm.map(|h| ("SOFTHSM2_CONF".to_string(), h.conf().display().to_string())))
                 .collect(),
             ..Default::default()
@@ -86,11 +74,7 @@ fn pinentry_card_agent(dir: &Path, rig: &CardRig) -> Agent {
             extra_config: format!("[[tokens.module]]\npath = \"{OPENSC_PKCS11}\"\n"),
             pin_source: "pinentry",
             pin_extra: "pinentry = \"pinentry-tty\"",
-            env: rig
-                .env()
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.display().to_string()))
-                .collect(),
+            env: rig_env(rig).collect(),
             ..Default::default()
         },
     )
@@ -813,16 +797,8 @@ async fn the_card_decrypts_rsa_and_ecdh_envelopes_from_openssl() {
     );
     for (name, key) in [("rsa", "alice-enc-rsa"), ("ec", "alice-enc-ec")] {
         let card = vec![
-            SlotSpec::new(
-                PivSlot::Signature,
-                pki_file("alice-sign-rsa.key.pem"),
-                pki_file("alice-sign-rsa.pem"),
-            ),
-            SlotSpec::new(
-                PivSlot::KeyManagement,
-                pki_file(&format!("{key}.key.pem")),
-                pki_file(&format!("{key}.pem")),
-            ),
+            slot(PivSlot::Signature, "alice-sign-rsa"),
+            slot(PivSlot::KeyManagement, key),
         ];
         rig.insert(name, 0, CARD_PIN, &card).unwrap();
         wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
@@ -848,20 +824,11 @@ async fn the_card_decrypts_rsa_and_ecdh_envelopes_from_openssl() {
     }
 }
 
-/// A rig whose readers have PIN pads (the `ifd-pinpad` reader library in front of vpcd).
-fn pinpad_rig() -> std::sync::Arc<CardRig> {
-    let options = RigOptions {
-        pinpad: Some(virtual_piv_card::pinpad_library().expect("the PIN-pad reader library")),
-        ..RigOptions::default()
-    };
-    std::sync::Arc::new(CardRig::start_in_tempdir(options).expect("start the PIN-pad card rig"))
-}
-
 /// Signs as Alice; at each `pin_needed` the person types `keys` on reader 0's keypad, or
 /// presses Cancel when `None`. Returns the outcome and the prompts the client saw.
 async fn sign_on_pin_pad(
     agent: &Agent,
-    rig: &std::sync::Arc<CardRig>,
+    rig: &Arc<CardRig>,
     keys: Option<&'static str>,
 ) -> (
     smime_agent_proto::Outcome,
@@ -903,7 +870,7 @@ async fn sign_on_pin_pad(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pin_pad_reader_takes_the_pin_and_a_wrong_or_cancelled_entry_is_not_retried() {
     let dir = tempdir();
-    let rig = pinpad_rig();
+    let rig = Arc::new(pinpad_rig());
     let agent = card_agent(dir.path(), &rig, None, "");
     let client = agent.client().await;
     rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
@@ -1042,7 +1009,7 @@ async fn a_wrong_context_specific_pin_costs_one_try_and_the_next_request_logs_in
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn card_pulled_while_the_reader_waits_for_the_pin_fails_that_request_only() {
     let dir = tempdir();
-    let rig = pinpad_rig();
+    let rig = Arc::new(pinpad_rig());
     let agent = card_agent(dir.path(), &rig, None, "");
     let client = agent.client().await;
     rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
@@ -1100,7 +1067,7 @@ async fn card_pulled_while_the_reader_waits_for_the_pin_fails_that_request_only(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_pinentry_a_pin_pad_entry_is_announced_by_a_notice_that_goes_away() {
     let dir = tempdir();
-    let rig = pinpad_rig();
+    let rig = Arc::new(pinpad_rig());
     let agent = pinentry_card_agent(dir.path(), &rig);
     let client = agent.client().await;
     rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
@@ -1180,7 +1147,7 @@ fn pinentries_on(tty: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pin_pad_login_ends_with_the_pin_cache_time_to_live() {
     let dir = tempdir();
-    let rig = pinpad_rig();
+    let rig = Arc::new(pinpad_rig());
     let agent = card_agent_with(dir.path(), &rig, None, "", "cache_ttl_secs = 1");
     let client = agent.client().await;
     rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();

@@ -2,15 +2,21 @@
 //! agent (the real binary on a real socket), protocol clients, and the reference peers.
 //!
 //! Everything a test starts is stopped when its handle drops, also when the test panics.
+//!
+//! `fixtures.rs` and `card.rs` need nothing of the agent; the virtual card crate's tests use
+//! them too, through `card_crate.rs`.
 
 #![allow(dead_code)]
 
+pub mod card;
+mod fixtures;
 pub mod peers;
 
-use std::io::{BufRead, BufReader, Write};
+pub use fixtures::*;
+
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use smime_agent_proto::client::Client;
@@ -19,42 +25,8 @@ use smime_agent_proto::{Event, HelloParams, PROTOCOL_VERSION, SignFormat, SignPa
 pub const PIN: &str = "4711";
 pub const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 pub fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_smime-agent"))
-}
-
-/// A fresh directory under the target dir, removed when dropped.
-pub fn tempdir() -> tempfile::TempDir {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::Builder::new()
-        .prefix("it-")
-        .tempdir_in(base)
-        .unwrap()
-}
-
-/// The test PKI (softhsm-setup/make-pki.sh), made once per test process.
-pub fn pki() -> &'static Path {
-    static PKI: OnceLock<PathBuf> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir =
-            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pki-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let st = Command::new(repo().join("softhsm-setup/make-pki.sh"))
-            .arg(&dir)
-            .status()
-            .expect("run make-pki.sh");
-        assert!(st.success(), "make-pki.sh failed");
-        dir
-    })
-}
-
-pub fn pki_file(name: &str) -> PathBuf {
-    pki().join(name)
 }
 
 /// A SoftHSM directory with tokens, made by softhsm-setup/make-token.sh.
@@ -85,7 +57,7 @@ impl SoftHsm {
                 None => args.push((*n).to_owned()),
             }
         }
-        let out = Command::new(repo().join("softhsm-setup/make-token.sh"))
+        let out = Command::new(workspace_root().join("softhsm-setup/make-token.sh"))
             .arg("--dir")
             .arg(&self.dir)
             .arg("--pki")
@@ -94,11 +66,7 @@ impl SoftHsm {
             .args(&args)
             .output()
             .expect("run make-token.sh");
-        assert!(
-            out.status.success(),
-            "make-token.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ok("make-token.sh", &out);
         self
     }
 
@@ -170,11 +138,7 @@ impl Agent {
                 // No keys, no certificates to validate: no need for the test PKI.
                 return "use_system_roots = false\n".into();
             }
-            format!(
-                "roots = [\"{}\"]\nuse_system_roots = false\nintermediates = [\"{}\"]\n",
-                pki_file("root-ca.pem").display(),
-                pki_file("ca.pem").display()
-            )
+            trust_for(pki())
         });
         cfg.push_str(&format!("[trust]\n{trust}\n"));
         let mut revocation = spec.revocation.clone();
@@ -457,24 +421,6 @@ pub fn assert_openssl_signed(message: &[u8], dir: &Path, sent: &[u8]) {
     );
 }
 
-pub fn rand_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// Writes `data` to a file in `dir` and returns its path.
-pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
-    let p = dir.join(name);
-    let mut f = std::fs::File::create(&p).unwrap();
-    f.write_all(data).unwrap();
-    p
-}
-
 /// A private tmux server with one pane that only sleeps, so nothing but pinentry reads its
 /// tty. The server is killed when this is dropped.
 pub struct Terminal {
@@ -553,7 +499,7 @@ impl Drop for Terminal {
 
 /// A test PKI of its own (make-pki.sh DIR URL --only NAMES), for tests that serve its CRLs.
 pub fn pki_in(dir: &Path, crl_base: &str, only: &[&str]) -> PathBuf {
-    let st = Command::new(repo().join("softhsm-setup/make-pki.sh"))
+    let st = Command::new(workspace_root().join("softhsm-setup/make-pki.sh"))
         .arg(dir)
         .arg(crl_base)
         .arg("--only")
@@ -568,7 +514,7 @@ pub fn pki_in(dir: &Path, crl_base: &str, only: &[&str]) -> PathBuf {
 /// minute ago, nextUpdate `next_secs` from now (make-crl.sh).
 pub fn make_crl(pki: &Path, ca: &str, revoke: &[&str], next_secs: i64) -> Vec<u8> {
     let out = pki.join(format!("crl-{}.der", rand_suffix()));
-    let mut cmd = Command::new(repo().join("softhsm-setup/make-crl.sh"));
+    let mut cmd = Command::new(workspace_root().join("softhsm-setup/make-crl.sh"));
     cmd.arg(pki)
         .arg(&out)
         .args(["--ca", ca, "--next-update", &next_secs.to_string()]);
