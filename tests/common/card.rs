@@ -4,7 +4,7 @@
 //!
 //! Nothing here needs the agent (see `fixtures.rs`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use cryptoki::context::Pkcs11;
@@ -86,23 +86,58 @@ pub fn listed_objects(listing: &str) -> Vec<(String, String)> {
     objects
 }
 
+/// `pkcs11-tool --login --pin CARD_PIN --sign --id 02 -m MECHANISM [EXTRA]` of `data` into
+/// `sig`: a signature with the 9C key.
+pub fn pkcs11_sign(
+    rig: &CardRig,
+    mechanism: &str,
+    extra: &[&str],
+    data: &Path,
+    sig: &Path,
+) -> Output {
+    let mut args = vec![
+        "--login", "--pin", CARD_PIN, "--sign", "--id", "02", "-m", mechanism,
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-i", path_str(data), "-o", path_str(sig)]);
+    pkcs11_tool(rig, &args)
+}
+
 /// The public key of the PKI's certificate `name`, as a PEM file in `work`.
 pub fn public_key_of(work: &tempfile::TempDir, name: &str) -> PathBuf {
     let out = work.path().join(format!("{name}.pub.pem"));
-    let cert = pki().join(format!("{name}.pem"));
+    public_key_from(&pki().join(format!("{name}.pem")), &out);
+    out
+}
+
+/// Writes the public key of the certificate `cert` to `out`, both PEM.
+pub fn public_key_from(cert: &Path, out: &Path) {
     run(
         "openssl",
         &[
             "x509",
             "-in",
-            path_str(&cert),
+            path_str(cert),
             "-pubkey",
             "-noout",
             "-out",
-            path_str(&out),
+            path_str(out),
         ],
     );
-    out
+}
+
+/// Whether `openssl dgst DIGEST -verify PUBKEY [OPTS] -signature SIG DATA` verifies.
+pub fn openssl_dgst_verifies(
+    digest: &str,
+    pubkey: &Path,
+    opts: &[&str],
+    sig: &Path,
+    data: &Path,
+) -> bool {
+    let mut args = vec!["dgst", digest, "-verify", path_str(pubkey)];
+    args.extend_from_slice(opts);
+    args.extend_from_slice(&["-signature", path_str(sig), path_str(data)]);
+    run("openssl", &args).contains("Verified OK")
 }
 
 /// The label of the token in `slot`, as OpenSC loaded into this process reports it.

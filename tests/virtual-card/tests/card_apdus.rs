@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{CARD_PIN as PIN, path_str, run, tempdir};
+use common::{CARD_PIN as PIN, openssl_dgst_verifies, path_str, public_key_from, run, tempdir};
 use virtual_piv_card::{CardConfig, CardError, PivCard, PivSlot, SlotSpec};
 
 /// A key (PKCS#8 PEM from `openssl genpkey`) and a self-signed certificate for it.
@@ -143,31 +143,8 @@ fn openssl_verifies(dir: &Path, cert: &Path, data: &Path, sig: &[u8]) -> bool {
     let pubkey = dir.join("pub.pem");
     let sig_path = dir.join("sig");
     fs::write(&sig_path, sig).unwrap();
-    run(
-        "openssl",
-        &[
-            "x509",
-            "-in",
-            path_str(cert),
-            "-pubkey",
-            "-noout",
-            "-out",
-            path_str(&pubkey),
-        ],
-    );
-    run(
-        "openssl",
-        &[
-            "dgst",
-            "-sha256",
-            "-verify",
-            path_str(&pubkey),
-            "-signature",
-            path_str(&sig_path),
-            path_str(data),
-        ],
-    )
-    .contains("Verified OK")
+    public_key_from(cert, &pubkey);
+    openssl_dgst_verifies("-sha256", &pubkey, &[], &sig_path, data)
 }
 
 #[test]

@@ -12,7 +12,9 @@ use std::fs;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{CARD_PIN as PIN, ok, pkcs11_tool, pkcs11_tool_env, rig, slot, tempdir, time_until};
+use common::{
+    CARD_PIN as PIN, ok, pkcs11_sign, pkcs11_tool, pkcs11_tool_env, rig, slot, tempdir, time_until,
+};
 use virtual_piv_card::{CardConfig, CardRig, OPENSC_PKCS11, PivSlot, RigError};
 
 const DELAY: Duration = Duration::from_secs(2);
@@ -174,22 +176,12 @@ fn the_pin_counter_and_the_count_of_pin_attempts_are_readable_during_and_after_i
     let work = tempdir();
     let data = work.path().join("data");
     fs::write(&data, b"counted\n").unwrap();
-    let sign = pkcs11_tool(
+    let sign = pkcs11_sign(
         &rig,
-        &[
-            "--login",
-            "--pin",
-            PIN,
-            "--sign",
-            "--id",
-            "02",
-            "-m",
-            "SHA256-RSA-PKCS",
-            "-i",
-            data.to_str().unwrap(),
-            "-o",
-            work.path().join("sig").to_str().unwrap(),
-        ],
+        "SHA256-RSA-PKCS",
+        &[],
+        &data,
+        &work.path().join("sig"),
     );
     ok("pkcs11-tool --sign", &sign);
     assert_eq!(

@@ -10,8 +10,8 @@ use std::fs;
 use std::time::{Duration, Instant};
 
 use common::{
-    CARD_PIN as PIN, listed_objects, ok, path_str, pkcs11_tool, pkcs11_tool_env, pki,
-    public_key_of, rig, run, slot, tempdir,
+    CARD_PIN as PIN, listed_objects, ok, openssl_dgst_verifies, path_str, pkcs11_sign, pkcs11_tool,
+    pkcs11_tool_env, pki, public_key_of, rig, run, slot, tempdir,
 };
 use virtual_piv_card::PivSlot;
 
@@ -96,28 +96,15 @@ fn rsa_signatures_with_9c_verify_with_openssl() {
         let sig = work.path().join(format!("{mechanism}.sig"));
         ok(
             &format!("pkcs11-tool --sign -m {mechanism}"),
-            &pkcs11_tool(
-                &rig,
-                &[
-                    "--login",
-                    "--pin",
-                    PIN,
-                    "--sign",
-                    "--id",
-                    "02",
-                    "-m",
-                    mechanism,
-                    "-i",
-                    path_str(&data),
-                    "-o",
-                    path_str(&sig),
-                ],
-            ),
+            &pkcs11_sign(&rig, mechanism, &[], &data, &sig),
         );
-        let mut args = vec!["dgst", "-sha256", "-verify", path_str(&pubkey)];
-        args.extend_from_slice(openssl_opts);
-        args.extend_from_slice(&["-signature", path_str(&sig), path_str(&data)]);
-        assert!(run("openssl", &args).contains("Verified OK"));
+        assert!(openssl_dgst_verifies(
+            "-sha256",
+            &pubkey,
+            openssl_opts,
+            &sig,
+            &data
+        ));
     }
 }
 
@@ -136,40 +123,17 @@ fn ecdsa_signatures_with_9c_verify_with_openssl_p256_and_p384() {
         let sig = work.path().join("sig");
         ok(
             &format!("pkcs11-tool --sign -m {mechanism}"),
-            &pkcs11_tool(
+            &pkcs11_sign(
                 &rig,
-                &[
-                    "--login",
-                    "--pin",
-                    PIN,
-                    "--sign",
-                    "--id",
-                    "02",
-                    "-m",
-                    mechanism,
-                    "--signature-format",
-                    "openssl",
-                    "-i",
-                    path_str(&data),
-                    "-o",
-                    path_str(&sig),
-                ],
+                mechanism,
+                &["--signature-format", "openssl"],
+                &data,
+                &sig,
             ),
         );
         let pubkey = public_key_of(&work, name);
-        let verified = run(
-            "openssl",
-            &[
-                "dgst",
-                digest,
-                "-verify",
-                path_str(&pubkey),
-                "-signature",
-                path_str(&sig),
-                path_str(&data),
-            ],
-        );
-        assert!(verified.contains("Verified OK"), "{name}");
+        let verified = openssl_dgst_verifies(digest, &pubkey, &[], &sig, &data);
+        assert!(verified, "{name}");
     }
 }
 

@@ -10,7 +10,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
 use common::{
-    CARD_PIN as PIN, ok, path_str, pinpad_rig, pkcs11_tool, public_key_of, run, slot, tempdir,
+    CARD_PIN as PIN, ok, openssl_dgst_verifies, path_str, pinpad_rig, pkcs11_tool, public_key_of,
+    slot, tempdir,
 };
 use virtual_piv_card::{CardRig, OPENSC_PKCS11, PivSlot, RigOptions};
 
@@ -68,19 +69,8 @@ fn opensc_takes_the_pin_from_the_readers_keypad_and_the_card_checks_it() {
     ok("pkcs11-tool --sign with the PIN pad", &finish(child));
     assert_eq!(rig.verify_count("alice").unwrap(), 2);
     let pubkey = public_key_of(&work, "alice-sign-rsa");
-    let verified = run(
-        "openssl",
-        &[
-            "dgst",
-            "-sha256",
-            "-verify",
-            path_str(&pubkey),
-            "-signature",
-            path_str(&sig),
-            path_str(&data),
-        ],
-    );
-    assert!(verified.contains("Verified OK"));
+    let verified = openssl_dgst_verifies("-sha256", &pubkey, &[], &sig, &data);
+    assert!(verified);
 
     // A wrong PIN on the keypad reaches the card and costs one try.
     let child = spawn_sign(&rig, &data, &sig);
