@@ -12,29 +12,12 @@ use smime_agent_proto::{ComposeParams, ComposeResult, ErrorCode};
 const MAIL: &str = "From: Alice <alice@example.org>\nTo: Bob <bob@example.org>\nBcc: carol@example.org\nSubject: quarterly numbers\nContent-Type: text/plain; charset=utf-8\n\nThe numbers are attached in spirit.\n";
 
 fn agent_with(dir: &Path, policy: &str) -> (SoftHsm, Agent) {
-    let hsm = SoftHsm::new(&dir.join("softhsm"));
-    hsm.add_token("alice", PIN, &["alice-sign-rsa", "alice-enc-rsa"]);
-    let contacts = dir.join("contacts");
-    std::fs::create_dir_all(&contacts).unwrap();
-    for c in ["bob-enc-ec", "carol-san-rsa"] {
-        std::fs::copy(
-            pki_file(&format!("{c}.pem")),
-            contacts.join(format!("{c}.pem")),
-        )
-        .unwrap();
-    }
-    let agent = Agent::start(
-        &dir.join("agent"),
-        AgentSpec {
-            softhsm: Some(&hsm),
-            extra_config: format!(
-                "[contacts]\ndir = \"{}\"\n\n[policy]\n{policy}\n",
-                contacts.display()
-            ),
-            ..Default::default()
-        },
-    );
-    (hsm, agent)
+    agent_with_contacts(
+        dir,
+        &["alice-sign-rsa", "alice-enc-rsa"],
+        &["bob-enc-ec", "carol-san-rsa"],
+        &format!("[policy]\n{policy}\n"),
+    )
 }
 
 async fn compose(

@@ -14,7 +14,6 @@ use smime_agent_proto::{DecryptParams, EncryptParams, ErrorCode};
 const MSG: &str =
     "Content-Type: text/plain; charset=utf-8\r\n\r\nFor Bob, and for Alice's sent folder.\r\n";
 
-/// Alice's agent: her keys on a SoftHSM token, Bob's certificates in her contacts.
 /// The serial number of the PKI's certificate `name`, hex as OpenSSL prints it.
 fn serial_of(name: &str) -> String {
     let out = Command::new("openssl")
@@ -29,34 +28,14 @@ fn serial_of(name: &str) -> String {
         .to_owned()
 }
 
+/// Alice's agent: her keys on a SoftHSM token, Bob's certificates in her contacts.
 fn alice_agent(dir: &Path, extra: &str) -> (SoftHsm, Agent) {
-    let hsm = SoftHsm::new(&dir.join("softhsm"));
-    hsm.add_token(
-        "alice",
-        PIN,
+    agent_with_contacts(
+        dir,
         &["alice-sign-rsa", "alice-enc-rsa", "alice-enc-ec"],
-    );
-    let contacts = dir.join("contacts");
-    std::fs::create_dir_all(&contacts).unwrap();
-    for c in ["bob-dual-rsa", "bob-enc-ec"] {
-        std::fs::copy(
-            pki_file(&format!("{c}.pem")),
-            contacts.join(format!("{c}.pem")),
-        )
-        .unwrap();
-    }
-    let agent = Agent::start(
-        &dir.join("agent"),
-        AgentSpec {
-            softhsm: Some(&hsm),
-            extra_config: format!(
-                "[contacts]\ndir = \"{}\"\n\n[[identity]]\naddress = \"alice@example.org\"\n\n{extra}",
-                contacts.display()
-            ),
-            ..Default::default()
-        },
-    );
-    (hsm, agent)
+        &["bob-dual-rsa", "bob-enc-ec"],
+        &format!("[[identity]]\naddress = \"alice@example.org\"\n\n{extra}"),
+    )
 }
 
 /// `openssl cms -decrypt` with the PKI's key of `name`.
@@ -548,12 +527,11 @@ async fn agent_envelope_for_carol(dir: &Path, alg: &str, bob_ec: bool) -> Vec<u8
         let (_hsm, agent) = alice_agent(&dir, &policy);
         encrypt_to_carol_and_bob(&agent).await
     } else {
-        let hsm = SoftHsm::new(&dir.join("softhsm"));
-        hsm.add_token("alice", PIN, &["alice-sign-rsa", "alice-enc-rsa"]);
-        let agent = Agent::start(
-            &dir.join("agent"),
+        let (_hsm, agent) = softhsm_agent(
+            &dir,
+            "alice",
+            &["alice-sign-rsa", "alice-enc-rsa"],
             AgentSpec {
-                softhsm: Some(&hsm),
                 extra_config: policy,
                 ..Default::default()
             },

@@ -47,12 +47,11 @@ fn sign_in_background(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pin_typed_into_pinentry_tty_signs_and_a_wrong_one_is_reported() {
     let dir = tempdir();
-    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
-    hsm.add_token("Alice Token", PIN, &["alice-sign-rsa"]);
-    let agent = Agent::start(
-        &dir.path().join("agent"),
+    let (_hsm, agent) = softhsm_agent(
+        dir.path(),
+        "Alice Token",
+        &["alice-sign-rsa"],
         AgentSpec {
-            softhsm: Some(&hsm),
             pin_source: "pinentry",
             pin_extra: "pinentry = \"pinentry-tty\"",
             ..Default::default()
@@ -84,12 +83,11 @@ async fn pin_typed_into_pinentry_tty_signs_and_a_wrong_one_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_pinentry_program_gives_pin_cancelled_naming_it() {
     let dir = tempdir();
-    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
-    hsm.add_token("alice", PIN, &["alice-sign-rsa"]);
-    let agent = Agent::start(
-        &dir.path().join("agent"),
+    let (_hsm, agent) = softhsm_agent(
+        dir.path(),
+        "alice",
+        &["alice-sign-rsa"],
         AgentSpec {
-            softhsm: Some(&hsm),
             pin_source: "pinentry",
             pin_extra: "pinentry = \"/nonexistent/pinentry-nothing\"",
             ..Default::default()

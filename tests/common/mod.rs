@@ -264,6 +264,54 @@ impl Drop for Agent {
     }
 }
 
+/// An agent with one SoftHSM token `label` (PIN [`PIN`]) holding the test PKI's keys and
+/// certificates `names`, in `DIR/softhsm`; the agent in `DIR/agent`, started as `spec` says.
+pub fn softhsm_agent(
+    dir: &Path,
+    label: &str,
+    names: &[&str],
+    spec: AgentSpec<'_>,
+) -> (SoftHsm, Agent) {
+    let hsm = SoftHsm::new(&dir.join("softhsm"));
+    hsm.add_token(label, PIN, names);
+    let agent = Agent::start(
+        &dir.join("agent"),
+        AgentSpec {
+            softhsm: Some(&hsm),
+            ..spec
+        },
+    );
+    (hsm, agent)
+}
+
+/// Alice's agent: her keys `keys` on a SoftHSM token "alice", the PKI's certificates
+/// `contacts` in her contacts store (`DIR/contacts`), and `extra` configuration.
+pub fn agent_with_contacts(
+    dir: &Path,
+    keys: &[&str],
+    contacts: &[&str],
+    extra: &str,
+) -> (SoftHsm, Agent) {
+    let store = dir.join("contacts");
+    std::fs::create_dir_all(&store).unwrap();
+    for c in contacts {
+        std::fs::copy(
+            pki_file(&format!("{c}.pem")),
+            store.join(format!("{c}.pem")),
+        )
+        .unwrap();
+    }
+    softhsm_agent(
+        dir,
+        "alice",
+        keys,
+        AgentSpec {
+            extra_config: format!("[contacts]\ndir = \"{}\"\n\n{extra}", store.display()),
+            ..Default::default()
+        },
+    )
+}
+
 pub fn hello(pin_prompt: bool) -> HelloParams {
     HelloParams {
         version: PROTOCOL_VERSION,
