@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use common::card::{CARD_PIN, pinpad_rig, rig, slot};
 use common::*;
 use smime_agent_proto::client::{Client, ClientError};
-use smime_agent_proto::{ErrorCode, Event, SignParams};
+use smime_agent_proto::{ErrorCode, Event, Op};
 use virtual_piv_card::{CardRig, OPENSC_PKCS11, PivSlot, SlotSpec};
 
 /// Alice's card: her signing key in 9C, her decryption key in 9D.
@@ -78,20 +78,6 @@ fn pinentry_card_agent(dir: &Path, rig: &CardRig) -> Agent {
             ..Default::default()
         },
     )
-}
-
-/// The `hello` of a client that answers no prompts itself, on terminal `tty`.
-fn pinentry_hello(tty: &str) -> smime_agent_proto::HelloParams {
-    smime_agent_proto::HelloParams {
-        version: smime_agent_proto::PROTOCOL_VERSION,
-        client: Some("pinentry-card-test".into()),
-        pin_prompt: false,
-        pinentry: Some(smime_agent_proto::PinentryEnv {
-            ttyname: Some(tty.to_owned()),
-            ttytype: Some("xterm".into()),
-            display: None,
-        }),
-    }
 }
 
 /// Polls `status` until `pred` holds; returns how long it took.
@@ -207,11 +193,7 @@ async fn card_pulled_while_a_request_waits_for_its_pin_fails_only_that_request()
     let alice = agent.client().await;
     let mut alice_events = alice.take_events().unwrap();
     let (_, alice_rx) = alice
-        .start(smime_agent_proto::Op::Sign(SignParams {
-            signer: "alice@example.org".into(),
-            content: sample_entity("never signed").into(),
-            format: None,
-        }))
+        .start(Op::Sign(sign_params("alice@example.org", "never signed")))
         .await
         .unwrap();
     let Some(Event::PinNeeded(p)) = alice_events.recv().await else {
@@ -449,11 +431,7 @@ async fn the_card_wins_over_a_software_key_and_smart_card_only_refuses_software(
     let c = strict.client().await;
     wait_status(&c, "the key file", |st| st.tokens.len() == 1).await;
     let err = c
-        .sign(SignParams {
-            signer: "alice@example.org".into(),
-            content: sample_entity("x").into(),
-            format: None,
-        })
+        .sign(sign_params("alice@example.org", "x"))
         .await
         .unwrap_err();
     let ClientError::Agent(body) = err else {
@@ -684,14 +662,7 @@ async fn each_pin_typed_into_pinentry_costs_the_card_exactly_one_try() {
     for (attempt, (typed, tries_after)) in [("111111", 2u8), ("222222", 1)].into_iter().enumerate()
     {
         let c = Client::connect(&agent.socket, hello.clone()).await.unwrap();
-        let signing = tokio::spawn(async move {
-            c.sign(SignParams {
-                signer: "alice@example.org".into(),
-                content: sample_entity("typed").into(),
-                format: None,
-            })
-            .await
-        });
+        let signing = sign_in_background(c, "typed");
         term.wait_for("PIN:", attempt + 1).await;
         term.type_line(typed);
         let err = signing.await.unwrap().expect_err("wrong PIN");
@@ -703,14 +674,7 @@ async fn each_pin_typed_into_pinentry_costs_the_card_exactly_one_try() {
         );
     }
     let c = Client::connect(&agent.socket, hello.clone()).await.unwrap();
-    let signing = tokio::spawn(async move {
-        c.sign(SignParams {
-            signer: "alice@example.org".into(),
-            content: sample_entity("typed").into(),
-            format: None,
-        })
-        .await
-    });
+    let signing = sign_in_background(c, "typed");
     // One try left: the prompt says so (OpenSC flags only the final try).
     let screen = term.wait_for("PIN:", 3).await;
     assert!(
@@ -751,39 +715,6 @@ async fn a_key_that_always_asks_gets_the_pin_again_unless_policy_allows_the_cach
     }
 }
 
-/// Decrypts `mime` through the agent, answering PIN prompts.
-async fn decrypt_with_pin(
-    agent: &Agent,
-    mime: Vec<u8>,
-    pin: &str,
-) -> smime_agent_proto::DecryptResult {
-    let c = agent.client().await;
-    let mut events = c.take_events().unwrap();
-    let (_, mut rx) = c
-        .start(smime_agent_proto::Op::Decrypt(
-            smime_agent_proto::DecryptParams {
-                content: mime.into(),
-            },
-        ))
-        .await
-        .unwrap();
-    loop {
-        tokio::select! {
-            ev = events.recv() => {
-                if let Some(Event::PinNeeded(p)) = ev {
-                    c.pin(p.prompt, Some(smime_agent_proto::Pin::new(pin))).await.unwrap();
-                }
-            }
-            out = &mut rx => {
-                match out.unwrap() {
-                    smime_agent_proto::Outcome::Ok(v) => return serde_json::from_value(v).unwrap(),
-                    smime_agent_proto::Outcome::Error(e) => panic!("decrypt: {e}"),
-                }
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_card_decrypts_rsa_and_ecdh_envelopes_from_openssl() {
     let dir = tempdir();
@@ -812,7 +743,9 @@ async fn the_card_decrypts_rsa_and_ecdh_envelopes_from_openssl() {
                 .output()
                 .unwrap();
             assert!(out.status.success());
-            let r = decrypt_with_pin(&agent, out.stdout, CARD_PIN).await;
+            let r = decrypt_answering(&agent.client().await, out.stdout, CARD_PIN)
+                .await
+                .unwrap_or_else(|e| panic!("decrypt: {e}"));
             assert_eq!(
                 r.mime.0, b"Content-Type: text/plain\r\n\r\nfor the card\r\n",
                 "{name} {opts:?}"
@@ -835,36 +768,23 @@ async fn sign_on_pin_pad(
     Vec<smime_agent_proto::PinNeeded>,
 ) {
     let client = agent.client().await;
-    let mut events = client.take_events().unwrap();
-    let (_, mut rx) = client
-        .start(smime_agent_proto::Op::Sign(SignParams {
-            signer: "alice@example.org".into(),
-            content: sample_entity("typed on the reader").into(),
-            format: None,
-        }))
-        .await
-        .unwrap();
+    let op = Op::Sign(sign_params("alice@example.org", "typed on the reader"));
+    let mut sent = SentRequest::send(&client, op).await;
     let mut prompts = Vec::new();
-    let outcome = loop {
-        tokio::select! {
-            ev = events.recv() => {
-                let Some(Event::PinNeeded(p)) = ev else { continue };
-                prompts.push(p);
-                let rig = rig.clone();
-                tokio::task::spawn_blocking(move || match keys {
-                    Some(pin) => rig.keypad_enter(0, pin, Duration::from_secs(10)),
-                    None => rig
-                        .wait_for_keypad(0, Duration::from_secs(10))
-                        .and_then(|()| rig.keypad_cancel(0)),
-                })
-                .await
-                .unwrap()
-                .expect("the reader asks for the PIN after pin_needed");
-            }
-            out = &mut rx => break out.expect("response"),
-        }
-    };
-    (outcome, prompts)
+    while let Some(p) = sent.next_prompt().await {
+        prompts.push(p);
+        let rig = rig.clone();
+        tokio::task::spawn_blocking(move || match keys {
+            Some(pin) => rig.keypad_enter(0, pin, Duration::from_secs(10)),
+            None => rig
+                .wait_for_keypad(0, Duration::from_secs(10))
+                .and_then(|()| rig.keypad_cancel(0)),
+        })
+        .await
+        .unwrap()
+        .expect("the reader asks for the PIN after pin_needed");
+    }
+    (sent.outcome(), prompts)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -941,28 +861,15 @@ async fn a_pin_pad_reader_takes_the_pin_and_a_wrong_or_cancelled_entry_is_not_re
 /// Signs as Alice answering the client's PIN prompts with `pins`, in order.
 async fn sign_answering_each(agent: &Agent, pins: &[&str]) -> (smime_agent_proto::Outcome, usize) {
     let client = agent.client().await;
-    let mut events = client.take_events().unwrap();
-    let (_, mut rx) = client
-        .start(smime_agent_proto::Op::Sign(SignParams {
-            signer: "alice@example.org".into(),
-            content: sample_entity("each prompt its own PIN").into(),
-            format: None,
-        }))
-        .await
-        .unwrap();
+    let op = Op::Sign(sign_params("alice@example.org", "each prompt its own PIN"));
+    let mut sent = SentRequest::send(&client, op).await;
     let mut prompts = 0;
-    let outcome = loop {
-        tokio::select! {
-            ev = events.recv() => {
-                let Some(Event::PinNeeded(p)) = ev else { continue };
-                let pin = pins.get(prompts).copied().unwrap_or("no more PINs");
-                prompts += 1;
-                client.pin(p.prompt, Some(smime_agent_proto::Pin::new(pin))).await.unwrap();
-            }
-            out = &mut rx => break out.expect("response"),
-        }
-    };
-    (outcome, prompts)
+    while let Some(p) = sent.next_prompt().await {
+        let pin = pins.get(prompts).copied().unwrap_or("no more PINs");
+        prompts += 1;
+        answer_pin(&client, &p, pin).await;
+    }
+    (sent.outcome(), prompts)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1018,11 +925,7 @@ async fn card_pulled_while_the_reader_waits_for_the_pin_fails_that_request_only(
     let signer = agent.client().await;
     let mut events = signer.take_events().unwrap();
     let (_, rx) = signer
-        .start(smime_agent_proto::Op::Sign(SignParams {
-            signer: "alice@example.org".into(),
-            content: sample_entity("never signed").into(),
-            format: None,
-        }))
+        .start(Op::Sign(sign_params("alice@example.org", "never signed")))
         .await
         .unwrap();
     let Some(Event::PinNeeded(p)) = events.recv().await else {
@@ -1077,14 +980,7 @@ async fn with_pinentry_a_pin_pad_entry_is_announced_by_a_notice_that_goes_away()
     let term = Terminal::start();
     let hello = pinentry_hello(&term.tty());
     let c = Client::connect(&agent.socket, hello).await.unwrap();
-    let signing = tokio::spawn(async move {
-        c.sign(SignParams {
-            signer: "alice@example.org".into(),
-            content: sample_entity("on the keypad").into(),
-            format: None,
-        })
-        .await
-    });
+    let signing = sign_in_background(c, "on the keypad");
     // The notice names the token and says where to type; it asks for no PIN itself.
     let screen = term.wait_for("reader's keypad", 1).await;
     assert!(screen.contains("Alice Example"), "{screen}");

@@ -7,7 +7,7 @@ use std::process::Command;
 
 use common::*;
 use smime_agent_proto::client::{Client, ClientError};
-use smime_agent_proto::{ComposeParams, ComposeResult, ErrorCode};
+use smime_agent_proto::{ComposeParams, ComposeResult, ErrorCode, Op};
 
 const MAIL: &str = "From: Alice <alice@example.org>\nTo: Bob <bob@example.org>\nBcc: carol@example.org\nSubject: quarterly numbers\nContent-Type: text/plain; charset=utf-8\n\nThe numbers are attached in spirit.\n";
 
@@ -27,32 +27,14 @@ async fn compose(
     encrypt: bool,
     allow_unencrypted: bool,
 ) -> Result<ComposeResult, ClientError> {
-    let mut events = client.take_events().unwrap();
-    let (_, mut rx) = client
-        .start(smime_agent_proto::Op::Compose(ComposeParams {
-            content: mail.as_bytes().to_vec().into(),
-            sign,
-            encrypt,
-            allow_unencrypted,
-            certificates: vec![],
-        }))
-        .await
-        .unwrap();
-    loop {
-        tokio::select! {
-            ev = events.recv() => {
-                if let Some(smime_agent_proto::Event::PinNeeded(p)) = ev {
-                    client.pin(p.prompt, Some(smime_agent_proto::Pin::new(PIN))).await.unwrap();
-                }
-            }
-            out = &mut rx => {
-                return match out.unwrap() {
-                    smime_agent_proto::Outcome::Ok(v) => Ok(serde_json::from_value(v).unwrap()),
-                    smime_agent_proto::Outcome::Error(e) => Err(ClientError::Agent(Box::new(e))),
-                };
-            }
-        }
-    }
+    let op = Op::Compose(ComposeParams {
+        content: mail.as_bytes().to_vec().into(),
+        sign,
+        encrypt,
+        allow_unencrypted,
+        certificates: vec![],
+    });
+    op_answering(client, op, PIN).await
 }
 
 fn openssl(dir: &Path, args: &[&str], input: &[u8]) -> Result<Vec<u8>, String> {

@@ -8,8 +8,8 @@ use std::process::Command;
 
 use common::peers::{Gpgsm, Nss};
 use common::*;
-use smime_agent_proto::client::{Client, ClientError};
-use smime_agent_proto::{DecryptParams, EncryptParams, ErrorCode};
+use smime_agent_proto::client::ClientError;
+use smime_agent_proto::{EncryptParams, ErrorCode};
 
 const MSG: &str =
     "Content-Type: text/plain; charset=utf-8\r\n\r\nFor Bob, and for Alice's sent folder.\r\n";
@@ -54,36 +54,6 @@ fn openssl_decrypt(dir: &Path, mime: &[u8], name: &str) -> Result<Vec<u8>, Strin
         Ok(out.stdout)
     } else {
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-async fn decrypt_answering(
-    client: &Client,
-    content: Vec<u8>,
-    pin: &str,
-) -> Result<smime_agent_proto::DecryptResult, ClientError> {
-    let mut events = client.take_events().expect("events");
-    let (_, rx) = client
-        .start(smime_agent_proto::Op::Decrypt(DecryptParams {
-            content: content.into(),
-        }))
-        .await
-        .unwrap();
-    let mut rx = rx;
-    loop {
-        tokio::select! {
-            ev = events.recv() => {
-                if let Some(smime_agent_proto::Event::PinNeeded(p)) = ev {
-                    client.pin(p.prompt, Some(smime_agent_proto::Pin::new(pin))).await.unwrap();
-                }
-            }
-            out = &mut rx => {
-                return match out.unwrap() {
-                    smime_agent_proto::Outcome::Ok(v) => Ok(serde_json::from_value(v).unwrap()),
-                    smime_agent_proto::Outcome::Error(e) => Err(ClientError::Agent(Box::new(e))),
-                };
-            }
-        }
     }
 }
 

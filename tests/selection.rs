@@ -211,11 +211,7 @@ async fn use_secondary_proxies_false_ignores_aliases() {
     let err = agent
         .client()
         .await
-        .sign(smime_agent_proto::SignParams {
-            signer: "alice@example.org".into(),
-            content: sample_entity("x").into(),
-            format: None,
-        })
+        .sign(sign_params("alice@example.org", "x"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NoCertificate));

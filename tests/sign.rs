@@ -191,11 +191,7 @@ async fn cancelled_pin_prompt_gives_pin_cancelled() {
         }
     });
     let err = c2
-        .sign(smime_agent_proto::SignParams {
-            signer: "alice@example.org".into(),
-            content: sample_entity("x").into(),
-            format: None,
-        })
+        .sign(sign_params("alice@example.org", "x"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::PinCancelled), "{err}");
@@ -213,11 +209,7 @@ async fn no_certificate_names_the_address_and_what_was_found() {
     );
     let client = agent.client().await;
     let err = client
-        .sign(smime_agent_proto::SignParams {
-            signer: "Alice@Example.ORG".into(),
-            content: sample_entity("x").into(),
-            format: None,
-        })
+        .sign(sign_params("Alice@Example.ORG", "x"))
         .await
         .unwrap_err();
     let smime_agent_proto::client::ClientError::Agent(body) = err else {
@@ -241,11 +233,7 @@ async fn no_certificate_names_the_address_and_what_was_found() {
     );
 
     let err = client
-        .sign(smime_agent_proto::SignParams {
-            signer: "nobody@example.org".into(),
-            content: sample_entity("x").into(),
-            format: None,
-        })
+        .sign(sign_params("nobody@example.org", "x"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NoCertificate));
@@ -571,11 +559,10 @@ async fn a_full_connection_still_reads_the_pin_answer_its_requests_wait_for() {
     // 64 requests fill the connection: one prompts, the others wait for its login.
     for n in 0..64 {
         let (_, rx) = client
-            .start(smime_agent_proto::Op::Sign(smime_agent_proto::SignParams {
-                signer: "alice@example.org".into(),
-                content: sample_entity(&format!("request {n}")).into(),
-                format: None,
-            }))
+            .start(smime_agent_proto::Op::Sign(sign_params(
+                "alice@example.org",
+                &format!("request {n}"),
+            )))
             .await
             .unwrap();
         waiting.push(rx);

@@ -19,8 +19,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use smime_agent_proto::client::Client;
-use smime_agent_proto::{Event, HelloParams, PROTOCOL_VERSION, SignFormat, SignParams, SignResult};
+use serde::de::DeserializeOwned;
+use smime_agent_proto::client::{Client, ClientError};
+use smime_agent_proto::{
+    DecryptParams, DecryptResult, Event, HelloParams, Op, Outcome, PROTOCOL_VERSION, Pin,
+    PinNeeded, PinentryEnv, RequestId, SignFormat, SignParams, SignResult,
+};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 pub const PIN: &str = "4711";
 pub const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -321,10 +328,133 @@ pub fn hello(pin_prompt: bool) -> HelloParams {
     }
 }
 
+/// The `hello` of a client that answers no prompts itself, on terminal `tty`: the agent
+/// asks with pinentry there.
+pub fn pinentry_hello(tty: &str) -> HelloParams {
+    HelloParams {
+        version: PROTOCOL_VERSION,
+        client: Some("pinentry-test".into()),
+        pin_prompt: false,
+        pinentry: Some(PinentryEnv {
+            ttyname: Some(tty.to_owned()),
+            ttytype: Some("xterm".into()),
+            display: None,
+        }),
+    }
+}
+
 /// A small MIME entity, LF line ends as a client might send them.
 pub fn sample_entity(text: &str) -> Vec<u8> {
     format!("Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n{text}\n")
         .into_bytes()
+}
+
+/// A request to sign [`sample_entity`]`(text)` as `signer`, in the default format.
+pub fn sign_params(signer: &str, text: &str) -> SignParams {
+    SignParams {
+        signer: signer.into(),
+        content: sample_entity(text).into(),
+        format: None,
+    }
+}
+
+/// Alice signs [`sample_entity`]`(text)` on a task of its own, so that the test can answer
+/// the PIN prompt meanwhile (on a terminal or a reader's keypad).
+pub fn sign_in_background(
+    client: Client,
+    text: &str,
+) -> JoinHandle<Result<SignResult, ClientError>> {
+    let params = sign_params("alice@example.org", text);
+    tokio::spawn(async move { client.sign(params).await })
+}
+
+/// A request sent to the agent, whose PIN prompts the test answers one by one:
+/// `while let Some(p) = sent.next_prompt().await { ... }`, then [`SentRequest::outcome`].
+pub struct SentRequest {
+    id: RequestId,
+    events: UnboundedReceiver<Event>,
+    rx: oneshot::Receiver<Outcome>,
+    outcome: Option<Outcome>,
+}
+
+impl SentRequest {
+    /// Sends `op` on `client`, whose events (the prompts) it takes.
+    pub async fn send(client: &Client, op: Op) -> SentRequest {
+        let events = client.take_events().expect("events not taken yet");
+        let (id, rx) = client.start(op).await.expect("send the request");
+        SentRequest {
+            id,
+            events,
+            rx,
+            outcome: None,
+        }
+    }
+
+    /// The next PIN prompt for this request, or `None` once the agent has answered it.
+    pub async fn next_prompt(&mut self) -> Option<PinNeeded> {
+        if self.outcome.is_some() {
+            return None;
+        }
+        loop {
+            tokio::select! {
+                ev = self.events.recv() => {
+                    let Some(Event::PinNeeded(p)) = ev else { continue };
+                    assert_eq!(p.request, self.id, "a prompt for another request");
+                    return Some(p);
+                }
+                out = &mut self.rx => {
+                    self.outcome = Some(out.expect("response"));
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The agent's answer, after [`SentRequest::next_prompt`] said there are no more prompts.
+    pub fn outcome(self) -> Outcome {
+        self.outcome.expect("the agent has answered")
+    }
+}
+
+/// Answers the PIN prompt `p` with `pin`.
+pub async fn answer_pin(client: &Client, p: &PinNeeded, pin: &str) {
+    client
+        .pin(p.prompt, Some(Pin::new(pin)))
+        .await
+        .expect("answer pin");
+}
+
+/// The result an outcome carries, or the agent's error.
+pub fn result_of<T: DeserializeOwned>(outcome: Outcome) -> Result<T, ClientError> {
+    match outcome {
+        Outcome::Ok(v) => Ok(serde_json::from_value(v).expect("the result")),
+        Outcome::Error(e) => Err(ClientError::Agent(Box::new(e))),
+    }
+}
+
+/// Sends `op`, answering each of its PIN prompts with `pin`; the result or the agent's error.
+pub async fn op_answering<T: DeserializeOwned>(
+    client: &Client,
+    op: Op,
+    pin: &str,
+) -> Result<T, ClientError> {
+    let mut sent = SentRequest::send(client, op).await;
+    while let Some(p) = sent.next_prompt().await {
+        answer_pin(client, &p, pin).await;
+    }
+    result_of(sent.outcome())
+}
+
+/// Decrypts `content` through the agent, answering each PIN prompt with `pin`.
+pub async fn decrypt_answering(
+    client: &Client,
+    content: Vec<u8>,
+    pin: &str,
+) -> Result<DecryptResult, ClientError> {
+    let op = Op::Decrypt(DecryptParams {
+        content: content.into(),
+    });
+    op_answering(client, op, pin).await
 }
 
 /// Signs, answering every PIN prompt of this request with `pin`. Returns the result and
@@ -335,10 +465,7 @@ pub async fn sign_answering(
     content: Vec<u8>,
     format: Option<SignFormat>,
     pin: &str,
-) -> (
-    Result<SignResult, smime_agent_proto::client::ClientError>,
-    usize,
-) {
+) -> (Result<SignResult, ClientError>, usize) {
     sign_answering_together(client, signer, content, format, pin, None).await
 }
 
@@ -378,45 +505,25 @@ pub async fn sign_answering_together(
     format: Option<SignFormat>,
     pin: &str,
     together: Option<&SentTogether>,
-) -> (
-    Result<SignResult, smime_agent_proto::client::ClientError>,
-    usize,
-) {
-    let mut events = client.take_events().expect("events not taken yet");
-    let (id, rx) = client
-        .start(smime_agent_proto::Op::Sign(SignParams {
-            signer: signer.into(),
-            content: content.into(),
-            format,
-        }))
-        .await
-        .expect("send sign");
+) -> (Result<SignResult, ClientError>, usize) {
+    let op = Op::Sign(SignParams {
+        signer: signer.into(),
+        content: content.into(),
+        format,
+    });
+    let mut sent = SentRequest::send(client, op).await;
     if let Some(t) = together {
         t.one_sent();
     }
-    let mut rx = rx;
     let mut prompts = 0;
-    let outcome = loop {
-        tokio::select! {
-            ev = events.recv() => {
-                let Some(Event::PinNeeded(p)) = ev else { continue };
-                assert_eq!(p.request, id, "a prompt for another request");
-                prompts += 1;
-                if let Some(t) = together {
-                    t.all_sent().await;
-                }
-                client.pin(p.prompt, Some(smime_agent_proto::Pin::new(pin))).await.expect("answer pin");
-            }
-            out = &mut rx => break out.expect("response"),
+    while let Some(p) = sent.next_prompt().await {
+        prompts += 1;
+        if let Some(t) = together {
+            t.all_sent().await;
         }
-    };
-    let result = match outcome {
-        smime_agent_proto::Outcome::Ok(v) => Ok(serde_json::from_value(v).expect("sign result")),
-        smime_agent_proto::Outcome::Error(e) => {
-            Err(smime_agent_proto::client::ClientError::Agent(Box::new(e)))
-        }
-    };
-    (result, prompts)
+        answer_pin(client, &p, pin).await;
+    }
+    (result_of(sent.outcome()), prompts)
 }
 
 /// `openssl cms -verify` (or `smime`) on a signed message; true when OpenSSL accepts it.
