@@ -3,7 +3,6 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 use smime_agent_proto::client::{Client, ClientError};
@@ -37,41 +36,9 @@ async fn compose(
     op_answering(client, op, PIN).await
 }
 
-fn openssl(dir: &Path, args: &[&str], input: &[u8]) -> Result<Vec<u8>, String> {
-    let path = write_file(dir, &format!("c-{}.eml", rand_suffix()), input);
-    let out = Command::new("openssl")
-        .args(args)
-        .arg("-in")
-        .arg(&path)
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
 fn verify(dir: &Path, m: &[u8]) -> Result<Vec<u8>, String> {
     let ca = pki_file("chain.pem");
     openssl(dir, &["cms", "-verify", "-CAfile", ca.to_str().unwrap()], m)
-}
-
-fn decrypt(dir: &Path, m: &[u8], who: &str) -> Result<Vec<u8>, String> {
-    let cert = pki_file(&format!("{who}.pem"));
-    let key = pki_file(&format!("{who}.key.pem"));
-    openssl(
-        dir,
-        &[
-            "cms",
-            "-decrypt",
-            "-recip",
-            cert.to_str().unwrap(),
-            "-inkey",
-            key.to_str().unwrap(),
-        ],
-        m,
-    )
 }
 
 fn text(m: &[u8]) -> String {
@@ -136,7 +103,7 @@ async fn triple_wrapped_mail_and_a_bcc_recipient_with_an_envelope_of_their_own()
     }
     // Bob: outer signature, envelope, inner signature, the text.
     let outer = verify(dir.path(), &main.mime.0).expect("outer signature");
-    let inner = decrypt(dir.path(), &outer, "bob-enc-ec").expect("Bob decrypts");
+    let inner = openssl_decrypt(dir.path(), &outer, "bob-enc-ec").expect("Bob decrypts");
     let content = verify(dir.path(), &inner).expect("inner signature");
     assert!(text(&content).contains("attached in spirit"));
     // Nor does anything inside Bob's envelope name the Bcc recipient.
@@ -146,20 +113,21 @@ async fn triple_wrapped_mail_and_a_bcc_recipient_with_an_envelope_of_their_own()
     }
     // Bob's envelope does not name Carol's certificate: she cannot open it.
     assert!(
-        decrypt(dir.path(), &outer, "carol-san-rsa").is_err(),
+        openssl_decrypt(dir.path(), &outer, "carol-san-rsa").is_err(),
         "Carol reads Bob's copy"
     );
     // Carol's own copy opens for her, and Alice can read both.
     let outer = verify(dir.path(), &blind.mime.0).unwrap();
-    let hers = decrypt(dir.path(), &outer, "carol-san-rsa").expect("Carol decrypts her copy");
+    let hers =
+        openssl_decrypt(dir.path(), &outer, "carol-san-rsa").expect("Carol decrypts her copy");
     let hers = verify(dir.path(), &hers).expect("inner signature of Carol's copy");
     assert!(text(&hers).contains("attached in spirit"));
     assert!(!text(&hers).to_ascii_lowercase().contains("\nbcc:"));
     assert!(
-        decrypt(dir.path(), &outer, "bob-enc-ec").is_err(),
+        openssl_decrypt(dir.path(), &outer, "bob-enc-ec").is_err(),
         "Bob reads Carol's copy"
     );
-    decrypt(dir.path(), &outer, "alice-enc-rsa").expect("Alice reads her sent mail");
+    openssl_decrypt(dir.path(), &outer, "alice-enc-rsa").expect("Alice reads her sent mail");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -172,7 +140,7 @@ async fn without_triple_wrap_the_envelope_is_outermost() {
     assert!(r.signed && r.encrypted && !r.triple_wrapped);
     let m = &r.messages[0].mime.0;
     assert!(text(m).contains("smime-type=enveloped-data"));
-    let inner = decrypt(dir.path(), m, "bob-enc-ec").unwrap();
+    let inner = openssl_decrypt(dir.path(), m, "bob-enc-ec").unwrap();
     verify(dir.path(), &inner).expect("signed inside the envelope");
 }
 
@@ -214,7 +182,7 @@ async fn recipients_without_certificates_fail_unless_unencrypted_is_allowed() {
     let c = strict.client().await;
     let r = compose(&c, MAIL, false, false, false).await.unwrap();
     assert!(r.encrypted && !r.signed);
-    decrypt(dir.path(), &r.messages[0].mime.0, "bob-enc-ec").unwrap();
+    openssl_decrypt(dir.path(), &r.messages[0].mime.0, "bob-enc-ec").unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,14 +246,7 @@ async fn the_agent_reads_its_triple_wrapped_mail_layer_by_layer() {
         })
         .await
         .expect("decrypt a triple-wrapped message");
-    let kinds: Vec<&str> = d
-        .layers
-        .iter()
-        .map(|l| match l {
-            MessageLayer::Signed(_) => "signed",
-            MessageLayer::Encrypted(_) => "encrypted",
-        })
-        .collect();
+    let kinds = layer_kinds(&d.layers);
     assert_eq!(kinds, ["signed", "encrypted", "signed"]);
     assert_eq!(d.signatures, Some(VerifyStatus::Valid), "{:#?}", d.layers);
     for l in &d.layers {

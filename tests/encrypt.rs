@@ -38,25 +38,6 @@ fn alice_agent(dir: &Path, extra: &str) -> (SoftHsm, Agent) {
     )
 }
 
-/// `openssl cms -decrypt` with the PKI's key of `name`.
-fn openssl_decrypt(dir: &Path, mime: &[u8], name: &str) -> Result<Vec<u8>, String> {
-    let input = write_file(dir, &format!("enc-{}.eml", rand_suffix()), mime);
-    let out = Command::new("openssl")
-        .args(["cms", "-decrypt", "-in"])
-        .arg(&input)
-        .arg("-recip")
-        .arg(pki_file(&format!("{name}.pem")))
-        .arg("-inkey")
-        .arg(pki_file(&format!("{name}.key.pem")))
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bob_and_alice_both_read_what_alice_encrypts_to_bob() {
     for extra in [
@@ -346,14 +327,7 @@ async fn the_agent_reads_openssl_triple_wrapped_mail_layer_by_layer() {
     let r = decrypt_answering(&c, outer.clone(), PIN)
         .await
         .expect("decrypt");
-    let kinds: Vec<&str> = r
-        .layers
-        .iter()
-        .map(|l| match l {
-            MessageLayer::Signed(_) => "signed",
-            MessageLayer::Encrypted(_) => "encrypted",
-        })
-        .collect();
+    let kinds = layer_kinds(&r.layers);
     assert_eq!(kinds, ["signed", "encrypted", "signed"]);
     assert_eq!(r.signatures, Some(VerifyStatus::Valid), "{:#?}", r.layers);
     for l in &r.layers {
@@ -745,19 +719,7 @@ async fn over_limit_requests_and_messages_are_limit_exceeded_and_the_agent_goes_
     // Nine envelopes one inside the other, and an envelope inside nine signatures: more
     // layers than the agent reads (8).
     let openssl = |args: &[&str], input: &[u8]| {
-        let path = write_file(dir.path(), &format!("layer-{}", rand_suffix()), input);
-        let out = Command::new("openssl")
-            .args(args)
-            .arg("-in")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        common::openssl(dir.path(), args, input).unwrap_or_else(|e| panic!("{e}"))
     };
     let alice = pki_file("alice-enc-rsa.pem");
     let alice = alice.to_str().unwrap();

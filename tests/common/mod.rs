@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 use smime_agent_proto::client::{Client, ClientError};
 use smime_agent_proto::{
-    DecryptParams, DecryptResult, Event, HelloParams, Op, Outcome, PROTOCOL_VERSION, Pin,
-    PinNeeded, PinentryEnv, RequestId, SignFormat, SignParams, SignResult,
+    DecryptParams, DecryptResult, Event, HelloParams, MessageLayer, Op, Outcome, PROTOCOL_VERSION,
+    Pin, PinNeeded, PinentryEnv, RequestId, SignFormat, SignParams, SignResult,
 };
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::sync::oneshot;
@@ -457,6 +457,17 @@ pub async fn decrypt_answering(
     op_answering(client, op, pin).await
 }
 
+/// The kinds of the layers the agent read, outermost first: "signed" or "encrypted".
+pub fn layer_kinds(layers: &[MessageLayer]) -> Vec<&'static str> {
+    layers
+        .iter()
+        .map(|l| match l {
+            MessageLayer::Signed(_) => "signed",
+            MessageLayer::Encrypted(_) => "encrypted",
+        })
+        .collect()
+}
+
 /// Signs, answering every PIN prompt of this request with `pin`. Returns the result and
 /// how many prompts there were.
 pub async fn sign_answering(
@@ -574,6 +585,54 @@ pub fn assert_openssl_signed(message: &[u8], dir: &Path, sent: &[u8]) {
         "OpenSSL verified other content than was sent:\n{}",
         String::from_utf8_lossy(&content)
     );
+}
+
+/// `openssl ARGS -in FILE`, FILE holding `input` (made in `dir`): what it wrote out, or its
+/// complaint.
+pub fn openssl(dir: &Path, args: &[&str], input: &[u8]) -> Result<Vec<u8>, String> {
+    let path = write_file(dir, &format!("openssl-in-{}", rand_suffix()), input);
+    let out = Command::new("openssl")
+        .args(args)
+        .arg("-in")
+        .arg(&path)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+/// `openssl cms -decrypt` of an S/MIME entity with the PKI's key `name`.
+pub fn openssl_decrypt(dir: &Path, mime: &[u8], name: &str) -> Result<Vec<u8>, String> {
+    openssl_decrypt_as(dir, mime, name, "SMIME")
+}
+
+/// `openssl cms -decrypt` of a DER envelope with the PKI's key `name`.
+pub fn openssl_decrypt_der(dir: &Path, der: &[u8], name: &str) -> Result<Vec<u8>, String> {
+    openssl_decrypt_as(dir, der, name, "DER")
+}
+
+fn openssl_decrypt_as(
+    dir: &Path,
+    input: &[u8],
+    name: &str,
+    inform: &str,
+) -> Result<Vec<u8>, String> {
+    let cert = pki_file(&format!("{name}.pem"));
+    let key = pki_file(&format!("{name}.key.pem"));
+    let args = [
+        "cms",
+        "-decrypt",
+        "-inform",
+        inform,
+        "-recip",
+        path_str(&cert),
+        "-inkey",
+        path_str(&key),
+    ];
+    openssl(dir, &args, input)
 }
 
 /// A private tmux server with one pane that only sleeps, so nothing but pinentry reads its
