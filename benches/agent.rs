@@ -513,7 +513,7 @@ fn fmt(v: Option<f64>, digits: usize) -> String {
 async fn main() {
     // `cargo bench` passes --bench; anything else is not ours to read.
     smime_agent::sys::raise_nofile_limit();
-    let out_dir = repo().join("bench");
+    let out_dir = workspace_root().join("bench");
     std::fs::create_dir_all(&out_dir).unwrap();
     let mut report = serde_json::Map::new();
     report.insert("machine".into(), machine());

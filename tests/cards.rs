@@ -6,41 +6,32 @@ mod common;
 mod oracle;
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::card::{CARD_PIN, pinpad_rig, rig, slot};
 use common::*;
 use smime_agent_proto::client::{Client, ClientError};
-use smime_agent_proto::{ErrorCode, Event, SignParams};
-use virtual_piv_card::{CardRig, OPENSC_PKCS11, PivSlot, RigOptions, SlotSpec};
-
-pub const CARD_PIN: &str = "123456";
-
-fn rig() -> CardRig {
-    CardRig::start_in_tempdir(RigOptions::default()).expect("start the card rig")
-}
+use smime_agent_proto::{ErrorCode, Event, Op};
+use virtual_piv_card::{CardRig, OPENSC_PKCS11, PivSlot, SlotSpec};
 
 /// Alice's card: her signing key in 9C, her decryption key in 9D.
 fn alice_slots() -> Vec<SlotSpec> {
     vec![
-        SlotSpec::new(
-            PivSlot::Signature,
-            pki_file("alice-sign-rsa.key.pem"),
-            pki_file("alice-sign-rsa.pem"),
-        ),
-        SlotSpec::new(
-            PivSlot::KeyManagement,
-            pki_file("alice-enc-rsa.key.pem"),
-            pki_file("alice-enc-rsa.pem"),
-        ),
+        slot(PivSlot::Signature, "alice-sign-rsa"),
+        slot(PivSlot::KeyManagement, "alice-enc-rsa"),
     ]
 }
 
 fn bob_slots() -> Vec<SlotSpec> {
-    vec![SlotSpec::new(
-        PivSlot::Signature,
-        pki_file("bob-dual-rsa.key.pem"),
-        pki_file("bob-dual-rsa.pem"),
-    )]
+    vec![slot(PivSlot::Signature, "bob-dual-rsa")]
+}
+
+/// The environment that points a process at the rig's pcscd.
+fn rig_env(rig: &CardRig) -> impl Iterator<Item = (String, String)> {
+    rig.env()
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.display().to_string()))
 }
 
 /// An agent that uses OpenSC on the rig's readers (plus whatever `extra` configures).
@@ -67,10 +58,7 @@ fn card_agent_with(
             softhsm: None,
             extra_config: cfg,
             pin_extra,
-            env: rig
-                .env()
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.display().to_string()))
+            env: rig_env(rig)
                 .chain(hsm.map(|h| ("SOFTHSM2_CONF".to_string(), h.conf().display().to_string())))
                 .collect(),
             ..Default::default()
@@ -86,28 +74,10 @@ fn pinentry_card_agent(dir: &Path, rig: &CardRig) -> Agent {
             extra_config: format!("[[tokens.module]]\npath = \"{OPENSC_PKCS11}\"\n"),
             pin_source: "pinentry",
             pin_extra: "pinentry = \"pinentry-tty\"",
-            env: rig
-                .env()
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.display().to_string()))
-                .collect(),
+            env: rig_env(rig).collect(),
             ..Default::default()
         },
     )
-}
-
-/// The `hello` of a client that answers no prompts itself, on terminal `tty`.
-fn pinentry_hello(tty: &str) -> smime_agent_proto::HelloParams {
-    smime_agent_proto::HelloParams {
-        version: smime_agent_proto::PROTOCOL_VERSION,
-        client: Some("pinentry-card-test".into()),
-        pin_prompt: false,
-        pinentry: Some(smime_agent_proto::PinentryEnv {
-            ttyname: Some(tty.to_owned()),
-            ttytype: Some("xterm".into()),
-            display: None,
-        }),
-    }
 }
 
 /// Polls `status` until `pred` holds; returns how long it took.
@@ -223,11 +193,7 @@ async fn card_pulled_while_a_request_waits_for_its_pin_fails_only_that_request()
     let alice = agent.client().await;
     let mut alice_events = alice.take_events().unwrap();
     let (_, alice_rx) = alice
-        .start(smime_agent_proto::Op::Sign(SignParams {
-            signer: "alice@example.org".into(),
-            content: sample_entity("never signed").into(),
-            format: None,
-        }))
+        .start(Op::Sign(sign_params("alice@example.org", "never signed")))
         .await
         .unwrap();
     let Some(Event::PinNeeded(p)) = alice_events.recv().await else {
@@ -465,11 +431,7 @@ async fn the_card_wins_over_a_software_key_and_smart_card_only_refuses_software(
     let c = strict.client().await;
     wait_status(&c, "the key file", |st| st.tokens.len() == 1).await;
     let err = c
-        .sign(SignParams {
-            signer: "alice@example.org".into(),
-            content: sample_entity("x").into(),
-            format: None,
-        })
+        .sign(sign_params("alice@example.org", "x"))
         .await
         .unwrap_err();
     let ClientError::Agent(body) = err else {
@@ -700,14 +662,7 @@ async fn each_pin_typed_into_pinentry_costs_the_card_exactly_one_try() {
     for (attempt, (typed, tries_after)) in [("111111", 2u8), ("222222", 1)].into_iter().enumerate()
     {
         let c = Client::connect(&agent.socket, hello.clone()).await.unwrap();
-        let signing = tokio::spawn(async move {
-            c.sign(SignParams {
-                signer: "alice@example.org".into(),
-                content: sample_entity("typed").into(),
-                format: None,
-            })
-            .await
-        });
+        let signing = sign_in_background(c, "typed");
         term.wait_for("PIN:", attempt + 1).await;
         term.type_line(typed);
         let err = signing.await.unwrap().expect_err("wrong PIN");
@@ -719,14 +674,7 @@ async fn each_pin_typed_into_pinentry_costs_the_card_exactly_one_try() {
         );
     }
     let c = Client::connect(&agent.socket, hello.clone()).await.unwrap();
-    let signing = tokio::spawn(async move {
-        c.sign(SignParams {
-            signer: "alice@example.org".into(),
-            content: sample_entity("typed").into(),
-            format: None,
-        })
-        .await
-    });
+    let signing = sign_in_background(c, "typed");
     // One try left: the prompt says so (OpenSC flags only the final try).
     let screen = term.wait_for("PIN:", 3).await;
     assert!(
@@ -767,39 +715,6 @@ async fn a_key_that_always_asks_gets_the_pin_again_unless_policy_allows_the_cach
     }
 }
 
-/// Decrypts `mime` through the agent, answering PIN prompts.
-async fn decrypt_with_pin(
-    agent: &Agent,
-    mime: Vec<u8>,
-    pin: &str,
-) -> smime_agent_proto::DecryptResult {
-    let c = agent.client().await;
-    let mut events = c.take_events().unwrap();
-    let (_, mut rx) = c
-        .start(smime_agent_proto::Op::Decrypt(
-            smime_agent_proto::DecryptParams {
-                content: mime.into(),
-            },
-        ))
-        .await
-        .unwrap();
-    loop {
-        tokio::select! {
-            ev = events.recv() => {
-                if let Some(Event::PinNeeded(p)) = ev {
-                    c.pin(p.prompt, Some(smime_agent_proto::Pin::new(pin))).await.unwrap();
-                }
-            }
-            out = &mut rx => {
-                match out.unwrap() {
-                    smime_agent_proto::Outcome::Ok(v) => return serde_json::from_value(v).unwrap(),
-                    smime_agent_proto::Outcome::Error(e) => panic!("decrypt: {e}"),
-                }
-            }
-        }
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_card_decrypts_rsa_and_ecdh_envelopes_from_openssl() {
     let dir = tempdir();
@@ -813,16 +728,8 @@ async fn the_card_decrypts_rsa_and_ecdh_envelopes_from_openssl() {
     );
     for (name, key) in [("rsa", "alice-enc-rsa"), ("ec", "alice-enc-ec")] {
         let card = vec![
-            SlotSpec::new(
-                PivSlot::Signature,
-                pki_file("alice-sign-rsa.key.pem"),
-                pki_file("alice-sign-rsa.pem"),
-            ),
-            SlotSpec::new(
-                PivSlot::KeyManagement,
-                pki_file(&format!("{key}.key.pem")),
-                pki_file(&format!("{key}.pem")),
-            ),
+            slot(PivSlot::Signature, "alice-sign-rsa"),
+            slot(PivSlot::KeyManagement, key),
         ];
         rig.insert(name, 0, CARD_PIN, &card).unwrap();
         wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
@@ -836,7 +743,9 @@ async fn the_card_decrypts_rsa_and_ecdh_envelopes_from_openssl() {
                 .output()
                 .unwrap();
             assert!(out.status.success());
-            let r = decrypt_with_pin(&agent, out.stdout, CARD_PIN).await;
+            let r = decrypt_answering(&agent.client().await, out.stdout, CARD_PIN)
+                .await
+                .unwrap_or_else(|e| panic!("decrypt: {e}"));
             assert_eq!(
                 r.mime.0, b"Content-Type: text/plain\r\n\r\nfor the card\r\n",
                 "{name} {opts:?}"
@@ -848,62 +757,40 @@ async fn the_card_decrypts_rsa_and_ecdh_envelopes_from_openssl() {
     }
 }
 
-/// A rig whose readers have PIN pads (the `ifd-pinpad` reader library in front of vpcd).
-fn pinpad_rig() -> std::sync::Arc<CardRig> {
-    let options = RigOptions {
-        pinpad: Some(virtual_piv_card::pinpad_library().expect("the PIN-pad reader library")),
-        ..RigOptions::default()
-    };
-    std::sync::Arc::new(CardRig::start_in_tempdir(options).expect("start the PIN-pad card rig"))
-}
-
 /// Signs as Alice; at each `pin_needed` the person types `keys` on reader 0's keypad, or
 /// presses Cancel when `None`. Returns the outcome and the prompts the client saw.
 async fn sign_on_pin_pad(
     agent: &Agent,
-    rig: &std::sync::Arc<CardRig>,
+    rig: &Arc<CardRig>,
     keys: Option<&'static str>,
 ) -> (
     smime_agent_proto::Outcome,
     Vec<smime_agent_proto::PinNeeded>,
 ) {
     let client = agent.client().await;
-    let mut events = client.take_events().unwrap();
-    let (_, mut rx) = client
-        .start(smime_agent_proto::Op::Sign(SignParams {
-            signer: "alice@example.org".into(),
-            content: sample_entity("typed on the reader").into(),
-            format: None,
-        }))
-        .await
-        .unwrap();
+    let op = Op::Sign(sign_params("alice@example.org", "typed on the reader"));
+    let mut sent = SentRequest::send(&client, op).await;
     let mut prompts = Vec::new();
-    let outcome = loop {
-        tokio::select! {
-            ev = events.recv() => {
-                let Some(Event::PinNeeded(p)) = ev else { continue };
-                prompts.push(p);
-                let rig = rig.clone();
-                tokio::task::spawn_blocking(move || match keys {
-                    Some(pin) => rig.keypad_enter(0, pin, Duration::from_secs(10)),
-                    None => rig
-                        .wait_for_keypad(0, Duration::from_secs(10))
-                        .and_then(|()| rig.keypad_cancel(0)),
-                })
-                .await
-                .unwrap()
-                .expect("the reader asks for the PIN after pin_needed");
-            }
-            out = &mut rx => break out.expect("response"),
-        }
-    };
-    (outcome, prompts)
+    while let Some(p) = sent.next_prompt().await {
+        prompts.push(p);
+        let rig = rig.clone();
+        tokio::task::spawn_blocking(move || match keys {
+            Some(pin) => rig.keypad_enter(0, pin, Duration::from_secs(10)),
+            None => rig
+                .wait_for_keypad(0, Duration::from_secs(10))
+                .and_then(|()| rig.keypad_cancel(0)),
+        })
+        .await
+        .unwrap()
+        .expect("the reader asks for the PIN after pin_needed");
+    }
+    (sent.outcome(), prompts)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pin_pad_reader_takes_the_pin_and_a_wrong_or_cancelled_entry_is_not_retried() {
     let dir = tempdir();
-    let rig = pinpad_rig();
+    let rig = Arc::new(pinpad_rig());
     let agent = card_agent(dir.path(), &rig, None, "");
     let client = agent.client().await;
     rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
@@ -974,28 +861,15 @@ async fn a_pin_pad_reader_takes_the_pin_and_a_wrong_or_cancelled_entry_is_not_re
 /// Signs as Alice answering the client's PIN prompts with `pins`, in order.
 async fn sign_answering_each(agent: &Agent, pins: &[&str]) -> (smime_agent_proto::Outcome, usize) {
     let client = agent.client().await;
-    let mut events = client.take_events().unwrap();
-    let (_, mut rx) = client
-        .start(smime_agent_proto::Op::Sign(SignParams {
-            signer: "alice@example.org".into(),
-            content: sample_entity("each prompt its own PIN").into(),
-            format: None,
-        }))
-        .await
-        .unwrap();
+    let op = Op::Sign(sign_params("alice@example.org", "each prompt its own PIN"));
+    let mut sent = SentRequest::send(&client, op).await;
     let mut prompts = 0;
-    let outcome = loop {
-        tokio::select! {
-            ev = events.recv() => {
-                let Some(Event::PinNeeded(p)) = ev else { continue };
-                let pin = pins.get(prompts).copied().unwrap_or("no more PINs");
-                prompts += 1;
-                client.pin(p.prompt, Some(smime_agent_proto::Pin::new(pin))).await.unwrap();
-            }
-            out = &mut rx => break out.expect("response"),
-        }
-    };
-    (outcome, prompts)
+    while let Some(p) = sent.next_prompt().await {
+        let pin = pins.get(prompts).copied().unwrap_or("no more PINs");
+        prompts += 1;
+        answer_pin(&client, &p, pin).await;
+    }
+    (sent.outcome(), prompts)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1042,7 +916,7 @@ async fn a_wrong_context_specific_pin_costs_one_try_and_the_next_request_logs_in
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn card_pulled_while_the_reader_waits_for_the_pin_fails_that_request_only() {
     let dir = tempdir();
-    let rig = pinpad_rig();
+    let rig = Arc::new(pinpad_rig());
     let agent = card_agent(dir.path(), &rig, None, "");
     let client = agent.client().await;
     rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
@@ -1051,11 +925,7 @@ async fn card_pulled_while_the_reader_waits_for_the_pin_fails_that_request_only(
     let signer = agent.client().await;
     let mut events = signer.take_events().unwrap();
     let (_, rx) = signer
-        .start(smime_agent_proto::Op::Sign(SignParams {
-            signer: "alice@example.org".into(),
-            content: sample_entity("never signed").into(),
-            format: None,
-        }))
+        .start(Op::Sign(sign_params("alice@example.org", "never signed")))
         .await
         .unwrap();
     let Some(Event::PinNeeded(p)) = events.recv().await else {
@@ -1100,7 +970,7 @@ async fn card_pulled_while_the_reader_waits_for_the_pin_fails_that_request_only(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_pinentry_a_pin_pad_entry_is_announced_by_a_notice_that_goes_away() {
     let dir = tempdir();
-    let rig = pinpad_rig();
+    let rig = Arc::new(pinpad_rig());
     let agent = pinentry_card_agent(dir.path(), &rig);
     let client = agent.client().await;
     rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
@@ -1110,14 +980,7 @@ async fn with_pinentry_a_pin_pad_entry_is_announced_by_a_notice_that_goes_away()
     let term = Terminal::start();
     let hello = pinentry_hello(&term.tty());
     let c = Client::connect(&agent.socket, hello).await.unwrap();
-    let signing = tokio::spawn(async move {
-        c.sign(SignParams {
-            signer: "alice@example.org".into(),
-            content: sample_entity("on the keypad").into(),
-            format: None,
-        })
-        .await
-    });
+    let signing = sign_in_background(c, "on the keypad");
     // The notice names the token and says where to type; it asks for no PIN itself.
     let screen = term.wait_for("reader's keypad", 1).await;
     assert!(screen.contains("Alice Example"), "{screen}");
@@ -1180,7 +1043,7 @@ fn pinentries_on(tty: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pin_pad_login_ends_with_the_pin_cache_time_to_live() {
     let dir = tempdir();
-    let rig = pinpad_rig();
+    let rig = Arc::new(pinpad_rig());
     let agent = card_agent_with(dir.path(), &rig, None, "", "cache_ttl_secs = 1");
     let client = agent.client().await;
     rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();

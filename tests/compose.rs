@@ -3,38 +3,20 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
 use common::*;
 use smime_agent_proto::client::{Client, ClientError};
-use smime_agent_proto::{ComposeParams, ComposeResult, ErrorCode};
+use smime_agent_proto::{ComposeParams, ComposeResult, ErrorCode, Op};
 
 const MAIL: &str = "From: Alice <alice@example.org>\nTo: Bob <bob@example.org>\nBcc: carol@example.org\nSubject: quarterly numbers\nContent-Type: text/plain; charset=utf-8\n\nThe numbers are attached in spirit.\n";
 
 fn agent_with(dir: &Path, policy: &str) -> (SoftHsm, Agent) {
-    let hsm = SoftHsm::new(&dir.join("softhsm"));
-    hsm.add_token("alice", PIN, &["alice-sign-rsa", "alice-enc-rsa"]);
-    let contacts = dir.join("contacts");
-    std::fs::create_dir_all(&contacts).unwrap();
-    for c in ["bob-enc-ec", "carol-san-rsa"] {
-        std::fs::copy(
-            pki_file(&format!("{c}.pem")),
-            contacts.join(format!("{c}.pem")),
-        )
-        .unwrap();
-    }
-    let agent = Agent::start(
-        &dir.join("agent"),
-        AgentSpec {
-            softhsm: Some(&hsm),
-            extra_config: format!(
-                "[contacts]\ndir = \"{}\"\n\n[policy]\n{policy}\n",
-                contacts.display()
-            ),
-            ..Default::default()
-        },
-    );
-    (hsm, agent)
+    agent_with_contacts(
+        dir,
+        &["alice-sign-rsa", "alice-enc-rsa"],
+        &["bob-enc-ec", "carol-san-rsa"],
+        &format!("[policy]\n{policy}\n"),
+    )
 }
 
 async fn compose(
@@ -44,69 +26,19 @@ async fn compose(
     encrypt: bool,
     allow_unencrypted: bool,
 ) -> Result<ComposeResult, ClientError> {
-    let mut events = client.take_events().unwrap();
-    let (_, mut rx) = client
-        .start(smime_agent_proto::Op::Compose(ComposeParams {
-            content: mail.as_bytes().to_vec().into(),
-            sign,
-            encrypt,
-            allow_unencrypted,
-            certificates: vec![],
-        }))
-        .await
-        .unwrap();
-    loop {
-        tokio::select! {
-            ev = events.recv() => {
-                if let Some(smime_agent_proto::Event::PinNeeded(p)) = ev {
-                    client.pin(p.prompt, Some(smime_agent_proto::Pin::new(PIN))).await.unwrap();
-                }
-            }
-            out = &mut rx => {
-                return match out.unwrap() {
-                    smime_agent_proto::Outcome::Ok(v) => Ok(serde_json::from_value(v).unwrap()),
-                    smime_agent_proto::Outcome::Error(e) => Err(ClientError::Agent(Box::new(e))),
-                };
-            }
-        }
-    }
-}
-
-fn openssl(dir: &Path, args: &[&str], input: &[u8]) -> Result<Vec<u8>, String> {
-    let path = write_file(dir, &format!("c-{}.eml", rand_suffix()), input);
-    let out = Command::new("openssl")
-        .args(args)
-        .arg("-in")
-        .arg(&path)
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
+    let op = Op::Compose(ComposeParams {
+        content: mail.as_bytes().to_vec().into(),
+        sign,
+        encrypt,
+        allow_unencrypted,
+        certificates: vec![],
+    });
+    op_answering(client, op, PIN).await
 }
 
 fn verify(dir: &Path, m: &[u8]) -> Result<Vec<u8>, String> {
     let ca = pki_file("chain.pem");
     openssl(dir, &["cms", "-verify", "-CAfile", ca.to_str().unwrap()], m)
-}
-
-fn decrypt(dir: &Path, m: &[u8], who: &str) -> Result<Vec<u8>, String> {
-    let cert = pki_file(&format!("{who}.pem"));
-    let key = pki_file(&format!("{who}.key.pem"));
-    openssl(
-        dir,
-        &[
-            "cms",
-            "-decrypt",
-            "-recip",
-            cert.to_str().unwrap(),
-            "-inkey",
-            key.to_str().unwrap(),
-        ],
-        m,
-    )
 }
 
 fn text(m: &[u8]) -> String {
@@ -171,7 +103,7 @@ async fn triple_wrapped_mail_and_a_bcc_recipient_with_an_envelope_of_their_own()
     }
     // Bob: outer signature, envelope, inner signature, the text.
     let outer = verify(dir.path(), &main.mime.0).expect("outer signature");
-    let inner = decrypt(dir.path(), &outer, "bob-enc-ec").expect("Bob decrypts");
+    let inner = openssl_decrypt(dir.path(), &outer, "bob-enc-ec").expect("Bob decrypts");
     let content = verify(dir.path(), &inner).expect("inner signature");
     assert!(text(&content).contains("attached in spirit"));
     // Nor does anything inside Bob's envelope name the Bcc recipient.
@@ -181,20 +113,21 @@ async fn triple_wrapped_mail_and_a_bcc_recipient_with_an_envelope_of_their_own()
     }
     // Bob's envelope does not name Carol's certificate: she cannot open it.
     assert!(
-        decrypt(dir.path(), &outer, "carol-san-rsa").is_err(),
+        openssl_decrypt(dir.path(), &outer, "carol-san-rsa").is_err(),
         "Carol reads Bob's copy"
     );
     // Carol's own copy opens for her, and Alice can read both.
     let outer = verify(dir.path(), &blind.mime.0).unwrap();
-    let hers = decrypt(dir.path(), &outer, "carol-san-rsa").expect("Carol decrypts her copy");
+    let hers =
+        openssl_decrypt(dir.path(), &outer, "carol-san-rsa").expect("Carol decrypts her copy");
     let hers = verify(dir.path(), &hers).expect("inner signature of Carol's copy");
     assert!(text(&hers).contains("attached in spirit"));
     assert!(!text(&hers).to_ascii_lowercase().contains("\nbcc:"));
     assert!(
-        decrypt(dir.path(), &outer, "bob-enc-ec").is_err(),
+        openssl_decrypt(dir.path(), &outer, "bob-enc-ec").is_err(),
         "Bob reads Carol's copy"
     );
-    decrypt(dir.path(), &outer, "alice-enc-rsa").expect("Alice reads her sent mail");
+    openssl_decrypt(dir.path(), &outer, "alice-enc-rsa").expect("Alice reads her sent mail");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -207,7 +140,7 @@ async fn without_triple_wrap_the_envelope_is_outermost() {
     assert!(r.signed && r.encrypted && !r.triple_wrapped);
     let m = &r.messages[0].mime.0;
     assert!(text(m).contains("smime-type=enveloped-data"));
-    let inner = decrypt(dir.path(), m, "bob-enc-ec").unwrap();
+    let inner = openssl_decrypt(dir.path(), m, "bob-enc-ec").unwrap();
     verify(dir.path(), &inner).expect("signed inside the envelope");
 }
 
@@ -249,7 +182,7 @@ async fn recipients_without_certificates_fail_unless_unencrypted_is_allowed() {
     let c = strict.client().await;
     let r = compose(&c, MAIL, false, false, false).await.unwrap();
     assert!(r.encrypted && !r.signed);
-    decrypt(dir.path(), &r.messages[0].mime.0, "bob-enc-ec").unwrap();
+    openssl_decrypt(dir.path(), &r.messages[0].mime.0, "bob-enc-ec").unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -313,14 +246,7 @@ async fn the_agent_reads_its_triple_wrapped_mail_layer_by_layer() {
         })
         .await
         .expect("decrypt a triple-wrapped message");
-    let kinds: Vec<&str> = d
-        .layers
-        .iter()
-        .map(|l| match l {
-            MessageLayer::Signed(_) => "signed",
-            MessageLayer::Encrypted(_) => "encrypted",
-        })
-        .collect();
+    let kinds = layer_kinds(&d.layers);
     assert_eq!(kinds, ["signed", "encrypted", "signed"]);
     assert_eq!(d.signatures, Some(VerifyStatus::Valid), "{:#?}", d.layers);
     for l in &d.layers {

@@ -8,13 +8,12 @@ use std::process::Command;
 
 use common::peers::{Gpgsm, Nss};
 use common::*;
-use smime_agent_proto::client::{Client, ClientError};
-use smime_agent_proto::{DecryptParams, EncryptParams, ErrorCode};
+use smime_agent_proto::client::ClientError;
+use smime_agent_proto::{EncryptParams, ErrorCode};
 
 const MSG: &str =
     "Content-Type: text/plain; charset=utf-8\r\n\r\nFor Bob, and for Alice's sent folder.\r\n";
 
-/// Alice's agent: her keys on a SoftHSM token, Bob's certificates in her contacts.
 /// The serial number of the PKI's certificate `name`, hex as OpenSSL prints it.
 fn serial_of(name: &str) -> String {
     let out = Command::new("openssl")
@@ -29,83 +28,14 @@ fn serial_of(name: &str) -> String {
         .to_owned()
 }
 
+/// Alice's agent: her keys on a SoftHSM token, Bob's certificates in her contacts.
 fn alice_agent(dir: &Path, extra: &str) -> (SoftHsm, Agent) {
-    let hsm = SoftHsm::new(&dir.join("softhsm"));
-    hsm.add_token(
-        "alice",
-        PIN,
+    agent_with_contacts(
+        dir,
         &["alice-sign-rsa", "alice-enc-rsa", "alice-enc-ec"],
-    );
-    let contacts = dir.join("contacts");
-    std::fs::create_dir_all(&contacts).unwrap();
-    for c in ["bob-dual-rsa", "bob-enc-ec"] {
-        std::fs::copy(
-            pki_file(&format!("{c}.pem")),
-            contacts.join(format!("{c}.pem")),
-        )
-        .unwrap();
-    }
-    let agent = Agent::start(
-        &dir.join("agent"),
-        AgentSpec {
-            softhsm: Some(&hsm),
-            extra_config: format!(
-                "[contacts]\ndir = \"{}\"\n\n[[identity]]\naddress = \"alice@example.org\"\n\n{extra}",
-                contacts.display()
-            ),
-            ..Default::default()
-        },
-    );
-    (hsm, agent)
-}
-
-/// `openssl cms -decrypt` with the PKI's key of `name`.
-fn openssl_decrypt(dir: &Path, mime: &[u8], name: &str) -> Result<Vec<u8>, String> {
-    let input = write_file(dir, &format!("enc-{}.eml", rand_suffix()), mime);
-    let out = Command::new("openssl")
-        .args(["cms", "-decrypt", "-in"])
-        .arg(&input)
-        .arg("-recip")
-        .arg(pki_file(&format!("{name}.pem")))
-        .arg("-inkey")
-        .arg(pki_file(&format!("{name}.key.pem")))
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
-async fn decrypt_answering(
-    client: &Client,
-    content: Vec<u8>,
-    pin: &str,
-) -> Result<smime_agent_proto::DecryptResult, ClientError> {
-    let mut events = client.take_events().expect("events");
-    let (_, rx) = client
-        .start(smime_agent_proto::Op::Decrypt(DecryptParams {
-            content: content.into(),
-        }))
-        .await
-        .unwrap();
-    let mut rx = rx;
-    loop {
-        tokio::select! {
-            ev = events.recv() => {
-                if let Some(smime_agent_proto::Event::PinNeeded(p)) = ev {
-                    client.pin(p.prompt, Some(smime_agent_proto::Pin::new(pin))).await.unwrap();
-                }
-            }
-            out = &mut rx => {
-                return match out.unwrap() {
-                    smime_agent_proto::Outcome::Ok(v) => Ok(serde_json::from_value(v).unwrap()),
-                    smime_agent_proto::Outcome::Error(e) => Err(ClientError::Agent(Box::new(e))),
-                };
-            }
-        }
-    }
+        &["bob-dual-rsa", "bob-enc-ec"],
+        &format!("[[identity]]\naddress = \"alice@example.org\"\n\n{extra}"),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -397,14 +327,7 @@ async fn the_agent_reads_openssl_triple_wrapped_mail_layer_by_layer() {
     let r = decrypt_answering(&c, outer.clone(), PIN)
         .await
         .expect("decrypt");
-    let kinds: Vec<&str> = r
-        .layers
-        .iter()
-        .map(|l| match l {
-            MessageLayer::Signed(_) => "signed",
-            MessageLayer::Encrypted(_) => "encrypted",
-        })
-        .collect();
+    let kinds = layer_kinds(&r.layers);
     assert_eq!(kinds, ["signed", "encrypted", "signed"]);
     assert_eq!(r.signatures, Some(VerifyStatus::Valid), "{:#?}", r.layers);
     for l in &r.layers {
@@ -548,12 +471,11 @@ async fn agent_envelope_for_carol(dir: &Path, alg: &str, bob_ec: bool) -> Vec<u8
         let (_hsm, agent) = alice_agent(&dir, &policy);
         encrypt_to_carol_and_bob(&agent).await
     } else {
-        let hsm = SoftHsm::new(&dir.join("softhsm"));
-        hsm.add_token("alice", PIN, &["alice-sign-rsa", "alice-enc-rsa"]);
-        let agent = Agent::start(
-            &dir.join("agent"),
+        let (_hsm, agent) = softhsm_agent(
+            &dir,
+            "alice",
+            &["alice-sign-rsa", "alice-enc-rsa"],
             AgentSpec {
-                softhsm: Some(&hsm),
                 extra_config: policy,
                 ..Default::default()
             },
@@ -797,19 +719,7 @@ async fn over_limit_requests_and_messages_are_limit_exceeded_and_the_agent_goes_
     // Nine envelopes one inside the other, and an envelope inside nine signatures: more
     // layers than the agent reads (8).
     let openssl = |args: &[&str], input: &[u8]| {
-        let path = write_file(dir.path(), &format!("layer-{}", rand_suffix()), input);
-        let out = Command::new("openssl")
-            .args(args)
-            .arg("-in")
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out.stdout
+        common::openssl(dir.path(), args, input).unwrap_or_else(|e| panic!("{e}"))
     };
     let alice = pki_file("alice-enc-rsa.pem");
     let alice = alice.to_str().unwrap();

@@ -21,24 +21,6 @@ fn soft_key(name: &str) -> SoftKey {
     smime_agent::tokens::soft::load_pkcs8_pem(&pki_file(&format!("{name}.key.pem"))).unwrap()
 }
 
-fn openssl_decrypt(dir: &std::path::Path, der: &[u8], name: &str) -> Result<Vec<u8>, String> {
-    let input = write_file(dir, &format!("env-{}.der", rand_suffix()), der);
-    let out = Command::new("openssl")
-        .args(["cms", "-decrypt", "-inform", "DER", "-in"])
-        .arg(&input)
-        .arg("-recip")
-        .arg(pki_file(&format!("{name}.pem")))
-        .arg("-inkey")
-        .arg(pki_file(&format!("{name}.key.pem")))
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
-
 /// Our decryption, with the private step done by a software key.
 fn our_decrypt(der: &[u8], name: &str) -> Result<Vec<u8>, String> {
     let env = envelope::parse(der).map_err(|e| e.to_string())?;
@@ -127,12 +109,12 @@ fn openssl_decrypts_what_we_encrypt_for_every_recipient_kind_and_cipher() {
                 alg,
             )
             .unwrap();
-            let plain = openssl_decrypt(dir.path(), &der, name)
+            let plain = openssl_decrypt_der(dir.path(), &der, name)
                 .unwrap_or_else(|e| panic!("{alg:?} {name} {padding:?}: {e}"));
             assert_eq!(plain, MSG, "{alg:?} {name}");
             // And the other recipient too.
             assert_eq!(
-                openssl_decrypt(dir.path(), &der, "bob-dual-rsa").unwrap(),
+                openssl_decrypt_der(dir.path(), &der, "bob-dual-rsa").unwrap(),
                 MSG
             );
             // And we read our own.

@@ -12,15 +12,7 @@ use common::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_rsa_key_transport_answers_like_a_wrong_key_on_softhsm() {
     let dir = tempdir();
-    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
-    hsm.add_token("alice", PIN, &["alice-enc-rsa"]);
-    let agent = Agent::start(
-        &dir.path().join("agent"),
-        AgentSpec {
-            softhsm: Some(&hsm),
-            ..Default::default()
-        },
-    );
+    let (_hsm, agent) = softhsm_agent(dir.path(), "alice", &["alice-enc-rsa"], Default::default());
     let content = sample_entity(&"x".repeat(4096));
     let cases = oracle::cases("alice-enc-rsa", &content);
     // Log in first, so no round includes a PIN prompt.

@@ -7,52 +7,23 @@
 mod common;
 
 use common::*;
+use smime_agent_proto::ErrorCode;
 use smime_agent_proto::client::Client;
-use smime_agent_proto::{ErrorCode, HelloParams, PROTOCOL_VERSION, PinentryEnv, SignParams};
 
 async fn client_on(agent: &Agent, tty: &str) -> Client {
-    Client::connect(
-        &agent.socket,
-        HelloParams {
-            version: PROTOCOL_VERSION,
-            client: Some("pinentry-test".into()),
-            pin_prompt: false,
-            pinentry: Some(PinentryEnv {
-                ttyname: Some(tty.to_owned()),
-                ttytype: Some("xterm".into()),
-                display: None,
-            }),
-        },
-    )
-    .await
-    .expect("connect")
-}
-
-fn sign_in_background(
-    client: Client,
-) -> tokio::task::JoinHandle<
-    Result<smime_agent_proto::SignResult, smime_agent_proto::client::ClientError>,
-> {
-    tokio::spawn(async move {
-        client
-            .sign(SignParams {
-                signer: "alice@example.org".into(),
-                content: sample_entity("typed by a person").into(),
-                format: None,
-            })
-            .await
-    })
+    Client::connect(&agent.socket, pinentry_hello(tty))
+        .await
+        .expect("connect")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pin_typed_into_pinentry_tty_signs_and_a_wrong_one_is_reported() {
     let dir = tempdir();
-    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
-    hsm.add_token("Alice Token", PIN, &["alice-sign-rsa"]);
-    let agent = Agent::start(
-        &dir.path().join("agent"),
+    let (_hsm, agent) = softhsm_agent(
+        dir.path(),
+        "Alice Token",
+        &["alice-sign-rsa"],
         AgentSpec {
-            softhsm: Some(&hsm),
             pin_source: "pinentry",
             pin_extra: "pinentry = \"pinentry-tty\"",
             ..Default::default()
@@ -62,7 +33,7 @@ async fn pin_typed_into_pinentry_tty_signs_and_a_wrong_one_is_reported() {
     let tty = term.tty();
 
     // A wrong PIN first: the token rejects it and the agent says so, without retrying.
-    let signing = sign_in_background(client_on(&agent, &tty).await);
+    let signing = sign_in_background(client_on(&agent, &tty).await, "typed by a person");
     let screen = term.wait_for("PIN:", 1).await;
     assert!(
         screen.contains("Alice Token"),
@@ -73,7 +44,7 @@ async fn pin_typed_into_pinentry_tty_signs_and_a_wrong_one_is_reported() {
     assert_eq!(err.code(), Some(ErrorCode::PinIncorrect), "{err}");
 
     // The right PIN at the next prompt: the signature verifies.
-    let signing = sign_in_background(client_on(&agent, &tty).await);
+    let signing = sign_in_background(client_on(&agent, &tty).await, "typed by a person");
     term.wait_for("PIN:", 2).await;
     term.type_line(PIN);
     let signed = signing.await.unwrap().expect("sign with the typed PIN");
@@ -84,12 +55,11 @@ async fn pin_typed_into_pinentry_tty_signs_and_a_wrong_one_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_pinentry_program_gives_pin_cancelled_naming_it() {
     let dir = tempdir();
-    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
-    hsm.add_token("alice", PIN, &["alice-sign-rsa"]);
-    let agent = Agent::start(
-        &dir.path().join("agent"),
+    let (_hsm, agent) = softhsm_agent(
+        dir.path(),
+        "alice",
+        &["alice-sign-rsa"],
         AgentSpec {
-            softhsm: Some(&hsm),
             pin_source: "pinentry",
             pin_extra: "pinentry = \"/nonexistent/pinentry-nothing\"",
             ..Default::default()
@@ -97,11 +67,7 @@ async fn missing_pinentry_program_gives_pin_cancelled_naming_it() {
     );
     let client = agent.client().await;
     let err = client
-        .sign(SignParams {
-            signer: "alice@example.org".into(),
-            content: sample_entity("x").into(),
-            format: None,
-        })
+        .sign(sign_params("alice@example.org", "x"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::PinCancelled));

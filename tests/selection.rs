@@ -6,19 +6,6 @@ mod common;
 use common::*;
 use smime_agent_proto::{ErrorCode, Purpose, WhichParams, WhichResult};
 
-fn agent_with(dir: &std::path::Path, names: &[&str], spec: AgentSpec<'_>) -> (SoftHsm, Agent) {
-    let hsm = SoftHsm::new(&dir.join("softhsm"));
-    hsm.add_token("alice", PIN, names);
-    let agent = Agent::start(
-        &dir.join("agent"),
-        AgentSpec {
-            softhsm: Some(&hsm),
-            ..spec
-        },
-    );
-    (hsm, agent)
-}
-
 async fn which(agent: &Agent, address: &str, purpose: Purpose) -> WhichResult {
     agent
         .client()
@@ -62,8 +49,9 @@ fn rejected_code(r: &WhichResult, name: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn single_usage_signing_certificate_wins_over_a_dual_usage_one() {
     let dir = tempdir();
-    let (_h, agent) = agent_with(
+    let (_h, agent) = softhsm_agent(
         dir.path(),
+        "alice",
         &["alice-dual-rsa", "alice-sign-rsa"],
         Default::default(),
     );
@@ -76,7 +64,7 @@ async fn single_usage_signing_certificate_wins_over_a_dual_usage_one() {
     assert!(r.candidates.iter().any(|c| c.status == "not_considered"));
     // With only the dual-usage certificate, it is chosen.
     let dir = tempdir();
-    let (_h, agent) = agent_with(dir.path(), &["alice-dual-rsa"], Default::default());
+    let (_h, agent) = softhsm_agent(dir.path(), "alice", &["alice-dual-rsa"], Default::default());
     let r = which(&agent, "alice@example.org", Purpose::Sign).await;
     assert_eq!(chosen_serial(&r), serial_of("alice-dual-rsa"));
 }
@@ -84,8 +72,9 @@ async fn single_usage_signing_certificate_wins_over_a_dual_usage_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encryption_needs_key_encipherment_for_rsa_and_key_agreement_for_ec() {
     let dir = tempdir();
-    let (_h, agent) = agent_with(
+    let (_h, agent) = softhsm_agent(
         dir.path(),
+        "alice",
         &[
             "alice-sign-rsa",
             "alice-sign-ec",
@@ -110,8 +99,9 @@ async fn encryption_needs_key_encipherment_for_rsa_and_key_agreement_for_ec() {
     assert_eq!(chosen_serial(&r), serial_of("alice-enc-rsa"));
 
     let dir = tempdir();
-    let (_h, agent) = agent_with(
+    let (_h, agent) = softhsm_agent(
         dir.path(),
+        "alice",
         &["alice-sign-ec", "alice-enc-ec"],
         Default::default(),
     );
@@ -125,8 +115,9 @@ async fn encryption_needs_key_encipherment_for_rsa_and_key_agreement_for_ec() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subject_match_wins_over_subject_alt_name_match() {
     let dir = tempdir();
-    let (_h, agent) = agent_with(
+    let (_h, agent) = softhsm_agent(
         dir.path(),
+        "alice",
         &["alice-san-rsa", "alice-sign-rsa", "carol-san-rsa"],
         Default::default(),
     );
@@ -158,7 +149,7 @@ async fn subject_match_wins_over_subject_alt_name_match() {
 
     // Without the subject match, the subjectAltName one is chosen.
     let dir = tempdir();
-    let (_h, agent) = agent_with(dir.path(), &["alice-san-rsa"], Default::default());
+    let (_h, agent) = softhsm_agent(dir.path(), "alice", &["alice-san-rsa"], Default::default());
     let r = which(&agent, "Alice@EXAMPLE.org", Purpose::Sign).await;
     assert_eq!(chosen_serial(&r), serial_of("alice-san-rsa"));
 }
@@ -169,8 +160,9 @@ const ALIAS: &str =
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alias_matches_only_when_no_direct_match_and_proxies_are_allowed() {
     let dir = tempdir();
-    let (_h, agent) = agent_with(
+    let (_h, agent) = softhsm_agent(
         dir.path(),
+        "alice",
         &["alice-alias-rsa"],
         AgentSpec {
             extra_config: ALIAS.into(),
@@ -188,8 +180,9 @@ async fn alias_matches_only_when_no_direct_match_and_proxies_are_allowed() {
 
     // A direct match wins over the alias.
     let dir = tempdir();
-    let (_h, agent) = agent_with(
+    let (_h, agent) = softhsm_agent(
         dir.path(),
+        "alice",
         &["alice-alias-rsa", "alice-sign-rsa"],
         AgentSpec {
             extra_config: ALIAS.into(),
@@ -203,8 +196,9 @@ async fn alias_matches_only_when_no_direct_match_and_proxies_are_allowed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn use_secondary_proxies_false_ignores_aliases() {
     let dir = tempdir();
-    let (_h, agent) = agent_with(
+    let (_h, agent) = softhsm_agent(
         dir.path(),
+        "alice",
         &["alice-alias-rsa"],
         AgentSpec {
             extra_config: format!("{ALIAS}\n[policy]\nuse_secondary_proxies = false\n"),
@@ -217,11 +211,7 @@ async fn use_secondary_proxies_false_ignores_aliases() {
     let err = agent
         .client()
         .await
-        .sign(smime_agent_proto::SignParams {
-            signer: "alice@example.org".into(),
-            content: sample_entity("x").into(),
-            format: None,
-        })
+        .sign(sign_params("alice@example.org", "x"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NoCertificate));
@@ -230,8 +220,9 @@ async fn use_secondary_proxies_false_ignores_aliases() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_and_not_yet_valid_certificates_are_refused_with_their_dates() {
     let dir = tempdir();
-    let (_h, agent) = agent_with(
+    let (_h, agent) = softhsm_agent(
         dir.path(),
+        "alice",
         &["alice-expired", "alice-future", "alice-sign-rsa"],
         Default::default(),
     );
@@ -289,7 +280,12 @@ async fn expired_and_not_yet_valid_certificates_are_refused_with_their_dates() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_extended_key_usage_is_refused() {
     let dir = tempdir();
-    let (_h, agent) = agent_with(dir.path(), &["frank-server-rsa"], Default::default());
+    let (_h, agent) = softhsm_agent(
+        dir.path(),
+        "alice",
+        &["frank-server-rsa"],
+        Default::default(),
+    );
     let r = which(&agent, "frank@example.org", Purpose::Sign).await;
     assert!(r.chosen.is_none());
     assert_eq!(rejected_code(&r, "frank-server-rsa"), "extended_key_usage");
@@ -310,8 +306,9 @@ async fn wrong_extended_key_usage_is_refused() {
 async fn hardware_key_wins_over_software_key() {
     let dir = tempdir();
     let hw = softhsm_copy(dir.path());
-    let (_h, agent) = agent_with(
+    let (_h, agent) = softhsm_agent(
         dir.path(),
+        "alice",
         &["alice-sign-rsa"],
         AgentSpec {
             extra_config: format!(
@@ -350,7 +347,7 @@ async fn a_certificate_with_an_invalid_chain_is_passed_over_for_the_next() {
     let names = ["alice-sign-rsa", "alice-sign-ec"];
     // Which one the rules prefer when both chains are valid...
     let dir = tempdir();
-    let (_h, agent) = agent_with(dir.path(), &names, Default::default());
+    let (_h, agent) = softhsm_agent(dir.path(), "alice", &names, Default::default());
     let first = chosen_serial(&which(&agent, "alice@example.org", Purpose::Sign).await);
     let (preferred, other) = if first == serial_of(names[0]) {
         (names[0], names[1])
@@ -360,8 +357,9 @@ async fn a_certificate_with_an_invalid_chain_is_passed_over_for_the_next() {
     drop(agent);
     // ...is passed over once its certificate is distrusted.
     let dir = tempdir();
-    let (_h, agent) = agent_with(
+    let (_h, agent) = softhsm_agent(
         dir.path(),
+        "alice",
         &names,
         AgentSpec {
             trust: Some(format!(
@@ -390,17 +388,16 @@ async fn a_certificate_with_an_invalid_chain_is_passed_over_for_the_next() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn intermediate_from_the_token_completes_the_chain() {
     let dir = tempdir();
-    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
     let ca = pki_file("ca.pem").display().to_string();
-    hsm.add_token("alice", PIN, &["alice-sign-rsa", &format!("cacert:{ca}")]);
     let no_local = format!(
         "roots = [\"{}\"]\nuse_system_roots = false\n",
         pki_file("root-ca.pem").display()
     );
-    let agent = Agent::start(
-        &dir.path().join("agent"),
+    let (_h, agent) = softhsm_agent(
+        dir.path(),
+        "alice",
+        &["alice-sign-rsa", &format!("cacert:{ca}")],
         AgentSpec {
-            softhsm: Some(&hsm),
             trust: Some(no_local.clone()),
             ..Default::default()
         },
@@ -410,8 +407,9 @@ async fn intermediate_from_the_token_completes_the_chain() {
 
     // Without it (and no local store), there is no path to the root.
     let dir = tempdir();
-    let (_h, agent) = agent_with(
+    let (_h, agent) = softhsm_agent(
         dir.path(),
+        "alice",
         &["alice-sign-rsa"],
         AgentSpec {
             trust: Some(no_local),

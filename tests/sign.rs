@@ -7,33 +7,17 @@ use smime_agent_proto::{ErrorCode, SignFormat};
 
 /// One SoftHSM token "alice" with every kind of signing key the PKI has.
 fn alice_agent(dir: &std::path::Path) -> (SoftHsm, Agent) {
-    let hsm = SoftHsm::new(&dir.join("softhsm"));
-    hsm.add_token(
+    softhsm_agent(
+        dir,
         "alice",
-        PIN,
         &["alice-sign-rsa", "alice-enc-rsa", "alice-expired"],
-    );
-    let agent = Agent::start(
-        &dir.join("agent"),
-        AgentSpec {
-            softhsm: Some(&hsm),
-            ..Default::default()
-        },
-    );
-    (hsm, agent)
+        Default::default(),
+    )
 }
 
 async fn sign_and_check(names: &[&str], format: Option<SignFormat>, expect_key: &str) -> Vec<u8> {
     let dir = tempdir();
-    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
-    hsm.add_token("alice", PIN, names);
-    let agent = Agent::start(
-        &dir.path().join("agent"),
-        AgentSpec {
-            softhsm: Some(&hsm),
-            ..Default::default()
-        },
-    );
+    let (_hsm, agent) = softhsm_agent(dir.path(), "alice", names, Default::default());
     let client = agent.client().await;
     let (res, prompts) = sign_answering(
         &client,
@@ -115,14 +99,11 @@ async fn tampered_message_fails_openssl_verification() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dual_usage_key_is_chosen_only_without_a_single_usage_one() {
     let dir = tempdir();
-    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
-    hsm.add_token("alice", PIN, &["alice-dual-rsa", "alice-sign-rsa"]);
-    let agent = Agent::start(
-        &dir.path().join("agent"),
-        AgentSpec {
-            softhsm: Some(&hsm),
-            ..Default::default()
-        },
+    let (_hsm, agent) = softhsm_agent(
+        dir.path(),
+        "alice",
+        &["alice-dual-rsa", "alice-sign-rsa"],
+        Default::default(),
     );
     let client = agent.client().await;
     let (res, _) =
@@ -210,11 +191,7 @@ async fn cancelled_pin_prompt_gives_pin_cancelled() {
         }
     });
     let err = c2
-        .sign(smime_agent_proto::SignParams {
-            signer: "alice@example.org".into(),
-            content: sample_entity("x").into(),
-            format: None,
-        })
+        .sign(sign_params("alice@example.org", "x"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::PinCancelled), "{err}");
@@ -224,22 +201,15 @@ async fn cancelled_pin_prompt_gives_pin_cancelled() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_certificate_names_the_address_and_what_was_found() {
     let dir = tempdir();
-    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
-    hsm.add_token("alice", PIN, &["alice-expired", "alice-enc-rsa"]);
-    let agent = Agent::start(
-        &dir.path().join("agent"),
-        AgentSpec {
-            softhsm: Some(&hsm),
-            ..Default::default()
-        },
+    let (_hsm, agent) = softhsm_agent(
+        dir.path(),
+        "alice",
+        &["alice-expired", "alice-enc-rsa"],
+        Default::default(),
     );
     let client = agent.client().await;
     let err = client
-        .sign(smime_agent_proto::SignParams {
-            signer: "Alice@Example.ORG".into(),
-            content: sample_entity("x").into(),
-            format: None,
-        })
+        .sign(sign_params("Alice@Example.ORG", "x"))
         .await
         .unwrap_err();
     let smime_agent_proto::client::ClientError::Agent(body) = err else {
@@ -263,11 +233,7 @@ async fn no_certificate_names_the_address_and_what_was_found() {
     );
 
     let err = client
-        .sign(smime_agent_proto::SignParams {
-            signer: "nobody@example.org".into(),
-            content: sample_entity("x").into(),
-            format: None,
-        })
+        .sign(sign_params("nobody@example.org", "x"))
         .await
         .unwrap_err();
     assert_eq!(err.code(), Some(ErrorCode::NoCertificate));
@@ -435,12 +401,11 @@ async fn status_of(agent: &Agent) -> smime_agent_proto::StatusResult {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cached_pin_expires_after_its_ttl_and_the_token_is_logged_out() {
     let dir = tempdir();
-    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
-    hsm.add_token("alice", PIN, &["alice-sign-rsa"]);
-    let agent = Agent::start(
-        &dir.path().join("agent"),
+    let (_hsm, agent) = softhsm_agent(
+        dir.path(),
+        "alice",
+        &["alice-sign-rsa"],
         AgentSpec {
-            softhsm: Some(&hsm),
             pin_extra: "cache_ttl_secs = 1",
             ..Default::default()
         },
@@ -471,12 +436,11 @@ async fn cached_pin_expires_after_its_ttl_and_the_token_is_logged_out() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zero_ttl_asks_for_the_pin_every_time() {
     let dir = tempdir();
-    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
-    hsm.add_token("alice", PIN, &["alice-sign-ec"]);
-    let agent = Agent::start(
-        &dir.path().join("agent"),
+    let (_hsm, agent) = softhsm_agent(
+        dir.path(),
+        "alice",
+        &["alice-sign-ec"],
         AgentSpec {
-            softhsm: Some(&hsm),
             pin_extra: "cache_ttl_secs = 0",
             ..Default::default()
         },
@@ -595,11 +559,10 @@ async fn a_full_connection_still_reads_the_pin_answer_its_requests_wait_for() {
     // 64 requests fill the connection: one prompts, the others wait for its login.
     for n in 0..64 {
         let (_, rx) = client
-            .start(smime_agent_proto::Op::Sign(smime_agent_proto::SignParams {
-                signer: "alice@example.org".into(),
-                content: sample_entity(&format!("request {n}")).into(),
-                format: None,
-            }))
+            .start(smime_agent_proto::Op::Sign(sign_params(
+                "alice@example.org",
+                &format!("request {n}"),
+            )))
             .await
             .unwrap();
         waiting.push(rx);

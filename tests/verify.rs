@@ -790,17 +790,15 @@ const ALICE_NSS: &str = "Alice Example - smime-agent tests";
 
 /// An agent with Alice's signing key `name` on a SoftHSM token; it also verifies.
 fn signing_agent(dir: &Path, name: &str) -> (SoftHsm, Agent) {
-    let hsm = SoftHsm::new(&dir.join(format!("softhsm-{name}")));
-    hsm.add_token("alice", PIN, &[name]);
-    let agent = Agent::start(
-        &dir.join(format!("agent-{name}")),
+    softhsm_agent(
+        &dir.join(format!("signer-{name}")),
+        "alice",
+        &[name],
         AgentSpec {
-            softhsm: Some(&hsm),
             revocation: "disable_crl_check = true".into(),
             ..Default::default()
         },
-    );
-    (hsm, agent)
+    )
 }
 
 /// Our signature of MSG, and its parts: (MIME, signed content, CMS DER).

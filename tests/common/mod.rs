@@ -2,59 +2,38 @@
 //! agent (the real binary on a real socket), protocol clients, and the reference peers.
 //!
 //! Everything a test starts is stopped when its handle drops, also when the test panics.
+//!
+//! `fixtures.rs` and `card.rs` need nothing of the agent; the virtual card crate's tests use
+//! them too, through `card_crate.rs`.
 
 #![allow(dead_code)]
 
+pub mod card;
+mod fixtures;
 pub mod peers;
 
-use std::io::{BufRead, BufReader, Write};
+pub use fixtures::*;
+
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use smime_agent_proto::client::Client;
-use smime_agent_proto::{Event, HelloParams, PROTOCOL_VERSION, SignFormat, SignParams, SignResult};
+use serde::de::DeserializeOwned;
+use smime_agent_proto::client::{Client, ClientError};
+use smime_agent_proto::{
+    DecryptParams, DecryptResult, Event, HelloParams, MessageLayer, Op, Outcome, PROTOCOL_VERSION,
+    Pin, PinNeeded, PinentryEnv, RequestId, SignFormat, SignParams, SignResult,
+};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 pub const PIN: &str = "4711";
 pub const SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
 
-pub fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 pub fn agent_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_smime-agent"))
-}
-
-/// A fresh directory under the target dir, removed when dropped.
-pub fn tempdir() -> tempfile::TempDir {
-    let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    std::fs::create_dir_all(&base).unwrap();
-    tempfile::Builder::new()
-        .prefix("it-")
-        .tempdir_in(base)
-        .unwrap()
-}
-
-/// The test PKI (softhsm-setup/make-pki.sh), made once per test process.
-pub fn pki() -> &'static Path {
-    static PKI: OnceLock<PathBuf> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir =
-            PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("pki-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        let st = Command::new(repo().join("softhsm-setup/make-pki.sh"))
-            .arg(&dir)
-            .status()
-            .expect("run make-pki.sh");
-        assert!(st.success(), "make-pki.sh failed");
-        dir
-    })
-}
-
-pub fn pki_file(name: &str) -> PathBuf {
-    pki().join(name)
 }
 
 /// A SoftHSM directory with tokens, made by softhsm-setup/make-token.sh.
@@ -85,7 +64,7 @@ impl SoftHsm {
                 None => args.push((*n).to_owned()),
             }
         }
-        let out = Command::new(repo().join("softhsm-setup/make-token.sh"))
+        let out = Command::new(workspace_root().join("softhsm-setup/make-token.sh"))
             .arg("--dir")
             .arg(&self.dir)
             .arg("--pki")
@@ -94,11 +73,7 @@ impl SoftHsm {
             .args(&args)
             .output()
             .expect("run make-token.sh");
-        assert!(
-            out.status.success(),
-            "make-token.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ok("make-token.sh", &out);
         self
     }
 
@@ -170,11 +145,7 @@ impl Agent {
                 // No keys, no certificates to validate: no need for the test PKI.
                 return "use_system_roots = false\n".into();
             }
-            format!(
-                "roots = [\"{}\"]\nuse_system_roots = false\nintermediates = [\"{}\"]\n",
-                pki_file("root-ca.pem").display(),
-                pki_file("ca.pem").display()
-            )
+            trust_for(pki())
         });
         cfg.push_str(&format!("[trust]\n{trust}\n"));
         let mut revocation = spec.revocation.clone();
@@ -300,6 +271,54 @@ impl Drop for Agent {
     }
 }
 
+/// An agent with one SoftHSM token `label` (PIN [`PIN`]) holding the test PKI's keys and
+/// certificates `names`, in `DIR/softhsm`; the agent in `DIR/agent`, started as `spec` says.
+pub fn softhsm_agent(
+    dir: &Path,
+    label: &str,
+    names: &[&str],
+    spec: AgentSpec<'_>,
+) -> (SoftHsm, Agent) {
+    let hsm = SoftHsm::new(&dir.join("softhsm"));
+    hsm.add_token(label, PIN, names);
+    let agent = Agent::start(
+        &dir.join("agent"),
+        AgentSpec {
+            softhsm: Some(&hsm),
+            ..spec
+        },
+    );
+    (hsm, agent)
+}
+
+/// Alice's agent: her keys `keys` on a SoftHSM token "alice", the PKI's certificates
+/// `contacts` in her contacts store (`DIR/contacts`), and `extra` configuration.
+pub fn agent_with_contacts(
+    dir: &Path,
+    keys: &[&str],
+    contacts: &[&str],
+    extra: &str,
+) -> (SoftHsm, Agent) {
+    let store = dir.join("contacts");
+    std::fs::create_dir_all(&store).unwrap();
+    for c in contacts {
+        std::fs::copy(
+            pki_file(&format!("{c}.pem")),
+            store.join(format!("{c}.pem")),
+        )
+        .unwrap();
+    }
+    softhsm_agent(
+        dir,
+        "alice",
+        keys,
+        AgentSpec {
+            extra_config: format!("[contacts]\ndir = \"{}\"\n\n{extra}", store.display()),
+            ..Default::default()
+        },
+    )
+}
+
 pub fn hello(pin_prompt: bool) -> HelloParams {
     HelloParams {
         version: PROTOCOL_VERSION,
@@ -309,10 +328,144 @@ pub fn hello(pin_prompt: bool) -> HelloParams {
     }
 }
 
+/// The `hello` of a client that answers no prompts itself, on terminal `tty`: the agent
+/// asks with pinentry there.
+pub fn pinentry_hello(tty: &str) -> HelloParams {
+    HelloParams {
+        version: PROTOCOL_VERSION,
+        client: Some("pinentry-test".into()),
+        pin_prompt: false,
+        pinentry: Some(PinentryEnv {
+            ttyname: Some(tty.to_owned()),
+            ttytype: Some("xterm".into()),
+            display: None,
+        }),
+    }
+}
+
 /// A small MIME entity, LF line ends as a client might send them.
 pub fn sample_entity(text: &str) -> Vec<u8> {
     format!("Content-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n{text}\n")
         .into_bytes()
+}
+
+/// A request to sign [`sample_entity`]`(text)` as `signer`, in the default format.
+pub fn sign_params(signer: &str, text: &str) -> SignParams {
+    SignParams {
+        signer: signer.into(),
+        content: sample_entity(text).into(),
+        format: None,
+    }
+}
+
+/// Alice signs [`sample_entity`]`(text)` on a task of its own, so that the test can answer
+/// the PIN prompt meanwhile (on a terminal or a reader's keypad).
+pub fn sign_in_background(
+    client: Client,
+    text: &str,
+) -> JoinHandle<Result<SignResult, ClientError>> {
+    let params = sign_params("alice@example.org", text);
+    tokio::spawn(async move { client.sign(params).await })
+}
+
+/// A request sent to the agent, whose PIN prompts the test answers one by one:
+/// `while let Some(p) = sent.next_prompt().await { ... }`, then [`SentRequest::outcome`].
+pub struct SentRequest {
+    id: RequestId,
+    events: UnboundedReceiver<Event>,
+    rx: oneshot::Receiver<Outcome>,
+    outcome: Option<Outcome>,
+}
+
+impl SentRequest {
+    /// Sends `op` on `client`, whose events (the prompts) it takes.
+    pub async fn send(client: &Client, op: Op) -> SentRequest {
+        let events = client.take_events().expect("events not taken yet");
+        let (id, rx) = client.start(op).await.expect("send the request");
+        SentRequest {
+            id,
+            events,
+            rx,
+            outcome: None,
+        }
+    }
+
+    /// The next PIN prompt for this request, or `None` once the agent has answered it.
+    pub async fn next_prompt(&mut self) -> Option<PinNeeded> {
+        if self.outcome.is_some() {
+            return None;
+        }
+        loop {
+            tokio::select! {
+                ev = self.events.recv() => {
+                    let Some(Event::PinNeeded(p)) = ev else { continue };
+                    assert_eq!(p.request, self.id, "a prompt for another request");
+                    return Some(p);
+                }
+                out = &mut self.rx => {
+                    self.outcome = Some(out.expect("response"));
+                    return None;
+                }
+            }
+        }
+    }
+
+    /// The agent's answer, after [`SentRequest::next_prompt`] said there are no more prompts.
+    pub fn outcome(self) -> Outcome {
+        self.outcome.expect("the agent has answered")
+    }
+}
+
+/// Answers the PIN prompt `p` with `pin`.
+pub async fn answer_pin(client: &Client, p: &PinNeeded, pin: &str) {
+    client
+        .pin(p.prompt, Some(Pin::new(pin)))
+        .await
+        .expect("answer pin");
+}
+
+/// The result an outcome carries, or the agent's error.
+pub fn result_of<T: DeserializeOwned>(outcome: Outcome) -> Result<T, ClientError> {
+    match outcome {
+        Outcome::Ok(v) => Ok(serde_json::from_value(v).expect("the result")),
+        Outcome::Error(e) => Err(ClientError::Agent(Box::new(e))),
+    }
+}
+
+/// Sends `op`, answering each of its PIN prompts with `pin`; the result or the agent's error.
+pub async fn op_answering<T: DeserializeOwned>(
+    client: &Client,
+    op: Op,
+    pin: &str,
+) -> Result<T, ClientError> {
+    let mut sent = SentRequest::send(client, op).await;
+    while let Some(p) = sent.next_prompt().await {
+        answer_pin(client, &p, pin).await;
+    }
+    result_of(sent.outcome())
+}
+
+/// Decrypts `content` through the agent, answering each PIN prompt with `pin`.
+pub async fn decrypt_answering(
+    client: &Client,
+    content: Vec<u8>,
+    pin: &str,
+) -> Result<DecryptResult, ClientError> {
+    let op = Op::Decrypt(DecryptParams {
+        content: content.into(),
+    });
+    op_answering(client, op, pin).await
+}
+
+/// The kinds of the layers the agent read, outermost first: "signed" or "encrypted".
+pub fn layer_kinds(layers: &[MessageLayer]) -> Vec<&'static str> {
+    layers
+        .iter()
+        .map(|l| match l {
+            MessageLayer::Signed(_) => "signed",
+            MessageLayer::Encrypted(_) => "encrypted",
+        })
+        .collect()
 }
 
 /// Signs, answering every PIN prompt of this request with `pin`. Returns the result and
@@ -323,10 +476,7 @@ pub async fn sign_answering(
     content: Vec<u8>,
     format: Option<SignFormat>,
     pin: &str,
-) -> (
-    Result<SignResult, smime_agent_proto::client::ClientError>,
-    usize,
-) {
+) -> (Result<SignResult, ClientError>, usize) {
     sign_answering_together(client, signer, content, format, pin, None).await
 }
 
@@ -366,45 +516,25 @@ pub async fn sign_answering_together(
     format: Option<SignFormat>,
     pin: &str,
     together: Option<&SentTogether>,
-) -> (
-    Result<SignResult, smime_agent_proto::client::ClientError>,
-    usize,
-) {
-    let mut events = client.take_events().expect("events not taken yet");
-    let (id, rx) = client
-        .start(smime_agent_proto::Op::Sign(SignParams {
-            signer: signer.into(),
-            content: content.into(),
-            format,
-        }))
-        .await
-        .expect("send sign");
+) -> (Result<SignResult, ClientError>, usize) {
+    let op = Op::Sign(SignParams {
+        signer: signer.into(),
+        content: content.into(),
+        format,
+    });
+    let mut sent = SentRequest::send(client, op).await;
     if let Some(t) = together {
         t.one_sent();
     }
-    let mut rx = rx;
     let mut prompts = 0;
-    let outcome = loop {
-        tokio::select! {
-            ev = events.recv() => {
-                let Some(Event::PinNeeded(p)) = ev else { continue };
-                assert_eq!(p.request, id, "a prompt for another request");
-                prompts += 1;
-                if let Some(t) = together {
-                    t.all_sent().await;
-                }
-                client.pin(p.prompt, Some(smime_agent_proto::Pin::new(pin))).await.expect("answer pin");
-            }
-            out = &mut rx => break out.expect("response"),
+    while let Some(p) = sent.next_prompt().await {
+        prompts += 1;
+        if let Some(t) = together {
+            t.all_sent().await;
         }
-    };
-    let result = match outcome {
-        smime_agent_proto::Outcome::Ok(v) => Ok(serde_json::from_value(v).expect("sign result")),
-        smime_agent_proto::Outcome::Error(e) => {
-            Err(smime_agent_proto::client::ClientError::Agent(Box::new(e)))
-        }
-    };
-    (result, prompts)
+        answer_pin(client, &p, pin).await;
+    }
+    (result_of(sent.outcome()), prompts)
 }
 
 /// `openssl cms -verify` (or `smime`) on a signed message; true when OpenSSL accepts it.
@@ -457,22 +587,52 @@ pub fn assert_openssl_signed(message: &[u8], dir: &Path, sent: &[u8]) {
     );
 }
 
-pub fn rand_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{}-{}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
+/// `openssl ARGS -in FILE`, FILE holding `input` (made in `dir`): what it wrote out, or its
+/// complaint.
+pub fn openssl(dir: &Path, args: &[&str], input: &[u8]) -> Result<Vec<u8>, String> {
+    let path = write_file(dir, &format!("openssl-in-{}", rand_suffix()), input);
+    let out = Command::new("openssl")
+        .args(args)
+        .arg("-in")
+        .arg(&path)
+        .output()
+        .unwrap();
+    if out.status.success() {
+        Ok(out.stdout)
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }
 
-/// Writes `data` to a file in `dir` and returns its path.
-pub fn write_file(dir: &Path, name: &str, data: &[u8]) -> PathBuf {
-    let p = dir.join(name);
-    let mut f = std::fs::File::create(&p).unwrap();
-    f.write_all(data).unwrap();
-    p
+/// `openssl cms -decrypt` of an S/MIME entity with the PKI's key `name`.
+pub fn openssl_decrypt(dir: &Path, mime: &[u8], name: &str) -> Result<Vec<u8>, String> {
+    openssl_decrypt_as(dir, mime, name, "SMIME")
+}
+
+/// `openssl cms -decrypt` of a DER envelope with the PKI's key `name`.
+pub fn openssl_decrypt_der(dir: &Path, der: &[u8], name: &str) -> Result<Vec<u8>, String> {
+    openssl_decrypt_as(dir, der, name, "DER")
+}
+
+fn openssl_decrypt_as(
+    dir: &Path,
+    input: &[u8],
+    name: &str,
+    inform: &str,
+) -> Result<Vec<u8>, String> {
+    let cert = pki_file(&format!("{name}.pem"));
+    let key = pki_file(&format!("{name}.key.pem"));
+    let args = [
+        "cms",
+        "-decrypt",
+        "-inform",
+        inform,
+        "-recip",
+        path_str(&cert),
+        "-inkey",
+        path_str(&key),
+    ];
+    openssl(dir, &args, input)
 }
 
 /// A private tmux server with one pane that only sleeps, so nothing but pinentry reads its
@@ -553,7 +713,7 @@ impl Drop for Terminal {
 
 /// A test PKI of its own (make-pki.sh DIR URL --only NAMES), for tests that serve its CRLs.
 pub fn pki_in(dir: &Path, crl_base: &str, only: &[&str]) -> PathBuf {
-    let st = Command::new(repo().join("softhsm-setup/make-pki.sh"))
+    let st = Command::new(workspace_root().join("softhsm-setup/make-pki.sh"))
         .arg(dir)
         .arg(crl_base)
         .arg("--only")
@@ -568,7 +728,7 @@ pub fn pki_in(dir: &Path, crl_base: &str, only: &[&str]) -> PathBuf {
 /// minute ago, nextUpdate `next_secs` from now (make-crl.sh).
 pub fn make_crl(pki: &Path, ca: &str, revoke: &[&str], next_secs: i64) -> Vec<u8> {
     let out = pki.join(format!("crl-{}.der", rand_suffix()));
-    let mut cmd = Command::new(repo().join("softhsm-setup/make-crl.sh"));
+    let mut cmd = Command::new(workspace_root().join("softhsm-setup/make-crl.sh"));
     cmd.arg(pki)
         .arg(&out)
         .args(["--ca", ca, "--next-update", &next_secs.to_string()]);

@@ -10,10 +10,9 @@ use rsa::traits::PublicKeyParts;
 use smime_agent::alg::ContentAlgorithm;
 use smime_agent::certs::CertFacts;
 use smime_agent::smime::envelope::{self, EncryptTo, KeyUnwrap, RsaPadding};
-use smime_agent_proto::client::Client;
-use smime_agent_proto::{DecryptParams, Event, Op, Outcome};
+use smime_agent_proto::client::{Client, ClientError};
 
-use crate::common::pki_file;
+use crate::common::{decrypt_answering, pki_file};
 use der::Decode;
 
 /// One kind of envelope, and the MIME entity that carries it.
@@ -144,30 +143,10 @@ pub type Answer = Result<Vec<u8>, (String, String)>;
 
 /// Decrypts `mime` through the agent, answering PIN prompts with `pin`.
 pub async fn decrypt(client: &Client, mime: Vec<u8>, pin: &str) -> Answer {
-    let mut events = client.take_events().expect("events not taken yet");
-    let (_, mut rx) = client
-        .start(Op::Decrypt(DecryptParams {
-            content: mime.into(),
-        }))
-        .await
-        .unwrap();
-    loop {
-        tokio::select! {
-            ev = events.recv() => {
-                if let Some(Event::PinNeeded(p)) = ev {
-                    client.pin(p.prompt, Some(smime_agent_proto::Pin::new(pin))).await.unwrap();
-                }
-            }
-            out = &mut rx => {
-                return match out.unwrap() {
-                    Outcome::Ok(v) => {
-                        let r: smime_agent_proto::DecryptResult = serde_json::from_value(v).unwrap();
-                        Ok(r.mime.0)
-                    }
-                    Outcome::Error(e) => Err((format!("{:?}", e.code), e.message.clone())),
-                };
-            }
-        }
+    match decrypt_answering(client, mime, pin).await {
+        Ok(r) => Ok(r.mime.0),
+        Err(ClientError::Agent(e)) => Err((format!("{:?}", e.code), e.message)),
+        Err(e) => panic!("decrypt: {e}"),
     }
 }
 

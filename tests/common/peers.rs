@@ -22,17 +22,12 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use super::{pki_file, rand_suffix, write_file};
+use super::{ok, pki_file, rand_suffix, write_file};
 
 /// Runs a peer tool; panics with its output when it fails.
 pub fn run(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("run a peer tool");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&format!("{cmd:?}"), &out);
     out
 }
 

@@ -1,19 +1,14 @@
 //! The card on its own, without a reader: key files in every accepted format, results
 //! checked with OpenSSL, and random APDUs against a card that holds keys.
 
+#[path = "../../common/card_crate.rs"]
 mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::{run, scratch};
+use common::{CARD_PIN as PIN, openssl_dgst_verifies, path_str, public_key_from, run, tempdir};
 use virtual_piv_card::{CardConfig, CardError, PivCard, PivSlot, SlotSpec};
-
-const PIN: &str = "123456";
-
-fn p(path: &Path) -> &str {
-    path.to_str().expect("UTF-8 test paths")
-}
 
 /// A key (PKCS#8 PEM from `openssl genpkey`) and a self-signed certificate for it.
 fn key_and_cert(dir: &Path, name: &str, genpkey: &[&str]) -> (PathBuf, PathBuf) {
@@ -21,7 +16,7 @@ fn key_and_cert(dir: &Path, name: &str, genpkey: &[&str]) -> (PathBuf, PathBuf) 
     let cert = dir.join(format!("{name}.pem"));
     let mut args = vec!["genpkey"];
     args.extend_from_slice(genpkey);
-    args.extend_from_slice(&["-out", p(&key)]);
+    args.extend_from_slice(&["-out", path_str(&key)]);
     run("openssl", &args);
     run(
         "openssl",
@@ -30,13 +25,13 @@ fn key_and_cert(dir: &Path, name: &str, genpkey: &[&str]) -> (PathBuf, PathBuf) 
             "-new",
             "-x509",
             "-key",
-            p(&key),
+            path_str(&key),
             "-subj",
             &format!("/CN={name}"),
             "-days",
             "2",
             "-out",
-            p(&cert),
+            path_str(&cert),
         ],
     );
     (key, cert)
@@ -132,7 +127,14 @@ fn sha256(dir: &Path, data: &Path) -> Vec<u8> {
     let out = dir.join("hash");
     run(
         "openssl",
-        &["dgst", "-sha256", "-binary", "-out", p(&out), p(data)],
+        &[
+            "dgst",
+            "-sha256",
+            "-binary",
+            "-out",
+            path_str(&out),
+            path_str(data),
+        ],
     );
     fs::read(out).unwrap()
 }
@@ -141,36 +143,13 @@ fn openssl_verifies(dir: &Path, cert: &Path, data: &Path, sig: &[u8]) -> bool {
     let pubkey = dir.join("pub.pem");
     let sig_path = dir.join("sig");
     fs::write(&sig_path, sig).unwrap();
-    run(
-        "openssl",
-        &[
-            "x509",
-            "-in",
-            p(cert),
-            "-pubkey",
-            "-noout",
-            "-out",
-            p(&pubkey),
-        ],
-    );
-    run(
-        "openssl",
-        &[
-            "dgst",
-            "-sha256",
-            "-verify",
-            p(&pubkey),
-            "-signature",
-            p(&sig_path),
-            p(data),
-        ],
-    )
-    .contains("Verified OK")
+    public_key_from(cert, &pubkey);
+    openssl_dgst_verifies("-sha256", &pubkey, &[], &sig_path, data)
 }
 
 #[test]
 fn keys_load_from_pkcs8_pkcs1_and_sec1_pem_and_der_and_sign_as_openssl_expects() {
-    let work = scratch();
+    let work = tempdir();
     let dir = work.path();
     let data = dir.join("data");
     fs::write(&data, b"signed without a reader").unwrap();
@@ -192,19 +171,19 @@ fn keys_load_from_pkcs8_pkcs1_and_sec1_pem_and_der_and_sign_as_openssl_expects()
         &[
             "x509",
             "-in",
-            p(&rsa_cert),
+            path_str(&rsa_cert),
             "-outform",
             "DER",
             "-out",
-            p(&rsa_cert_der),
+            path_str(&rsa_cert_der),
         ],
     );
 
     let convert = |input: &Path, tool: &str, out: &str, extra: &[&str]| -> PathBuf {
         let path = dir.join(out);
-        let mut args = vec![tool, "-in", p(input)];
+        let mut args = vec![tool, "-in", path_str(input)];
         args.extend_from_slice(extra);
-        args.extend_from_slice(&["-out", p(&path)]);
+        args.extend_from_slice(&["-out", path_str(&path)]);
         run("openssl", &args);
         path
     };
@@ -259,7 +238,7 @@ fn keys_load_from_pkcs8_pkcs1_and_sec1_pem_and_der_and_sign_as_openssl_expects()
 
 #[test]
 fn a_certificate_for_another_key_is_refused() {
-    let work = scratch();
+    let work = tempdir();
     let (key, _) = key_and_cert(
         work.path(),
         "a",
@@ -279,7 +258,7 @@ fn a_certificate_for_another_key_is_refused() {
 
 #[test]
 fn an_encrypted_key_is_refused_with_advice() {
-    let work = scratch();
+    let work = tempdir();
     let (key, cert) = key_and_cert(
         work.path(),
         "a",
@@ -292,13 +271,13 @@ fn an_encrypted_key_is_refused_with_advice() {
             "pkcs8",
             "-topk8",
             "-in",
-            p(&key),
+            path_str(&key),
             "-v2",
             "aes256",
             "-passout",
             "pass:x",
             "-out",
-            p(&encrypted),
+            path_str(&encrypted),
         ],
     );
     let err = card(vec![SlotSpec::new(PivSlot::Signature, &encrypted, &cert)])
@@ -309,7 +288,7 @@ fn an_encrypted_key_is_refused_with_advice() {
 
 #[test]
 fn random_general_authenticate_requests_get_status_words_not_panics() {
-    let work = scratch();
+    let work = tempdir();
     let dir = work.path();
     let (rsa_key, rsa_cert) = key_and_cert(
         dir,
@@ -377,7 +356,7 @@ fn random_general_authenticate_requests_get_status_words_not_panics() {
 
 #[test]
 fn a_slow_card_asks_to_hold_exactly_the_answers_that_used_a_private_key() {
-    let dir = scratch();
+    let dir = tempdir();
     let (key, cert) = key_and_cert(
         dir.path(),
         "slow-ec",

@@ -1,6 +1,7 @@
 //! `softhsm-setup/card-rig` from a shell's point of view: up, insert, remove, down, with
 //! pkcs11-tool watching through the exported socket.
 
+#[path = "../../common/card_crate.rs"]
 mod common;
 
 use std::path::{Path, PathBuf};

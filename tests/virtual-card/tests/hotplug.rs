@@ -4,24 +4,16 @@
 //! libpcsclite reads `PCSCLITE_CSOCK_NAME` once per process, so this binary holds a single
 //! test with a single rig.
 
+#[path = "../../common/card_crate.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{pki, slot, time_until};
+use common::{CARD_PIN as PIN, key_handle, sign_and_verify, slot, time_until, token_label};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::UserType;
-use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
-use der::{DecodePem, Encode};
-use p256::ecdsa::signature::hazmat::PrehashVerifier;
-use p256::pkcs8::DecodePublicKey;
-use sha2::{Digest, Sha256};
 use virtual_piv_card::{OPENSC_PKCS11, PivSlot};
-
-const PIN: &str = "123456";
 
 #[test]
 fn one_opensc_process_follows_removal_and_insertion_and_sees_two_cards() {
@@ -49,7 +41,11 @@ fn one_opensc_process_follows_removal_and_insertion_and_sees_two_cards() {
     session
         .login(UserType::User, Some(&AuthPin::new(PIN.into())))
         .unwrap();
-    sign_and_verify(&session, "alice-sign-ec");
+    sign_and_verify(
+        &session,
+        "alice-sign-ec",
+        b"signed in a long-running process",
+    );
 
     // Pulled: the token is gone within a second, the old session with it.
     let start = Instant::now();
@@ -85,7 +81,11 @@ fn one_opensc_process_follows_removal_and_insertion_and_sees_two_cards() {
     session
         .login(UserType::User, Some(&AuthPin::new(PIN.into())))
         .unwrap();
-    sign_and_verify(&session, "alice-sign-ec");
+    sign_and_verify(
+        &session,
+        "alice-sign-ec",
+        b"signed in a long-running process",
+    );
     drop(session);
 
     // A second card in the second reader is a second token.
@@ -110,42 +110,4 @@ fn one_opensc_process_follows_removal_and_insertion_and_sees_two_cards() {
     assert_ne!(serials[0], serials[1], "two cards, one serial number");
 
     p11.finalize().unwrap();
-}
-
-fn token_label(p11: &Pkcs11, slot: Slot) -> String {
-    p11.get_token_info(slot).unwrap().label().trim().to_owned()
-}
-
-/// The 9C private key (CKA_ID 02), if the session can see it.
-fn key_handle(session: &cryptoki::session::Session) -> Option<cryptoki::object::ObjectHandle> {
-    session
-        .find_objects(&[
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::Id(vec![2]),
-        ])
-        .ok()?
-        .into_iter()
-        .next()
-}
-
-/// Signs a hash with the 9C key (a context-specific login first: 9C is PIN-always) and
-/// verifies the signature with the certificate `name` of the test PKI.
-fn sign_and_verify(session: &cryptoki::session::Session, name: &str) {
-    let key = key_handle(session).expect("the 9C private key after login");
-    session
-        .login(UserType::ContextSpecific, Some(&AuthPin::new(PIN.into())))
-        .unwrap();
-    let hash = Sha256::digest(b"signed in a long-running process");
-    let sig = session.sign(&Mechanism::Ecdsa, key, &hash).unwrap();
-    let pem = std::fs::read(pki().join(format!("{name}.pem"))).unwrap();
-    let cert = x509_cert::Certificate::from_pem(&pem).unwrap();
-    let spki = cert
-        .tbs_certificate()
-        .subject_public_key_info()
-        .to_der()
-        .unwrap();
-    let vk = p256::ecdsa::VerifyingKey::from_public_key_der(&spki).unwrap();
-    let sig = p256::ecdsa::Signature::from_slice(&sig).expect("r || s");
-    vk.verify_prehash(&hash, &sig)
-        .expect("the card's signature verifies");
 }

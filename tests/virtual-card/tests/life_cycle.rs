@@ -5,16 +5,18 @@
 //! Every test has its own rig and runs `pkcs11-tool` as a child process, so they run in
 //! parallel. (pcscd killed and restarted under a running process: `pcscd_restart.rs`.)
 
+#[path = "../../common/card_crate.rs"]
 mod common;
 
 use std::fs;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{ok, pkcs11_tool, pkcs11_tool_env, rig, scratch, slot, time_until};
+use common::{
+    CARD_PIN as PIN, ok, pkcs11_sign, pkcs11_tool, pkcs11_tool_env, rig, slot, tempdir, time_until,
+};
 use virtual_piv_card::{CardConfig, CardRig, OPENSC_PKCS11, PivSlot, RigError};
 
-const PIN: &str = "123456";
 const DELAY: Duration = Duration::from_secs(2);
 
 /// A card whose private-key operations take [`DELAY`].
@@ -70,7 +72,7 @@ fn wait_at_most(mut child: Child, limit: Duration) -> Output {
 fn a_slow_card_holds_only_its_private_key_operations() {
     let rig = rig();
     insert_slow_card(&rig);
-    let work = scratch();
+    let work = tempdir();
 
     // Everything but the private-key operation stays fast: listing, login, objects.
     let start = Instant::now();
@@ -112,7 +114,7 @@ fn a_slow_card_holds_only_its_private_key_operations() {
 fn pulling_a_slow_card_in_the_middle_of_a_signature_makes_pkcs11_tool_fail_not_hang() {
     let rig = rig();
     insert_slow_card(&rig);
-    let work = scratch();
+    let work = tempdir();
 
     let child = spawn_sign(&rig, &work);
     rig.wait_for_operation("slow", Duration::from_secs(5))
@@ -171,25 +173,15 @@ fn the_pin_counter_and_the_count_of_pin_attempts_are_readable_during_and_after_i
     assert_eq!(rig.verify_count("alice").unwrap(), 1);
 
     // A signature with 9C: the login and the context-specific login, two attempts.
-    let work = scratch();
+    let work = tempdir();
     let data = work.path().join("data");
     fs::write(&data, b"counted\n").unwrap();
-    let sign = pkcs11_tool(
+    let sign = pkcs11_sign(
         &rig,
-        &[
-            "--login",
-            "--pin",
-            PIN,
-            "--sign",
-            "--id",
-            "02",
-            "-m",
-            "SHA256-RSA-PKCS",
-            "-i",
-            data.to_str().unwrap(),
-            "-o",
-            work.path().join("sig").to_str().unwrap(),
-        ],
+        "SHA256-RSA-PKCS",
+        &[],
+        &data,
+        &work.path().join("sig"),
     );
     ok("pkcs11-tool --sign", &sign);
     assert_eq!(

@@ -3,17 +3,17 @@
 //! Every test starts its own rig (private pcscd, own ports) and runs `pkcs11-tool` as a
 //! child process with that rig's `PCSCLITE_CSOCK_NAME`, so the tests run in parallel.
 
+#[path = "../../common/card_crate.rs"]
 mod common;
 
 use std::fs;
 use std::time::{Duration, Instant};
 
 use common::{
-    listed_objects, ok, pkcs11_tool, pkcs11_tool_env, pki, public_key_of, rig, run, scratch, slot,
+    CARD_PIN as PIN, listed_objects, ok, openssl_dgst_verifies, path_str, pkcs11_sign, pkcs11_tool,
+    pkcs11_tool_env, pki, public_key_of, rig, run, slot, tempdir,
 };
 use virtual_piv_card::PivSlot;
-
-const PIN: &str = "123456";
 
 #[test]
 fn pkcs11_tool_lists_the_token_and_objects_with_matching_ids_well_under_a_second() {
@@ -76,7 +76,7 @@ fn rsa_signatures_with_9c_verify_with_openssl() {
         &[slot(PivSlot::Signature, "alice-sign-rsa")],
     )
     .unwrap();
-    let work = scratch();
+    let work = tempdir();
     let data = work.path().join("data");
     fs::write(&data, b"a message signed on a virtual PIV card\n").unwrap();
     let pubkey = public_key_of(&work, "alice-sign-rsa");
@@ -96,28 +96,15 @@ fn rsa_signatures_with_9c_verify_with_openssl() {
         let sig = work.path().join(format!("{mechanism}.sig"));
         ok(
             &format!("pkcs11-tool --sign -m {mechanism}"),
-            &pkcs11_tool(
-                &rig,
-                &[
-                    "--login",
-                    "--pin",
-                    PIN,
-                    "--sign",
-                    "--id",
-                    "02",
-                    "-m",
-                    mechanism,
-                    "-i",
-                    path(&data),
-                    "-o",
-                    path(&sig),
-                ],
-            ),
+            &pkcs11_sign(&rig, mechanism, &[], &data, &sig),
         );
-        let mut args = vec!["dgst", "-sha256", "-verify", path(&pubkey)];
-        args.extend_from_slice(openssl_opts);
-        args.extend_from_slice(&["-signature", path(&sig), path(&data)]);
-        assert!(run("openssl", &args).contains("Verified OK"));
+        assert!(openssl_dgst_verifies(
+            "-sha256",
+            &pubkey,
+            openssl_opts,
+            &sig,
+            &data
+        ));
     }
 }
 
@@ -130,46 +117,23 @@ fn ecdsa_signatures_with_9c_verify_with_openssl_p256_and_p384() {
         let rig = rig();
         rig.insert("alice", 0, PIN, &[slot(PivSlot::Signature, name)])
             .unwrap();
-        let work = scratch();
+        let work = tempdir();
         let data = work.path().join("data");
         fs::write(&data, b"an ECDSA signature from a virtual PIV card\n").unwrap();
         let sig = work.path().join("sig");
         ok(
             &format!("pkcs11-tool --sign -m {mechanism}"),
-            &pkcs11_tool(
+            &pkcs11_sign(
                 &rig,
-                &[
-                    "--login",
-                    "--pin",
-                    PIN,
-                    "--sign",
-                    "--id",
-                    "02",
-                    "-m",
-                    mechanism,
-                    "--signature-format",
-                    "openssl",
-                    "-i",
-                    path(&data),
-                    "-o",
-                    path(&sig),
-                ],
+                mechanism,
+                &["--signature-format", "openssl"],
+                &data,
+                &sig,
             ),
         );
         let pubkey = public_key_of(&work, name);
-        let verified = run(
-            "openssl",
-            &[
-                "dgst",
-                digest,
-                "-verify",
-                path(&pubkey),
-                "-signature",
-                path(&sig),
-                path(&data),
-            ],
-        );
-        assert!(verified.contains("Verified OK"), "{name}");
+        let verified = openssl_dgst_verifies(digest, &pubkey, &[], &sig, &data);
+        assert!(verified, "{name}");
     }
 }
 
@@ -183,7 +147,7 @@ fn rsa_decryption_with_9d_recovers_what_openssl_encrypted() {
         &[slot(PivSlot::KeyManagement, "alice-enc-rsa")],
     )
     .unwrap();
-    let work = scratch();
+    let work = tempdir();
     let secret = work.path().join("secret");
     fs::write(&secret, b"a content-encryption key, say").unwrap();
     let cert = pki().join("alice-enc-rsa.pem");
@@ -205,9 +169,9 @@ fn rsa_decryption_with_9d_recovers_what_openssl_encrypted() {
     ] {
         let ct = work.path().join(format!("{mechanism}.ct"));
         let pt = work.path().join(format!("{mechanism}.pt"));
-        let mut args = vec!["pkeyutl", "-encrypt", "-certin", "-inkey", path(&cert)];
+        let mut args = vec!["pkeyutl", "-encrypt", "-certin", "-inkey", path_str(&cert)];
         args.extend_from_slice(extra_openssl);
-        args.extend_from_slice(&["-in", path(&secret), "-out", path(&ct)]);
+        args.extend_from_slice(&["-in", path_str(&secret), "-out", path_str(&ct)]);
         run("openssl", &args);
         let mut args = vec![
             "--login",
@@ -220,7 +184,7 @@ fn rsa_decryption_with_9d_recovers_what_openssl_encrypted() {
             mechanism,
         ];
         args.extend_from_slice(extra_tool);
-        args.extend_from_slice(&["-i", path(&ct), "-o", path(&pt)]);
+        args.extend_from_slice(&["-i", path_str(&ct), "-o", path_str(&pt)]);
         ok(
             &format!("pkcs11-tool --decrypt -m {mechanism}"),
             &pkcs11_tool(&rig, &args),
@@ -243,7 +207,7 @@ fn ecdh_with_9d_matches_openssl_derive() {
         &[slot(PivSlot::KeyManagement, "alice-enc-ec")],
     )
     .unwrap();
-    let work = scratch();
+    let work = tempdir();
     let peer_key = work.path().join("peer.key.pem");
     let peer_pub = work.path().join("peer.pub.der");
     run(
@@ -255,7 +219,7 @@ fn ecdh_with_9d_matches_openssl_derive() {
             "-pkeyopt",
             "ec_paramgen_curve:P-256",
             "-out",
-            path(&peer_key),
+            path_str(&peer_key),
         ],
     );
     run(
@@ -263,12 +227,12 @@ fn ecdh_with_9d_matches_openssl_derive() {
         &[
             "pkey",
             "-in",
-            path(&peer_key),
+            path_str(&peer_key),
             "-pubout",
             "-outform",
             "DER",
             "-out",
-            path(&peer_pub),
+            path_str(&peer_pub),
         ],
     );
     let on_card = work.path().join("card.secret");
@@ -286,9 +250,9 @@ fn ecdh_with_9d_matches_openssl_derive() {
                 "-m",
                 "ECDH1-DERIVE",
                 "-i",
-                path(&peer_pub),
+                path_str(&peer_pub),
                 "-o",
-                path(&on_card),
+                path_str(&on_card),
             ],
         ),
     );
@@ -300,11 +264,11 @@ fn ecdh_with_9d_matches_openssl_derive() {
             "pkeyutl",
             "-derive",
             "-inkey",
-            path(&peer_key),
+            path_str(&peer_key),
             "-peerkey",
-            path(&card_pub),
+            path_str(&card_pub),
             "-out",
-            path(&in_openssl),
+            path_str(&in_openssl),
         ],
     );
     let secret = fs::read(&on_card).unwrap();
@@ -427,8 +391,4 @@ fn token_flags(listing: &str) -> String {
         .find(|l| l.contains("token flags"))
         .unwrap_or_else(|| panic!("no token in {listing}"))
         .to_owned()
-}
-
-fn path(p: &std::path::Path) -> &str {
-    p.to_str().expect("test paths are UTF-8")
 }

@@ -4,25 +4,18 @@
 //!
 //! In-process OpenSC: one test, one rig in this binary (see `hotplug.rs`).
 
+#[path = "../../common/card_crate.rs"]
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{pki, slot, time_until};
+use common::{CARD_PIN as PIN, sign_and_verify, slot, time_until, token_label};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
-use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, ObjectClass};
 use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
-use der::{DecodePem, Encode};
-use p256::ecdsa::signature::hazmat::PrehashVerifier;
-use p256::pkcs8::DecodePublicKey;
-use sha2::{Digest, Sha256};
 use virtual_piv_card::pcscd::process_alive;
 use virtual_piv_card::{OPENSC_PKCS11, PivSlot};
-
-const PIN: &str = "123456";
 
 #[test]
 fn one_opensc_process_sees_the_cards_again_after_pcscd_is_killed_and_started_again() {
@@ -48,7 +41,7 @@ fn one_opensc_process_sees_the_cards_again_after_pcscd_is_killed_and_started_aga
     assert_eq!(slots.len(), 1, "{slots:?}");
     let alice_slot = slots[0];
     let session = login(&p11, alice_slot);
-    sign_and_verify(&session, "alice-sign-ec");
+    sign_and_verify(&session, "alice-sign-ec", b"signed across a pcscd restart");
 
     // Killed: pcscd is gone at once; OpenSC loses the token (or fails) soon after.
     let pid = rig.pcscd_pid().expect("pcscd runs");
@@ -103,7 +96,7 @@ fn one_opensc_process_sees_the_cards_again_after_pcscd_is_killed_and_started_aga
     let back_slot = present().unwrap()[0];
     println!("slot id before {alice_slot:?}, after {back_slot:?}");
     let session = login(&p11, back_slot);
-    sign_and_verify(&session, "alice-sign-ec");
+    sign_and_verify(&session, "alice-sign-ec", b"signed across a pcscd restart");
     drop(session);
     assert!(back < Duration::from_secs(5), "token back after {back:?}");
 
@@ -128,13 +121,9 @@ fn one_opensc_process_sees_the_cards_again_after_pcscd_is_killed_and_started_aga
         .find(|s| token_label(&p11, *s) == "Alice Example")
         .expect("alice's token");
     let session = login(&p11, alice);
-    sign_and_verify(&session, "alice-sign-ec");
+    sign_and_verify(&session, "alice-sign-ec", b"signed across a pcscd restart");
     drop(session);
     p11.finalize().unwrap();
-}
-
-fn token_label(p11: &Pkcs11, slot: Slot) -> String {
-    p11.get_token_info(slot).unwrap().label().trim().to_owned()
 }
 
 fn login(p11: &Pkcs11, slot: Slot) -> Session {
@@ -143,34 +132,4 @@ fn login(p11: &Pkcs11, slot: Slot) -> Session {
         .login(UserType::User, Some(&AuthPin::new(PIN.into())))
         .unwrap();
     session
-}
-
-/// Signs a hash with the 9C key (after the context-specific login 9C needs) and verifies
-/// the signature with the certificate `name` of the test PKI.
-fn sign_and_verify(session: &Session, name: &str) {
-    let key = session
-        .find_objects(&[
-            Attribute::Class(ObjectClass::PRIVATE_KEY),
-            Attribute::Id(vec![2]),
-        ])
-        .unwrap()
-        .into_iter()
-        .next()
-        .expect("the 9C private key after login");
-    session
-        .login(UserType::ContextSpecific, Some(&AuthPin::new(PIN.into())))
-        .unwrap();
-    let hash = Sha256::digest(b"signed across a pcscd restart");
-    let sig = session.sign(&Mechanism::Ecdsa, key, &hash).unwrap();
-    let pem = std::fs::read(pki().join(format!("{name}.pem"))).unwrap();
-    let cert = x509_cert::Certificate::from_pem(&pem).unwrap();
-    let spki = cert
-        .tbs_certificate()
-        .subject_public_key_info()
-        .to_der()
-        .unwrap();
-    let vk = p256::ecdsa::VerifyingKey::from_public_key_der(&spki).unwrap();
-    let sig = p256::ecdsa::Signature::from_slice(&sig).expect("r || s");
-    vk.verify_prehash(&hash, &sig)
-        .expect("the card's signature verifies");
 }

@@ -3,9 +3,10 @@
 //!
 //! In-process OpenSC: one test, one rig in this binary (see `hotplug.rs`).
 
+#[path = "../../common/card_crate.rs"]
 mod common;
 
-use common::slot;
+use common::{CARD_PIN as PIN, slot};
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
 use cryptoki::mechanism::Mechanism;
@@ -14,8 +15,6 @@ use cryptoki::session::UserType;
 use cryptoki::types::AuthPin;
 use sha2::{Digest, Sha256};
 use virtual_piv_card::{OPENSC_PKCS11, PivSlot};
-
-const PIN: &str = "123456";
 
 #[test]
 fn the_signature_key_needs_a_context_login_for_every_signature() {

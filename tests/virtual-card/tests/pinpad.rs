@@ -1,6 +1,7 @@
 //! The PIN-pad reader (`ifd-pinpad` in front of vpcd) as OpenSC sees it: a token with a
 //! protected authentication path, whose PIN is typed on the reader and checked by the card.
 
+#[path = "../../common/card_crate.rs"]
 mod common;
 
 use std::fs;
@@ -8,19 +9,13 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{ok, pkcs11_tool, public_key_of, run, scratch, slot};
-use virtual_piv_card::{CardRig, OPENSC_PKCS11, PivSlot, RigOptions, pinpad_library};
+use common::{
+    CARD_PIN as PIN, ok, openssl_dgst_verifies, path_str, pinpad_rig, pkcs11_tool, public_key_of,
+    slot, tempdir,
+};
+use virtual_piv_card::{CardRig, OPENSC_PKCS11, PivSlot, RigOptions};
 
-const PIN: &str = "123456";
 const WAIT: Duration = Duration::from_secs(10);
-
-fn pinpad_rig() -> CardRig {
-    let options = RigOptions {
-        pinpad: Some(pinpad_library().expect("the PIN-pad reader library")),
-        ..RigOptions::default()
-    };
-    CardRig::start_in_tempdir(options).expect("card rig with PIN pads starts")
-}
 
 /// A PIN-pad rig with Alice's signature key in reader 0.
 fn alice_on_a_pin_pad_reader() -> CardRig {
@@ -35,17 +30,13 @@ fn alice_on_a_pin_pad_reader() -> CardRig {
     rig
 }
 
-fn path(p: &Path) -> &str {
-    p.to_str().expect("UTF-8 path")
-}
-
 /// `pkcs11-tool --login --sign` with the 9C key, no PIN given: OpenSC asks the reader.
 fn spawn_sign(rig: &CardRig, data: &Path, sig: &Path) -> Child {
     Command::new("pkcs11-tool")
         .arg("--module")
         .arg(OPENSC_PKCS11)
         .args(["--login", "--sign", "--id", "02", "-m", "SHA256-RSA-PKCS"])
-        .args(["-i", path(data), "-o", path(sig)])
+        .args(["-i", path_str(data), "-o", path_str(sig)])
         .envs(rig.env())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -66,7 +57,7 @@ fn opensc_takes_the_pin_from_the_readers_keypad_and_the_card_checks_it() {
         "OpenSC does not see the PIN pad:\n{listing}"
     );
 
-    let work = scratch();
+    let work = tempdir();
     let data = work.path().join("data");
     fs::write(&data, b"signed after a PIN typed on the reader\n").unwrap();
     let sig = work.path().join("sig");
@@ -78,19 +69,8 @@ fn opensc_takes_the_pin_from_the_readers_keypad_and_the_card_checks_it() {
     ok("pkcs11-tool --sign with the PIN pad", &finish(child));
     assert_eq!(rig.verify_count("alice").unwrap(), 2);
     let pubkey = public_key_of(&work, "alice-sign-rsa");
-    let verified = run(
-        "openssl",
-        &[
-            "dgst",
-            "-sha256",
-            "-verify",
-            path(&pubkey),
-            "-signature",
-            path(&sig),
-            path(&data),
-        ],
-    );
-    assert!(verified.contains("Verified OK"));
+    let verified = openssl_dgst_verifies("-sha256", &pubkey, &[], &sig, &data);
+    assert!(verified);
 
     // A wrong PIN on the keypad reaches the card and costs one try.
     let child = spawn_sign(&rig, &data, &sig);
@@ -122,7 +102,7 @@ fn opensc_takes_the_pin_from_the_readers_keypad_and_the_card_checks_it() {
 #[test]
 fn a_pin_shorter_than_the_card_allows_is_refused_by_the_reader_not_sent() {
     let rig = alice_on_a_pin_pad_reader();
-    let work = scratch();
+    let work = tempdir();
     let data = work.path().join("data");
     fs::write(&data, b"x").unwrap();
     let child = spawn_sign(&rig, &data, &work.path().join("sig"));
