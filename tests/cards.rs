@@ -1091,7 +1091,9 @@ async fn a_malformed_rsa_key_transport_answers_like_a_wrong_key_on_the_card() {
     let first = oracle::decrypt(&agent.client().await, cases[0].mime.clone(), CARD_PIN).await;
     assert_eq!(first.as_deref().ok(), Some(&content[..]));
     let measured = oracle::measure(&cases, 12, CARD_PIN, || agent.client()).await;
-    oracle::assert_no_oracle(&measured, &content, 1.25);
+    // The card's times spread wider (APDUs over TCP, a shared machine): a looser factor,
+    // still far below the 55x of the removal wait this test was written against.
+    oracle::assert_no_oracle(&measured, &content, 1.5);
     // The card is still there and logged in: no failure was taken for a removal.
     let st = client.status().await.unwrap();
     assert_eq!(card_certs(&st, "Alice"), 2);

@@ -8,10 +8,9 @@ use std::process::Command;
 
 use common::*;
 use sha2::Digest;
-use smime_agent_proto::client::Client;
 use smime_agent_proto::{
-    Event, KeyDecryptMechanism, KeyDecryptParams, KeyDeriveParams, KeyOaepHash, KeyOpResult,
-    KeySignMechanism, KeySignParams, KeysParams, KeysResult, Op, Outcome,
+    KeyDecryptMechanism, KeyDecryptParams, KeyDeriveParams, KeyOaepHash, KeyOpResult,
+    KeySignMechanism, KeySignParams, KeysParams, KeysResult, Op,
 };
 
 const KEYS: &[&str] = &[
@@ -22,51 +21,32 @@ const KEYS: &[&str] = &[
 ];
 
 fn start_agent(dir: &std::path::Path, extra: &str) -> (SoftHsm, Agent) {
-    let hsm = SoftHsm::new(&dir.join("softhsm"));
-    hsm.add_token("alice", PIN, KEYS);
-    let agent = Agent::start(
-        &dir.join("agent"),
+    softhsm_agent(
+        dir,
+        "alice",
+        KEYS,
         AgentSpec {
-            softhsm: Some(&hsm),
             extra_config: extra.into(),
             ..Default::default()
         },
-    );
-    (hsm, agent)
+    )
 }
 
-/// Runs `op`, answering PIN prompts with `pin`; the error code and message on failure.
-async fn call(client: &Client, op: Op, pin: &str) -> Result<serde_json::Value, (String, String)> {
-    let mut events = client.take_events().expect("events");
-    let (_, mut rx) = client.start(op).await.unwrap();
-    loop {
-        tokio::select! {
-            ev = events.recv() => {
-                if let Some(Event::PinNeeded(p)) = ev {
-                    client.pin(p.prompt, Some(smime_agent_proto::Pin::new(pin))).await.unwrap();
-                }
-            }
-            out = &mut rx => {
-                return match out.unwrap() {
-                    Outcome::Ok(v) => Ok(v),
-                    Outcome::Error(e) => Err((format!("{:?}", e.code), e.message.clone())),
-                };
-            }
-        }
-    }
-}
-
+/// Runs a key op, answering PIN prompts; its bytes, or the error code and message.
 async fn key_op(agent: &Agent, op: Op) -> Result<Vec<u8>, (String, String)> {
-    let v = call(&agent.client().await, op, PIN).await?;
-    let r: KeyOpResult = serde_json::from_value(v).unwrap();
-    Ok(r.data.0)
+    let r: Result<KeyOpResult, _> = op_answering(&agent.client().await, op, PIN).await;
+    r.map(|r| r.data.0).map_err(|e| match e {
+        smime_agent_proto::client::ClientError::Agent(b) => {
+            (format!("{:?}", b.code), b.message.clone())
+        }
+        other => panic!("{other}"),
+    })
 }
 
 async fn keys(agent: &Agent) -> KeysResult {
-    let v = call(&agent.client().await, Op::Keys(KeysParams {}), PIN)
+    op_answering(&agent.client().await, Op::Keys(KeysParams {}), PIN)
         .await
-        .unwrap();
-    serde_json::from_value(v).unwrap()
+        .unwrap()
 }
 
 fn fingerprint(name: &str) -> String {

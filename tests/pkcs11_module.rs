@@ -26,7 +26,7 @@ fn module() -> &'static Path {
         let built = std::fs::metadata(&so).and_then(|m| m.modified()).ok();
         let newest_source = ["pkcs11/src", "proto/src", "proto/src/wire"]
             .iter()
-            .flat_map(|d| std::fs::read_dir(repo().join(d)).into_iter().flatten())
+            .flat_map(|d| std::fs::read_dir(workspace_root().join(d)).into_iter().flatten())
             .filter_map(|e| e.ok()?.metadata().ok()?.modified().ok())
             .max();
         assert!(
@@ -50,16 +50,11 @@ struct Setup {
 impl Setup {
     fn new() -> Setup {
         let dir = tempdir();
-        let hsm = SoftHsm::new(&dir.path().join("softhsm"));
-        hsm.add_token(
+        let (hsm, agent) = softhsm_agent(
+            dir.path(),
             "alice",
-            PIN,
             &["alice-sign-rsa", "alice-sign-ec", "alice-enc-rsa"],
-        );
-        let agent = Agent::start(
-            &dir.path().join("agent"),
             AgentSpec {
-                softhsm: Some(&hsm),
                 pin_source: "pinentry",
                 pin_extra: "pinentry = \"pinentry-tty\"",
                 ..Default::default()
@@ -115,12 +110,7 @@ impl Setup {
 
 fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("run");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok(&format!("{cmd:?}"), &out);
     out
 }
 
