@@ -17,6 +17,7 @@ build: deps
 
 demo: deps
 	$(CARGO) build --bin smime-agent
+	$(CARGO) build -p smime-agent-pkcs11
 	./softhsm-setup/demo.sh
 
 test: build

@@ -7,7 +7,8 @@
 # OpenSSL verify both and refuse a tampered one; verifies Alice's signature and Bob's
 # (OpenSSL's), keeping Bob's certificate as a contact; encrypts to Bob (OpenSSL decrypts as
 # Bob) and decrypts Alice's copy and OpenSSL's envelope on the token; composes a
-# triple-wrapped mail that OpenSSL unwraps and the agent reads layer by layer; stops.
+# triple-wrapped mail that OpenSSL unwraps and the agent reads layer by layer; loads the
+# PKCS#11 module into NSS, whose cmsutil signs through the agent (OpenSSL verifies); stops.
 # Run it with `make demo` (which installs the packages and builds first).
 set -euo pipefail
 
@@ -148,6 +149,27 @@ openssl cms -verify -in "$work/inner.eml" -CAfile "$work/pki/chain.pem" \
 ok "OpenSSL, as Bob: outer signature good, decrypted, inner signature good: \"$(tail -n 1 "$work/lunch.txt" | tr -d '\r')\""
 "$bin" decrypt --in "$work/outgoing.eml" --out /dev/null </dev/null
 ok "the agent read Alice's own copy layer by layer"
+
+step "A mail client's door: NSS (Thunderbird's and Evolution's library) signs through the agent"
+module="$top/target/debug/libsmime_agent_pkcs11.so"
+[ -f "$module" ] || { echo "demo.sh: build first (cargo build -p smime-agent-pkcs11)" >&2; exit 1; }
+nssdb="sql:$work/nssdb"
+mkdir -p "$work/nssdb"
+certutil -N -d "$nssdb" --empty-password
+modutil -dbdir "$nssdb" -add smime-agent -libfile "$module" -force >/dev/null 2>&1
+certutil -A -d "$nssdb" -n "Demo Root" -t "C,C,C" -i "$work/pki/root-ca.pem"
+certutil -A -d "$nssdb" -n "Demo CA" -t ",," -i "$work/pki/ca.pem"
+ok "loaded libsmime_agent_pkcs11.so into an NSS database, as Thunderbird's Security Devices does"
+certutil -L -d "$nssdb" -h "Demo Token" </dev/null 2>/dev/null | grep -i "alice" | sed 's/^/      /'
+printf 'Content-Type: text/plain\r\n\r\nSigned by NSS, with the key on the token.\r\n' >"$work/nss-message.txt"
+# The agent holds the PIN from the signatures above: NSS's login costs no prompt.
+cmsutil -S -d "$nssdb" -N "Demo Token:Alice Example" -i "$work/nss-message.txt" \
+  -o "$work/nss-signed.p7m" </dev/null 2>/dev/null
+openssl cms -verify -inform DER -in "$work/nss-signed.p7m" -CAfile "$work/pki/chain.pem" \
+  -purpose smimesign -out "$work/nss-verified.txt" 2>/dev/null
+cmp -s "$work/nss-verified.txt" "$work/nss-message.txt"
+ok "cmsutil signed through the module (the agent did the private-key step); OpenSSL verified it"
+grep -c 'op="key_sign"' "$work/agent.log" | sed 's/^/      audit lines for key_sign: /' || true
 
 step "Stopping the agent"
 stop_agent

@@ -114,6 +114,8 @@ impl Module {
             watcher: Mutex::new(None),
         });
         module.refresh();
+        // What is there at the start is no event: C_GetSlotList shows it.
+        module.lock().events.clear();
         let weak: Weak<Module> = Arc::downgrade(&module);
         match module.agent.watch(module.stop.clone(), move || {
             if let Some(m) = weak.upgrade() {
