@@ -159,11 +159,10 @@ async fn one_host_program_signs_from_eight_threads_and_follows_a_token_coming_an
 
     // C_Finalize ends the event watcher and the connections promptly.
     let start = Instant::now();
-    Arc::try_unwrap(p11)
-        .ok()
-        .expect("one owner left")
-        .finalize()
-        .expect("C_Finalize");
+    let Ok(p11) = Arc::try_unwrap(p11) else {
+        panic!("a thread still holds the module");
+    };
+    p11.finalize().expect("C_Finalize");
     assert!(
         start.elapsed() < Duration::from_secs(2),
         "{:?}",
