@@ -6,37 +6,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
+use std::path::PathBuf;
+use std::process::Command;
 use std::time::Duration;
 
+use common::module::*;
 use common::*;
-
-/// The module, built beside the agent binary.
-fn module() -> &'static Path {
-    static M: OnceLock<PathBuf> = OnceLock::new();
-    M.get_or_init(|| {
-        let so = agent_bin()
-            .parent()
-            .unwrap()
-            .join("libsmime_agent_pkcs11.so");
-        // `cargo test --workspace` (and so `make test`) builds it; a narrower run may find an
-        // old one, which would test old code.
-        let built = std::fs::metadata(&so).and_then(|m| m.modified()).ok();
-        let newest_source = ["pkcs11/src", "proto/src", "proto/src/wire"]
-            .iter()
-            .flat_map(|d| std::fs::read_dir(workspace_root().join(d)).into_iter().flatten())
-            .filter_map(|e| e.ok()?.metadata().ok()?.modified().ok())
-            .max();
-        assert!(
-            built.is_some_and(|b| newest_source.is_none_or(|s| s <= b)),
-            "{} is missing or older than its sources: run `cargo build -p smime-agent-pkcs11` (make test does)",
-            so.display()
-        );
-        so
-    })
-}
 
 /// An agent with Alice's keys on SoftHSM and PINs by pinentry-tty; the terminal it prompts
 /// on.
@@ -74,84 +49,12 @@ impl Setup {
 
     /// A host program that loads the module: it finds the agent and names the terminal.
     fn cmd(&self, program: &str) -> Command {
-        let mut c = Command::new(program);
-        c.env(smime_agent_proto::SOCKET_ENV, &self.agent.socket)
-            .env("GPG_TTY", self.term.tty())
-            .env("TERM", "xterm")
-            .env_remove("DISPLAY")
-            .stdin(std::process::Stdio::null());
-        c
+        host_program(program, &self.agent, &self.term)
     }
 
     /// A fresh NSS database with the module loaded and the test PKI's root trusted.
     fn nss_db(&self) -> String {
-        let db = self.path("nssdb");
-        std::fs::create_dir_all(&db).unwrap();
-        let db = format!("sql:{}", db.display());
-        run_ok(Command::new("certutil").args(["-N", "-d", &db, "--empty-password"]));
-        run_ok(
-            Command::new("modutil")
-                .args(["-dbdir", &db, "-add", "smime-agent", "-force", "-libfile"])
-                .arg(module()),
-        );
-        run_ok(
-            Command::new("certutil")
-                .args(["-A", "-d", &db, "-n", "root", "-t", "C,C,C", "-i"])
-                .arg(pki_file("root-ca.pem")),
-        );
-        run_ok(
-            Command::new("certutil")
-                .args(["-A", "-d", &db, "-n", "ca", "-t", ",,", "-i"])
-                .arg(pki_file("ca.pem")),
-        );
-        db
-    }
-}
-
-fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run");
-    ok(&format!("{cmd:?}"), &out);
-    out
-}
-
-/// Runs `cmd` in the background; the person types `pin` at the one prompt it brings
-/// (the `prompt_no`-th on the terminal).
-async fn with_pin(setup: &Setup, cmd: Command, prompt_no: usize, pin: &str) -> Output {
-    with_pins(setup, cmd, prompt_no, &[pin]).await
-}
-
-/// The same with one PIN per prompt, in order.
-async fn with_pins(setup: &Setup, mut cmd: Command, first_prompt: usize, pins: &[&str]) -> Output {
-    let child = tokio::task::spawn_blocking(move || cmd.output().expect("run"));
-    for (i, pin) in pins.iter().enumerate() {
-        setup.term.wait_for("PIN:", first_prompt + i).await;
-        setup.term.type_line(pin);
-    }
-    match tokio::time::timeout(Duration::from_secs(30), child).await {
-        Ok(out) => out.unwrap(),
-        Err(_) => panic!(
-            "the program did not finish; the agent's log:\n{}\nthe terminal:\n{}",
-            setup.agent.log_text(),
-            Terminal::tmux(&setup.term.socket, &["capture-pane", "-p", "-S", "-50"])
-        ),
-    }
-}
-
-/// OpenSSL's verdict on a DER SignedData: the signed content, if it verifies.
-fn openssl_verified(dir: &Path, der: &[u8]) -> Result<Vec<u8>, String> {
-    let input = write_file(dir, &format!("v-{}.p7m", rand_suffix()), der);
-    let out = Command::new("openssl")
-        .args(["cms", "-verify", "-inform", "DER", "-in"])
-        .arg(&input)
-        .arg("-CAfile")
-        .arg(pki_file("chain.pem"))
-        .args(["-purpose", "smimesign"])
-        .output()
-        .unwrap();
-    if out.status.success() {
-        Ok(out.stdout)
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        nss_db(&self.path("nssdb"))
     }
 }
 
@@ -166,7 +69,7 @@ async fn nss_lists_signs_and_decrypts_through_the_module() {
     // the person types the PIN into pinentry, the one prompt of this test.
     let mut cmd = s.cmd("certutil");
     cmd.args(["-L", "-d", &db, "-h", "all"]);
-    let out = with_pin(&s, cmd, 1, PIN).await;
+    let out = with_pin(&s.agent, &s.term, cmd, 1, PIN).await;
     assert!(
         out.status.success(),
         "certutil -L: {}",
@@ -247,7 +150,7 @@ async fn a_wrong_pin_in_nss_is_tried_once_and_the_person_asked_again() {
     // A wrong PIN: the token rejects it and it is never tried again. NSS asks to log in
     // once more, and the agent asks the person (saying a wrong PIN came before), who types
     // the right one.
-    let out = with_pins(&s, cmd, 1, &["0000", PIN]).await;
+    let out = with_pins(&s.agent, &s.term, cmd, 1, &["0000", PIN]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -312,7 +215,7 @@ async fn openssl_signs_with_rsa_and_ecdsa_keys_through_the_pkcs11_engine() {
             .arg(&out_file);
         // The first signature logs in (one prompt); the second process finds the PIN held.
         let out = if n == 0 {
-            with_pin(&s, cmd, 1, PIN).await
+            with_pin(&s.agent, &s.term, cmd, 1, PIN).await
         } else {
             cmd.output().unwrap()
         };
@@ -393,7 +296,7 @@ async fn pkcs11_tool_and_p11tool_list_sign_and_decrypt() {
     .arg(&data)
     .arg("-o")
     .arg(&sig);
-    let out = with_pin(&s, cmd, 1, PIN).await;
+    let out = with_pin(&s.agent, &s.term, cmd, 1, PIN).await;
     assert!(
         out.status.success(),
         "{}",
@@ -473,4 +376,43 @@ async fn pkcs11_tool_and_p11tool_list_sign_and_decrypt() {
             "{mech}"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nss_programs_at_once_share_one_token_and_one_pin_prompt() {
+    let s = Setup::new();
+    let db = s.nss_db();
+    let input = write_file(s.dir.path(), "m.txt", MSG);
+    let sign = |n: usize| {
+        let mut c = s.cmd("cmsutil");
+        c.args(["-S", "-d", &db, "-N", "alice:Alice Example", "-i"])
+            .arg(&input)
+            .arg("-o")
+            .arg(s.path(&format!("signed-{n}.p7m")));
+        c
+    };
+    let (mut a, mut b) = (sign(1), sign(2));
+    let first = tokio::task::spawn_blocking(move || a.output().unwrap());
+    let second = tokio::task::spawn_blocking(move || b.output().unwrap());
+    s.term.wait_for("PIN:", 1).await;
+    s.term.type_line(PIN);
+    for (n, p) in [(1, first), (2, second)] {
+        let out = tokio::time::timeout(Duration::from_secs(30), p)
+            .await
+            .expect("both finish")
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let der = std::fs::read(s.path(&format!("signed-{n}.p7m"))).unwrap();
+        assert_eq!(openssl_verified(s.dir.path(), &der).unwrap(), MSG);
+    }
+    let screen = Terminal::tmux(&s.term.socket, &["capture-pane", "-p", "-S", "-200"]);
+    assert_eq!(
+        screen.matches("PIN:").count(),
+        1,
+        "one prompt for both:\n{screen}"
+    );
 }

@@ -10,6 +10,7 @@
 
 pub mod card;
 mod fixtures;
+pub mod module;
 pub mod peers;
 
 pub use fixtures::*;
