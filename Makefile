@@ -25,6 +25,7 @@ test: build
 
 # Benchmarks (release build; a few minutes): bench/REPORT.md and bench/report.json.
 bench: deps
+	$(CARGO) build --release -p smime-agent-pkcs11
 	$(CARGO) bench --bench agent
 
 lint: deps
