@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use common::card::{CARD_PIN, rig};
+use common::card_agent::*;
 use common::module::*;
 use common::*;
 
@@ -415,4 +417,66 @@ async fn two_nss_programs_at_once_share_one_token_and_one_pin_prompt() {
         1,
         "one prompt for both:\n{screen}"
     );
+}
+
+/// What NSS's certutil lists of the module's tokens: lines of user certificates.
+fn nss_user_certs(listing: &str) -> usize {
+    listing
+        .lines()
+        .filter(|l| l.trim_end().ends_with("u,u,u"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nss_sees_the_card_come_and_go_and_a_wrong_pin_costs_one_try() {
+    use common::module::*;
+    let dir = tempdir();
+    let rig = rig();
+    let agent = pinentry_card_agent(&dir.path().join("agent"), &rig);
+    let client = agent.client().await;
+    let term = Terminal::start();
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
+    let db = nss_db(&dir.path().join("nssdb"));
+    let list = |term: &Terminal| {
+        let mut c = host_program("certutil", &agent, term);
+        c.args(["-L", "-d", &db, "-h", "all"]);
+        c
+    };
+
+    // The first listing logs in to the card, and the person mistypes: the card counts
+    // exactly one failed try and the agent does not repeat it (certutil lists the public
+    // certificates all the same).
+    let tries = rig.tries_left("alice").unwrap();
+    let out = with_pin(&agent, &term, list(&term), 1, "999999").await;
+    assert_eq!(nss_user_certs(&String::from_utf8_lossy(&out.stdout)), 2);
+    assert_eq!(rig.tries_left("alice").unwrap(), tries - 1, "one try spent");
+    let log = agent.log_text();
+    assert_eq!(
+        log.matches("the token rejected the PIN").count(),
+        1,
+        "{log}"
+    );
+    // The next listing asks again; the right PIN resets the card's counter.
+    let out = with_pin(&agent, &term, list(&term), 2, CARD_PIN).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(nss_user_certs(&String::from_utf8_lossy(&out.stdout)), 2);
+    assert_eq!(rig.tries_left("alice").unwrap(), tries);
+
+    // The card is pulled: its certificates are gone from NSS's view.
+    rig.remove("alice").unwrap();
+    wait_status(&client, "the card leaving", |st| st.tokens.is_empty()).await;
+    let out = run_ok(&mut list(&term));
+    assert_eq!(nss_user_certs(&String::from_utf8_lossy(&out.stdout)), 0);
+
+    // Put back: they return. Its PIN went with it, so the listing asks again (prompt 3).
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&client, "the card back", |st| card_certs(st, "Alice") == 2).await;
+    let out = with_pin(&agent, &term, list(&term), 3, CARD_PIN).await;
+    assert!(out.status.success());
+    assert_eq!(nss_user_certs(&String::from_utf8_lossy(&out.stdout)), 2);
 }

@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod card;
+pub mod card_agent;
 mod fixtures;
 pub mod module;
 pub mod peers;
