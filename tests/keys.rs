@@ -177,6 +177,45 @@ async fn key_sign_makes_signatures_openssl_verifies() {
         true
     ));
 
+    // RSA-PSS over the hash (SHA-256, MGF1-SHA-256, 32 bytes of salt), as OpenSSL checks it.
+    let sig = key_op(
+        &agent,
+        Op::KeySign(KeySignParams {
+            key: fingerprint("alice-sign-rsa"),
+            mechanism: KeySignMechanism::RsaPss {
+                hash: KeyOaepHash::Sha256,
+                salt_len: 32,
+            },
+            data: hash.to_vec().into(),
+        }),
+    )
+    .await
+    .expect("RSA-PSS signature");
+    let pubkey = dir.path().join("alice-sign-rsa.pub.pem");
+    let data_file = write_file(dir.path(), "hash.bin", &hash);
+    let sig_file = write_file(dir.path(), "pss.sig", &sig);
+    let verified = |salt: &str| {
+        Command::new("openssl")
+            .args(["pkeyutl", "-verify", "-pubin", "-inkey"])
+            .arg(&pubkey)
+            .arg("-in")
+            .arg(&data_file)
+            .arg("-sigfile")
+            .arg(&sig_file)
+            .args([
+                "-pkeyopt",
+                "rsa_padding_mode:pss",
+                "-pkeyopt",
+                "digest:sha256",
+            ])
+            .args(["-pkeyopt", &format!("rsa_pss_saltlen:{salt}")])
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(verified("32"), "OpenSSL verifies the PSS signature");
+    assert!(!verified("20"), "and checks the salt length it was told");
+
     // The key usage decides: the encryption key does not sign.
     let err = key_op(
         &agent,

@@ -320,6 +320,42 @@ async fn pkcs11_tool_and_p11tool_list_sign_and_decrypt() {
             .arg(&data),
     );
 
+    // RSA-PSS, hashed by the module (SHA-256, salt as long as the hash): OpenSSL checks it.
+    let out = run_ok(
+        s.cmd("pkcs11-tool")
+            .args([
+                "--module",
+                &m,
+                "--login",
+                "--sign",
+                "-m",
+                "SHA256-RSA-PKCS-PSS",
+                "--id",
+                &id,
+                "-i",
+            ])
+            .arg(&data)
+            .arg("-o")
+            .arg(&sig),
+    );
+    assert!(out.status.success());
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "dgst",
+                "-sha256",
+                "-sigopt",
+                "rsa_padding_mode:pss",
+                "-sigopt",
+                "rsa_pss_saltlen:32",
+                "-verify",
+            ])
+            .arg(&pubkey)
+            .arg("-signature")
+            .arg(&sig)
+            .arg(&data),
+    );
+
     // Decrypt what OpenSSL encrypted to the RSA encryption key (PKCS#1 v1.5 and OAEP).
     let secret = write_file(
         s.dir.path(),

@@ -508,7 +508,25 @@ pub unsafe extern "C" fn C_SignInit(
 ) -> CK_RV {
     guard(|| {
         let m = unsafe { mechanism(mech)? };
-        module()?.sign_init(session, m.mechanism, key)
+        let pss = if matches!(
+            m.mechanism,
+            CKM_RSA_PKCS_PSS
+                | CKM_SHA1_RSA_PKCS_PSS
+                | CKM_SHA256_RSA_PKCS_PSS
+                | CKM_SHA384_RSA_PKCS_PSS
+                | CKM_SHA512_RSA_PKCS_PSS
+        ) {
+            let p: &CK_RSA_PKCS_PSS_PARAMS = unsafe { param(m)? };
+            Some((p.hashAlg, p.mgf, p.sLen))
+        } else {
+            None
+        };
+        let mech = crate::mechanism::SignMech::of(m.mechanism, pss).ok_or(if pss.is_some() {
+            CKR_MECHANISM_PARAM_INVALID
+        } else {
+            CKR_MECHANISM_INVALID
+        })?;
+        module()?.sign_init(session, mech, key)
     })
 }
 

@@ -1,6 +1,6 @@
 //! The mechanisms the module offers, per key type, and what each asks of the agent: the
-//! raw ones (CKM_RSA_PKCS, CKM_ECDSA, CKM_RSA_PKCS_OAEP, CKM_ECDH1_DERIVE) go to the agent
-//! as they are; the hash-and-sign ones (CKM_SHA256_RSA_PKCS, CKM_ECDSA_SHA256, ...) are
+//! raw ones (CKM_RSA_PKCS, CKM_RSA_PKCS_PSS, CKM_ECDSA, CKM_RSA_PKCS_OAEP, CKM_ECDH1_DERIVE) go to the agent
+//! as they are; the hash-and-sign ones (CKM_SHA256_RSA_PKCS(_PSS), CKM_ECDSA_SHA256, ...) are
 //! hashed here and signed raw, since many cards lack them and the hash is no secret.
 
 use cryptoki_sys::*;
@@ -60,6 +60,16 @@ impl HashAlg {
         }
     }
 
+    /// The MGF1 that goes with this hash (PKCS#11 CKG_MGF1_*).
+    pub fn mgf(self) -> CK_RSA_PKCS_MGF_TYPE {
+        match self {
+            HashAlg::Sha1 => CKG_MGF1_SHA1,
+            HashAlg::Sha256 => CKG_MGF1_SHA256,
+            HashAlg::Sha384 => CKG_MGF1_SHA384,
+            HashAlg::Sha512 => CKG_MGF1_SHA512,
+        }
+    }
+
     fn oaep(self) -> KeyOaepHash {
         match self {
             HashAlg::Sha1 => KeyOaepHash::Sha1,
@@ -75,12 +85,44 @@ impl HashAlg {
 pub enum SignMech {
     RsaPkcs,
     RsaPkcsHash(HashAlg),
+    /// CKM_RSA_PKCS_PSS over a hash the caller made, or (`hashed` false) over data hashed
+    /// here (CKM_SHA256_RSA_PKCS_PSS, ...); MGF1 with the same hash.
+    RsaPss {
+        hash: HashAlg,
+        salt_len: u32,
+        hashed: bool,
+    },
     Ecdsa,
     EcdsaHash(HashAlg),
 }
 
 impl SignMech {
-    pub fn of(m: CK_MECHANISM_TYPE) -> Option<SignMech> {
+    /// The mechanism `m`, with the PSS parameters (hash, MGF, salt length) when it is a PSS
+    /// one; None for what the module does not offer or inconsistent parameters.
+    pub fn of(
+        m: CK_MECHANISM_TYPE,
+        pss: Option<(CK_MECHANISM_TYPE, CK_ULONG, CK_ULONG)>,
+    ) -> Option<SignMech> {
+        let pss_hashed = |hashed: bool, required: Option<HashAlg>| {
+            let (hash_alg, mgf, salt) = pss?;
+            let hash = HashAlg::of_mechanism(hash_alg)?;
+            if required.is_some_and(|r| r != hash) || mgf != hash.mgf() {
+                return None;
+            }
+            Some(SignMech::RsaPss {
+                hash,
+                salt_len: u32::try_from(salt).ok()?,
+                hashed,
+            })
+        };
+        match m {
+            CKM_RSA_PKCS_PSS => return pss_hashed(true, None),
+            CKM_SHA1_RSA_PKCS_PSS => return pss_hashed(false, Some(HashAlg::Sha1)),
+            CKM_SHA256_RSA_PKCS_PSS => return pss_hashed(false, Some(HashAlg::Sha256)),
+            CKM_SHA384_RSA_PKCS_PSS => return pss_hashed(false, Some(HashAlg::Sha384)),
+            CKM_SHA512_RSA_PKCS_PSS => return pss_hashed(false, Some(HashAlg::Sha512)),
+            _ => {}
+        }
         Some(match m {
             CKM_RSA_PKCS => SignMech::RsaPkcs,
             CKM_SHA1_RSA_PKCS => SignMech::RsaPkcsHash(HashAlg::Sha1),
@@ -100,7 +142,7 @@ impl SignMech {
         matches!(
             (self, k),
             (
-                SignMech::RsaPkcs | SignMech::RsaPkcsHash(_),
+                SignMech::RsaPkcs | SignMech::RsaPkcsHash(_) | SignMech::RsaPss { .. },
                 KeyType::Rsa { .. }
             ) | (SignMech::Ecdsa | SignMech::EcdsaHash(_), KeyType::Ec { .. })
         )
@@ -115,6 +157,21 @@ impl SignMech {
                 di.extend(h.digest(data));
                 (KeySignMechanism::RsaPkcs, di)
             }
+            SignMech::RsaPss {
+                hash,
+                salt_len,
+                hashed,
+            } => (
+                KeySignMechanism::RsaPss {
+                    hash: hash.oaep(),
+                    salt_len,
+                },
+                if hashed {
+                    data.to_vec()
+                } else {
+                    hash.digest(data)
+                },
+            ),
             SignMech::Ecdsa => (KeySignMechanism::Ecdsa, data.to_vec()),
             SignMech::EcdsaHash(h) => (KeySignMechanism::Ecdsa, h.digest(data)),
         }
@@ -170,6 +227,15 @@ pub fn offered(types: &[KeyType]) -> Vec<(CK_MECHANISM_TYPE, CK_MECHANISM_INFO)>
     if !rsa.is_empty() {
         out.push((CKM_RSA_PKCS, info(&rsa, CKF_SIGN | CKF_DECRYPT)));
         out.push((CKM_RSA_PKCS_OAEP, info(&rsa, CKF_DECRYPT)));
+        for m in [
+            CKM_RSA_PKCS_PSS,
+            CKM_SHA1_RSA_PKCS_PSS,
+            CKM_SHA256_RSA_PKCS_PSS,
+            CKM_SHA384_RSA_PKCS_PSS,
+            CKM_SHA512_RSA_PKCS_PSS,
+        ] {
+            out.push((m, info(&rsa, CKF_SIGN)));
+        }
         for m in [
             CKM_SHA1_RSA_PKCS,
             CKM_SHA256_RSA_PKCS,

@@ -628,13 +628,7 @@ impl Module {
         }
     }
 
-    pub fn sign_init(
-        &self,
-        h: CK_SESSION_HANDLE,
-        mech: CK_MECHANISM_TYPE,
-        key: CK_OBJECT_HANDLE,
-    ) -> Rv<()> {
-        let mech = SignMech::of(mech).ok_or(CKR_MECHANISM_INVALID)?;
+    pub fn sign_init(&self, h: CK_SESSION_HANDLE, mech: SignMech, key: CK_OBJECT_HANDLE) -> Rv<()> {
         let key = self.private_key(h, key, |k| k.sign)?;
         if !key.key_type.is_some_and(|t| mech.fits(t)) {
             return Err(CKR_KEY_TYPE_INCONSISTENT);

@@ -173,6 +173,12 @@ pub async fn key_sign(ctx: &OpContext<'_>, p: KeySignParams) -> Result<KeyOpResu
     let mechanism = match (p.mechanism, cert.facts().key) {
         (KeySignMechanism::RsaPkcs, KeyKind::Rsa { .. }) => SignMechanism::RsaPkcs1,
         (KeySignMechanism::Ecdsa, k) if k.is_ec() => SignMechanism::Ecdsa,
+        (KeySignMechanism::RsaPss { hash, salt_len }, KeyKind::Rsa { .. }) => {
+            SignMechanism::RsaPss {
+                hash: oaep(hash).1,
+                salt_len: salt_len as usize,
+            }
+        }
         (m, k) => {
             return Err(OpError::BadRequest(format!(
                 "{m:?} does not fit a {} key",

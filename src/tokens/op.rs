@@ -9,6 +9,8 @@ pub enum SignMechanism {
     RsaPkcs1,
     /// CKM_ECDSA over the hash; the token returns r || s.
     Ecdsa,
+    /// CKM_RSA_PKCS_PSS over the hash, MGF1 with the same hash, `salt_len` bytes of salt.
+    RsaPss { hash: OaepHash, salt_len: usize },
 }
 
 /// A private-key operation.

@@ -293,6 +293,38 @@ pub fn private_op(key: &SoftKey, op: super::op::PrivateOp) -> Result<Zeroizing<V
             .map(Zeroizing::new)
             .map_err(|e| format!("RSA signature: {e}")),
         (
+            SoftKey::Rsa(k),
+            PrivateOp::Sign {
+                mechanism: super::SignMechanism::RsaPss { hash, salt_len },
+                data,
+            },
+        ) => {
+            let r = match hash {
+                OaepHash::Sha1 => k.sign_with_rng(
+                    &mut rng,
+                    rsa::Pss::<sha1::Sha1>::new_with_salt(salt_len),
+                    &data,
+                ),
+                OaepHash::Sha256 => k.sign_with_rng(
+                    &mut rng,
+                    rsa::Pss::<sha2::Sha256>::new_with_salt(salt_len),
+                    &data,
+                ),
+                OaepHash::Sha384 => k.sign_with_rng(
+                    &mut rng,
+                    rsa::Pss::<sha2::Sha384>::new_with_salt(salt_len),
+                    &data,
+                ),
+                OaepHash::Sha512 => k.sign_with_rng(
+                    &mut rng,
+                    rsa::Pss::<sha2::Sha512>::new_with_salt(salt_len),
+                    &data,
+                ),
+            };
+            r.map(Zeroizing::new)
+                .map_err(|e| format!("RSA-PSS signature: {e}"))
+        }
+        (
             SoftKey::P256(k),
             PrivateOp::Sign {
                 mechanism: super::SignMechanism::Ecdsa,

@@ -73,6 +73,9 @@ pub enum KeySignMechanism {
     RsaPkcs,
     /// CKM_ECDSA: `data` is the hash; the signature is r || s.
     Ecdsa,
+    /// CKM_RSA_PKCS_PSS: `data` is the hash; MGF1 with the same hash, a salt of `salt_len`
+    /// bytes.
+    RsaPss { hash: KeyOaepHash, salt_len: u32 },
 }
 
 /// `key_sign`: one raw signature.
@@ -84,7 +87,8 @@ pub struct KeySignParams {
     pub data: Base64Bytes,
 }
 
-/// A hash for RSA-OAEP (used for the label hash and MGF1 alike).
+/// A hash for RSA-OAEP (used for the label hash and MGF1 alike) and RSA-PSS (the message
+/// hash and MGF1).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyOaepHash {

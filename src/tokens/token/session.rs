@@ -22,36 +22,51 @@ use crate::tokens::op::{OaepHash, PrivateOp, RsaDecrypt, SignMechanism};
 use crate::tokens::pin::SecretPin;
 
 /// Runs `op` on a logged-in session.
+/// A hash as PKCS#11 names it for OAEP and PSS: the hash mechanism and MGF1 with it.
+fn oaep_hash(
+    h: OaepHash,
+) -> (
+    cryptoki::mechanism::MechanismType,
+    cryptoki::mechanism::rsa::PkcsMgfType,
+) {
+    use cryptoki::mechanism::MechanismType as M;
+    use cryptoki::mechanism::rsa::PkcsMgfType as G;
+    match h {
+        OaepHash::Sha1 => (M::SHA1, G::MGF1_SHA1),
+        OaepHash::Sha256 => (M::SHA256, G::MGF1_SHA256),
+        OaepHash::Sha384 => (M::SHA384, G::MGF1_SHA384),
+        OaepHash::Sha512 => (M::SHA512, G::MGF1_SHA512),
+    }
+}
+
 pub(super) fn run_op(
     s: &Session,
     key: ObjectHandle,
     op: PrivateOp,
 ) -> Result<Zeroizing<Vec<u8>>, CkError> {
-    use cryptoki::mechanism::MechanismType;
     use cryptoki::mechanism::elliptic_curve::{EcKdf, Ecdh1DeriveParams};
-    use cryptoki::mechanism::rsa::{PkcsMgfType, PkcsOaepParams, PkcsOaepSource};
+    use cryptoki::mechanism::rsa::{PkcsOaepParams, PkcsOaepSource, PkcsPssParams};
     use cryptoki::object::KeyType;
     match op {
         PrivateOp::Sign { mechanism, data } => {
             let m = match mechanism {
                 SignMechanism::RsaPkcs1 => Mechanism::RsaPkcs,
                 SignMechanism::Ecdsa => Mechanism::Ecdsa,
+                SignMechanism::RsaPss { hash, salt_len } => {
+                    let (hash_alg, mgf) = oaep_hash(hash);
+                    Mechanism::RsaPkcsPss(PkcsPssParams {
+                        hash_alg,
+                        mgf,
+                        s_len: (salt_len as u64).into(),
+                    })
+                }
             };
             s.sign(&m, key, &data).map(Zeroizing::new)
         }
         PrivateOp::Decrypt { padding, data } => {
             let (hash, mgf) = match padding {
-                RsaDecrypt::Oaep(OaepHash::Sha1) => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
-                RsaDecrypt::Oaep(OaepHash::Sha256) => {
-                    (MechanismType::SHA256, PkcsMgfType::MGF1_SHA256)
-                }
-                RsaDecrypt::Oaep(OaepHash::Sha384) => {
-                    (MechanismType::SHA384, PkcsMgfType::MGF1_SHA384)
-                }
-                RsaDecrypt::Oaep(OaepHash::Sha512) => {
-                    (MechanismType::SHA512, PkcsMgfType::MGF1_SHA512)
-                }
-                _ => (MechanismType::SHA1, PkcsMgfType::MGF1_SHA1),
+                RsaDecrypt::Oaep(h) => oaep_hash(h),
+                _ => oaep_hash(OaepHash::Sha1),
             };
             let m = match padding {
                 RsaDecrypt::Pkcs1 => Mechanism::RsaPkcs,
