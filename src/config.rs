@@ -125,6 +125,10 @@ pub struct AgentConfig {
     /// Connections served at once; more are refused with `too_many_connections`.
     #[serde(deserialize_with = "de_max_connections")]
     pub max_connections: usize,
+    /// A request frame begun must go on arriving: after this many seconds without a new
+    /// byte of it, the connection is closed (a stalled client holds memory and a slot).
+    #[serde(deserialize_with = "de_frame_timeout")]
+    pub frame_timeout_secs: u64,
 }
 
 impl Default for AgentConfig {
@@ -134,6 +138,7 @@ impl Default for AgentConfig {
             log_level: LogLevel::Info,
             max_frame_bytes: smime_agent_proto::DEFAULT_MAX_FRAME_BYTES,
             max_connections: 1024,
+            frame_timeout_secs: 30,
         }
     }
 }
@@ -482,6 +487,10 @@ fn de_frame_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Erro
     in_range(d, 4096, 1 << 30, "max_frame_bytes")
 }
 
+fn de_frame_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, 1, 3600, "frame_timeout_secs")
+}
+
 fn de_max_connections<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     in_range(d, 1, 65_536, "max_connections").map(|v| v as usize)
 }
@@ -588,6 +597,9 @@ log_level = "info"
 max_frame_bytes = 67108864
 # Connections served at once (1 .. 65536); more are refused.
 max_connections = 1024
+# A request begun must go on arriving: seconds without a new byte of an unfinished frame
+# before the connection is closed with limit_exceeded (1 .. 3600).
+frame_timeout_secs = 30
 
 # PKCS#11 modules, one [[tokens.module]] table each. Modules load only from this file.
 # [[tokens.module]]

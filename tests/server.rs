@@ -490,3 +490,47 @@ fn unloadable_module_is_reported_in_status_not_fatal() {
     );
     let _ = ErrorCode::Internal;
 }
+
+#[test]
+fn a_frame_that_stops_arriving_closes_its_connection_and_a_slow_one_is_served() {
+    let dir = tempdir();
+    let agent = plain_agent(dir.path(), "[agent]\nframe_timeout_secs = 1\n");
+
+    // Half a request, then nothing: one error frame, then the connection is closed.
+    let mut c = Raw::connect(&agent);
+    c.hello();
+    let start = std::time::Instant::now();
+    c.send(b"{\"id\":1,\"op\":\"sta");
+    let r = c.recv();
+    assert_eq!(r["error"]["code"], "limit_exceeded", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("frame_timeout_secs"),
+        "{r}"
+    );
+    let waited = start.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "closed after {waited:?}"
+    );
+    let mut rest = String::new();
+    assert_eq!(
+        c.r.read_line(&mut rest).unwrap(),
+        0,
+        "then the end: {rest:?}"
+    );
+
+    // A slow client whose bytes keep coming is served, however long the frame takes.
+    let mut c = Raw::connect(&agent);
+    c.hello();
+    for b in b"{\"id\":2,\"op\":\"status\"}".chunks(4) {
+        c.send(b);
+        std::thread::sleep(Duration::from_millis(350));
+    }
+    c.send(b"\n");
+    let r = c.recv();
+    assert_eq!(r["id"], 2, "{r}");
+    assert!(r["ok"]["agent"].is_object(), "{r}");
+}

@@ -151,6 +151,15 @@ impl<R: AsyncBufRead + Unpin> FrameReader<R> {
         }
     }
 
+    /// Bytes of a frame begun and not yet ended (counted also while an oversized one is
+    /// skipped): what a stalled client holds. 0 between frames.
+    pub fn unfinished(&self) -> u64 {
+        match &self.asm.discard {
+            Some(d) => d.seen,
+            None => self.asm.buf.len() as u64,
+        }
+    }
+
     /// The next frame, or `None` at the end of the stream. Cancel-safe: dropping the future
     /// loses no bytes.
     pub async fn next_frame(&mut self) -> io::Result<Option<Frame>> {

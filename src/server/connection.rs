@@ -7,6 +7,7 @@
 //! a client that stopped reading.
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use interprocess::local_socket::tokio::Stream;
 use smime_agent_proto::codec::{Frame, FrameReader};
@@ -18,6 +19,9 @@ use tracing::{debug, warn};
 use super::handler::{Handler, error_response};
 use super::session::Session;
 use crate::ops::{Peer, Services};
+
+/// How often the reader looks at an unfinished frame's progress.
+const PROGRESS_LOOK: Duration = Duration::from_secs(1);
 
 /// Serves one connection until the client hangs up or the agent shuts down.
 pub async fn handle(
@@ -44,10 +48,42 @@ pub async fn handle(
     let session = Arc::new(Session::new(services, peer, out_tx));
     let mut handler = Handler::new(session.clone(), max as usize);
     let mut reader = FrameReader::new(BufReader::new(rx), max);
+    let frame_timeout = Duration::from_secs(session.services.config.agent.frame_timeout_secs);
+    // How much of an unfinished frame there was, and since when: a client that stops in
+    // the middle of a frame is closed after `frame_timeout` without progress.
+    let mut progress = (0u64, Instant::now());
     loop {
+        let unfinished = reader.unfinished();
+        if unfinished != progress.0 {
+            progress = (unfinished, Instant::now());
+        }
+        let stalled = async {
+            if unfinished == 0 {
+                std::future::pending::<()>().await;
+            }
+            tokio::time::sleep_until((progress.1 + frame_timeout).into()).await;
+        };
         let frame = tokio::select! {
             f = reader.next_frame() => f,
             _ = shutdown.changed() => break,
+            // `next_frame` returns only at a frame's end: look now and then, so that a frame
+            // begun, and its progress, are seen.
+            _ = tokio::time::sleep(PROGRESS_LOOK.min(frame_timeout)) => continue,
+            _ = stalled => {
+                if reader.unfinished() == progress.0 {
+                    warn!(peer = %session.peer, bytes = progress.0, "a request frame stalled; closing the connection");
+                    let body = ErrorBody::new(
+                        ErrorCode::LimitExceeded,
+                        format!(
+                            "the request was not finished: no byte of it came for {} s (frame_timeout_secs); the connection is closed",
+                            frame_timeout.as_secs()
+                        ),
+                    );
+                    session.send(&error_response(None, body)).await;
+                    break;
+                }
+                continue;
+            }
         };
         match frame {
             Ok(Some(Frame::Line(line))) => {
