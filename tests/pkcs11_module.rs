@@ -516,3 +516,86 @@ async fn nss_sees_the_card_come_and_go_and_a_wrong_pin_costs_one_try() {
     assert!(out.status.success());
     assert_eq!(nss_user_certs(&String::from_utf8_lossy(&out.stdout)), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pkcs11_tool_derives_the_ecdh_secret_openssl_computes() {
+    let dir = tempdir();
+    let (_hsm, agent) = softhsm_agent(
+        dir.path(),
+        "alice",
+        &["alice-enc-ec"],
+        AgentSpec {
+            pin_source: "pinentry",
+            pin_extra: "pinentry = \"pinentry-tty\"",
+            ..Default::default()
+        },
+    );
+    let term = Terminal::start();
+    let path = |n: &str| dir.path().join(n);
+    // The peer: a fresh P-256 key made by OpenSSL; its public key as DER for pkcs11-tool.
+    run_ok(
+        Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out",
+            ])
+            .arg(path("peer.pem")),
+    );
+    run_ok(
+        Command::new("openssl")
+            .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+            .arg(path("peer.pem"))
+            .arg("-out")
+            .arg(path("peer.der")),
+    );
+    let alice_pub = path("alice-pub.pem");
+    let out = run_ok(
+        Command::new("openssl")
+            .args(["x509", "-pubkey", "-noout", "-in"])
+            .arg(pki_file("alice-enc-ec.pem")),
+    );
+    std::fs::write(&alice_pub, out.stdout).unwrap();
+    run_ok(
+        Command::new("openssl")
+            .args(["pkeyutl", "-derive", "-inkey"])
+            .arg(path("peer.pem"))
+            .arg("-peerkey")
+            .arg(&alice_pub)
+            .arg("-out")
+            .arg(path("expected.bin")),
+    );
+    // pkcs11-tool derives with Alice's key behind the module (the person types the PIN).
+    let id: String = uri_id("alice-enc-ec").replace('%', "");
+    let m = module().to_str().unwrap().to_owned();
+    let mut cmd = host_program("pkcs11-tool", &agent, &term);
+    cmd.args([
+        "--module",
+        &m,
+        "--login",
+        "--derive",
+        "-m",
+        "ECDH1-DERIVE",
+        "--id",
+        &id,
+        "--input-file",
+    ])
+    .arg(path("peer.der"))
+    .arg("--output-file")
+    .arg(path("z.bin"));
+    let out = with_pin(&agent, &term, cmd, 1, PIN).await;
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read(path("z.bin")).unwrap(),
+        std::fs::read(path("expected.bin")).unwrap(),
+        "the module's ECDH secret is OpenSSL's"
+    );
+}
