@@ -241,7 +241,22 @@ pub async fn rescan_module(
         .await
         .map_err(|e| e.to_string())?;
         drop(guards);
-        let mut changes = r?;
+        let mut changes = match r {
+            Ok(c) => c,
+            Err(e) => {
+                // The module is down: its tokens cannot work (their sessions died with the
+                // module), so they leave the store now and come back with it.
+                let gone = Changes {
+                    removed: mine
+                        .iter()
+                        .map(|t| t.token.token_ref().id.clone())
+                        .collect(),
+                    ..Default::default()
+                };
+                apply(presence, gone);
+                return Err(e);
+            }
+        };
         // Tokens that came back are replaced, not removed and re-added for subscribers.
         let back: Vec<String> = changes
             .inserted

@@ -595,3 +595,72 @@ async fn a_full_connection_still_reads_the_pin_answer_its_requests_wait_for() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_module_whose_reinitialization_failed_comes_back_with_the_next_rescan() {
+    let dir = tempdir();
+    let (hsm, agent) = softhsm_agent(dir.path(), "alice", &["alice-sign-rsa"], Default::default());
+    let client = agent.client().await;
+    let (r, _) = sign_answering(
+        &client,
+        "alice@example.org",
+        sample_entity("before"),
+        None,
+        PIN,
+    )
+    .await;
+    r.expect("sign before");
+
+    // The token store goes away: the rescan's C_Initialize fails. The token leaves the store
+    // (it cannot work) and status says why the module is down.
+    let tokens = hsm.dir.join("tokens");
+    let aside = hsm.dir.join("tokens-aside");
+    std::fs::rename(&tokens, &aside).unwrap();
+    let r = client.rescan().await.expect("rescan answers");
+    assert!(!r.skipped.is_empty(), "{r:?}");
+    let st = client.status().await.unwrap();
+    assert!(st.tokens.is_empty(), "{st:?}");
+    assert!(
+        st.modules[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("C_Initialize")),
+        "{:?}",
+        st.modules[0]
+    );
+    let c = agent.client().await;
+    let (r, _) = sign_answering(
+        &c,
+        "alice@example.org",
+        sample_entity("meanwhile"),
+        None,
+        PIN,
+    )
+    .await;
+    assert_eq!(
+        r.expect_err("no token").code(),
+        Some(smime_agent_proto::ErrorCode::NoCertificate)
+    );
+
+    // The store is back: after the module's short wait a rescan initializes it again, the
+    // token returns, and it signs (a new login: the old one died with the module).
+    std::fs::rename(&aside, &tokens).unwrap();
+    let start = std::time::Instant::now();
+    loop {
+        client.rescan().await.expect("rescan answers");
+        let st = client.status().await.unwrap();
+        if !st.tokens.is_empty() {
+            assert!(st.modules[0].error.is_none(), "{:?}", st.modules[0]);
+            break;
+        }
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "the module never came back"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    }
+    let c = agent.client().await;
+    let (r, _) = sign_answering(&c, "alice@example.org", sample_entity("after"), None, PIN).await;
+    let signed = r.expect("sign after the module came back");
+    assert_openssl_signed(&signed.mime.0, dir.path(), &sample_entity("after"));
+}

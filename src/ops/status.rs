@@ -18,7 +18,7 @@ pub async fn status(ctx: &OpContext<'_>) -> StatusResult {
             path: m.path().display().to_string(),
             kind: m.config.kind.as_str().to_owned(),
             library: m.library.clone(),
-            error: m.error.clone(),
+            error: m.error.clone().or_else(|| m.down_reason()),
         })
         .collect();
     let snapshot = services.store.snapshot();

@@ -8,7 +8,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error as CkError, RvError};
@@ -18,7 +18,7 @@ use cryptoki::session::Session;
 use cryptoki::slot::{Slot, SlotInfo, TokenInfo};
 use sha2::{Digest, Sha256};
 use smime_agent_proto::TokenRef;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use super::facts::{TokenCert, TokenFacts, retries_of};
 use super::token::Token;
@@ -53,7 +53,23 @@ pub struct Module {
     pub library: Option<String>,
     /// Why the module is unusable.
     pub error: Option<String>,
+    /// Set while a re-initialization failed: why, and when to try again. Its tokens are
+    /// out of the store meanwhile; a rescan after that time initializes it again.
+    down: Mutex<Option<Down>>,
 }
+
+/// A module whose C_Initialize failed after it had loaded.
+#[derive(Debug, Clone)]
+struct Down {
+    reason: String,
+    retry_at: Instant,
+    backoff: Duration,
+}
+
+/// The first wait after a failed re-initialization, doubled after each failure up to
+/// [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 impl std::fmt::Debug for Module {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -76,6 +92,7 @@ impl Module {
             slot_events: AtomicBool::new(false),
             library: None,
             error: None,
+            down: Mutex::new(None),
         };
         let pkcs11 = match Pkcs11::new(&config.path) {
             Ok(p) => p,
@@ -118,6 +135,14 @@ impl Module {
         self.pkcs11.is_some()
     }
 
+    /// Why the module is down now (its re-initialization failed), for `status`.
+    pub fn down_reason(&self) -> Option<String> {
+        self.down
+            .lock()
+            .ok()
+            .and_then(|d| d.as_ref().map(|d| d.reason.clone()))
+    }
+
     /// Compares the tokens present now with the ones known, and opens the new ones.
     /// Slots whose reader PC/SC reports empty count as empty even when the module still
     /// lists a token there (modules notice removals later than PC/SC does).
@@ -127,6 +152,17 @@ impl Module {
         pin_ttl: Duration,
     ) -> Result<Changes, String> {
         let pkcs11 = self.pkcs11.as_ref().ok_or("module not loaded")?;
+        // A module that failed to initialize again is tried again once its wait is over.
+        let down = self.down.lock().ok().and_then(|d| d.clone());
+        if let Some(d) = down {
+            if Instant::now() < d.retry_at {
+                return Err(format!(
+                    "the module is down ({}); it is tried again shortly",
+                    d.reason
+                ));
+            }
+            self.reinitialize()?;
+        }
         // Not get_slots_with_initialized_token: it reads every token's info each time.
         let slots = pkcs11
             .get_slots_with_token()
@@ -218,15 +254,48 @@ impl Module {
     /// C_Finalize and C_Initialize: the only way to see tokens created by another process
     /// in modules like SoftHSM. Every session of the module dies; the caller makes sure no
     /// operation runs.
+    ///
+    /// A failed C_Initialize leaves the module down (see [`Module::down_reason`]) until a
+    /// later rescan, after a growing wait, initializes it again: C_Finalize of a module that
+    /// is not initialized (its last C_Initialize failed) is no error here.
     pub fn reinitialize(&self) -> Result<(), String> {
         let pkcs11 = self.pkcs11.as_ref().ok_or("module not loaded")?;
-        pkcs11
-            .clone()
-            .finalize()
-            .map_err(|e| format!("C_Finalize: {e}"))?;
-        pkcs11
-            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            .map_err(|e| format!("C_Initialize: {e}"))
+        match pkcs11.clone().finalize() {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiNotInitialized, _)) => {}
+            Err(e) => return Err(self.went_down(format!("C_Finalize: {e}"))),
+        }
+        match pkcs11.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
+            Ok(()) | Err(CkError::Pkcs11(RvError::CryptokiAlreadyInitialized, _)) => {
+                if let Ok(mut d) = self.down.lock()
+                    && d.take().is_some()
+                {
+                    info!(module = %self.config.path.display(), "the module is initialized again");
+                }
+                Ok(())
+            }
+            Err(e) => Err(self.went_down(format!("C_Initialize: {e}"))),
+        }
+    }
+
+    /// Notes a failed re-initialization: the module is down until its next try.
+    fn went_down(&self, reason: String) -> String {
+        if let Ok(mut d) = self.down.lock() {
+            let backoff = d
+                .as_ref()
+                .map(|d| (d.backoff * 2).min(MAX_BACKOFF))
+                .unwrap_or(FIRST_BACKOFF);
+            warn!(module = %self.config.path.display(), error = %reason, retry_in = ?backoff, "the module is down");
+            *d = Some(Down {
+                reason: reason.clone(),
+                retry_at: Instant::now() + backoff,
+                backoff,
+            });
+        }
+        // Its tokens' handles died with it: each is opened afresh when it is back.
+        if let Ok(mut k) = self.known.lock() {
+            k.clear();
+        }
+        reason
     }
 
     /// Reads the token in `slot` (whose slot and token info the scan read): its facts,
