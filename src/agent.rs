@@ -44,7 +44,10 @@ pub fn init_logging(config: &Config) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(config.agent.log_level.as_str()));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Lines the log cannot take are dropped and counted (see `log`), never reported
+        // through a stderr that is failing.
+        .with_writer(crate::log::Stderr)
+        .log_internal_errors(false)
         .with_ansi(false)
         .try_init();
 }

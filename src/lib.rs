@@ -26,6 +26,7 @@ pub mod alg;
 pub mod certs;
 pub mod config;
 pub mod contacts;
+pub mod log;
 pub mod oids;
 pub mod ops;
 pub mod presence;

@@ -534,3 +534,24 @@ fn a_frame_that_stops_arriving_closes_its_connection_and_a_slow_one_is_served() 
     assert_eq!(r["id"], 2, "{r}");
     assert!(r["ok"]["agent"].is_object(), "{r}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_that_cannot_be_written_drops_lines_and_the_agent_serves_on() {
+    let dir = tempdir();
+    // /dev/full: every write fails with "No space left on device", as on a full disk. The
+    // agent logs at debug level (a line or more per request).
+    let agent = Agent::start(
+        dir.path(),
+        AgentSpec {
+            stderr: Some(std::path::Path::new("/dev/full")),
+            ..Default::default()
+        },
+    );
+    // Every connection and every request is answered.
+    for _ in 0..20 {
+        let c = agent.client().await;
+        c.status().await.expect("status while the log is full");
+    }
+    let st = agent.client().await.status().await.unwrap();
+    assert!(st.agent.log_lines_dropped > 20, "{:?}", st.agent);
+}

@@ -6,6 +6,7 @@
 //! forking a process that may already run threads.
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Command, ExitCode, Stdio};
 
 use smime_agent::agent;
@@ -59,9 +60,11 @@ fn spawn_background(
         eprintln!("smime-agent: {e}");
         return ExitCode::from(1);
     }
+    // Private whatever the umask: the log names the user's certificates and programs.
     let log = match std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
         .open(&log_path)
     {
         Ok(f) => f,

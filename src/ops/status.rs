@@ -51,6 +51,7 @@ pub async fn status(ctx: &OpContext<'_>) -> StatusResult {
             pid: std::process::id(),
             socket: services.socket_path.display().to_string(),
             uptime_secs: services.started.elapsed().as_secs(),
+            log_lines_dropped: crate::log::DROPS.dropped(),
         },
         modules,
         readers: services.readers.status(),

@@ -108,6 +108,8 @@ pub struct AgentSpec<'a> {
     pub trust: Option<String>,
     /// Extra lines of the `[revocation]` table (its `cache_dir` is `DIR/crls` unless given).
     pub revocation: String,
+    /// Where the agent's stderr (its log) goes instead of `DIR/agent.log`.
+    pub stderr: Option<&'a Path>,
 }
 
 impl Default for AgentSpec<'_> {
@@ -121,6 +123,7 @@ impl Default for AgentSpec<'_> {
             umask: None,
             trust: None,
             revocation: String::new(),
+            stderr: None,
         }
     }
 }
@@ -175,7 +178,10 @@ impl Agent {
     pub fn spawn(dir: &Path, config: PathBuf, socket: PathBuf, spec: &AgentSpec<'_>) -> Agent {
         std::fs::create_dir_all(dir).unwrap();
         let log = dir.join("agent.log");
-        let logf = std::fs::File::create(&log).unwrap();
+        let logf = match spec.stderr {
+            Some(p) => std::fs::OpenOptions::new().write(true).open(p).unwrap(),
+            None => std::fs::File::create(&log).unwrap(),
+        };
         let mut cmd = match spec.umask {
             Some(mask) => {
                 let mut c = Command::new("sh");

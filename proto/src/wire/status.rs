@@ -50,6 +50,9 @@ pub struct AgentInfo {
     pub socket: String,
     /// Seconds since the agent started.
     pub uptime_secs: u64,
+    /// Log lines that could not be written (a full disk, a closed stderr) since the start.
+    #[serde(default)]
+    pub log_lines_dropped: u64,
 }
 
 /// A configured PKCS#11 module.
