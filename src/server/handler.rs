@@ -180,6 +180,11 @@ async fn forward_events(session: Arc<Session>, mut rx: tokio::sync::broadcast::R
 
 /// Parses a frame into a request, or the response that says what is wrong with it.
 fn parse_request(mut line: Vec<u8>) -> Result<Request, Box<Response>> {
+    // A member given twice is ambiguous (which "id", which "signer"?): refused, as serde
+    // would for a struct, though `serde_json::Value` keeps the last silently.
+    let duplicate = serde_json::from_slice::<NoDuplicates>(&line)
+        .err()
+        .map(|e| e.to_string());
     let parsed = serde_json::from_slice::<serde_json::Value>(&line);
     // The frame may hold a PIN: wipe it now that it is parsed.
     line.zeroize();
@@ -190,6 +195,14 @@ fn parse_request(mut line: Vec<u8>) -> Result<Request, Box<Response>> {
         ))
     };
     let value = parsed.map_err(|e| bad(None, format!("the frame is not valid JSON: {e}")))?;
+    if let Some(d) = duplicate {
+        let id_twice = d.contains("\"id\"");
+        let id = value
+            .get("id")
+            .filter(|_| !id_twice)
+            .and_then(|v| serde_json::from_value::<RequestId>(v.clone()).ok());
+        return Err(bad(id, d));
+    }
     let obj = value
         .as_object()
         .ok_or_else(|| bad(None, "a request must be a JSON object".into()))?;
@@ -298,5 +311,88 @@ fn answer_prompt(session: &Session, id: RequestId, p: PinParams) -> Response {
                 ),
             ),
         )
+    }
+}
+
+/// Walks a JSON document and fails on the first object that names a member twice.
+struct NoDuplicates;
+
+impl<'de> serde::Deserialize<'de> for NoDuplicates {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NoDuplicatesVisitor)
+    }
+}
+
+struct NoDuplicatesVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NoDuplicatesVisitor {
+    type Value = NoDuplicates;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NoDuplicates, A::Error> {
+        let mut seen = std::collections::HashSet::new();
+        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+            if !seen.insert(key.clone().into_owned()) {
+                return Err(serde::de::Error::custom(format!(
+                    "the member \"{key}\" appears twice"
+                )));
+            }
+            map.next_value::<NoDuplicates>()?;
+        }
+        Ok(NoDuplicates)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<NoDuplicates, A::Error> {
+        while seq.next_element::<NoDuplicates>()?.is_some() {}
+        Ok(NoDuplicates)
+    }
+
+    fn visit_bool<E>(self, _: bool) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+    fn visit_unit<E>(self) -> Result<NoDuplicates, E> {
+        Ok(NoDuplicates)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_member_given_twice_is_refused_at_any_depth() {
+        let ok = br#"{"id":1,"op":"sign","signer":"a@b","content":"eA=="}"#;
+        assert!(parse_request(ok.to_vec()).is_ok());
+        for (frame, id) in [
+            (&br#"{"id":1,"id":2,"op":"status"}"#[..], None),
+            (&br#"{"id":3,"op":"status","op":"forget"}"#[..], Some(RequestId::Num(3))),
+            (&br#"{"id":4,"op":"sign","signer":"a@b","signer":"c@d","content":"eA=="}"#[..], Some(RequestId::Num(4))),
+            (&br#"{"id":5,"op":"encrypt","recipients":["x@y"],"content":"eA==","certificates":[],"sender":"a@b","sender":"c@d"}"#[..], Some(RequestId::Num(5))),
+        ] {
+            let r = parse_request(frame.to_vec()).expect_err("a duplicate member");
+            assert_eq!(r.id, id, "{}", String::from_utf8_lossy(frame));
+            match &r.outcome {
+                Outcome::Error(e) => {
+                    assert_eq!(e.code, ErrorCode::BadRequest);
+                    assert!(e.message.contains("appears twice"), "{}", e.message);
+                }
+                Outcome::Ok(_) => panic!("not an error"),
+            }
+        }
     }
 }
