@@ -555,3 +555,22 @@ async fn a_log_that_cannot_be_written_drops_lines_and_the_agent_serves_on() {
     let st = agent.client().await.status().await.unwrap();
     assert!(st.agent.log_lines_dropped > 20, "{:?}", st.agent);
 }
+
+#[test]
+fn every_refused_client_reads_its_answer_even_after_sending_first() {
+    let dir = tempdir();
+    let agent = plain_agent(dir.path(), "[agent]\nmax_connections = 1\n");
+    let mut held = Raw::connect(&agent);
+    held.hello();
+    // Each refused client sends its hello at once, before reading: closing a socket with
+    // that unread would reset it, and the reset could destroy the answer.
+    for i in 0..50 {
+        let mut c = Raw::connect(&agent);
+        c.send(b"{\"id\":0,\"op\":\"hello\",\"version\":1}\n");
+        let r = c.recv();
+        assert_eq!(
+            r["error"]["code"], "too_many_connections",
+            "client {i}: {r}"
+        );
+    }
+}

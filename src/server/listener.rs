@@ -15,7 +15,7 @@ use interprocess::local_socket::traits::tokio::Listener as _;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use smime_agent_proto::codec::encode_frame;
 use smime_agent_proto::{ErrorBody, ErrorCode, Outcome, Response};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, watch};
 use tracing::{error, info, warn};
 
@@ -134,6 +134,18 @@ async fn refuse(mut stream: Stream, code: ErrorCode, message: String) {
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = stream.write_all(&frame).await;
         let _ = stream.flush().await;
+        // Closing a socket with unread bytes (the client's hello) resets it, and a reset
+        // can destroy the answer before the client reads it. So: end our side, then read
+        // what the client sent (bounded) until it closes or the time is up.
+        let _ = stream.shutdown().await;
+        let mut sink = [0u8; 4096];
+        let mut left = 64 * 1024usize;
+        while left > 0 {
+            match stream.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => left = left.saturating_sub(n),
+            }
+        }
     })
     .await;
 }
