@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use smime_agent_proto::{Event, ReaderEvent, TokenEvent, TokenRef};
 use tokio::sync::{Notify, broadcast, mpsc};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::store::SessionStore;
 use crate::tokens::Modules;
@@ -289,10 +289,8 @@ fn apply(presence: &Presence, changes: Changes) -> (Vec<TokenRef>, Vec<TokenRef>
         .collect();
     for id in &changes.removed {
         if inserted_ids.contains(id) {
-            // Re-opened in place: the new object replaces the old one below.
-            if let Some(old) = presence.store.remove(id) {
-                old.token.mark_removed();
-            }
+            // Re-opened (in another slot, or after a re-initialization): the new object
+            // replaces the old one below, with no news for subscribers.
             continue;
         }
         if let Some(r) = remove_token(presence, id) {
@@ -301,17 +299,22 @@ fn apply(presence: &Presence, changes: Changes) -> (Vec<TokenRef>, Vec<TokenRef>
     }
     let mut inserted = vec![];
     for t in changes.inserted {
-        inserted.push(insert_token(presence, t));
+        inserted.extend(insert_token(presence, t));
     }
     (inserted, removed)
 }
 
-fn insert_token(presence: &Presence, t: ScannedToken) -> TokenRef {
+/// Puts a token in the store and tells subscribers; a token that replaces its own old
+/// object (re-opened after its module was re-initialized) is no news: no event, and it is
+/// not returned.
+fn insert_token(presence: &Presence, t: ScannedToken) -> Option<TokenRef> {
     let facts = t.token.facts.clone();
     let count = t.certs.len();
     let replaced = presence.store.insert(t.token, t.certs);
     if let Some(old) = replaced {
         old.token.mark_removed();
+        debug!(token = %facts.token.label, serial = %facts.token.serial, "token re-opened");
+        return None;
     }
     info!(
         token = %facts.token.label,
@@ -327,7 +330,7 @@ fn insert_token(presence: &Presence, t: ScannedToken) -> TokenRef {
         slot: facts.slot_description.clone(),
         certificates: count,
     }));
-    facts.token
+    Some(facts.token)
 }
 
 /// Takes a token out of the store: its PIN is wiped, its sessions closed, and operations

@@ -664,3 +664,25 @@ async fn a_module_whose_reinitialization_failed_comes_back_with_the_next_rescan(
     let signed = r.expect("sign after the module came back");
     assert_openssl_signed(&signed.mime.0, dir.path(), &sample_entity("after"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rescan_that_finds_the_same_tokens_reports_and_announces_nothing() {
+    let dir = tempdir();
+    let (_hsm, agent) = softhsm_agent(dir.path(), "alice", &["alice-sign-rsa"], Default::default());
+    let watcher = agent.client().await;
+    let mut events = watcher.take_events().unwrap();
+    watcher.subscribe().await.unwrap();
+    let client = agent.client().await;
+    for _ in 0..3 {
+        let r = client.rescan().await.unwrap();
+        assert!(r.inserted.is_empty() && r.removed.is_empty(), "{r:?}");
+    }
+    // A token that does come is announced: the events would have arrived by now.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        events.try_recv().is_err(),
+        "no token event for tokens that stayed"
+    );
+    let st = client.status().await.unwrap();
+    assert_eq!(st.tokens.len(), 1);
+}
