@@ -186,8 +186,9 @@ fn parse_request(mut line: Vec<u8>) -> Result<Request, Box<Response>> {
         .err()
         .map(|e| e.to_string());
     let parsed = serde_json::from_slice::<serde_json::Value>(&line);
-    // The frame may hold a PIN: wipe it now that it is parsed.
-    line.zeroize();
+    // The frame may hold a PIN: wipe it now that it is parsed. Its bytes, not its spare
+    // capacity, which never held any (zeroing a large frame's whole allocation cost 100 ms).
+    line.as_mut_slice().zeroize();
     let bad = |id: Option<RequestId>, msg: String| {
         Box::new(error_response(
             id,

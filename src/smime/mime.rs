@@ -66,8 +66,10 @@ pub fn check_entity(entity: &[u8]) -> Result<(), SmimeError> {
     Ok(())
 }
 
+/// The first place `needle` occurs in `hay` (memchr's substring search: a window-by-window
+/// comparison took two thirds of the time of clear-signing a large message).
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// Base64 in lines of 76 characters, CRLF line ends (RFC 2045 section 6.8).
