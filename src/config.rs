@@ -129,6 +129,10 @@ pub struct AgentConfig {
     /// byte of it, the connection is closed (a stalled client holds memory and a slot).
     #[serde(deserialize_with = "de_frame_timeout")]
     pub frame_timeout_secs: u64,
+    /// Bytes of unfinished request frames held across all connections; a connection whose
+    /// frame would pass it is closed.
+    #[serde(deserialize_with = "de_unfinished_bytes")]
+    pub max_unfinished_bytes: u64,
 }
 
 impl Default for AgentConfig {
@@ -139,6 +143,7 @@ impl Default for AgentConfig {
             max_frame_bytes: smime_agent_proto::DEFAULT_MAX_FRAME_BYTES,
             max_connections: 1024,
             frame_timeout_secs: 30,
+            max_unfinished_bytes: 256 << 20,
         }
     }
 }
@@ -487,6 +492,10 @@ fn de_frame_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Erro
     in_range(d, 4096, 1 << 30, "max_frame_bytes")
 }
 
+fn de_unfinished_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    in_range(d, 4096, 1 << 34, "max_unfinished_bytes")
+}
+
 fn de_frame_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     in_range(d, 1, 3600, "frame_timeout_secs")
 }
@@ -600,6 +609,9 @@ max_connections = 1024
 # A request begun must go on arriving: seconds without a new byte of an unfinished frame
 # before the connection is closed with limit_exceeded (1 .. 3600).
 frame_timeout_secs = 30
+# Bytes of unfinished request frames held across all connections (4096 .. 16 GiB); a
+# connection whose frame would pass it is closed with limit_exceeded.
+max_unfinished_bytes = 268435456
 
 # PKCS#11 modules, one [[tokens.module]] table each. Modules load only from this file.
 # [[tokens.module]]

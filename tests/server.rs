@@ -574,3 +574,46 @@ fn every_refused_client_reads_its_answer_even_after_sending_first() {
         );
     }
 }
+
+#[test]
+fn unfinished_frames_across_connections_are_bounded() {
+    let dir = tempdir();
+    let agent = plain_agent(
+        dir.path(),
+        "[agent]\nmax_frame_bytes = 1048576\nmax_unfinished_bytes = 2000000\n",
+    );
+    // Two clients hold 900 KB of unfinished frames each: within the budget, they stay.
+    let half = vec![b'A'; 900_000];
+    let mut held = vec![];
+    for _ in 0..2 {
+        let mut c = Raw::connect(&agent);
+        c.hello();
+        c.send(b"{\"id\":1,\"op\":\"status\",\"x\":\"");
+        c.send(&half);
+        held.push(c);
+    }
+    // A third would pass it: refused and closed, the others untouched.
+    let mut third = Raw::connect(&agent);
+    third.hello();
+    third.send(b"{\"id\":1,\"op\":\"status\",\"x\":\"");
+    third.send(&half);
+    let r = third.recv();
+    assert_eq!(r["error"]["code"], "limit_exceeded", "{r}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("max_unfinished_bytes"),
+        "{r}"
+    );
+    // The first two finish their frames and are answered (an unknown member: bad_request).
+    for c in &mut held {
+        c.send(b"\"}\n");
+        let r = c.recv();
+        assert_eq!(r["id"], 1, "{r}");
+        assert_eq!(r["error"]["code"], "bad_request", "{r}");
+    }
+    // With the budget free again, a new client is served.
+    let mut c = Raw::connect(&agent);
+    c.hello();
+}

@@ -16,6 +16,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, warn};
 
+use super::budget::{Budget, Share};
 use super::handler::{Handler, error_response};
 use super::session::Session;
 use crate::ops::{Peer, Services};
@@ -28,6 +29,7 @@ pub async fn handle(
     services: Arc<Services>,
     stream: Stream,
     peer: Peer,
+    budget: &Budget,
     mut shutdown: watch::Receiver<bool>,
 ) {
     debug!(peer = %peer, "connection opened");
@@ -52,10 +54,23 @@ pub async fn handle(
     // How much of an unfinished frame there was, and since when: a client that stops in
     // the middle of a frame is closed after `frame_timeout` without progress.
     let mut progress = (0u64, Instant::now());
+    let mut share = Share::new(budget);
     loop {
         let unfinished = reader.unfinished();
         if unfinished != progress.0 {
             progress = (unfinished, Instant::now());
+        }
+        if !share.set(unfinished) {
+            warn!(peer = %session.peer, bytes = unfinished, "unfinished requests hold the agent's whole budget; closing this connection");
+            let body = ErrorBody::new(
+                ErrorCode::LimitExceeded,
+                format!(
+                    "the agent holds {} bytes of unfinished requests at most, across all connections (max_unfinished_bytes); this one is closed",
+                    budget.limit()
+                ),
+            );
+            session.send(&error_response(None, body)).await;
+            break;
         }
         let stalled = async {
             if unfinished == 0 {

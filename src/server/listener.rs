@@ -20,6 +20,7 @@ use tokio::sync::{Semaphore, watch};
 use tracing::{error, info, warn};
 
 use super::ServerError;
+use super::budget::Budget;
 use super::connection;
 use crate::ops::{Peer, Services};
 
@@ -45,6 +46,7 @@ pub async fn serve(
     ready();
 
     let limit = Arc::new(Semaphore::new(services.config.agent.max_connections));
+    let budget = Arc::new(Budget::new(services.config.agent.max_unfinished_bytes));
     let mut handlers = tokio::task::JoinSet::new();
     loop {
         let stream = tokio::select! {
@@ -84,8 +86,9 @@ pub async fn serve(
         };
         let services = services.clone();
         let shutdown = shutdown.clone();
+        let budget = budget.clone();
         handlers.spawn(async move {
-            connection::handle(services, stream, peer, shutdown).await;
+            connection::handle(services, stream, peer, &budget, shutdown).await;
             drop(permit);
         });
         // Reap finished handlers so the set does not grow with every connection.

@@ -7,12 +7,14 @@
 //! - [`connection`]: frames in and out of one connection, the writer task;
 //! - [`handler`]: what each frame asks: hello, pin, subscribe, or an op for [`crate::ops`];
 //! - [`admission`]: how many requests of a connection run at once, and who waits;
+//! - [`budget`]: the bytes of unfinished frames across all connections, bounded;
 //! - [`session`]: what a connection's reader and request tasks share;
 //! - [`prompts`] and [`prompter`]: PIN prompts open on a connection, and asking for a PIN.
 //!
 //! Knows nothing of PKCS#11 or CMS: requests go to [`crate::ops`].
 
 mod admission;
+mod budget;
 mod connection;
 mod handler;
 mod listener;
