@@ -13,6 +13,8 @@ packages=(
   openssl gpgsm libnss3-tools libengine-pkcs11-openssl gnutls-bin
   # PIN entry, and the terminal the tests type PINs into
   pinentry-tty tmux util-linux
+  # socket activation (systemd-socket-activate)
+  systemd
   # pip, for the NIST PKITS data (cryptography-vectors)
   python3 python3-pip
 )

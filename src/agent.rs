@@ -62,7 +62,12 @@ pub fn run(
 ) -> Result<(), AgentError> {
     crate::sys::harden_process();
     crate::sys::raise_nofile_limit();
-    crate::server::prepare_socket_path(&socket)?;
+    // Socket activation (systemd, systemd-socket-activate): the socket is passed, not made.
+    let inherited = crate::sys::activation_socket()
+        .map_err(|e| AgentError::Runtime(std::io::Error::other(e)))?;
+    if inherited.is_none() {
+        crate::server::prepare_socket_path(&socket)?;
+    }
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -142,17 +147,47 @@ pub fn run(
         tokio::spawn(async move {
             wait_for_signal().await;
             info!("signal received");
+            sd_notify("STOPPING=1");
             let _ = shutdown_tx.send(true);
         });
         let sweeper = tokio::spawn(expire_pins(store.clone()));
 
         let ready_path = socket.clone();
-        crate::server::serve(services, socket, shutdown_rx, move || on_ready(&ready_path)).await?;
+        crate::server::serve(services, socket, inherited, shutdown_rx, move || {
+            on_ready(&ready_path);
+            sd_notify("READY=1");
+        })
+        .await?;
         sweeper.abort();
         shutdown_tokens(&store).await;
         info!("stopped");
         Ok(())
     })
+}
+
+/// Tells a service manager (systemd, `Type=notify`) how the agent is doing, when it asked
+/// (`NOTIFY_SOCKET`); nothing otherwise.
+fn sd_notify(state: &str) {
+    use std::os::unix::net::UnixDatagram;
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(sock) = UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = target.as_encoded_bytes();
+    let sent = match bytes.strip_prefix(b"@") {
+        // An abstract socket name (systemd's usual choice).
+        Some(name) => {
+            use std::os::linux::net::SocketAddrExt;
+            std::os::unix::net::SocketAddr::from_abstract_name(name)
+                .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+        }
+        None => sock.send_to(state.as_bytes(), std::path::Path::new(&target)),
+    };
+    if let Err(e) = sent {
+        warn!(error = %e, "cannot notify the service manager");
+    }
 }
 
 async fn wait_for_signal() {

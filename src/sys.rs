@@ -95,3 +95,42 @@ pub fn close_stdout() {
         }
     }
 }
+
+/// The listening socket a service manager passed, when this process was socket-activated
+/// (systemd's `LISTEN_PID` is ours and `LISTEN_FDS` is 1: the socket is fd 3). The variables
+/// are removed so that no child takes the socket for its own. Call before any thread starts.
+pub fn activation_socket() -> Result<Option<std::os::fd::OwnedFd>, String> {
+    use std::os::fd::FromRawFd;
+    let (Ok(pid), Ok(fds)) = (std::env::var("LISTEN_PID"), std::env::var("LISTEN_FDS")) else {
+        return Ok(None);
+    };
+    if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
+        return Ok(None);
+    }
+    // SAFETY: called at start-up, before the runtime or any other thread exists, so nothing
+    // reads the environment meanwhile.
+    unsafe {
+        std::env::remove_var("LISTEN_PID");
+        std::env::remove_var("LISTEN_FDS");
+        std::env::remove_var("LISTEN_FDNAMES");
+    }
+    if fds.trim() != "1" {
+        return Err(format!(
+            "socket activation passed {fds} sockets; the agent listens on exactly one"
+        ));
+    }
+    const FD: i32 = 3;
+    // SAFETY: fstat and fcntl on a descriptor number, writing only into `st`.
+    let is_socket = unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        libc::fstat(FD, &mut st) == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFSOCK
+    };
+    if !is_socket {
+        return Err("socket activation: file descriptor 3 is not a socket".into());
+    }
+    // SAFETY: as above; the agent's children must not inherit its listening socket.
+    unsafe { libc::fcntl(FD, libc::F_SETFD, libc::FD_CLOEXEC) };
+    // SAFETY: fd 3 was passed to this process for it to own (LISTEN_PID says so), it is a
+    // socket, and nothing else in the process uses it.
+    Ok(Some(unsafe { std::os::fd::OwnedFd::from_raw_fd(FD) }))
+}

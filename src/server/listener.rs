@@ -24,10 +24,13 @@ use super::budget::Budget;
 use super::connection;
 use crate::ops::{Peer, Services};
 
-/// Binds the socket (mode 0600) and serves until `shutdown` turns true.
+/// Binds the socket (mode 0600), or takes the one a service manager passed (`inherited`,
+/// socket activation: it stays the manager's, and is not removed at the end), and serves
+/// until `shutdown` turns true.
 pub async fn serve(
     services: Arc<Services>,
     path: PathBuf,
+    inherited: Option<std::os::fd::OwnedFd>,
     mut shutdown: watch::Receiver<bool>,
     ready: impl FnOnce(),
 ) -> Result<(), ServerError> {
@@ -35,14 +38,25 @@ pub async fn serve(
         path: path.clone(),
         source,
     };
-    let name = path.as_path().to_fs_name::<GenericFilePath>().map_err(io)?;
-    let listener = ListenerOptions::new()
-        .name(name)
-        .reclaim_name(true)
-        .create_tokio()
-        .map_err(io)?;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
-    info!(socket = %path.display(), "listening");
+    let listener: interprocess::local_socket::tokio::Listener = match inherited {
+        Some(fd) => {
+            let l = interprocess::os::unix::uds_local_socket::tokio::Listener::try_from(fd)
+                .map_err(|e| io(std::io::Error::other(e.to_string())))?;
+            info!(socket = %path.display(), "listening on the socket passed by socket activation");
+            l.into()
+        }
+        None => {
+            let name = path.as_path().to_fs_name::<GenericFilePath>().map_err(io)?;
+            let l = ListenerOptions::new()
+                .name(name)
+                .reclaim_name(true)
+                .create_tokio()
+                .map_err(io)?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(io)?;
+            info!(socket = %path.display(), "listening");
+            l
+        }
+    };
     ready();
 
     let limit = Arc::new(Semaphore::new(services.config.agent.max_connections));
