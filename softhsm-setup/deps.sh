@@ -13,6 +13,8 @@ packages=(
   openssl gpgsm libnss3-tools libengine-pkcs11-openssl gnutls-bin
   # PIN entry, and the terminal the tests type PINs into
   pinentry-tty tmux util-linux
+  # manual pages rendered by the tests (man -l)
+  man-db groff-base
   # socket activation (systemd-socket-activate)
   systemd
   # pip, for the NIST PKITS data (cryptography-vectors)

@@ -192,6 +192,17 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Write the manual pages (smime-agent.1 and one per command) into a directory.
+    Man {
+        /// The directory to write them into (made if missing).
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print the shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions {
+        #[arg(value_name = "SHELL")]
+        shell: clap_complete::Shell,
+    },
     /// Check a configuration file, or print the default one.
     Config {
         /// Print the default configuration, commented.
@@ -310,5 +321,54 @@ fn main() -> ExitCode {
             conn,
         } => cli::decrypt(&conn.path(), input, output, pin),
         Command::Config { defaults, config } => cli::config(defaults, config),
+        Command::Man { dir } => man_pages(&dir),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "smime-agent",
+                &mut std::io::stdout(),
+            );
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// The manual pages, from the same definitions as `--help`: smime-agent.1, and
+/// smime-agent-COMMAND.1 for each command.
+fn man_pages(dir: &std::path::Path) -> ExitCode {
+    use clap::CommandFactory;
+    let write = || -> std::io::Result<usize> {
+        std::fs::create_dir_all(dir)?;
+        let cmd = Cli::command();
+        let mut pages = vec![("smime-agent".to_owned(), cmd.clone())];
+        for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+            let name = format!("smime-agent-{}", sub.get_name());
+            let page = sub
+                .clone()
+                .display_name(name.clone())
+                .bin_name(format!("smime-agent {}", sub.get_name()));
+            pages.push((name, page));
+        }
+        for (name, page) in &pages {
+            let mut out = Vec::new();
+            clap_mangen::Man::new(page.clone()).render(&mut out)?;
+            std::fs::write(dir.join(format!("{name}.1")), out)?;
+        }
+        Ok(pages.len())
+    };
+    match write() {
+        Ok(n) => {
+            eprintln!("smime-agent: wrote {n} manual pages to {}", dir.display());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!(
+                "smime-agent: cannot write the manual pages to {}: {e}",
+                dir.display()
+            );
+            ExitCode::from(2)
+        }
     }
 }

@@ -26,7 +26,7 @@ use crate::{DEFAULT_MAX_FRAME_BYTES, PROTOCOL_VERSION};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error(
-        "cannot connect to the agent at {path}: {source} (is `smime-agent serve` running, and SMIME_AGENT_SOCK set?)"
+        "cannot connect to the agent at {path}: {source}. Start it with `eval \"$(smime-agent serve)\"` (or `systemctl --user start smime-agent.socket` with the units in contrib/systemd), or set SMIME_AGENT_SOCK to the socket of the one running"
     )]
     Connect { path: String, source: io::Error },
     #[error("connection to the agent failed: {0}")]
