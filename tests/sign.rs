@@ -686,3 +686,42 @@ async fn a_rescan_that_finds_the_same_tokens_reports_and_announces_nothing() {
     let st = client.status().await.unwrap();
     assert_eq!(st.tokens.len(), 1);
 }
+
+#[test]
+fn pin_fd_is_honoured_when_the_agent_asks_with_pinentry() {
+    // A mail client runs the command with pipes: pinentry would find no terminal. The PIN on
+    // a file descriptor is what the agent uses, whatever its source (/bin/false as the
+    // pinentry proves it is not run).
+    let dir = tempdir();
+    let (_hsm, agent) = softhsm_agent(
+        dir.path(),
+        "alice",
+        &["alice-sign-rsa"],
+        AgentSpec {
+            pin_source: "pinentry",
+            pin_extra: "pinentry = \"/bin/false\"",
+            ..Default::default()
+        },
+    );
+    let input = write_file(dir.path(), "msg.txt", &sample_entity("Signed from a pipe."));
+    let out = dir.path().join("signed.eml");
+    let pin_file = write_file(dir.path(), "pin", format!("{PIN}\n").as_bytes());
+    let st = agent
+        .cli()
+        .args(["sign", "--signer", "alice@example.org", "--pin-fd", "3"])
+        .arg("--in")
+        .arg(&input)
+        .arg("--out")
+        .arg(&out)
+        .output_with_fd3(&pin_file);
+    assert!(
+        st.status.success(),
+        "{}",
+        String::from_utf8_lossy(&st.stderr)
+    );
+    assert_openssl_signed(
+        &std::fs::read(&out).unwrap(),
+        dir.path(),
+        &sample_entity("Signed from a pipe."),
+    );
+}

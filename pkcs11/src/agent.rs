@@ -53,6 +53,7 @@ impl Agent {
                 )),
                 // A host program cannot answer prompts: the agent asks by its own source.
                 pin_prompt: false,
+                pin_from_client: false,
                 pinentry: Some(PinentryEnv::of_this_process()),
             },
         )

@@ -47,12 +47,23 @@ fn pinentry_env() -> PinentryEnv {
 }
 
 fn connect(socket: &Path, pin_prompt: bool) -> Result<BlockingClient, ClientError> {
+    connect_with(socket, pin_prompt, false)
+}
+
+/// `pin_from_client`: the command holds the PIN (`--pin-fd`), so the agent asks it
+/// whatever its PIN source (pinentry could find no terminal under a mail client's pipes).
+fn connect_with(
+    socket: &Path,
+    pin_prompt: bool,
+    pin_from_client: bool,
+) -> Result<BlockingClient, ClientError> {
     BlockingClient::connect(
         socket,
         HelloParams {
             version: PROTOCOL_VERSION,
             client: Some(format!("smime-agent-cli {}", env!("CARGO_PKG_VERSION"))),
             pin_prompt,
+            pin_from_client,
             pinentry: Some(pinentry_env()),
         },
     )
@@ -237,8 +248,9 @@ pub fn sign(
         Ok(c) => c,
         Err(e) => return local_fail(format!("cannot read the message: {e}")),
     };
+    let pin_from_client = pin.from_fd();
     let mut answer = pin::PinAnswerer::new(pin);
-    let result = connect(socket, true).and_then(|mut c| {
+    let result = connect_with(socket, true, pin_from_client).and_then(|mut c| {
         c.sign(
             SignParams {
                 signer,
@@ -546,8 +558,9 @@ pub fn compose(socket: &Path, a: ComposeArgs, pin: PinArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return local_fail(e),
     };
+    let pin_from_client = pin.from_fd();
     let mut answer = pin::PinAnswerer::new(pin);
-    let result = connect(socket, true).and_then(|mut c| {
+    let result = connect_with(socket, true, pin_from_client).and_then(|mut c| {
         c.compose(
             smime_agent_proto::ComposeParams {
                 content: content.into(),
@@ -665,8 +678,9 @@ pub fn decrypt(
         Ok(c) => c,
         Err(e) => return local_fail(format!("cannot read the message: {e}")),
     };
+    let pin_from_client = pin.from_fd();
     let mut answer = pin::PinAnswerer::new(pin);
-    let result = connect(socket, true).and_then(|mut c| {
+    let result = connect_with(socket, true, pin_from_client).and_then(|mut c| {
         c.decrypt(
             smime_agent_proto::DecryptParams {
                 content: content.into(),

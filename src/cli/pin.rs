@@ -15,6 +15,14 @@ pub struct PinArgs {
     pin_fd: Option<u32>,
 }
 
+impl PinArgs {
+    /// The PIN comes from a file descriptor: the agent should ask this command for it,
+    /// whatever its configured PIN source.
+    pub fn from_fd(&self) -> bool {
+        self.pin_fd.is_some()
+    }
+}
+
 /// Answers PIN prompts for one command.
 pub struct PinAnswerer {
     fd: Option<u32>,

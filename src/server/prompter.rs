@@ -24,7 +24,15 @@ impl RequestPrompter {
     }
 
     fn client_answers(&self) -> bool {
-        self.session.hello.get().is_some_and(|h| h.pin_prompt)
+        self.session
+            .hello
+            .get()
+            .is_some_and(|h| h.pin_prompt || h.pin_from_client)
+    }
+
+    /// The client holds the PIN already (`--pin-fd`): it is asked whatever the source.
+    fn client_has_pin(&self) -> bool {
+        self.session.hello.get().is_some_and(|h| h.pin_from_client)
     }
 
     fn event(&self, req: &PinRequest, prompt: u64, on_reader: bool) -> Event {
@@ -107,6 +115,7 @@ impl PinPrompter for RequestPrompter {
         Box::pin(async move {
             match self.session.services.config.pin.source {
                 PinSource::Client => self.ask_client(req).await,
+                PinSource::Pinentry if self.client_has_pin() => self.ask_client(req).await,
                 PinSource::Pinentry => self.ask_pinentry(req).await,
                 PinSource::Pinpad => Err(PinError::Unavailable(format!(
                     "[pin] source is \"pinpad\" but the token \"{}\" has no PIN pad",

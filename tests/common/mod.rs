@@ -332,6 +332,7 @@ pub fn hello(pin_prompt: bool) -> HelloParams {
         version: PROTOCOL_VERSION,
         client: Some("integration-test".into()),
         pin_prompt,
+        pin_from_client: false,
         pinentry: None,
     }
 }
@@ -343,6 +344,7 @@ pub fn pinentry_hello(tty: &str) -> HelloParams {
         version: PROTOCOL_VERSION,
         client: Some("pinentry-test".into()),
         pin_prompt: false,
+        pin_from_client: false,
         pinentry: Some(PinentryEnv {
             ttyname: Some(tty.to_owned()),
             ttytype: Some("xterm".into()),

@@ -127,6 +127,11 @@ pub struct HelloParams {
     /// True when the client answers `pin_needed` events itself (PIN source `client`).
     #[serde(default)]
     pub pin_prompt: bool,
+    /// True when the client already holds the PIN (read from a file descriptor, say): the
+    /// agent asks this client (`pin_needed`) whatever its configured source, except a PIN
+    /// pad, which always asks on the reader. Implies `pin_prompt`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub pin_from_client: bool,
     /// Where a pinentry started on behalf of this client should ask.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinentry: Option<PinentryEnv>,
