@@ -248,7 +248,7 @@ pub fn sign(
         Ok(c) => c,
         Err(e) => return local_fail(format!("cannot read the message: {e}")),
     };
-    let pin_from_client = pin.from_fd();
+    let pin_from_client = pin.given_on_fd();
     let mut answer = pin::PinAnswerer::new(pin);
     let result = connect_with(socket, true, pin_from_client).and_then(|mut c| {
         c.sign(
@@ -558,7 +558,7 @@ pub fn compose(socket: &Path, a: ComposeArgs, pin: PinArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return local_fail(e),
     };
-    let pin_from_client = pin.from_fd();
+    let pin_from_client = pin.given_on_fd();
     let mut answer = pin::PinAnswerer::new(pin);
     let result = connect_with(socket, true, pin_from_client).and_then(|mut c| {
         c.compose(
@@ -678,7 +678,7 @@ pub fn decrypt(
         Ok(c) => c,
         Err(e) => return local_fail(format!("cannot read the message: {e}")),
     };
-    let pin_from_client = pin.from_fd();
+    let pin_from_client = pin.given_on_fd();
     let mut answer = pin::PinAnswerer::new(pin);
     let result = connect_with(socket, true, pin_from_client).and_then(|mut c| {
         c.decrypt(

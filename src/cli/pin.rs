@@ -18,7 +18,7 @@ pub struct PinArgs {
 impl PinArgs {
     /// The PIN comes from a file descriptor: the agent should ask this command for it,
     /// whatever its configured PIN source.
-    pub fn from_fd(&self) -> bool {
+    pub fn given_on_fd(&self) -> bool {
         self.pin_fd.is_some()
     }
 }
