@@ -47,6 +47,10 @@ enum Command {
     },
     /// Sign a MIME entity (headers, empty line, body) as ADDRESS.
     Sign {
+        /// Print the agent's answer as JSON on stdout (the message in it, base64) and
+        /// write nothing else.
+        #[arg(long)]
+        json: bool,
         /// The signer's e-mail address.
         #[arg(long, value_name = "ADDRESS")]
         signer: String,
@@ -134,11 +138,19 @@ enum Command {
     },
     /// Wipe every cached PIN and log every token out.
     Forget {
+        /// Print the agent's answer as JSON on stdout (the message in it, base64) and
+        /// write nothing else.
+        #[arg(long)]
+        json: bool,
         #[command(flatten)]
         conn: ConnArgs,
     },
     /// Encrypt a MIME entity to recipients (and to the sender, who must be able to read it).
     Encrypt {
+        /// Print the agent's answer as JSON on stdout (the message in it, base64) and
+        /// write nothing else.
+        #[arg(long)]
+        json: bool,
         /// A recipient's address (repeat for each).
         #[arg(long = "to", value_name = "ADDRESS", required = true)]
         to: Vec<String>,
@@ -158,6 +170,10 @@ enum Command {
     /// Turn a complete message (From, To, Cc, Bcc, ...) into the message(s) to send, signed
     /// and/or encrypted as asked and as the policy requires.
     Compose {
+        /// Print the agent's answer as JSON on stdout (the message in it, base64) and
+        /// write nothing else.
+        #[arg(long)]
+        json: bool,
         /// Sign (the policy's always_sign signs anyway).
         #[arg(long)]
         sign: bool,
@@ -183,6 +199,10 @@ enum Command {
     },
     /// Decrypt an S/MIME message with one of your keys.
     Decrypt {
+        /// Print the agent's answer as JSON on stdout (the message in it, base64) and
+        /// write nothing else.
+        #[arg(long)]
+        json: bool,
         #[arg(long = "in", value_name = "FILE")]
         input: Option<PathBuf>,
         #[arg(long = "out", value_name = "FILE")]
@@ -260,8 +280,9 @@ fn main() -> ExitCode {
             input,
             output,
             pin,
+            json,
             conn,
-        } => cli::sign(&conn.path(), signer, opaque, input, output, pin),
+        } => cli::sign(&conn.path(), signer, opaque, input, output, pin, json),
         Command::Verify {
             input,
             output,
@@ -270,7 +291,7 @@ fn main() -> ExitCode {
         } => cli::verify(&conn.path(), input, output, json),
         Command::Watch { json, conn } => cli::watch(&conn.path(), json),
         Command::Rescan { json, conn } => cli::rescan(&conn.path(), json),
-        Command::Forget { conn } => cli::forget(&conn.path()),
+        Command::Forget { json, conn } => cli::forget(&conn.path(), json),
         Command::Validate {
             file,
             chain,
@@ -291,8 +312,9 @@ fn main() -> ExitCode {
             from,
             input,
             output,
+            json,
             conn,
-        } => cli::encrypt(&conn.path(), to, certs, from, input, output),
+        } => cli::encrypt(&conn.path(), to, certs, from, input, output, json),
         Command::Compose {
             sign,
             encrypt,
@@ -301,6 +323,7 @@ fn main() -> ExitCode {
             input,
             output,
             pin,
+            json,
             conn,
         } => cli::compose(
             &conn.path(),
@@ -313,13 +336,15 @@ fn main() -> ExitCode {
                 output,
             },
             pin,
+            json,
         ),
         Command::Decrypt {
             input,
             output,
             pin,
+            json,
             conn,
-        } => cli::decrypt(&conn.path(), input, output, pin),
+        } => cli::decrypt(&conn.path(), input, output, pin, json),
         Command::Config { defaults, config } => cli::config(defaults, config),
         Command::Man { dir } => man_pages(&dir),
         Command::Completions { shell } => {

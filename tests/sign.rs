@@ -725,3 +725,87 @@ fn pin_fd_is_honoured_when_the_agent_asks_with_pinentry() {
         &sample_entity("Signed from a pipe."),
     );
 }
+
+#[test]
+fn every_command_that_talks_to_the_agent_answers_in_json_with_json() {
+    let dir = tempdir();
+    let (_hsm, agent) = softhsm_agent(
+        dir.path(),
+        "alice",
+        &["alice-sign-rsa", "alice-enc-rsa"],
+        Default::default(),
+    );
+    let input = write_file(dir.path(), "msg.txt", &sample_entity("JSON out."));
+    let pin_file = write_file(dir.path(), "pin", format!("{PIN}\n").as_bytes());
+    let json_of = |out: &std::process::Output| -> serde_json::Value {
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.stderr.is_empty(),
+            "silent on success: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("JSON on stdout")
+    };
+    let signed = json_of(
+        &agent
+            .cli()
+            .args([
+                "sign",
+                "--json",
+                "--signer",
+                "alice@example.org",
+                "--pin-fd",
+                "3",
+                "--in",
+            ])
+            .arg(&input)
+            .output_with_fd3(&pin_file),
+    );
+    assert!(
+        signed["why"].as_str().is_some_and(|w| !w.is_empty()),
+        "{signed}"
+    );
+    use base64::Engine;
+    let mime = base64::engine::general_purpose::STANDARD
+        .decode(signed["mime"].as_str().unwrap())
+        .unwrap();
+    assert_openssl_signed(&mime, dir.path(), &sample_entity("JSON out."));
+
+    let cert = pki_file("alice-enc-rsa.pem");
+    let enc = json_of(
+        &agent
+            .cli()
+            .args(["encrypt", "--json", "--to", "alice@example.org", "--cert"])
+            .arg(&cert)
+            .arg("--in")
+            .arg(&input)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        enc["recipients"][0]["address"], "alice@example.org",
+        "{enc}"
+    );
+    let enc_mime = base64::engine::general_purpose::STANDARD
+        .decode(enc["mime"].as_str().unwrap())
+        .unwrap();
+    let enc_file = write_file(dir.path(), "enc.eml", &enc_mime);
+    let dec = json_of(
+        &agent
+            .cli()
+            .args(["decrypt", "--json", "--pin-fd", "3", "--in"])
+            .arg(&enc_file)
+            .output_with_fd3(&pin_file),
+    );
+    assert!(dec["certificate"]["subject"].as_str().is_some(), "{dec}");
+    let forget = json_of(&agent.cli().args(["forget", "--json"]).output().unwrap());
+    assert_eq!(
+        forget["tokens"].as_array().map(Vec::len),
+        Some(1),
+        "{forget}"
+    );
+}

@@ -243,6 +243,7 @@ pub fn sign(
     input: Option<PathBuf>,
     output: Option<PathBuf>,
     pin: PinArgs,
+    json: bool,
 ) -> ExitCode {
     let content = match read_input(input.as_deref()) {
         Ok(c) => c,
@@ -264,6 +265,9 @@ pub fn sign(
         Ok(s) => s,
         Err(e) => return fail(&e),
     };
+    if json {
+        return print_json(&signed);
+    }
     if let Err(e) = write_output(output.as_deref(), &signed.mime.0) {
         return local_fail(format!("cannot write the signed message: {e}"));
     }
@@ -356,8 +360,9 @@ pub fn rescan(socket: &Path, json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-pub fn forget(socket: &Path) -> ExitCode {
+pub fn forget(socket: &Path, json: bool) -> ExitCode {
     match connect(socket, false).and_then(|mut c| c.forget()) {
+        Ok(r) if json => print_json(&r),
         Ok(r) => {
             println!("forgot the PINs of {} token(s)", r.tokens.len());
             ExitCode::SUCCESS
@@ -549,7 +554,7 @@ pub struct ComposeArgs {
     pub output: Option<PathBuf>,
 }
 
-pub fn compose(socket: &Path, a: ComposeArgs, pin: PinArgs) -> ExitCode {
+pub fn compose(socket: &Path, a: ComposeArgs, pin: PinArgs, json: bool) -> ExitCode {
     let content = match read_input(a.input.as_deref()) {
         Ok(c) => c,
         Err(e) => return local_fail(format!("cannot read the message: {e}")),
@@ -576,6 +581,9 @@ pub fn compose(socket: &Path, a: ComposeArgs, pin: PinArgs) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
+    if json {
+        return print_json(&r);
+    }
     if r.messages.len() > 1 && a.output.is_none() {
         return local_fail(format!(
             "the message became {} messages (one per Bcc recipient); write them with --out FILE",
@@ -628,6 +636,7 @@ pub fn encrypt(
     from: Option<String>,
     input: Option<PathBuf>,
     output: Option<PathBuf>,
+    json: bool,
 ) -> ExitCode {
     let content = match read_input(input.as_deref()) {
         Ok(c) => c,
@@ -649,6 +658,9 @@ pub fn encrypt(
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
+    if json {
+        return print_json(&r);
+    }
     if let Err(e) = write_output(output.as_deref(), &r.mime.0) {
         return local_fail(format!("cannot write the encrypted message: {e}"));
     }
@@ -673,6 +685,7 @@ pub fn decrypt(
     input: Option<PathBuf>,
     output: Option<PathBuf>,
     pin: PinArgs,
+    json: bool,
 ) -> ExitCode {
     let content = match read_input(input.as_deref()) {
         Ok(c) => c,
@@ -692,6 +705,14 @@ pub fn decrypt(
         Ok(r) => r,
         Err(e) => return fail(&e),
     };
+    if json {
+        // The exit status says whether the signatures inside hold, as without --json.
+        let code = print_json(&r);
+        return match r.signatures {
+            Some(status) if status != VerifyStatus::Valid => ExitCode::from(EXIT_AGENT_ERROR),
+            _ => code,
+        };
+    }
     if let Err(e) = write_output(output.as_deref(), &r.mime.0) {
         return local_fail(format!("cannot write the decrypted message: {e}"));
     }
