@@ -569,11 +569,24 @@ unsafe fn sign_out(
     sig_len: *mut CK_ULONG,
 ) -> Rv<()> {
     let room = unsafe { room(sig, sig_len)? };
-    match module()?.sign_final(session, data, room) {
-        Ok(s) => unsafe { output(&s, sig, sig_len) },
-        Err((rv, needed)) => {
+    let r = module()?.sign_final(session, data, room);
+    unsafe { deliver(r.as_deref(), sig, sig_len) }
+}
+
+/// Hands an operation's result to the caller under the two-call convention: the bytes, or
+/// (`Err((rv, needed))`) the length asked for (rv CKR_OK) or needed (CKR_BUFFER_TOO_SMALL),
+/// or the failure.
+unsafe fn deliver(
+    r: Result<&[u8], &(CK_RV, usize)>,
+    out: *mut CK_BYTE,
+    out_len: *mut CK_ULONG,
+) -> Rv<()> {
+    match r {
+        Ok(bytes) => unsafe { output(bytes, out, out_len) },
+        Err(&(rv, needed)) => {
             if rv == CKR_OK || rv == CKR_BUFFER_TOO_SMALL {
-                unsafe { *sig_len = needed as CK_ULONG };
+                // SAFETY: `room` checked `out_len` before the operation ran.
+                unsafe { *out_len = needed as CK_ULONG };
             }
             if rv == CKR_OK { Ok(()) } else { Err(rv) }
         }
@@ -622,15 +635,8 @@ pub unsafe extern "C" fn C_Decrypt(
     guard(|| {
         let data = unsafe { slice(data, data_len)? };
         let room = unsafe { room(out, out_len)? };
-        match module()?.decrypt(session, data, room) {
-            Ok(plain) => unsafe { output(&plain, out, out_len) },
-            Err((rv, needed)) => {
-                if rv == CKR_OK || rv == CKR_BUFFER_TOO_SMALL {
-                    unsafe { *out_len = needed as CK_ULONG };
-                }
-                if rv == CKR_OK { Ok(()) } else { Err(rv) }
-            }
-        }
+        let r = module()?.decrypt(session, data, room);
+        unsafe { deliver(r.as_ref().map(|p| &p[..]), out, out_len) }
     })
 }
 

@@ -701,16 +701,13 @@ impl Module {
             collected.extend_from_slice(d);
         }
         let (mechanism, data) = mech.to_agent(&collected);
-        let r = self.agent.call(Op::KeySign(KeySignParams {
+        self.key_op(Op::KeySign(KeySignParams {
             key: key.key.clone(),
             mechanism,
             data: data.into(),
-        }));
-        self.after_agent(&r);
-        let v = r.map_err(|e| (ckr_of(&e), 0))?;
-        let r: smime_agent_proto::KeyOpResult =
-            serde_json::from_value(v).map_err(|_| (CKR_DEVICE_ERROR, 0))?;
-        Ok(r.data.0)
+        }))
+        .map(|d| d.to_vec())
+        .map_err(|rv| (rv, 0))
     }
 
     pub fn decrypt_init(
@@ -767,16 +764,12 @@ impl Module {
                 if data.len() != k {
                     return Err((CKR_ENCRYPTED_DATA_LEN_RANGE, 0));
                 }
-                let r = self.agent.call(Op::KeyDecrypt(KeyDecryptParams {
+                self.key_op(Op::KeyDecrypt(KeyDecryptParams {
                     key: key.key.clone(),
                     mechanism: mech,
                     data: data.to_vec().into(),
-                }));
-                self.after_agent(&r);
-                let v = r.map_err(|e| (ckr_of(&e), 0))?;
-                let r: smime_agent_proto::KeyOpResult =
-                    serde_json::from_value(v).map_err(|_| (CKR_DEVICE_ERROR, 0))?;
-                Zeroizing::new(r.data.0)
+                }))
+                .map_err(|rv| (rv, 0))?
             }
         };
         match out_len {
@@ -813,15 +806,12 @@ impl Module {
         if !matches!(key.key_type, Some(KeyType::Ec { .. })) {
             return Err(CKR_KEY_TYPE_INCONSISTENT);
         }
-        let r = self.agent.call(Op::KeyDerive(KeyDeriveParams {
-            key: key.key.clone(),
-            public_point: public_point.into(),
-        }));
-        self.after_agent(&r);
-        let v = r.map_err(|e| ckr_of(&e))?;
-        let r: smime_agent_proto::KeyOpResult =
-            serde_json::from_value(v).map_err(|_| CKR_DEVICE_ERROR)?;
-        let mut z = r.data.0;
+        let mut z = self
+            .key_op(Op::KeyDerive(KeyDeriveParams {
+                key: key.key.clone(),
+                public_point: public_point.into(),
+            }))?
+            .to_vec();
         // CKA_VALUE_LEN asks for the leftmost bytes (PKCS#11 2.40 section 2.3.13... as NSS
         // and OpenSC read it): cut, never pad.
         if let Some(n) = value_len {
@@ -840,14 +830,19 @@ impl Module {
         Ok(handle)
     }
 
-    /// After a private-key call: a token the agent says is gone leaves its slot now, before
-    /// the event arrives.
-    fn after_agent(&self, r: &Result<serde_json::Value, smime_agent_proto::client::ClientError>) {
-        if let Err(e) = r
+    /// One `key_*` request: the bytes it answers (secret ones wiped when dropped). A token
+    /// the agent says is gone leaves its slot now, before the event arrives.
+    fn key_op(&self, op: Op) -> Rv<Zeroizing<Vec<u8>>> {
+        let r = self.agent.call(op);
+        if let Err(e) = &r
             && e.code() == Some(smime_agent_proto::ErrorCode::TokenRemoved)
         {
             self.refresh();
         }
+        let v = r.map_err(|e| ckr_of(&e))?;
+        let r: smime_agent_proto::KeyOpResult =
+            serde_json::from_value(v).map_err(|_| CKR_DEVICE_ERROR)?;
+        Ok(Zeroizing::new(r.data.0))
     }
 
     /// C_WaitForSlotEvent: a slot whose token came or went since the last call; with
