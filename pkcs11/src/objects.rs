@@ -100,7 +100,7 @@ pub fn of_key(entry: &KeyEntry) -> Vec<Object> {
     ) else {
         return vec![];
     };
-    let label = common_name(&cert).unwrap_or_else(|| entry.key[..16].to_owned());
+    let label = common_name(&cert).unwrap_or_else(|| entry.key.chars().take(16).collect());
     let id = entry.key_id.0.clone();
     let spki = tbs.subject_public_key_info();
     let Some((key_type, key_attrs)) = public_key_attrs(spki) else {
