@@ -599,3 +599,77 @@ async fn pkcs11_tool_derives_the_ecdh_secret_openssl_computes() {
         "the module's ECDH secret is OpenSSL's"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nss_programs_share_one_card_and_one_pin_prompt() {
+    let dir = tempdir();
+    let rig = rig();
+    // The card's signing key (PIV 9C) wants the PIN for every use; the policy that lets the
+    // cached PIN serve it makes the one prompt enough.
+    let agent = Agent::start(
+        &dir.path().join("agent"),
+        AgentSpec {
+            extra_config: format!(
+                "[[tokens.module]]\npath = \"{}\"\n",
+                virtual_piv_card::OPENSC_PKCS11
+            ),
+            pin_source: "pinentry",
+            pin_extra: "pinentry = \"pinentry-tty\"\nalways_authenticate_uses_cache = true",
+            env: rig_env(&rig).collect(),
+            ..Default::default()
+        },
+    );
+    let client = agent.client().await;
+    let term = Terminal::start();
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
+    let tries = rig.tries_left("alice").unwrap();
+    let verifies = rig.verify_count("alice").unwrap();
+    let db = nss_db(&dir.path().join("nssdb"));
+    // The card's certificates, as NSS names them: token label, then the certificate's label
+    // (its common name); NSS picks the one fit for signing.
+    let st = client.status().await.unwrap();
+    let nickname = format!("{}:Alice Example", st.tokens[0].token.label);
+    let input = write_file(dir.path(), "m.txt", MSG);
+    let sign = |n: usize| {
+        let mut c = host_program("cmsutil", &agent, &term);
+        c.args(["-S", "-d", &db, "-N", &nickname, "-i"])
+            .arg(&input)
+            .arg("-o")
+            .arg(dir.path().join(format!("signed-{n}.p7m")));
+        c
+    };
+    let (mut a, mut b) = (sign(1), sign(2));
+    let first = tokio::task::spawn_blocking(move || a.output().unwrap());
+    let second = tokio::task::spawn_blocking(move || b.output().unwrap());
+    term.wait_for("PIN:", 1).await;
+    term.type_line(CARD_PIN);
+    for (n, p) in [(1, first), (2, second)] {
+        let out = tokio::time::timeout(Duration::from_secs(60), p)
+            .await
+            .expect("both finish")
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let der = std::fs::read(dir.path().join(format!("signed-{n}.p7m"))).unwrap();
+        assert_eq!(openssl_verified(dir.path(), &der).unwrap(), MSG);
+    }
+    let screen = Terminal::tmux(&term.socket, &["capture-pane", "-p", "-S", "-200"]);
+    assert_eq!(
+        screen.matches("PIN:").count(),
+        1,
+        "one prompt for both:\n{screen}"
+    );
+    assert_eq!(
+        rig.tries_left("alice").unwrap(),
+        tries,
+        "no wrong PIN was tried"
+    );
+    // The login and one context-specific login per signature: the PIN the person typed,
+    // never a guess.
+    let spent = rig.verify_count("alice").unwrap() - verifies;
+    assert!((1..=3).contains(&spent), "VERIFY commands: {spent}");
+}
