@@ -62,23 +62,24 @@ unsafe fn put<T>(p: *mut T, v: T) -> Rv<()> {
     Ok(())
 }
 
-/// The two-call output convention: `out` null asks for the length; too small a buffer is
-/// CKR_BUFFER_TOO_SMALL with the length needed.
-unsafe fn output(bytes: &[u8], out: *mut CK_BYTE, out_len: *mut CK_ULONG) -> Rv<()> {
+/// The two-call output convention (PKCS#11 2.40 section 5.2), for bytes and for lists of
+/// slots or mechanisms alike: `out` null asks for the count; too small a buffer is
+/// CKR_BUFFER_TOO_SMALL with the count needed.
+unsafe fn output<T: Copy>(items: &[T], out: *mut T, out_len: *mut CK_ULONG) -> Rv<()> {
     if out_len.is_null() {
         return Err(CKR_ARGUMENTS_BAD);
     }
     // SAFETY: checked non-null above.
     let room = unsafe { *out_len } as usize;
-    unsafe { *out_len = bytes.len() as CK_ULONG };
+    unsafe { *out_len = items.len() as CK_ULONG };
     if out.is_null() {
         return Ok(());
     }
-    if room < bytes.len() {
+    if room < items.len() {
         return Err(CKR_BUFFER_TOO_SMALL);
     }
-    // SAFETY: `out` has room for `room >= bytes.len()` bytes.
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), out, bytes.len()) };
+    // SAFETY: `out` is non-null with room for `room >= items.len()` elements.
+    unsafe { std::ptr::copy_nonoverlapping(items.as_ptr(), out, items.len()) };
     Ok(())
 }
 
@@ -197,23 +198,8 @@ pub unsafe extern "C" fn C_GetSlotList(
     count: *mut CK_ULONG,
 ) -> CK_RV {
     guard(|| {
-        let m = module()?;
-        if count.is_null() {
-            return Err(CKR_ARGUMENTS_BAD);
-        }
-        let ids = m.slot_ids(token_present != CK_FALSE);
-        // SAFETY: checked non-null.
-        let room = unsafe { *count } as usize;
-        unsafe { *count = ids.len() as CK_ULONG };
-        if list.is_null() {
-            return Ok(());
-        }
-        if room < ids.len() {
-            return Err(CKR_BUFFER_TOO_SMALL);
-        }
-        // SAFETY: `list` has room for `room` slot ids.
-        unsafe { std::ptr::copy_nonoverlapping(ids.as_ptr(), list, ids.len()) };
-        Ok(())
+        let ids = module()?.slot_ids(token_present != CK_FALSE);
+        unsafe { output(&ids, list, count) }
     })
 }
 
@@ -260,19 +246,7 @@ pub unsafe extern "C" fn C_GetMechanismList(
             .into_iter()
             .map(|(m, _)| m)
             .collect();
-        if count.is_null() {
-            return Err(CKR_ARGUMENTS_BAD);
-        }
-        let room = unsafe { *count } as usize;
-        unsafe { *count = mechs.len() as CK_ULONG };
-        if list.is_null() {
-            return Ok(());
-        }
-        if room < mechs.len() {
-            return Err(CKR_BUFFER_TOO_SMALL);
-        }
-        unsafe { std::ptr::copy_nonoverlapping(mechs.as_ptr(), list, mechs.len()) };
-        Ok(())
+        unsafe { output(&mechs, list, count) }
     })
 }
 
@@ -460,8 +434,11 @@ pub unsafe extern "C" fn C_FindObjects(
             return Err(CKR_ARGUMENTS_BAD);
         }
         let found = module()?.find(session, max as usize)?;
-        // SAFETY: `objects` has room for `max >= found.len()` handles.
-        unsafe { std::ptr::copy_nonoverlapping(found.as_ptr(), objects, found.len()) };
+        if !found.is_empty() {
+            // SAFETY: `objects` is non-null (max > 0) with room for `max >= found.len()`
+            // handles; a null `objects` with `max` 0 is never written.
+            unsafe { std::ptr::copy_nonoverlapping(found.as_ptr(), objects, found.len()) };
+        }
         unsafe { put(count, found.len() as CK_ULONG) }
     })
 }

@@ -59,27 +59,24 @@ impl Agent {
         )
     }
 
-    /// Runs `op` on a pooled connection (a new one if none is idle).
+    /// Runs `op` on a pooled connection (a new one if none is idle). Only a pooled
+    /// connection is tried twice: one the agent closed since (it restarted) fails at once,
+    /// and the op goes on a new one; a new connection that fails is the answer.
     pub fn call(&self, op: Op) -> Result<serde_json::Value, ClientError> {
         let pooled = self.idle.lock().ok().and_then(|mut p| p.pop());
-        let mut client = match pooled {
-            Some(c) => c,
-            None => self.connect()?,
-        };
-        let r = client.call(op.clone(), &mut |_| EventReply::Ignore);
-        match r {
-            // A broken pooled connection (the agent restarted): once more on a new one.
-            Err(ClientError::Io(_) | ClientError::Closed) => {
-                let mut client = self.connect()?;
-                let r = client.call(op, &mut |_| EventReply::Ignore);
-                self.give_back(client, &r);
-                r
-            }
-            r => {
-                self.give_back(client, &r);
-                r
+        if let Some(mut client) = pooled {
+            match client.call(op.clone(), &mut |_| EventReply::Ignore) {
+                Err(ClientError::Io(_) | ClientError::Closed) => {}
+                r => {
+                    self.give_back(client, &r);
+                    return r;
+                }
             }
         }
+        let mut client = self.connect()?;
+        let r = client.call(op, &mut |_| EventReply::Ignore);
+        self.give_back(client, &r);
+        r
     }
 
     fn give_back(&self, client: BlockingClient, r: &Result<serde_json::Value, ClientError>) {

@@ -682,11 +682,7 @@ impl Module {
         };
         let len = key.key_type.map(mechanism::signature_len).unwrap_or(0);
         if out_len.is_none_or(|n| n < len) {
-            let rv = if out_len.is_none() {
-                CKR_OK
-            } else {
-                CKR_BUFFER_TOO_SMALL
-            };
+            let rv = length_answer(out_len);
             self.put_back(
                 h,
                 Operation::Sign {
@@ -776,11 +772,7 @@ impl Module {
             Some(n) if n >= plain.len() => Ok(plain),
             _ => {
                 let len = plain.len();
-                let rv = if out_len.is_none() {
-                    CKR_OK
-                } else {
-                    CKR_BUFFER_TOO_SMALL
-                };
+                let rv = length_answer(out_len);
                 self.put_back(
                     h,
                     Operation::Decrypt {
@@ -864,6 +856,16 @@ impl Module {
                 .wait(inner)
                 .unwrap_or_else(|p| p.into_inner());
         }
+    }
+}
+
+/// What a call that returns no output answers: the length query (no buffer) is CKR_OK, a
+/// buffer too small is CKR_BUFFER_TOO_SMALL; the length needed goes with either.
+fn length_answer(out_len: Option<usize>) -> CK_RV {
+    if out_len.is_none() {
+        CKR_OK
+    } else {
+        CKR_BUFFER_TOO_SMALL
     }
 }
 
