@@ -215,6 +215,25 @@ async fn key_sign_makes_signatures_openssl_verifies() {
     };
     assert!(verified("32"), "OpenSSL verifies the PSS signature");
     assert!(!verified("20"), "and checks the salt length it was told");
+    // The longest salt a 2048-bit key holds with SHA-256 (256 - 32 - 2 bytes) signs; one
+    // byte more, or the largest number the protocol carries, is a bad request, answered
+    // before any backend sizes a buffer from it.
+    let pss = |salt_len: u32| {
+        Op::KeySign(KeySignParams {
+            key: fingerprint("alice-sign-rsa"),
+            mechanism: KeySignMechanism::RsaPss {
+                hash: KeyOaepHash::Sha256,
+                salt_len,
+            },
+            data: hash.to_vec().into(),
+        })
+    };
+    key_op(&agent, pss(222)).await.expect("the longest salt");
+    for salt_len in [223, u32::MAX] {
+        let err = key_op(&agent, pss(salt_len)).await.unwrap_err();
+        assert_eq!(err.0, "BadRequest", "{salt_len}: {err:?}");
+        assert!(err.1.contains("salt"), "{err:?}");
+    }
 
     // The key usage decides: the encryption key does not sign.
     let err = key_op(

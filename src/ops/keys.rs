@@ -173,11 +173,19 @@ pub async fn key_sign(ctx: &OpContext<'_>, p: KeySignParams) -> Result<KeyOpResu
     let mechanism = match (p.mechanism, cert.facts().key) {
         (KeySignMechanism::RsaPkcs, KeyKind::Rsa { .. }) => SignMechanism::RsaPkcs1,
         (KeySignMechanism::Ecdsa, k) if k.is_ec() => SignMechanism::Ecdsa,
-        (KeySignMechanism::RsaPss { hash, salt_len }, KeyKind::Rsa { .. }) => {
-            SignMechanism::RsaPss {
-                hash: oaep(hash).1,
-                salt_len: salt_len as usize,
+        (KeySignMechanism::RsaPss { hash, salt_len }, KeyKind::Rsa { bits }) => {
+            let (h, hash) = oaep(hash);
+            // RFC 8017 section 9.1.1: emLen >= hLen + sLen + 2. Checked here, before any
+            // backend sizes a salt buffer from the caller's number (a key file's would
+            // allocate up to 4 GiB first and fail after).
+            let em_len = bits.saturating_sub(1).div_ceil(8);
+            let salt_len = salt_len as usize;
+            if h.output_len() + salt_len + 2 > em_len {
+                return Err(OpError::BadRequest(format!(
+                    "a salt of {salt_len} bytes does not fit a {bits}-bit key with {h:?}"
+                )));
             }
+            SignMechanism::RsaPss { hash, salt_len }
         }
         (m, k) => {
             return Err(OpError::BadRequest(format!(

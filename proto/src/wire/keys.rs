@@ -74,7 +74,7 @@ pub enum KeySignMechanism {
     /// CKM_ECDSA: `data` is the hash; the signature is r || s.
     Ecdsa,
     /// CKM_RSA_PKCS_PSS: `data` is the hash; MGF1 with the same hash, a salt of `salt_len`
-    /// bytes.
+    /// bytes (at most the modulus bytes less the hash length less 2, else `bad_request`).
     RsaPss { hash: KeyOaepHash, salt_len: u32 },
 }
 
