@@ -22,7 +22,7 @@ use super::{OpContext, OpError};
 use crate::alg::Hash;
 use crate::certs::KeyKind;
 use crate::certs::usage::{Purpose, usage_allows};
-use crate::smime::{SmimeError, envelope, unpad};
+use crate::smime::{SmimeError, unpad};
 use crate::store::StoredCert;
 use crate::tokens::{OaepHash, PinPolicy, PrivateOp, RsaDecrypt, SignMechanism, TokenError};
 
@@ -247,7 +247,7 @@ pub async fn key_decrypt(ctx: &OpContext<'_>, p: KeyDecryptParams) -> Result<Key
             KeyDecryptMechanism::RsaPkcs => unpad::pkcs1_v15(&em),
             KeyDecryptMechanism::RsaOaep { hash } => {
                 let (h, _) = oaep(hash);
-                envelope::oaep_decode(&em, h, h, &[])
+                unpad::oaep_decode(&em, h, h, &[])
             }
         }
         .ok_or_else(failed)?
