@@ -266,11 +266,7 @@ fn openssl_encrypt(dir: &std::path::Path, name: &str, secret: &[u8], opts: &[&st
         .args(opts)
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok("openssl", &out);
     out.stdout
 }
 

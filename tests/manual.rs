@@ -15,11 +15,7 @@ fn every_command_has_a_manual_page_that_man_renders() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok("smime-agent man", &out);
     for name in [
         "smime-agent",
         "smime-agent-sign",
@@ -36,11 +32,7 @@ fn every_command_has_a_manual_page_that_man_renders() {
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ok(&format!("man {name}"), &out);
         assert!(
             text.contains("NAME") && text.contains("SYNOPSIS"),
             "{name}:\n{text}"
@@ -67,11 +59,7 @@ fn bash_takes_the_completion_script_and_completes_commands() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok("bash", &out);
     assert!(
         text.contains("complete") && text.contains("smime-agent"),
         "{text}"

@@ -13,6 +13,7 @@ use std::time::Duration;
 use common::card::{CARD_PIN, rig};
 use common::card_agent::*;
 use common::module::*;
+use common::peers::run;
 use common::*;
 
 /// An agent with Alice's keys on SoftHSM and PINs by pinentry-tty; the terminal it prompts
@@ -72,11 +73,7 @@ async fn nss_lists_signs_and_decrypts_through_the_module() {
     let mut cmd = s.cmd("certutil");
     cmd.args(["-L", "-d", &db, "-h", "all"]);
     let out = with_pin(&s.agent, &s.term, cmd, 1, PIN).await;
-    assert!(
-        out.status.success(),
-        "certutil -L: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok("certutil -L", &out);
     let list = String::from_utf8_lossy(&out.stdout);
     assert_eq!(list.matches("alice:Alice Example").count(), 3, "{list}");
 
@@ -84,13 +81,12 @@ async fn nss_lists_signs_and_decrypts_through_the_module() {
     // the PIN), the agent signs on the token, OpenSSL accepts the result.
     let input = write_file(s.dir.path(), "m.txt", MSG);
     let signed = s.path("signed.p7m");
-    let out = run_ok(
-        s.cmd("cmsutil")
-            .args(["-S", "-d", &db, "-N", "alice:Alice Example", "-i"])
-            .arg(&input)
-            .arg("-o")
-            .arg(&signed),
-    );
+    let out = run(s
+        .cmd("cmsutil")
+        .args(["-S", "-d", &db, "-N", "alice:Alice Example", "-i"])
+        .arg(&input)
+        .arg("-o")
+        .arg(&signed));
     assert!(out.status.success());
     let content = openssl_verified(s.dir.path(), &std::fs::read(&signed).unwrap())
         .expect("OpenSSL verifies what NSS signed through the module");
@@ -104,30 +100,27 @@ async fn nss_lists_signs_and_decrypts_through_the_module() {
     // cmsutil decrypts what OpenSSL encrypted to Alice: another process, and again no
     // prompt.
     let env = s.path("env.der");
-    run_ok(
-        Command::new("openssl")
-            .args([
-                "cms",
-                "-encrypt",
-                "-binary",
-                "-aes-256-cbc",
-                "-outform",
-                "DER",
-                "-in",
-            ])
-            .arg(&input)
-            .arg("-out")
-            .arg(&env)
-            .arg(pki_file("alice-enc-rsa.pem")),
-    );
+    run(Command::new("openssl")
+        .args([
+            "cms",
+            "-encrypt",
+            "-binary",
+            "-aes-256-cbc",
+            "-outform",
+            "DER",
+            "-in",
+        ])
+        .arg(&input)
+        .arg("-out")
+        .arg(&env)
+        .arg(pki_file("alice-enc-rsa.pem")));
     let plain = s.path("plain.txt");
-    let out = run_ok(
-        s.cmd("cmsutil")
-            .args(["-D", "-d", &db, "-i"])
-            .arg(&env)
-            .arg("-o")
-            .arg(&plain),
-    );
+    let out = run(s
+        .cmd("cmsutil")
+        .args(["-D", "-d", &db, "-i"])
+        .arg(&env)
+        .arg("-o")
+        .arg(&plain));
     assert!(out.status.success());
     assert_eq!(std::fs::read(&plain).unwrap(), MSG);
     let screen = s.term.wait_for("PIN:", 1).await;
@@ -153,11 +146,7 @@ async fn a_wrong_pin_in_nss_is_tried_once_and_the_person_asked_again() {
     // once more, and the agent asks the person (saying a wrong PIN came before), who types
     // the right one.
     let out = with_pins(&s.agent, &s.term, cmd, 1, &["0000", PIN]).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok("cmsutil", &out);
     openssl_verified(s.dir.path(), &std::fs::read(&signed).unwrap()).unwrap();
     let screen = Terminal::tmux(&s.term.socket, &["capture-pane", "-p", "-S", "-200"]);
     assert_eq!(screen.matches("PIN:").count(), 2, "{screen}");
@@ -221,11 +210,7 @@ async fn openssl_signs_with_rsa_and_ecdsa_keys_through_the_pkcs11_engine() {
         } else {
             cmd.output().unwrap()
         };
-        assert!(
-            out.status.success(),
-            "{name}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ok(&format!("openssl {name}"), &out);
         let der = std::fs::read(&out_file).unwrap();
         assert_eq!(openssl_verified(s.dir.path(), &der).expect(name), MSG);
         // And the agent itself verifies it.
@@ -252,14 +237,14 @@ async fn openssl_signs_with_rsa_and_ecdsa_keys_through_the_pkcs11_engine() {
 async fn pkcs11_tool_and_p11tool_list_sign_and_decrypt() {
     let s = Setup::new();
     let m = module().to_str().unwrap().to_owned();
-    let out = run_ok(s.cmd("pkcs11-tool").args(["--module", &m, "-L"]));
+    let out = run(s.cmd("pkcs11-tool").args(["--module", &m, "-L"]));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("token label        : alice"), "{text}");
     assert!(
         text.contains("PIN pad present"),
         "protected authentication path: {text}"
     );
-    let out = run_ok(s.cmd("pkcs11-tool").args(["--module", &m, "-M"]));
+    let out = run(s.cmd("pkcs11-tool").args(["--module", &m, "-M"]));
     let text = String::from_utf8_lossy(&out.stdout);
     for mech in [
         "RSA-PKCS, ",
@@ -270,12 +255,10 @@ async fn pkcs11_tool_and_p11tool_list_sign_and_decrypt() {
     ] {
         assert!(text.contains(mech), "{mech}: {text}");
     }
-    let out = run_ok(
-        Command::new("p11tool")
-            .arg(format!("--provider={m}"))
-            .arg("--list-all-certs")
-            .env(smime_agent_proto::SOCKET_ENV, &s.agent.socket),
-    );
+    let out = run(Command::new("p11tool")
+        .arg(format!("--provider={m}"))
+        .arg("--list-all-certs")
+        .env(smime_agent_proto::SOCKET_ENV, &s.agent.socket));
     let text = String::from_utf8_lossy(&out.stdout);
     assert_eq!(text.matches("Type: X.509 Certificate").count(), 3, "{text}");
 
@@ -299,62 +282,51 @@ async fn pkcs11_tool_and_p11tool_list_sign_and_decrypt() {
     .arg("-o")
     .arg(&sig);
     let out = with_pin(&s.agent, &s.term, cmd, 1, PIN).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok("pkcs11-tool", &out);
     let pubkey = s.path("pub.pem");
-    let out = run_ok(
-        Command::new("openssl")
-            .args(["x509", "-pubkey", "-noout", "-in"])
-            .arg(pki_file("alice-sign-rsa.pem")),
-    );
+    let out = run(Command::new("openssl")
+        .args(["x509", "-pubkey", "-noout", "-in"])
+        .arg(pki_file("alice-sign-rsa.pem")));
     std::fs::write(&pubkey, out.stdout).unwrap();
-    run_ok(
-        Command::new("openssl")
-            .args(["dgst", "-sha256", "-verify"])
-            .arg(&pubkey)
-            .arg("-signature")
-            .arg(&sig)
-            .arg(&data),
-    );
+    run(Command::new("openssl")
+        .args(["dgst", "-sha256", "-verify"])
+        .arg(&pubkey)
+        .arg("-signature")
+        .arg(&sig)
+        .arg(&data));
 
     // RSA-PSS, hashed by the module (SHA-256, salt as long as the hash): OpenSSL checks it.
-    let out = run_ok(
-        s.cmd("pkcs11-tool")
-            .args([
-                "--module",
-                &m,
-                "--login",
-                "--sign",
-                "-m",
-                "SHA256-RSA-PKCS-PSS",
-                "--id",
-                &id,
-                "-i",
-            ])
-            .arg(&data)
-            .arg("-o")
-            .arg(&sig),
-    );
+    let out = run(s
+        .cmd("pkcs11-tool")
+        .args([
+            "--module",
+            &m,
+            "--login",
+            "--sign",
+            "-m",
+            "SHA256-RSA-PKCS-PSS",
+            "--id",
+            &id,
+            "-i",
+        ])
+        .arg(&data)
+        .arg("-o")
+        .arg(&sig));
     assert!(out.status.success());
-    run_ok(
-        Command::new("openssl")
-            .args([
-                "dgst",
-                "-sha256",
-                "-sigopt",
-                "rsa_padding_mode:pss",
-                "-sigopt",
-                "rsa_pss_saltlen:32",
-                "-verify",
-            ])
-            .arg(&pubkey)
-            .arg("-signature")
-            .arg(&sig)
-            .arg(&data),
-    );
+    run(Command::new("openssl")
+        .args([
+            "dgst",
+            "-sha256",
+            "-sigopt",
+            "rsa_padding_mode:pss",
+            "-sigopt",
+            "rsa_pss_saltlen:32",
+            "-verify",
+        ])
+        .arg(&pubkey)
+        .arg("-signature")
+        .arg(&sig)
+        .arg(&data));
 
     // Decrypt what OpenSSL encrypted to the RSA encryption key (PKCS#1 v1.5 and OAEP).
     let secret = write_file(
@@ -379,34 +351,31 @@ async fn pkcs11_tool_and_p11tool_list_sign_and_decrypt() {
         ),
     ] {
         let enc = s.path("secret.enc");
-        run_ok(
-            Command::new("openssl")
-                .args(["pkeyutl", "-encrypt", "-certin", "-inkey"])
-                .arg(pki_file("alice-enc-rsa.pem"))
-                .arg("-in")
-                .arg(&secret)
-                .arg("-out")
-                .arg(&enc)
-                .args(opts),
-        );
+        run(Command::new("openssl")
+            .args(["pkeyutl", "-encrypt", "-certin", "-inkey"])
+            .arg(pki_file("alice-enc-rsa.pem"))
+            .arg("-in")
+            .arg(&secret)
+            .arg("-out")
+            .arg(&enc)
+            .args(opts));
         let dec = s.path("secret.dec");
-        let out = run_ok(
-            s.cmd("pkcs11-tool")
-                .args([
-                    "--module",
-                    &m,
-                    "--login",
-                    "--decrypt",
-                    "-m",
-                    mech,
-                    "--id",
-                    &enc_id,
-                    "-i",
-                ])
-                .arg(&enc)
-                .arg("-o")
-                .arg(&dec),
-        );
+        let out = run(s
+            .cmd("pkcs11-tool")
+            .args([
+                "--module",
+                &m,
+                "--login",
+                "--decrypt",
+                "-m",
+                mech,
+                "--id",
+                &enc_id,
+                "-i",
+            ])
+            .arg(&enc)
+            .arg("-o")
+            .arg(&dec));
         assert!(out.status.success());
         assert_eq!(
             std::fs::read(&dec).unwrap(),
@@ -439,11 +408,7 @@ async fn two_nss_programs_at_once_share_one_token_and_one_pin_prompt() {
             .await
             .expect("both finish")
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{n}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ok(&format!("cmsutil {n}"), &out);
         let der = std::fs::read(s.path(&format!("signed-{n}.p7m"))).unwrap();
         assert_eq!(openssl_verified(s.dir.path(), &der).unwrap(), MSG);
     }
@@ -495,18 +460,14 @@ async fn nss_sees_the_card_come_and_go_and_a_wrong_pin_costs_one_try() {
     );
     // The next listing asks again; the right PIN resets the card's counter.
     let out = with_pin(&agent, &term, list(&term), 2, CARD_PIN).await;
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok("certutil -L", &out);
     assert_eq!(nss_user_certs(&String::from_utf8_lossy(&out.stdout)), 2);
     assert_eq!(rig.tries_left("alice").unwrap(), tries);
 
     // The card is pulled: its certificates are gone from NSS's view.
     rig.remove("alice").unwrap();
     wait_status(&client, "the card leaving", |st| st.tokens.is_empty()).await;
-    let out = run_ok(&mut list(&term));
+    let out = run(&mut list(&term));
     assert_eq!(nss_user_certs(&String::from_utf8_lossy(&out.stdout)), 0);
 
     // Put back: they return. Its PIN went with it, so the listing asks again (prompt 3).
@@ -533,41 +494,33 @@ async fn pkcs11_tool_derives_the_ecdh_secret_openssl_computes() {
     let term = Terminal::start();
     let path = |n: &str| dir.path().join(n);
     // The peer: a fresh P-256 key made by OpenSSL; its public key as DER for pkcs11-tool.
-    run_ok(
-        Command::new("openssl")
-            .args([
-                "genpkey",
-                "-algorithm",
-                "EC",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-out",
-            ])
-            .arg(path("peer.pem")),
-    );
-    run_ok(
-        Command::new("openssl")
-            .args(["pkey", "-pubout", "-outform", "DER", "-in"])
-            .arg(path("peer.pem"))
-            .arg("-out")
-            .arg(path("peer.der")),
-    );
+    run(Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(path("peer.pem")));
+    run(Command::new("openssl")
+        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+        .arg(path("peer.pem"))
+        .arg("-out")
+        .arg(path("peer.der")));
     let alice_pub = path("alice-pub.pem");
-    let out = run_ok(
-        Command::new("openssl")
-            .args(["x509", "-pubkey", "-noout", "-in"])
-            .arg(pki_file("alice-enc-ec.pem")),
-    );
+    let out = run(Command::new("openssl")
+        .args(["x509", "-pubkey", "-noout", "-in"])
+        .arg(pki_file("alice-enc-ec.pem")));
     std::fs::write(&alice_pub, out.stdout).unwrap();
-    run_ok(
-        Command::new("openssl")
-            .args(["pkeyutl", "-derive", "-inkey"])
-            .arg(path("peer.pem"))
-            .arg("-peerkey")
-            .arg(&alice_pub)
-            .arg("-out")
-            .arg(path("expected.bin")),
-    );
+    run(Command::new("openssl")
+        .args(["pkeyutl", "-derive", "-inkey"])
+        .arg(path("peer.pem"))
+        .arg("-peerkey")
+        .arg(&alice_pub)
+        .arg("-out")
+        .arg(path("expected.bin")));
     // pkcs11-tool derives with Alice's key behind the module (the person types the PIN).
     let id: String = uri_id("alice-enc-ec").replace('%', "");
     let m = module().to_str().unwrap().to_owned();
@@ -649,11 +602,7 @@ async fn two_nss_programs_share_one_card_and_one_pin_prompt() {
             .await
             .expect("both finish")
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{n}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        ok(&format!("cmsutil {n}"), &out);
         let der = std::fs::read(dir.path().join(format!("signed-{n}.p7m"))).unwrap();
         assert_eq!(openssl_verified(dir.path(), &der).unwrap(), MSG);
     }

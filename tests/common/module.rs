@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use super::peers::run;
 use super::*;
 
 /// The module, built beside the agent binary.
@@ -38,22 +39,16 @@ pub fn module() -> &'static Path {
 pub fn nss_db(dir: &Path) -> String {
     std::fs::create_dir_all(dir).unwrap();
     let db = format!("sql:{}", dir.display());
-    run_ok(Command::new("certutil").args(["-N", "-d", &db, "--empty-password"]));
-    run_ok(
-        Command::new("modutil")
-            .args(["-dbdir", &db, "-add", "smime-agent", "-force", "-libfile"])
-            .arg(module()),
-    );
-    run_ok(
-        Command::new("certutil")
-            .args(["-A", "-d", &db, "-n", "root", "-t", "C,C,C", "-i"])
-            .arg(pki_file("root-ca.pem")),
-    );
-    run_ok(
-        Command::new("certutil")
-            .args(["-A", "-d", &db, "-n", "ca", "-t", ",,", "-i"])
-            .arg(pki_file("ca.pem")),
-    );
+    run(Command::new("certutil").args(["-N", "-d", &db, "--empty-password"]));
+    run(Command::new("modutil")
+        .args(["-dbdir", &db, "-add", "smime-agent", "-force", "-libfile"])
+        .arg(module()));
+    run(Command::new("certutil")
+        .args(["-A", "-d", &db, "-n", "root", "-t", "C,C,C", "-i"])
+        .arg(pki_file("root-ca.pem")));
+    run(Command::new("certutil")
+        .args(["-A", "-d", &db, "-n", "ca", "-t", ",,", "-i"])
+        .arg(pki_file("ca.pem")));
     db
 }
 
@@ -66,12 +61,6 @@ pub fn host_program(program: &str, agent: &Agent, term: &Terminal) -> Command {
         .env_remove("DISPLAY")
         .stdin(std::process::Stdio::null());
     c
-}
-
-pub fn run_ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("run");
-    ok(&format!("{cmd:?}"), &out);
-    out
 }
 
 /// Runs `cmd` in the background; the person types `pin` at the one prompt it brings
