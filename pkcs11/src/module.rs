@@ -693,10 +693,19 @@ impl Module {
             );
             return Err((rv, len));
         }
-        if let Some(d) = data {
-            collected.extend_from_slice(d);
-        }
-        let (mechanism, data) = mech.to_agent(&collected);
+        // C_Sign hands the whole data at once: it is signed where it lies, not copied.
+        let whole: &[u8] = match data {
+            Some(d) if collected.is_empty() => d,
+            Some(d) => {
+                if collected.len() + d.len() > MAX_SIGN_DATA {
+                    return Err((CKR_DATA_LEN_RANGE, 0));
+                }
+                collected.extend_from_slice(d);
+                &collected
+            }
+            None => &collected,
+        };
+        let (mechanism, data) = mech.to_agent(whole);
         self.key_op(Op::KeySign(KeySignParams {
             key: key.key.clone(),
             mechanism,
