@@ -508,6 +508,58 @@ async fn three_concurrent_requests_and_one_wrong_pin_cost_one_try() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pin_the_card_rejected_is_not_sent_again_when_offered_again() {
+    let dir = tempdir();
+    let rig = rig();
+    let agent = card_agent(dir.path(), &rig, None, "");
+    let client = agent.client().await;
+    rig.insert("alice", 0, CARD_PIN, &alice_slots()).unwrap();
+    wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
+    let before = rig.verify_count("alice").unwrap();
+
+    // A mail client that cached the passphrase offers the same wrong PIN twice: the card
+    // sees it once.
+    for n in 0..2 {
+        let c = agent.client().await;
+        let (res, prompts) =
+            sign_answering(&c, "alice@example.org", sample_entity("x"), None, "999999").await;
+        let err = res.expect_err("a wrong PIN must fail");
+        assert_eq!(
+            err.code(),
+            Some(ErrorCode::PinIncorrect),
+            "attempt {n}: {err}"
+        );
+        assert_eq!(prompts, 1, "attempt {n}: the client is asked each time");
+    }
+    assert_eq!(
+        rig.verify_count("alice").unwrap() - before,
+        1,
+        "PINs sent to the card"
+    );
+    assert_eq!(rig.tries_left("alice").unwrap(), 2);
+    assert_eq!(
+        agent
+            .log_text()
+            .matches("not sent to the token again")
+            .count(),
+        1,
+        "the repeat is logged"
+    );
+
+    // Another wrong PIN is a new try; the right one then works and restores the counter.
+    let c = agent.client().await;
+    let (res, _) =
+        sign_answering(&c, "alice@example.org", sample_entity("y"), None, "888888").await;
+    assert_eq!(res.unwrap_err().code(), Some(ErrorCode::PinIncorrect));
+    assert_eq!(rig.tries_left("alice").unwrap(), 1);
+    let c = agent.client().await;
+    let (res, _) =
+        sign_answering(&c, "alice@example.org", sample_entity("z"), None, CARD_PIN).await;
+    res.expect("the right PIN");
+    assert_eq!(rig.tries_left("alice").unwrap(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_locked_pin_is_reported_without_another_attempt() {
     let dir = tempdir();
     let rig = rig();
@@ -529,10 +581,10 @@ async fn a_locked_pin_is_reported_without_another_attempt() {
     assert_eq!(body.retries_left, Some(1), "{body:?}");
     assert!(body.message.contains("one try left"), "{}", body.message);
 
-    // Second wrong PIN: locked.
+    // Second wrong PIN (another one: the same would not be sent again): locked.
     let c = agent.client().await;
     let (res, _) =
-        sign_answering(&c, "alice@example.org", sample_entity("2"), None, "000000").await;
+        sign_answering(&c, "alice@example.org", sample_entity("2"), None, "111111").await;
     assert_eq!(res.unwrap_err().code(), Some(ErrorCode::PinLocked));
     assert_eq!(rig.tries_left("alice").unwrap(), 0);
     let attempts = rig.verify_count("alice").unwrap();

@@ -17,10 +17,52 @@ use crate::tokens::TokenError;
 use crate::tokens::facts::retries_of;
 use crate::tokens::pin::{PinError, PinPrompter, PinRequest, SecretPin};
 
-/// The outcome of the last login attempt, for requests that waited for it.
+/// The outcome of the last login attempt, for requests that waited for it, and the PIN
+/// the token rejected last.
 #[derive(Debug, Default)]
 pub(super) struct AuthState {
     pub(super) last_failure: Option<TokenError>,
+    pub(super) rejected: RejectedPin,
+}
+
+/// The PIN the token rejected last, kept only as SHA-256 over a random salt (per token, in
+/// memory, gone with the token): when a client offers the same PIN again (a mail client
+/// re-sending the passphrase it cached, a script in a loop) it is refused without reaching
+/// the token, so one wrong PIN costs one try. A different PIN is tried as usual.
+#[derive(Debug, Default)]
+pub(super) struct RejectedPin(Option<([u8; 16], [u8; 32])>);
+
+impl RejectedPin {
+    fn digest(salt: &[u8; 16], pin: &SecretPin) -> [u8; 32] {
+        use sha2::Digest;
+        let mut h = sha2::Sha256::new();
+        h.update(salt);
+        h.update(pin.expose());
+        h.finalize().into()
+    }
+
+    pub(super) fn remember(&mut self, pin: &SecretPin) {
+        let mut salt = [0u8; 16];
+        if getrandom::fill(&mut salt).is_err() {
+            // Without randomness nothing is kept: the token's own counter still guards.
+            self.0 = None;
+            return;
+        }
+        self.0 = Some((salt, Self::digest(&salt, pin)));
+    }
+
+    /// Whether `pin` is the one rejected last (compared in constant time).
+    pub(super) fn is(&self, pin: &SecretPin) -> bool {
+        use subtle::ConstantTimeEq;
+        match &self.0 {
+            Some((salt, digest)) => Self::digest(salt, pin).ct_eq(digest).into(),
+            None => false,
+        }
+    }
+
+    pub(super) fn clear(&mut self) {
+        self.0 = None;
+    }
 }
 
 pub(super) fn retries_left(r: PinRetries) -> Option<u32> {
@@ -171,6 +213,16 @@ impl Token {
                 Some(p) => p,
                 None => self.ask(prompter, req).await?,
             };
+            if state.rejected.is(&pin) {
+                warn!(token = %token.label, "offered the PIN the token rejected last; not sent to the token again");
+                return Err(TokenError::PinIncorrect {
+                    token,
+                    retries: match self.known_retries() {
+                        PinRetries::Ok => PinRetries::Low,
+                        r => r,
+                    },
+                });
+            }
             let auth = auth_pin(&pin);
             let r = self
                 .run("C_Login", move |s| {
@@ -183,6 +235,7 @@ impl Token {
         match result {
             Ok(()) => {
                 state.last_failure = None;
+                state.rejected.clear();
                 self.note_retries(PinRetries::Ok);
                 match &pin {
                     Some(p) => self.pin_cache.put(p),
@@ -194,6 +247,9 @@ impl Token {
             }
             Err(e) => {
                 self.pin_cache.clear();
+                if let (TokenError::PinIncorrect { .. }, Some(p)) = (&e, &pin) {
+                    state.rejected.remember(p);
+                }
                 let e = self.login_failure(e).await;
                 state.last_failure = Some(e.clone());
                 Err(e)
