@@ -176,6 +176,7 @@ fn sign_params(entity: Vec<u8>) -> SignParams {
         signer: "alice@example.org".into(),
         content: entity.into(),
         format: Some(SignFormat::Clear),
+        ..Default::default()
     }
 }
 
@@ -396,6 +397,7 @@ async fn agent_verify(agent: &Agent, message: &[u8], clients: usize) -> (f64, f6
                     .verify(VerifyParams {
                         content: message.clone().into(),
                         validation: ValidationMode::Wait,
+                        ..Default::default()
                     })
                     .await
                     .expect("verify");
@@ -784,6 +786,7 @@ async fn main() {
         .verify(VerifyParams {
             content: signed.mime,
             validation: ValidationMode::Wait,
+            ..Default::default()
         })
         .await
         .expect("verify 100 MiB");
@@ -806,6 +809,7 @@ async fn main() {
             ],
             sender: Some("alice@example.org".into()),
             content: big.clone().into(),
+            ..Default::default()
         })
         .await
         .expect("encrypt 100 MiB");
@@ -817,7 +821,10 @@ async fn main() {
     reset_peak(pid);
     let t = Instant::now();
     let dec = client
-        .decrypt(DecryptParams { content: enc.mime })
+        .decrypt(DecryptParams {
+            content: enc.mime,
+            ..Default::default()
+        })
         .await
         .expect("decrypt 100 MiB");
     rows.push((

@@ -26,6 +26,17 @@ impl DigestAlgorithm {
             DigestAlgorithm::Sha512 => "sha512",
         }
     }
+
+    /// The algorithm a configuration or protocol name means: `sha256`, also as OpenSSL and
+    /// micalg spell it (`SHA256`, `sha-256`).
+    pub fn from_name(name: &str) -> Option<DigestAlgorithm> {
+        match name.to_ascii_lowercase().replace('-', "").as_str() {
+            "sha256" => Some(DigestAlgorithm::Sha256),
+            "sha384" => Some(DigestAlgorithm::Sha384),
+            "sha512" => Some(DigestAlgorithm::Sha512),
+            _ => None,
+        }
+    }
 }
 
 impl fmt::Display for DigestAlgorithm {

@@ -243,6 +243,7 @@ async fn the_agent_reads_its_triple_wrapped_mail_layer_by_layer() {
     let d = c
         .decrypt(smime_agent_proto::DecryptParams {
             content: r.messages[0].mime.0.clone().into(),
+            ..Default::default()
         })
         .await
         .expect("decrypt a triple-wrapped message");

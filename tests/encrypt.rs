@@ -53,6 +53,7 @@ async fn bob_and_alice_both_read_what_alice_encrypts_to_bob() {
                 certificates: vec![],
                 sender: None,
                 content: MSG.as_bytes().to_vec().into(),
+                ..Default::default()
             })
             .await
             .expect("encrypt");
@@ -120,6 +121,7 @@ async fn recipients_without_a_certificate_are_listed() {
             certificates: vec![],
             sender: None,
             content: MSG.as_bytes().to_vec().into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -144,6 +146,7 @@ async fn recipients_without_a_certificate_are_listed() {
             certificates: vec![carol.into()],
             sender: None,
             content: MSG.as_bytes().to_vec().into(),
+            ..Default::default()
         })
         .await
         .expect("carol's certificate from the request");
@@ -154,6 +157,7 @@ async fn recipients_without_a_certificate_are_listed() {
             certificates: vec![frank.into()],
             sender: None,
             content: MSG.as_bytes().to_vec().into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -225,6 +229,7 @@ async fn encrypt_to_carol_and_bob(agent: &Agent) -> smime_agent_proto::EncryptRe
             certificates: vec![cert("carol-san-rsa"), cert("bob-enc-ec")],
             sender: None,
             content: MSG.as_bytes().to_vec().into(),
+            ..Default::default()
         })
         .await
         .expect("encrypt")
@@ -400,6 +405,7 @@ async fn encryption_follows_the_capabilities_a_recipient_signed() {
                 certificates: vec![],
                 sender: None,
                 content: MSG.as_bytes().to_vec().into(),
+                ..Default::default()
             })
             .await
     };
@@ -414,6 +420,7 @@ async fn encryption_follows_the_capabilities_a_recipient_signed() {
         .verify(smime_agent_proto::VerifyParams {
             content: signed.into(),
             validation: Default::default(),
+            ..Default::default()
         })
         .await
         .expect("verify");
@@ -442,6 +449,7 @@ async fn encryption_follows_the_capabilities_a_recipient_signed() {
             certificates: vec![],
             sender: None,
             content: MSG.as_bytes().to_vec().into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -489,6 +497,7 @@ async fn agent_envelope_for_carol(dir: &Path, alg: &str, bob_ec: bool) -> Vec<u8
                 certificates: vec![carol.into()],
                 sender: Some("alice@example.org".into()),
                 content: MSG.as_bytes().to_vec().into(),
+                ..Default::default()
             })
             .await
             .expect("encrypt")
@@ -597,6 +606,7 @@ async fn tampered_garbage_and_foreign_messages_get_clear_errors() {
             certificates: vec![],
             sender: None,
             content: MSG.as_bytes().to_vec().into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -711,6 +721,7 @@ async fn over_limit_requests_and_messages_are_limit_exceeded_and_the_agent_goes_
             certificates: vec![],
             sender: None,
             content: MSG.as_bytes().to_vec().into(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

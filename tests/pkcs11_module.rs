@@ -222,6 +222,7 @@ async fn openssl_signs_with_rsa_and_ecdsa_keys_through_the_pkcs11_engine() {
             .verify(smime_agent_proto::VerifyParams {
                 content: mime.into(),
                 validation: smime_agent_proto::ValidationMode::Wait,
+                ..Default::default()
             })
             .await
             .expect("verify");

@@ -249,6 +249,7 @@ async fn content_that_is_not_a_mime_entity_is_a_bad_request() {
             signer: "alice@example.org".into(),
             content: b"just some text without headers".to_vec().into(),
             format: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();

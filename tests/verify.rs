@@ -43,6 +43,7 @@ fn verify(agent: &Agent, content: &[u8]) -> Result<VerifyResult, ClientError> {
     c.verify(VerifyParams {
         content: content.to_vec().into(),
         validation: ValidationMode::Wait,
+        ..Default::default()
     })
 }
 
@@ -658,6 +659,7 @@ fn validation_event_follows_the_response_and_a_valid_signer_becomes_a_contact() 
             Op::Verify(VerifyParams {
                 content: signed.clone().into(),
                 validation: ValidationMode::Event,
+                ..Default::default()
             }),
             &mut |ev| {
                 early.push(format!("{ev:?}"));
@@ -833,6 +835,7 @@ async fn gpgsm_and_the_agent_verify_each_others_rsa_signatures() {
         client.verify(VerifyParams {
             content: content.into(),
             validation: ValidationMode::Wait,
+            ..Default::default()
         })
     };
 
@@ -897,6 +900,7 @@ async fn nss_signatures_verify(
         client.verify(VerifyParams {
             content: content.into(),
             validation: ValidationMode::Wait,
+            ..Default::default()
         })
     };
     let det = dir.join(format!("nss-{}.p7s", rand_suffix()));

@@ -1,6 +1,7 @@
 //! The command line's client side: connect, ask, print. Everything real happens in the
 //! agent; these functions only move bytes and talk to the person at the terminal.
 
+mod neomutt;
 mod pin;
 mod serve;
 mod status;
@@ -16,6 +17,7 @@ use smime_agent_proto::{
     ValidityStatus, VerifyParams, VerifyStatus, WhichParams,
 };
 
+pub use neomutt::{NeomuttCommand, run as neomutt};
 pub use pin::PinArgs;
 pub use serve::serve;
 use status::cert_line;
@@ -125,6 +127,7 @@ pub fn sign(
                 signer,
                 content: content.into(),
                 format: opaque.then_some(SignFormat::Opaque),
+                ..Default::default()
             },
             &mut |ev| answer.on_event(ev),
         )
@@ -520,6 +523,7 @@ pub fn encrypt(
             certificates,
             sender: from,
             content: content.into(),
+            ..Default::default()
         })
     });
     let r = match result {
@@ -565,6 +569,7 @@ pub fn decrypt(
         c.decrypt(
             smime_agent_proto::DecryptParams {
                 content: content.into(),
+                ..Default::default()
             },
             &mut |ev| answer.on_event(ev),
         )
@@ -636,6 +641,7 @@ pub fn verify(
     let params = VerifyParams {
         content: content.into(),
         validation: ValidationMode::Wait,
+        ..Default::default()
     };
     let r = match connect(socket, false).and_then(|mut c| c.verify(params)) {
         Ok(r) => r,

@@ -189,7 +189,7 @@ pub async fn compose(ctx: &OpContext<'_>, p: ComposeParams) -> Result<ComposeRes
         } else {
             default_format(ctx)
         };
-        let r = sign_entity(ctx, sender, &entity, format).await?;
+        let r = sign_entity(ctx, sender, &entity, format, None).await?;
         warnings.extend(r.warnings.iter().cloned());
         signer = Some(r.certificate);
         r.mime.0
@@ -202,10 +202,10 @@ pub async fn compose(ctx: &OpContext<'_>, p: ComposeParams) -> Result<ComposeRes
     let mut encrypted_to: Vec<EnvelopeRecipient> = vec![];
     if encrypt {
         for (group, found) in groups.iter().zip(&found_groups) {
-            let (der, alg) = envelope_for(ctx, &signed_entity, found)?;
+            let (der, alg) = envelope_for(ctx, &signed_entity, found, None)?;
             let enveloped = mime::pkcs7_mime(smime_type(alg), &der);
             let out_entity = if triple_wrapped {
-                sign_entity(ctx, sender, &enveloped, default_format(ctx))
+                sign_entity(ctx, sender, &enveloped, default_format(ctx), None)
                     .await?
                     .mime
                     .0

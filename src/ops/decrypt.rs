@@ -269,6 +269,9 @@ pub async fn decrypt(ctx: &OpContext<'_>, p: DecryptParams) -> Result<DecryptRes
             }));
             first.get_or_insert((cert, authenticated));
             entity = content;
+            if p.outer_only {
+                break;
+            }
             continue;
         }
         if signed {

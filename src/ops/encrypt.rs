@@ -4,7 +4,9 @@
 use smime_agent_proto::{EncryptParams, EncryptResult, EnvelopeRecipient};
 use tracing::info;
 
-use super::enveloping::{envelope_for, find_certificates, key_transport, smime_type};
+use super::enveloping::{
+    envelope_for, find_certificates, key_transport, requested_algorithm, smime_type,
+};
 use super::{OpContext, OpError};
 use crate::smime::mime;
 
@@ -28,7 +30,11 @@ pub async fn encrypt(ctx: &OpContext<'_>, p: EncryptParams) -> Result<EncryptRes
     }
     let certs: Vec<Vec<u8>> = p.certificates.iter().map(|c| c.0.clone()).collect();
     let found = find_certificates(ctx, &p.recipients, &certs, sender.as_deref()).await?;
-    let (der, alg) = envelope_for(ctx, &entity, &found)?;
+    let alg = match p.algorithm.as_deref() {
+        Some(name) => Some(requested_algorithm(ctx, name, &found, &mut warnings)?),
+        None => None,
+    };
+    let (der, alg) = envelope_for(ctx, &entity, &found, alg)?;
     info!(
         client = %ctx.peer,
         op = "encrypt",
@@ -37,7 +43,11 @@ pub async fn encrypt(ctx: &OpContext<'_>, p: EncryptParams) -> Result<EncryptRes
         "message encrypted"
     );
     Ok(EncryptResult {
-        mime: mime::pkcs7_mime(smime_type(alg), &der).into(),
+        mime: if p.der {
+            der.into()
+        } else {
+            mime::pkcs7_mime(smime_type(alg), &der).into()
+        },
         algorithm: alg.as_str().to_owned(),
         recipients: found
             .iter()

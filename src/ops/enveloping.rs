@@ -139,14 +139,57 @@ pub fn choose_algorithm(ctx: &OpContext<'_>, found: &[Found]) -> Result<ContentA
     )))
 }
 
-/// Encrypts a canonical entity to the found certificates. Returns the CMS DER and the
-/// algorithm.
+/// The algorithm a client named, if the policy allows it: never silently replaced. A
+/// recipient whose signed mail did not list it gets a warning, not a refusal (their
+/// capabilities are a preference, RFC 8551 section 2.7.1, and the client chose).
+pub fn requested_algorithm(
+    ctx: &OpContext<'_>,
+    name: &str,
+    found: &[Found],
+    warnings: &mut Vec<String>,
+) -> Result<ContentAlgorithm, OpError> {
+    let policy = &ctx.services.config.policy.encryption_algorithms;
+    let allowed = || {
+        policy
+            .iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let Some(alg) = ContentAlgorithm::from_name(name).filter(|a| policy.contains(a)) else {
+        return Err(OpError::PolicyDenied(format!(
+            "the content encryption algorithm \"{}\" is not among the policy's \
+             encryption_algorithms ({}): encrypt with one of those",
+            name.escape_debug(),
+            allowed()
+        )));
+    };
+    for f in found.iter().filter(|f| f.source != Source::Own) {
+        if let Some(caps) = ctx.services.contacts.capabilities(&f.address)
+            && !caps.contains(&alg)
+        {
+            warnings.push(format!(
+                "{} did not list {} among the algorithms their mail client decrypts",
+                f.address,
+                alg.as_str()
+            ));
+        }
+    }
+    Ok(alg)
+}
+
+/// Encrypts a canonical entity to the found certificates with `alg` (default: the
+/// policy's choice for them). Returns the CMS DER and the algorithm.
 pub fn envelope_for(
     ctx: &OpContext<'_>,
     entity: &[u8],
     found: &[Found],
+    alg: Option<ContentAlgorithm>,
 ) -> Result<(Vec<u8>, ContentAlgorithm), OpError> {
-    let alg = choose_algorithm(ctx, found)?;
+    let alg = match alg {
+        Some(a) => a,
+        None => choose_algorithm(ctx, found)?,
+    };
     let padding = if ctx.services.config.policy.rsa_oaep {
         RsaPadding::OaepSha256
     } else {

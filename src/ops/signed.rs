@@ -45,7 +45,7 @@ pub async fn verify_signed_layers(
         mut layers,
         mut signed,
         jobs,
-    } = check_signatures(ctx, entity).await?;
+    } = check_signatures(ctx, entity, None).await?;
     apply(&mut signed, judge(ctx.services.clone(), jobs).await);
     let content = layers.pop().map(|l| l.content).unwrap_or_default();
     Ok((signed, content))
@@ -60,15 +60,20 @@ pub(super) struct Checked {
 }
 
 /// Checks every signature of `entity` (on the blocking pool) and prepares the judging of
-/// each signer certificate, with the tokens' certificates as extra intermediates.
+/// each signer certificate, with the tokens' certificates as extra intermediates. With a
+/// detached `signature`, `entity` is the content it signs.
 pub(super) async fn check_signatures(
     ctx: &OpContext<'_>,
     entity: Vec<u8>,
+    signature: Option<Vec<u8>>,
 ) -> Result<Checked, OpError> {
     let now = SystemTime::now();
-    let layers = tokio::task::spawn_blocking(move || cms_verify::verify_layers(&entity, now))
-        .await
-        .map_err(|e| OpError::Internal(format!("the verification task failed: {e}")))??;
+    let layers = tokio::task::spawn_blocking(move || match signature {
+        Some(sig) => cms_verify::verify_detached(&sig, &entity, now),
+        None => cms_verify::verify_layers(&entity, now),
+    })
+    .await
+    .map_err(|e| OpError::Internal(format!("the verification task failed: {e}")))??;
     let token_certs: Vec<Vec<u8>> = ctx
         .services
         .store

@@ -10,6 +10,7 @@ use tracing::info;
 use x509_cert::Certificate;
 
 use super::{OpContext, OpError, cert_info};
+use crate::alg::DigestAlgorithm;
 use crate::certs::usage::Purpose;
 use crate::smime::{mime, sign as cms_sign};
 use crate::store::{SelectionContext, select};
@@ -18,12 +19,14 @@ use crate::trust::ValidationRequest;
 
 /// Signs a canonical MIME entity as `signer`: selection (only a certificate with a valid
 /// chain), signed attributes, the token's signature, MIME framing. With `include_chain`
-/// the validated chain, without its root, goes into the message.
+/// the validated chain, without its root, goes into the message. `digest` is one the policy
+/// allows (the caller checked); `None` takes the policy's first.
 pub async fn sign_entity(
     ctx: &OpContext<'_>,
     signer: &str,
     entity: &[u8],
     format: SignFormat,
+    digest: Option<DigestAlgorithm>,
 ) -> Result<SignResult, OpError> {
     let cfg = &ctx.services.config;
     let now = SystemTime::now();
@@ -47,7 +50,7 @@ pub async fn sign_entity(
     let cert = &chosen.cert;
     let facts = cert.facts();
     // The config guarantees at least one algorithm.
-    let digest = cfg.policy.signing_algorithms[0];
+    let digest = digest.unwrap_or(cfg.policy.signing_algorithms[0]);
 
     let mut extra_certs = vec![];
     if cfg.policy.include_chain {
@@ -115,6 +118,7 @@ pub async fn sign_entity(
         Ok(match format {
             SignFormat::Clear => mime::clear_signed(entity, &cms, cms_sign::micalg(digest))?,
             SignFormat::Opaque => mime::pkcs7_mime("signed-data", &cms),
+            SignFormat::Detached => cms,
         })
     })?;
     Ok(SignResult {

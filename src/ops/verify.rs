@@ -18,7 +18,7 @@ pub async fn verify(ctx: &OpContext<'_>, p: VerifyParams) -> Result<VerifyResult
         mut layers,
         signed,
         jobs,
-    } = check_signatures(ctx, p.content.0).await?;
+    } = check_signatures(ctx, p.content.0, p.signature.map(|s| s.0)).await?;
     let summary = signer_summary(&layers);
     // The innermost content, moved out rather than copied (it can be the whole message).
     let content = layers.pop().map(|l| l.content).unwrap_or_default();

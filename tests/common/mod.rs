@@ -365,6 +365,7 @@ pub fn sign_params(signer: &str, text: &str) -> SignParams {
         signer: signer.into(),
         content: sample_entity(text).into(),
         format: None,
+        ..Default::default()
     }
 }
 
@@ -463,6 +464,7 @@ pub async fn decrypt_answering(
 ) -> Result<DecryptResult, ClientError> {
     let op = Op::Decrypt(DecryptParams {
         content: content.into(),
+        ..Default::default()
     });
     op_answering(client, op, pin).await
 }
@@ -531,6 +533,7 @@ pub async fn sign_answering_together(
         signer: signer.into(),
         content: content.into(),
         format,
+        ..Default::default()
     });
     let mut sent = SentRequest::send(client, op).await;
     if let Some(t) = together {

@@ -197,17 +197,22 @@ pub struct ListCertsParams {
 }
 
 /// `sign`: sign a MIME entity (headers, blank line, body) with the key of `signer`.
-#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SignParams {
     /// The signer's e-mail address; the agent selects the certificate.
     pub signer: String,
     /// The MIME entity to sign. Line ends are canonicalized to CRLF before signing.
     pub content: Base64Bytes,
-    /// `clear` (multipart/signed) or `opaque` (application/pkcs7-mime). Default: the
-    /// policy's `clear_sign`.
+    /// `clear` (multipart/signed), `opaque` (application/pkcs7-mime) or `detached` (the
+    /// bare signature). Default: the policy's `clear_sign`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<SignFormat>,
+    /// The digest algorithm: `sha256`, `sha384` or `sha512`, one of the policy's
+    /// `signing_algorithms` (else `policy_denied`; never silently replaced). Default: the
+    /// policy's first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub digest: Option<String>,
 }
 
 /// How a signed message is packaged.
@@ -219,6 +224,11 @@ pub enum SignFormat {
     Clear,
     /// `application/pkcs7-mime; smime-type=signed-data`: the content inside the CMS object.
     Opaque,
+    /// `sign` only: the bare CMS SignedData (DER) without the content, the body of an
+    /// `application/pkcs7-signature` part, for a client that builds `multipart/signed`
+    /// itself (NeoMutt). The signature covers the entity with CRLF line ends: the client
+    /// must send exactly the entity it gave.
+    Detached,
 }
 
 /// `pin`: the answer to a `pin_needed` event. Exactly one of `pin` and `cancel`.
@@ -314,7 +324,7 @@ pub struct WhichParams {
 }
 
 /// `encrypt`: encrypt a MIME entity to recipients.
-#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EncryptParams {
     /// Recipient addresses (To, Cc and Bcc alike).
@@ -328,14 +338,28 @@ pub struct EncryptParams {
     pub sender: Option<String>,
     /// The MIME entity to encrypt. Line ends are canonicalized to CRLF.
     pub content: Base64Bytes,
+    /// The content encryption algorithm (`aes256-cbc`, ...), one of the policy's
+    /// `encryption_algorithms` (else `policy_denied`; never silently replaced). Default:
+    /// the policy's first that every recipient takes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub algorithm: Option<String>,
+    /// Answer the bare CMS EnvelopedData (DER) in `mime` instead of an
+    /// `application/pkcs7-mime` entity (for a client that builds the MIME part itself).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub der: bool,
 }
 
 /// `decrypt`: open an encrypted S/MIME message.
-#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DecryptParams {
     /// The message: an `application/pkcs7-mime` entity, or bare CMS (DER or PEM).
     pub content: Base64Bytes,
+    /// Stop after the first envelope: `mime` is what it held, signed layers inside left as
+    /// they are, for a client that verifies inner signatures itself (NeoMutt). Signed
+    /// layers outside it are verified as always.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub outer_only: bool,
 }
 
 /// `compose`: a complete RFC 5322 message in, the message(s) to send out.
@@ -360,12 +384,18 @@ pub struct ComposeParams {
 }
 
 /// `verify`: check every signature of a signed MIME entity and each signer's certificate.
-#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct VerifyParams {
     /// The signed entity: `multipart/signed`, `application/pkcs7-mime;
     /// smime-type=signed-data`, or bare CMS (DER, or PEM `PKCS7` / `CMS` / `SIGNED MESSAGE`).
+    /// With `signature`: the content that was signed (a MIME entity, compared with CRLF
+    /// line ends as in a clear-signed message).
     pub content: Base64Bytes,
+    /// A detached signature over `content`: a CMS SignedData without content (DER or PEM),
+    /// as the two parts of a `multipart/signed` arrive separately at some clients (NeoMutt).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signature: Option<Base64Bytes>,
     /// `wait` (default): the response carries each signer certificate's status. `event`:
     /// the response comes once the signatures are checked, with certificate status
     /// `pending`, and a `validation_done` event follows on this connection.
@@ -396,6 +426,7 @@ mod tests {
                 signer: "a@b".into(),
                 content: Base64Bytes(b"hi".to_vec()),
                 format: Some(SignFormat::Opaque),
+                ..Default::default()
             }),
         };
         let json = serde_json::to_string(&req).unwrap();

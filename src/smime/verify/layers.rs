@@ -64,7 +64,71 @@ pub fn verify_entity(entity: &[u8], now: SystemTime) -> Result<Layer, SmimeError
 /// Verifies every signed layer of `entity`, outermost first: while a layer's content is
 /// itself a signed entity, it is verified too, up to [`MAX_LAYERS`] layers.
 pub fn verify_layers(entity: &[u8], now: SystemTime) -> Result<Vec<Layer>, SmimeError> {
-    let mut layers = vec![verify_entity(entity, now)?];
+    inner_layers(verify_entity(entity, now)?, now)
+}
+
+/// Verifies a detached signature (bare CMS SignedData without content, DER or PEM) over
+/// `content`, the signed part as a clear-signed message has it, then every signed layer
+/// inside as [`verify_layers`] does. The content is compared with CRLF line ends, as
+/// OpenSSL does for S/MIME without `-binary`.
+pub fn verify_detached(
+    signature: &[u8],
+    content: &[u8],
+    now: SystemTime,
+) -> Result<Vec<Layer>, SmimeError> {
+    let der = match mime::read(signature) {
+        Ok(Smime::Pkcs7(der)) => der,
+        Ok(_) | Err(_) => {
+            return Err(SmimeError::Malformed(
+                "the detached signature is not a bare CMS SignedData (DER or PEM)".into(),
+            ));
+        }
+    };
+    let content = mime::canonicalize(content);
+    inner_layers(verify_cms(&der, Some(&content), now)?, now)
+}
+
+/// The certificates a CMS SignedData carries (DER, BER or PEM), signature unchecked: what a
+/// mail client imports from a message (`pk7out`, `get_cert`). At most
+/// [`MAX_CERTIFICATES`]; attribute and other certificate choices are skipped.
+pub fn carried_certificates(cms: &[u8]) -> Result<Vec<Vec<u8>>, SmimeError> {
+    let der = match mime::read(cms) {
+        Ok(Smime::Pkcs7(der) | Smime::SignedData(der)) => der,
+        Ok(Smime::ClearSigned { signature, .. }) => signature,
+        _ => {
+            return Err(SmimeError::NotSigned(
+                "it is neither a signed S/MIME message nor a CMS SignedData".into(),
+            ));
+        }
+    };
+    let ci: SignedContentInfo = ber(&der).map_err(|e| {
+        SmimeError::Malformed(format!(
+            "not a readable CMS SignedData (damaged or truncated?): {e}"
+        ))
+    })?;
+    if ci.content_type != oids::ID_SIGNED_DATA {
+        return Err(SmimeError::NotSigned(format!(
+            "CMS content type {} (not SignedData)",
+            ci.content_type
+        )));
+    }
+    let items = ci.content.certificates.map(|s| s.0).unwrap_or_default();
+    if items.len() > MAX_CERTIFICATES {
+        return Err(SmimeError::Limit(format!(
+            "the message carries {} certificates; at most {MAX_CERTIFICATES} are read",
+            items.len()
+        )));
+    }
+    Ok(items
+        .into_iter()
+        .filter(|c| c.first() == Some(&0x30))
+        .collect())
+}
+
+/// The layers from `first` inwards: while a layer's content is itself a signed entity, it
+/// is verified too, up to [`MAX_LAYERS`] layers.
+fn inner_layers(first: Layer, now: SystemTime) -> Result<Vec<Layer>, SmimeError> {
+    let mut layers = vec![first];
     while let Some(inner) = layers.last().map(|l| &l.content)
         && is_signed(inner)
     {

@@ -22,8 +22,8 @@
 //! differs from ours in some detail still verifies.
 //!
 //! One concern per file; each imports only the files below it in this list:
-//! - `layers`: the entry points ([`verify_entity`], [`verify_layers`], [`verify_cms`],
-//!   [`is_signed`]) and the bounds on signers, certificates, CRLs and layers.
+//! - `layers`: the entry points ([`verify_entity`], [`verify_layers`], [`verify_detached`],
+//!   [`verify_cms`], [`is_signed`], [`carried_certificates`]) and the bounds on signers, certificates, CRLs and layers.
 //! - `signer`: one SignerInfo: its certificate, its signed attributes against the content,
 //!   what the signature covers, the SHA-1 refusal, signing-time warnings.
 //! - `attrs`: reading the signed attributes, SMIMECapabilities included.
@@ -39,8 +39,8 @@ mod signature;
 mod signer;
 
 pub use layers::{
-    MAX_CERTIFICATES, MAX_CRLS, MAX_LAYERS, MAX_SIGNERS, is_signed, verify_cms, verify_entity,
-    verify_layers,
+    MAX_CERTIFICATES, MAX_CRLS, MAX_LAYERS, MAX_SIGNERS, carried_certificates, is_signed,
+    verify_cms, verify_detached, verify_entity, verify_layers,
 };
 pub use results::{Format, Layer, SignatureCode, SignatureProblem, Signer};
 pub use signature::hash_name;
