@@ -11,6 +11,8 @@ packages=(
   softhsm2 opensc opensc-pkcs11 pcscd pcsc-tools vsmartcard-vpcd
   # reference peers
   openssl gpgsm libnss3-tools libengine-pkcs11-openssl gnutls-bin
+  # the mail client driven in tmux (tests/neomutt.rs)
+  neomutt
   # PIN entry, and the terminal the tests type PINs into
   pinentry-tty tmux util-linux
   # manual pages rendered by the tests (man -l)

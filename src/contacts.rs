@@ -90,6 +90,23 @@ impl Contacts {
         }
     }
 
+    /// Every address the stored certificates carry, lower-case, sorted, once each (for a
+    /// mail client's key index).
+    pub fn addresses(&self) -> Vec<String> {
+        self.refresh();
+        let mut all: Vec<String> = match self.loaded.read() {
+            Ok(l) => l
+                .certs
+                .iter()
+                .flat_map(|c| c.all_emails().map(str::to_lowercase).collect::<Vec<_>>())
+                .collect(),
+            Err(_) => vec![],
+        };
+        all.sort();
+        all.dedup();
+        all
+    }
+
     /// Keeps a certificate (DER). Returns false when it was there already.
     pub fn add(&self, cert: &CertFacts) -> std::io::Result<bool> {
         let Some(dir) = &self.dir else {

@@ -212,6 +212,14 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// The commands NeoMutt's smime_*_command hooks run (see
+    /// contrib/neomutt/smime-agent.neomuttrc): OpenSSL's conventions, the agent's keys.
+    Neomutt {
+        #[command(subcommand)]
+        command: cli::NeomuttCommand,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Write the manual pages (smime-agent.1 and one per command) into a directory.
     Man {
         /// The directory to write them into (made if missing).
@@ -345,6 +353,7 @@ fn main() -> ExitCode {
             json,
             conn,
         } => cli::decrypt(&conn.path(), input, output, pin, json),
+        Command::Neomutt { command, conn } => cli::neomutt(&conn.path(), command),
         Command::Config { defaults, config } => cli::config(defaults, config),
         Command::Man { dir } => man_pages(&dir),
         Command::Completions { shell } => {

@@ -37,6 +37,15 @@ impl PinAnswerer {
         }
     }
 
+    /// Answers with a PIN the command already holds (a mail client's passphrase line);
+    /// without one, every prompt is left to the agent's own PIN source.
+    pub fn fixed(pin: Option<Zeroizing<String>>) -> Self {
+        PinAnswerer {
+            fd: pin.as_ref().map(|_| 0),
+            from_fd: pin,
+        }
+    }
+
     pub fn on_event(&mut self, ev: &Event) -> EventReply {
         let Event::PinNeeded(p) = ev else {
             return EventReply::Ignore;
