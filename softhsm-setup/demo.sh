@@ -8,7 +8,8 @@
 # (OpenSSL's), keeping Bob's certificate as a contact; encrypts to Bob (OpenSSL decrypts as
 # Bob) and decrypts Alice's copy and OpenSSL's envelope on the token; composes a
 # triple-wrapped mail that OpenSSL unwraps and the agent reads layer by layer; loads the
-# PKCS#11 module into NSS, whose cmsutil signs through the agent (OpenSSL verifies); stops.
+# PKCS#11 module into NSS, whose cmsutil signs through the agent (OpenSSL verifies); has
+# NeoMutt, driven in tmux with the shipped neomuttrc, sign a mail (OpenSSL verifies); stops.
 # Run it with `make demo` (which installs the packages and builds first).
 set -euo pipefail
 
@@ -170,6 +171,68 @@ openssl cms -verify -inform DER -in "$work/nss-signed.p7m" -CAfile "$work/pki/ch
 cmp -s "$work/nss-verified.txt" "$work/nss-message.txt"
 ok "cmsutil signed through the module (the agent did the private-key step); OpenSSL verified it"
 grep -c 'op="key_sign"' "$work/agent.log" | sed 's/^/      audit lines for key_sign: /' || true
+
+step "NeoMutt signs a mail to Bob through the agent (contrib/neomutt/smime-agent.neomuttrc)"
+mutt="$work/neomutt"
+mkdir -p "$mutt"/Mail/inbox/{cur,new,tmp} "$mutt/sent" "$mutt/home/.config/smime-agent"
+cp "$work/softhsm/agent.toml" "$mutt/home/.config/smime-agent/config.toml"
+cat >"$mutt/sendmail.sh" <<END
+#!/bin/sh
+cat > "$mutt/sent/mail.eml"
+END
+cat >"$mutt/editor.sh" <<'END'
+#!/bin/sh
+printf 'Hello Bob,\n\nsigned in NeoMutt, with the key on the token.\n' >> "$1"
+END
+cat >"$mutt/muttrc" <<END
+set folder=$mutt/Mail
+set spoolfile=+inbox
+set mbox_type=Maildir
+set from="Alice Example <alice@example.org>"
+set use_from=yes
+set sendmail="$mutt/sendmail.sh"
+set editor="$mutt/editor.sh"
+set record=""
+set askcc=no
+set postpone=no
+set abort_unmodified=no
+source $top/contrib/neomutt/smime-agent.neomuttrc
+END
+# tmux gives the pane its server's environment: the settings go in the script it runs.
+cat >"$mutt/neomutt.sh" <<END
+#!/bin/sh
+export HOME=$mutt/home PATH=$top/target/debug:/usr/bin:/bin SMIME_AGENT_SOCK=$SMIME_AGENT_SOCK TERM=screen
+unset XDG_CONFIG_HOME XDG_DATA_HOME
+exec neomutt -n -F $mutt/muttrc
+END
+chmod +x "$mutt/sendmail.sh" "$mutt/editor.sh" "$mutt/neomutt.sh"
+tmux_sock="smime-agent-demo-$$"
+stop_mutt() { tmux -L "$tmux_sock" kill-server 2>/dev/null || true; }
+trap 'stop_mutt; stop_agent' EXIT
+tmux -L "$tmux_sock" new-session -d -x 160 -y 40 "$mutt/neomutt.sh; sleep 60"
+screen_shows() {
+  for _ in $(seq 300); do
+    tmux -L "$tmux_sock" capture-pane -p | grep -qF "$1" && return 0
+    sleep 0.1
+  done
+  echo "    FAILED: NeoMutt never showed \"$1\":" >&2
+  tmux -L "$tmux_sock" capture-pane -p >&2
+  exit 1
+}
+keys() { tmux -L "$tmux_sock" send-keys "$@"; sleep 0.2; }
+screen_shows "q:Quit"
+keys m; screen_shows "To:"; keys bob@example.org Enter
+screen_shows "Subject:"; keys "Lunch, signed" Enter
+screen_shows "Compose"; keys S; screen_shows "S/MIME (e)ncrypt"; keys s y
+screen_shows "Enter S/MIME passphrase:"; keys "$pin" Enter
+screen_shows "Mail sent"
+stop_mutt
+trap stop_agent EXIT
+ok "NeoMutt asked for the passphrase, the agent signed on the token; sendmail got:"
+grep -E '^(From|To|Subject|Content-Type):' "$mutt/sent/mail.eml" | sed 's/^/      /'
+openssl smime -verify -in "$mutt/sent/mail.eml" -CAfile "$work/pki/chain.pem" \
+  -purpose smimesign -out /dev/null 2>/dev/null
+ok "OpenSSL verified NeoMutt's signed mail"
 
 step "Stopping the agent"
 stop_agent

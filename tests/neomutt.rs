@@ -471,3 +471,303 @@ fn neomutt_shows_the_agents_verdict_on_mail_openssl_made() {
     );
     assert!(!s.contains(good), "{s}");
 }
+
+/// `smime-agent neomutt ARGS` against `agent`, with `stdin`.
+fn neomutt_cmd(agent: &Agent, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = agent
+        .cli()
+        .arg("neomutt")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn the_neomutt_commands_keep_the_clients_choices_or_refuse_them_and_list_only_inert_keys() {
+    let dir = tempdir();
+    let d = dir.path();
+    // A contact whose certificate names an address a shell would act on.
+    let contacts = d.join("contacts");
+    std::fs::create_dir_all(&contacts).unwrap();
+    let evil_key = d.join("evil.key");
+    run(
+        "openssl",
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            path_str(&evil_key),
+            "-out",
+            path_str(&contacts.join("evil.pem")),
+            "-subj",
+            "/CN=Evil",
+            "-days",
+            "30",
+            "-addext",
+            "subjectAltName=email:a;touch>pwned@evil.example",
+        ],
+    );
+    let (_hsm, agent) = agent_with_contacts(
+        d,
+        &["alice-sign-rsa", "alice-enc-rsa"],
+        &["bob-dual-rsa"],
+        "[[identity]]\naddress = \"alice@example.org\"\n\n\
+         [policy]\nsigning_algorithms = [\"sha256\", \"sha512\"]\n",
+    );
+    let keys = d.join("keys");
+    let alice = keys.join("alice@example.org");
+    let bob = keys.join("bob@example.org");
+    let msg = write_file(d, "msg", b"Content-Type: text/plain\n\nHello Bob\n");
+    let pin = format!("{PIN}\n");
+    let stderr = |o: &std::process::Output| String::from_utf8_lossy(&o.stderr).into_owned();
+
+    // The index: Alice's and Bob's addresses, not the one with shell syntax in it.
+    let o = neomutt_cmd(
+        &agent,
+        &[
+            "keyring",
+            "--dir",
+            path_str(&keys),
+            "--config",
+            path_str(&agent.config),
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let index = std::fs::read_to_string(keys.join(".index")).unwrap();
+    assert_eq!(
+        index,
+        "alice@example.org alice@example.org own ? t se\n\
+         bob@example.org bob@example.org contact ? t e\n"
+    );
+    assert!(
+        stderr(&o).contains("left 1 address(es) out"),
+        "{}",
+        stderr(&o)
+    );
+    let o = neomutt_cmd(
+        &agent,
+        &["default-key", "--config", path_str(&agent.config)],
+        b"",
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "alice@example.org\n");
+
+    // The digest NeoMutt names is used, or refused; never replaced.
+    let sign = |digest: &str| {
+        neomutt_cmd(
+            &agent,
+            &[
+                "sign",
+                "--digest",
+                digest,
+                "--key",
+                path_str(&alice),
+                "--in",
+                path_str(&msg),
+            ],
+            pin.as_bytes(),
+        )
+    };
+    let o = sign("sha512");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.stderr.is_empty(), "silent on success: {}", stderr(&o));
+    let sig = write_file(d, "sig.der", &o.stdout);
+    let checked = Command::new("openssl")
+        .args([
+            "cms",
+            "-verify",
+            "-inform",
+            "DER",
+            "-in",
+            path_str(&sig),
+            "-content",
+        ])
+        .arg(&msg)
+        .args([
+            "-CAfile",
+            path_str(&pki_file("chain.pem")),
+            "-purpose",
+            "smimesign",
+        ])
+        .args(["-out", "/dev/null"])
+        .output()
+        .unwrap();
+    ok("openssl cms -verify of the detached signature", &checked);
+    let printed = openssl(
+        d,
+        &["cms", "-cmsout", "-print", "-inform", "DER"],
+        &o.stdout,
+    )
+    .unwrap();
+    assert!(lines(&printed).contains("sha512"), "{}", lines(&printed));
+    for refused in ["sha384", "sha1", "md5"] {
+        let o = sign(refused);
+        assert_eq!(o.status.code(), Some(1), "{refused}: {}", stderr(&o));
+        assert!(o.stdout.is_empty());
+        let e = stderr(&o);
+        assert!(e.contains("policy_denied") && e.contains(refused), "{e}");
+    }
+    let o = neomutt_cmd(
+        &agent,
+        &[
+            "sign",
+            "--key",
+            path_str(&keys.join("0a1b2c3d")),
+            "--in",
+            path_str(&msg),
+        ],
+        pin.as_bytes(),
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("is not an address"), "{}", stderr(&o));
+
+    // The cipher likewise; the envelope is bare DER that OpenSSL opens as Bob.
+    let encrypt = |cipher: &str| {
+        neomutt_cmd(
+            &agent,
+            &[
+                "encrypt",
+                "--cipher",
+                cipher,
+                "--in",
+                path_str(&msg),
+                path_str(&bob),
+            ],
+            b"",
+        )
+    };
+    let o = encrypt("aes128");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let opened = openssl_decrypt_der(d, &o.stdout, "bob-dual-rsa").unwrap();
+    assert!(lines(&opened).contains("Hello Bob"));
+    let printed = openssl(
+        d,
+        &["cms", "-cmsout", "-print", "-inform", "DER"],
+        &o.stdout,
+    )
+    .unwrap();
+    assert!(
+        lines(&printed).contains("aes-128-cbc"),
+        "{}",
+        lines(&printed)
+    );
+    for refused in ["des3", "rc2-40", "aes128-gcm"] {
+        let o = encrypt(refused);
+        assert_eq!(o.status.code(), Some(1), "{refused}");
+        let e = stderr(&o);
+        assert!(e.contains("policy_denied") && e.contains(refused), "{e}");
+    }
+
+    // Bob's detached signature (OpenSSL's), checked against the content given apart.
+    let bob_sig = run(
+        "openssl",
+        &[
+            "smime",
+            "-sign",
+            "-outform",
+            "DER",
+            "-signer",
+            path_str(&pki_file("bob-dual-rsa.pem")),
+            "-inkey",
+            path_str(&pki_file("bob-dual-rsa.key.pem")),
+            "-in",
+            path_str(&msg),
+            "-out",
+            path_str(&d.join("bob.p7s")),
+        ],
+    );
+    assert!(bob_sig.is_empty());
+    let o = neomutt_cmd(
+        &agent,
+        &[
+            "verify",
+            "--signature",
+            path_str(&d.join("bob.p7s")),
+            "--content",
+            path_str(&msg),
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).starts_with("Verification successful\n"),
+        "{}",
+        stderr(&o)
+    );
+    let changed = write_file(d, "changed", b"Content-Type: text/plain\n\nHello Bop\n");
+    let o = neomutt_cmd(
+        &agent,
+        &[
+            "verify",
+            "--signature",
+            path_str(&d.join("bob.p7s")),
+            "--content",
+            path_str(&changed),
+        ],
+        b"",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("Verification failure\n"),
+        "{}",
+        stderr(&o)
+    );
+
+    // Certificates out of a message, as pk7out, get_cert, get_signer_cert and
+    // get_cert_email give them to NeoMutt.
+    let mail = openssl(
+        d,
+        &[
+            "smime",
+            "-sign",
+            "-signer",
+            path_str(&pki_file("bob-dual-rsa.pem")),
+            "-inkey",
+            path_str(&pki_file("bob-dual-rsa.key.pem")),
+        ],
+        b"Content-Type: text/plain\n\nsigned\n",
+    )
+    .unwrap();
+    let mail = write_file(d, "mail.eml", &mail);
+    let o = neomutt_cmd(&agent, &["pk7out", "--in", path_str(&mail)], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(String::from_utf8_lossy(&o.stdout).starts_with("-----BEGIN PKCS7-----\n"));
+    let p7 = write_file(d, "p7.pem", &o.stdout);
+    let o = neomutt_cmd(&agent, &["get-cert", "--in", path_str(&p7)], b"");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let bob_pem = std::fs::read_to_string(pki_file("bob-dual-rsa.pem")).unwrap();
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(bob_pem.trim()),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    let signer = d.join("signer.pem");
+    let o = neomutt_cmd(
+        &agent,
+        &[
+            "signer-cert",
+            "--in",
+            path_str(&mail),
+            "--out",
+            path_str(&signer),
+        ],
+        b"",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(
+        std::fs::read_to_string(&signer).unwrap().trim(),
+        bob_pem.trim()
+    );
+    let o = neomutt_cmd(&agent, &["cert-email", "--in", path_str(&signer)], b"");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "bob@example.org\n");
+    assert!(!d.join("pwned").exists() && !Path::new("pwned").exists());
+}
