@@ -73,3 +73,79 @@ async fn missing_pinentry_program_gives_pin_cancelled_naming_it() {
     assert_eq!(err.code(), Some(ErrorCode::PinCancelled));
     assert!(err.to_string().contains("pinentry-nothing"), "{err}");
 }
+
+/// A mail client runs `smime-agent` with pipes on every descriptor (NeoMutt does): the PIN
+/// prompt still appears on the terminal the client runs in, its session's controlling
+/// terminal.
+#[test]
+fn under_pipes_the_pin_is_asked_on_the_sessions_controlling_terminal() {
+    let dir = tempdir();
+    let (_hsm, agent) = softhsm_agent(
+        dir.path(),
+        "Alice Token",
+        &["alice-sign-rsa"],
+        AgentSpec {
+            pin_source: "pinentry",
+            pin_extra: "pinentry = \"pinentry-tty\"",
+            ..Default::default()
+        },
+    );
+    let d = dir.path();
+    let msg = write_file(d, "msg", b"Content-Type: text/plain\n\nunder pipes\n");
+    let (out, err, done) = (d.join("signed.eml"), d.join("err"), d.join("done"));
+    // Every descriptor of the command is a file or a pipe; only its session has a terminal.
+    let command = format!(
+        "unset GPG_TTY DISPLAY WAYLAND_DISPLAY; cat {msg} | ({bin} sign --socket {sock} \
+         --signer alice@example.org 2>{err}; echo $? > {done}) | cat > {out}; sleep 600",
+        msg = msg.display(),
+        bin = agent_bin().display(),
+        sock = agent.socket.display(),
+        err = err.display(),
+        out = out.display(),
+        done = done.display(),
+    );
+    let socket = format!("smime-agent-pipes-{}", rand_suffix());
+    let st = std::process::Command::new("tmux")
+        .args([
+            "-L",
+            &socket,
+            "new-session",
+            "-d",
+            "-x",
+            "120",
+            "-y",
+            "30",
+            &command,
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let _term = Terminal {
+        socket: socket.clone(),
+    };
+    let shown = time_until(std::time::Duration::from_secs(20), || {
+        Terminal::tmux(&socket, &["capture-pane", "-p"]).contains("PIN:")
+    });
+    assert!(
+        shown.is_some(),
+        "no PIN prompt on the terminal:\n{}\nstderr: {}",
+        Terminal::tmux(&socket, &["capture-pane", "-p"]),
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+    Terminal::tmux(&socket, &["send-keys", "-t", "0", PIN, "Enter"]);
+    let finished = time_until(std::time::Duration::from_secs(20), || {
+        std::fs::read_to_string(&done).is_ok_and(|t| t.ends_with('\n')) && out.exists()
+    });
+    assert!(finished.is_some(), "the command did not finish");
+    assert_eq!(
+        std::fs::read_to_string(&done).unwrap().trim(),
+        "0",
+        "{}",
+        std::fs::read_to_string(&err).unwrap_or_default()
+    );
+    assert_openssl_signed(
+        &std::fs::read(&out).unwrap(),
+        d,
+        b"Content-Type: text/plain\n\nunder pipes\n",
+    );
+}

@@ -152,8 +152,9 @@ pub struct PinentryEnv {
 
 impl PinentryEnv {
     /// This process's terminal (`GPG_TTY` if set, as gpg-agent reads it; else the first of
-    /// stdin, stdout and stderr that is a terminal), its `TERM`, and its display (`DISPLAY`,
-    /// else `WAYLAND_DISPLAY`): where a pinentry for it should ask.
+    /// stdin, stdout and stderr that is a terminal; else, under a mail client's pipes, its
+    /// session's controlling terminal), its `TERM`, and its display (`DISPLAY`, else
+    /// `WAYLAND_DISPLAY`): where a pinentry for it should ask.
     pub fn of_this_process() -> PinentryEnv {
         use std::io::IsTerminal;
         let gpg_tty = std::env::var("GPG_TTY").ok().filter(|t| !t.is_empty());
@@ -172,6 +173,9 @@ impl PinentryEnv {
                     .map(|p| p.display().to_string())
             })
         });
+        // Under a mail client's pipes no descriptor is a terminal, but the session may
+        // still have one: the terminal the client itself runs in.
+        let tty = tty.or_else(controlling_terminal);
         PinentryEnv {
             ttyname: tty,
             ttytype: std::env::var("TERM").ok(),
@@ -180,6 +184,41 @@ impl PinentryEnv {
                 .or_else(|| std::env::var("WAYLAND_DISPLAY").ok()),
         }
     }
+}
+
+/// The controlling terminal of this process's session, by the device number Linux gives in
+/// `/proc/self/stat` (field 7, `tty_nr`), found among the pseudo-terminals and consoles and
+/// checked by its device number. `None` without one, or elsewhere than Linux.
+fn controlling_terminal() -> Option<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command name (field 2) is in parentheses and may hold spaces: count after it.
+    let after = &stat[stat.rfind(')')? + 1..];
+    let tty_nr: u64 = after.split_whitespace().nth(4)?.parse().ok()?;
+    if tty_nr == 0 {
+        return None;
+    }
+    let major = (tty_nr >> 8) & 0xfff;
+    let minor = (tty_nr & 0xff) | ((tty_nr >> 12) & 0xfff00);
+    let mut candidates = vec![];
+    if (136..=143).contains(&major) {
+        candidates.push(format!("/dev/pts/{}", (major - 136) * 256 + minor));
+    }
+    candidates.push(format!("/dev/tty{minor}"));
+    let wanted = libc_makedev(major, minor);
+    candidates.into_iter().find(|path| {
+        std::fs::metadata(path)
+            .map(|m| m.file_type().is_char_device() && m.rdev() == wanted)
+            .unwrap_or(false)
+    })
+}
+
+/// glibc's `makedev`: the `st_rdev` of device `major`:`minor`.
+fn libc_makedev(major: u64, minor: u64) -> u64 {
+    ((major & 0xfffff000) << 32)
+        | ((major & 0xfff) << 8)
+        | ((minor & 0xffffff00) << 12)
+        | (minor & 0xff)
 }
 
 /// `status` takes no parameters.
