@@ -48,6 +48,8 @@ pub const ID_AES256_GCM: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.46");
 // CMS enveloping (RFC 5652, RFC 5083, RFC 5084, RFC 3565, RFC 8017, RFC 5753, RFC 8418)
 pub const ID_ENVELOPED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.7.3");
 pub const ID_CT_AUTH_ENVELOPED_DATA: Oid = Oid::new_unwrap("1.2.840.113549.1.9.16.1.23");
+/// des-ede3-cbc (RFC 3370 section 5.1): read in legacy mail, never written.
+pub const ID_DES_EDE3_CBC: Oid = Oid::new_unwrap("1.2.840.113549.3.7");
 pub const ID_AES192_CBC: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.22");
 pub const ID_AES192_GCM: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.26");
 pub const ID_AES128_WRAP: Oid = Oid::new_unwrap("2.16.840.1.101.3.4.1.5");

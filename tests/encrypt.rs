@@ -196,6 +196,9 @@ async fn the_agent_decrypts_what_openssl_encrypts_to_alice() {
             &["-aes-256-cbc"],
         ),
         (&["bob-dual-rsa", "alice-enc-rsa"], &["-aes-128-gcm"]),
+        // Legacy mail: Triple DES (read, never written) and AES-192.
+        (&["alice-enc-rsa"], &["-des3"]),
+        (&["alice-enc-rsa"], &["-aes-192-cbc"]),
     ];
     for (names, opts) in cases {
         let mut cmd = Command::new("openssl");
@@ -215,6 +218,62 @@ async fn the_agent_decrypts_what_openssl_encrypts_to_alice() {
             .unwrap_or_else(|e| panic!("{names:?} {opts:?}: {e}"));
         assert_eq!(r.mime.0, MSG.as_bytes(), "{names:?} {opts:?}");
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_content_cipher_the_agent_does_not_read_is_named_once() {
+    let dir = tempdir();
+    let (_hsm, agent) = alice_agent(dir.path(), "");
+    let input = write_file(dir.path(), "msg.txt", MSG.as_bytes());
+    let out = Command::new("openssl")
+        .args(["cms", "-encrypt", "-camellia-256-cbc", "-in"])
+        .arg(&input)
+        .arg(pki_file("alice-enc-rsa.pem"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let c = agent.client().await;
+    let err = decrypt_answering(&c, out.stdout, PIN).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::Unsupported), "{err}");
+    let text = err.to_string();
+    assert!(text.contains("1.2.392.200011.61.1.1.1.4"), "{text}");
+    assert!(!text.contains("unsupported: unsupported"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn triple_des_is_never_chosen_to_encrypt() {
+    let dir = tempdir();
+    let (_hsm, agent) = alice_agent(dir.path(), "");
+    let cert = std::fs::read(pki_file("bob-dual-rsa.der")).unwrap();
+    for name in ["des-ede3-cbc", "des3", "aes192-cbc"] {
+        let err = agent
+            .client()
+            .await
+            .encrypt(EncryptParams {
+                recipients: vec!["bob@example.org".into()],
+                certificates: vec![cert.clone().into()],
+                content: MSG.as_bytes().to_vec().into(),
+                algorithm: Some(name.into()),
+                ..Default::default()
+            })
+            .await
+            .expect_err(name);
+        assert_eq!(err.code(), Some(ErrorCode::PolicyDenied), "{name}: {err}");
+        assert!(err.to_string().contains(name), "{err}");
+    }
+    // Nor can the configuration name it.
+    let cfg = write_file(
+        dir.path(),
+        "des.toml",
+        b"[policy]\nencryption_algorithms = [\"des-ede3-cbc\"]\n",
+    );
+    let out = agent
+        .cli()
+        .args(["config", "--config", path_str(&cfg)])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("des-ede3-cbc"));
 }
 
 /// Encrypts `MSG` through `agent` to Carol (RSA) and Bob (EC), their certificates in the

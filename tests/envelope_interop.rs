@@ -147,6 +147,7 @@ fn we_decrypt_what_openssl_encrypts() {
         ("alice-enc-ec", &["-aes-256-cbc"]),
         ("alice-enc-ec", &["-aes-128-gcm"]),
         ("bob-enc-ec", &["-aes-192-cbc"]),
+        ("alice-enc-rsa", &["-des3"]),
     ];
     for (name, opts) in cases {
         let out = Command::new("openssl")

@@ -35,7 +35,8 @@ pub enum SmimeError {
     /// Given to verify, but not a signed message (plain, or encrypted).
     #[error("not a signed message: {0}")]
     NotSigned(String),
-    #[error("unsupported: {0}")]
+    /// The message says what is not supported (the error code says "unsupported").
+    #[error("{0}")]
     Unsupported(String),
     #[error("{0}")]
     Limit(String),

@@ -1,5 +1,7 @@
 //! The content ciphers: AES-CBC (RFC 3565) and AES-GCM (RFC 5084), their parameters read
 //! from an envelope's content-encryption algorithm, and the random keys, IVs and nonces.
+//! Triple DES (des-ede3-cbc, RFC 3370 section 5.1) decrypts legacy mail only: nothing here
+//! encrypts with it, and the configuration cannot name it.
 //!
 //! Owns: encrypting and decrypting the content with a content key. Must not touch: where
 //! the key comes from (the recipient infos); a decryption failure says nothing of its cause.
@@ -27,14 +29,34 @@ pub(super) struct GcmParameters {
 /// Content encryption parameters read from an envelope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum ContentCipher {
-    Cbc { key_len: usize },
-    Gcm { key_len: usize },
+    Cbc {
+        key_len: usize,
+    },
+    Gcm {
+        key_len: usize,
+    },
+    /// des-ede3-cbc: a 24-byte key, an 8-byte IV.
+    TdesCbc,
+}
+
+impl ContentCipher {
+    pub(super) fn key_len(self) -> usize {
+        match self {
+            ContentCipher::Cbc { key_len } | ContentCipher::Gcm { key_len } => key_len,
+            ContentCipher::TdesCbc => 24,
+        }
+    }
 }
 
 pub(super) fn content_cipher(
     alg: &AlgorithmIdentifierOwned,
 ) -> Result<(ContentCipher, Vec<u8>), SmimeError> {
-    let unsupported = || SmimeError::Unsupported(format!("content encryption {}", alg.oid));
+    let unsupported = || {
+        SmimeError::Unsupported(format!(
+            "the content encryption algorithm {} is not one the agent reads",
+            alg.oid
+        ))
+    };
     let params = alg.parameters.as_ref().ok_or_else(unsupported)?;
     let cbc = |key_len| -> Result<(ContentCipher, Vec<u8>), SmimeError> {
         let iv = params
@@ -66,6 +88,17 @@ pub(super) fn content_cipher(
         o if o == oids::ID_AES128_GCM => gcm(16),
         o if o == oids::ID_AES192_GCM => gcm(24),
         o if o == oids::ID_AES256_GCM => gcm(32),
+        o if o == oids::ID_DES_EDE3_CBC => {
+            let iv = params
+                .decode_as::<OctetString>()
+                .map_err(|e| SmimeError::Malformed(format!("Triple-DES IV: {e}")))?;
+            if iv.as_bytes().len() != 8 {
+                return Err(SmimeError::Malformed(
+                    "the Triple-DES IV is not 8 bytes".into(),
+                ));
+            }
+            Ok((ContentCipher::TdesCbc, iv.as_bytes().to_vec()))
+        }
         _ => Err(unsupported()),
     }
 }
@@ -107,6 +140,15 @@ pub(super) fn cbc_decrypt(key: &[u8], iv: &[u8], data: &[u8]) -> Option<Vec<u8>>
             .ok(),
         _ => None,
     }
+}
+
+/// Decrypts legacy des-ede3-cbc content (the key's parity bits are ignored, as everyone
+/// does). `None` on a wrong key length, IV or padding.
+pub(super) fn tdes_cbc_decrypt(key: &[u8], iv: &[u8], data: &[u8]) -> Option<Vec<u8>> {
+    cbc::Decryptor::<des::TdesEde3>::new_from_slices(key, iv)
+        .ok()?
+        .decrypt_padded_vec::<Pkcs7>(data)
+        .ok()
 }
 
 pub(super) fn gcm_seal(

@@ -11,7 +11,9 @@ use der::asn1::ObjectIdentifier;
 use der::{Decode, Sequence};
 use zeroize::Zeroizing;
 
-use super::cipher::{ContentCipher, cbc_decrypt, content_cipher, gcm_open, random};
+use super::cipher::{
+    ContentCipher, cbc_decrypt, content_cipher, gcm_open, random, tdes_cbc_decrypt,
+};
 use super::encoding::enc;
 use super::recipients::{Recipient, read_recipients};
 use crate::oids;
@@ -122,9 +124,7 @@ impl Envelope {
 
     /// The content key length this envelope needs.
     pub fn key_len(&self) -> usize {
-        match self.cipher {
-            ContentCipher::Cbc { key_len } | ContentCipher::Gcm { key_len, .. } => key_len,
-        }
+        self.cipher.key_len()
     }
 
     /// Decrypts the content with the content key. Every failure (wrong key length, bad
@@ -143,6 +143,7 @@ impl Envelope {
         };
         let out = match (self.cipher, &self.tag) {
             (ContentCipher::Cbc { .. }, _) => cbc_decrypt(key, &self.iv, &self.ciphertext),
+            (ContentCipher::TdesCbc, _) => tdes_cbc_decrypt(key, &self.iv, &self.ciphertext),
             (ContentCipher::Gcm { .. }, Some(tag)) => {
                 gcm_open(key, &self.iv, &self.aad, &self.ciphertext, tag)
             }
