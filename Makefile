@@ -6,7 +6,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all deps build demo test test-package deb lint fmt schema bench audit clean
+.PHONY: all deps build demo test test-package deb lint fmt schema bench audit fuzz fuzz-smoke clean
 
 all: build
 
@@ -45,6 +45,15 @@ lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	cargo-deny check licenses bans sources
+
+# Coverage-guided fuzzing (cargo-fuzz, libFuzzer, stable Rust): every target FUZZ_SECONDS
+# (default 300) from the committed seeds; fuzz-smoke is CI's short version.
+FUZZ_SECONDS ?= 300
+fuzz: deps
+	./fuzz/run.sh $(FUZZ_SECONDS)
+
+fuzz-smoke: deps
+	./fuzz/run.sh 8
 
 # Known vulnerabilities (RustSec): needs the advisory database from the network.
 audit: deps

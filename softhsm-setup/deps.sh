@@ -57,10 +57,19 @@ cargo_deb() {
   cargo install --quiet --locked cargo-deb --version 3.8.0
 }
 
+# cargo-fuzz (`make fuzz`): built from crates.io, pinned (under a minute here). It runs
+# libFuzzer targets on stable Rust with `-s none` (see fuzz/run.sh).
+cargo_fuzz() {
+  command -v cargo-fuzz >/dev/null 2>&1 && return 0
+  echo "deps.sh: installing cargo-fuzz 0.13.2 (cargo install)" >&2
+  cargo install --quiet --locked cargo-fuzz --version 0.13.2
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
   pkits_data
   cargo_deny
   cargo_deb
+  cargo_fuzz
   exit 0
 fi
 
@@ -75,3 +84,4 @@ export DEBIAN_FRONTEND=noninteractive
 pkits_data
 cargo_deny
 cargo_deb
+cargo_fuzz

@@ -37,3 +37,24 @@ pub mod store;
 pub mod sys;
 pub mod tokens;
 pub mod trust;
+
+/// Entry points for the fuzz targets in `fuzz/` into parsers the library keeps private.
+/// Compiled only with `--cfg fuzzing` (which `cargo fuzz` sets).
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    /// A protocol frame as the server parses it into a request.
+    pub fn request(line: &[u8]) {
+        let _ = crate::server::handler::parse_request(line.to_vec());
+    }
+
+    /// A CRL as the cache reads it.
+    pub fn crl(der: &[u8]) {
+        let _ = crate::trust::crl::parse("fuzz:", der.to_vec());
+    }
+
+    /// A PKCS#12 key file, with the empty passphrase and with "fuzz".
+    pub fn pkcs12(data: &[u8]) {
+        let _ = crate::tokens::soft::open_pkcs12(data, "");
+        let _ = crate::tokens::soft::open_pkcs12(data, "fuzz");
+    }
+}

@@ -179,7 +179,7 @@ async fn forward_events(session: Arc<Session>, mut rx: tokio::sync::broadcast::R
 }
 
 /// Parses a frame into a request, or the response that says what is wrong with it.
-fn parse_request(mut line: Vec<u8>) -> Result<Request, Box<Response>> {
+pub(crate) fn parse_request(mut line: Vec<u8>) -> Result<Request, Box<Response>> {
     // A member given twice is ambiguous (which "id", which "signer"?): refused, as serde
     // would for a struct, though `serde_json::Value` keeps the last silently.
     let duplicate = serde_json::from_slice::<NoDuplicates>(&line)

@@ -16,7 +16,7 @@
 mod admission;
 mod budget;
 mod connection;
-mod handler;
+pub(crate) mod handler;
 mod listener;
 mod prompter;
 mod prompts;

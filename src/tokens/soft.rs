@@ -128,12 +128,10 @@ impl KeyFile {
                 .map_err(|_| unusable("the passphrase is not UTF-8".into()))?,
             None => "",
         };
-        let store = p12_keystore::KeyStore::from_pkcs12(&data, pass)
-            .map_err(|_| SoftError::WrongPassphrase(self.name()))?;
-        let (_, chain) = store
-            .private_key_chain()
-            .ok_or_else(|| unusable("the file holds no private key with a certificate".into()))?;
-        let key = Box::new(parse_pkcs8(chain.key()).map_err(unusable)?);
+        let key = Box::new(open_pkcs12(&data, pass).map_err(|e| match e {
+            Pkcs12Error::Passphrase => SoftError::WrongPassphrase(self.name()),
+            Pkcs12Error::Unusable(why) => unusable(why),
+        })?);
         let key: std::sync::Arc<SoftKey> = std::sync::Arc::from(key);
         if !self.ttl.is_zero()
             && let Ok(mut s) = self.unlocked.lock()
@@ -142,6 +140,23 @@ impl KeyFile {
         }
         Ok(key)
     }
+}
+
+/// Why a PKCS#12 file did not give a key.
+pub(crate) enum Pkcs12Error {
+    /// Not decryptable with the passphrase (or not PKCS#12 at all: the reader cannot tell).
+    Passphrase,
+    Unusable(String),
+}
+
+/// The private key of a PKCS#12 file's key-and-certificate chain (blocking: PBKDF work).
+pub(crate) fn open_pkcs12(data: &[u8], passphrase: &str) -> Result<SoftKey, Pkcs12Error> {
+    let store = p12_keystore::KeyStore::from_pkcs12(data, passphrase)
+        .map_err(|_| Pkcs12Error::Passphrase)?;
+    let (_, chain) = store.private_key_chain().ok_or_else(|| {
+        Pkcs12Error::Unusable("the file holds no private key with a certificate".into())
+    })?;
+    parse_pkcs8(chain.key()).map_err(Pkcs12Error::Unusable)
 }
 
 /// Reads an unencrypted PKCS#8 PEM key file (the test PKI's format).

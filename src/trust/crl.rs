@@ -118,7 +118,7 @@ fn unix(t: &x509_cert::time::Time) -> SystemTime {
 }
 
 /// Parses a CRL and reads the facts the cache keeps.
-pub(super) fn parse(url: &str, der: Vec<u8>) -> Result<CachedCrl, String> {
+pub(crate) fn parse(url: &str, der: Vec<u8>) -> Result<CachedCrl, String> {
     let crl = CertificateList::<Raw>::from_der(&der).map_err(|e| format!("not a DER CRL ({e})"))?;
     let tbs = &crl.tbs_cert_list;
     Ok(CachedCrl {
