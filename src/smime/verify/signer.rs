@@ -152,15 +152,15 @@ pub(super) fn check_signer(
             crate::certs::rfc3339(t)
         ));
     }
-    if let (Some(t), Some(c)) = (signer.signing_time, &signer.cert) {
-        if t < c.not_before || t > c.not_after {
-            signer.warnings.push(format!(
-                "the signing time {} is outside the certificate's validity ({} to {})",
-                crate::certs::rfc3339(t),
-                crate::certs::rfc3339(c.not_before),
-                crate::certs::rfc3339(c.not_after)
-            ));
-        }
+    if let (Some(t), Some(c)) = (signer.signing_time, &signer.cert)
+        && (t < c.not_before || t > c.not_after)
+    {
+        signer.warnings.push(format!(
+            "the signing time {} is outside the certificate's validity ({} to {})",
+            crate::certs::rfc3339(t),
+            crate::certs::rfc3339(c.not_before),
+            crate::certs::rfc3339(c.not_after)
+        ));
     }
     signer
 }
