@@ -319,6 +319,9 @@ pub struct PolicyConfig {
     /// The raw key operations (`key_sign`, `key_decrypt`, `key_derive`) that the PKCS#11
     /// module forwards for Thunderbird, Evolution and OpenSSL programs.
     pub raw_key_operations: bool,
+    /// How far a signer's signing time may be from the message's Date, either way, before
+    /// `verify` and `decrypt` warn (Thunderbird's bound: one hour).
+    pub signing_time_tolerance_secs: u64,
 }
 
 impl Default for PolicyConfig {
@@ -335,6 +338,7 @@ impl Default for PolicyConfig {
             use_secondary_proxies: true,
             rsa_oaep: false,
             raw_key_operations: true,
+            signing_time_tolerance_secs: 3600,
         }
     }
 }
@@ -670,6 +674,10 @@ rsa_oaep = false
 # (key usage, smart_card_only, PIN rules and the audit log apply). false: the module lists
 # the certificates but every private-key operation is refused (policy_denied).
 raw_key_operations = true
+# Seconds a signer's signing time may be from the message's Date header, either way, before
+# verify and decrypt warn (a message written offline and sent later shows a gap; a large
+# one suggests an old signature put on a new message). Thunderbird warns past one hour.
+signing_time_tolerance_secs = 3600
 
 # The user's addresses and their proxy addresses, one [[identity]] table each.
 # [[identity]]

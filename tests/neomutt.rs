@@ -484,7 +484,9 @@ fn neomutt_cmd(agent: &Agent, args: &[&str], stdin: &[u8]) -> std::process::Outp
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    // A command that refuses before it reads (a digest it will not use) may be gone by now:
+    // the broken pipe is not the test's verdict, its output is.
+    let _ = child.stdin.take().unwrap().write_all(stdin);
     child.wait_with_output().unwrap()
 }
 

@@ -961,3 +961,288 @@ async fn nss_and_the_agent_verify_each_others_signatures() {
         assert!(ok, "NSS rejected our opaque {what} signature: {report}");
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// The message's From, Sender and Date against its signers (RFC 8550 section 3)
+// ---------------------------------------------------------------------------------------
+
+/// Header fields put before a signed entity, making it a whole message.
+fn with_fields(fields: &str, signed: &[u8]) -> Vec<u8> {
+    let mut m = fields.replace('\n', "\r\n").into_bytes();
+    m.extend_from_slice(signed);
+    m
+}
+
+/// A Date header field value `offset_secs` from now (RFC 5322 form, by GNU date).
+fn date_from_now(offset_secs: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let out = Command::new("date")
+        .args(["-u", "-R", "-d"])
+        .arg(format!("@{}", now + offset_secs))
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Bob's clear signature over MSG, as OpenSSL writes it (an entity without From).
+fn bob_signed(dir: &Path) -> Vec<u8> {
+    openssl_sign(dir, &[key("bob-dual-rsa")], &[])
+}
+
+fn only_signer(r: &VerifyResult) -> &smime_agent_proto::SignerResult {
+    assert_eq!(r.layers.len(), 1, "{}", pretty(r));
+    &r.layers[0].signers[0]
+}
+
+#[test]
+fn mail_from_carol_signed_by_bob_is_invalid_and_names_both_addresses() {
+    use smime_agent_proto::SenderStatus;
+    let dir = tempdir();
+    let agent = verifier(dir.path(), "disable_crl_check = true");
+    let signed = bob_signed(dir.path());
+    let forged = with_fields(
+        "From: Carol <carol@example.org>\nTo: alice@example.org\nSubject: pay Bob\n",
+        &signed,
+    );
+    let r = verify(&agent, &forged).unwrap();
+    let s = only_signer(&r);
+    // The signature and Bob's certificate hold; the mail claims an author Bob is not.
+    assert_eq!(s.signature.status, SignatureStatus::Valid, "{}", pretty(&r));
+    assert_eq!(
+        s.certificate.status,
+        CertificateStatus::Valid,
+        "{}",
+        pretty(&r)
+    );
+    let m = s.sender.as_ref().expect("a sender verdict");
+    assert_eq!(m.status, SenderStatus::Mismatch);
+    assert_eq!(m.addresses, ["carol@example.org"]);
+    let reason = m.reason.as_deref().unwrap_or_default();
+    assert!(
+        reason.contains("carol@example.org") && reason.contains("bob@example.org"),
+        "{reason}"
+    );
+    assert_eq!(r.status, VerifyStatus::Invalid, "{}", pretty(&r));
+
+    // A Sender naming Bob is enough (RFC 8550: From or Sender).
+    let on_behalf = with_fields(
+        "From: carol@example.org\nSender: bob@example.org\n",
+        &signed,
+    );
+    let r = verify(&agent, &on_behalf).unwrap();
+    assert_eq!(r.status, VerifyStatus::Valid, "{}", pretty(&r));
+}
+
+#[test]
+fn bobs_mail_from_bob_stays_valid_and_a_bare_entity_has_no_sender_verdict() {
+    use smime_agent_proto::SenderStatus;
+    let dir = tempdir();
+    let agent = verifier(dir.path(), "disable_crl_check = true");
+    let signed = bob_signed(dir.path());
+    // The address compared case-insensitively.
+    let mail = with_fields("From: Bob Example <Bob@Example.ORG>\n", &signed);
+    let r = verify(&agent, &mail).unwrap();
+    assert_eq!(r.status, VerifyStatus::Valid, "{}", pretty(&r));
+    let m = only_signer(&r).sender.as_ref().expect("a sender verdict");
+    assert_eq!(m.status, SenderStatus::Match);
+    assert_eq!(m.matched.as_deref(), Some("bob@example.org"));
+
+    // What NeoMutt hands over: the signed entity alone, nothing to compare.
+    let r = verify(&agent, &signed).unwrap();
+    assert_eq!(r.status, VerifyStatus::Valid, "{}", pretty(&r));
+    assert!(only_signer(&r).sender.is_none(), "{}", pretty(&r));
+}
+
+#[test]
+fn a_signed_message_inside_a_signed_message_answers_to_its_own_from() {
+    use smime_agent_proto::SenderStatus;
+    let dir = tempdir();
+    let agent = verifier(dir.path(), "disable_crl_check = true");
+    // Alice's whole message (her From), signed by her, then signed by Bob in a message of his.
+    let inner = with_fields(
+        "From: alice@example.org\n",
+        &openssl_sign(dir.path(), &[key("alice-sign-ec")], &[]),
+    );
+    let inner_file = write_file(dir.path(), "inner.eml", &inner);
+    let outer = dir.path().join("outer.eml");
+    run(Command::new("openssl")
+        .args(["cms", "-sign", "-nodetach", "-binary", "-in"])
+        .arg(&inner_file)
+        .arg("-signer")
+        .arg(pki_file("bob-dual-rsa.pem"))
+        .arg("-inkey")
+        .arg(pki_file("bob-dual-rsa.key.pem"))
+        .arg("-out")
+        .arg(&outer));
+    let outer = std::fs::read(&outer).unwrap();
+    let statuses = |r: &VerifyResult| -> Vec<Option<SenderStatus>> {
+        r.layers
+            .iter()
+            .map(|l| l.signers[0].sender.as_ref().map(|m| m.status))
+            .collect()
+    };
+    let r = verify(&agent, &with_fields("From: bob@example.org\n", &outer)).unwrap();
+    assert_eq!(r.status, VerifyStatus::Valid, "{}", pretty(&r));
+    assert_eq!(
+        statuses(&r),
+        [Some(SenderStatus::Match), Some(SenderStatus::Match)]
+    );
+    // The outer message claimed to be Alice's: Bob's outer signature does not fit it, while
+    // the inner layer still answers to Alice's own From.
+    let r = verify(&agent, &with_fields("From: alice@example.org\n", &outer)).unwrap();
+    assert_eq!(r.status, VerifyStatus::Invalid, "{}", pretty(&r));
+    assert_eq!(
+        statuses(&r),
+        [Some(SenderStatus::Mismatch), Some(SenderStatus::Match)]
+    );
+}
+
+#[test]
+fn a_date_six_hours_from_the_signing_time_is_a_warning() {
+    let dir = tempdir();
+    let agent = verifier(dir.path(), "disable_crl_check = true");
+    let signed = bob_signed(dir.path());
+    let late = with_fields(
+        &format!(
+            "From: bob@example.org\nDate: {}\n",
+            date_from_now(-6 * 3600)
+        ),
+        &signed,
+    );
+    let r = verify(&agent, &late).unwrap();
+    let s = only_signer(&r);
+    let offset = s.date_offset_secs.expect("the distance to Date");
+    assert!(
+        (6 * 3600 - 120..=6 * 3600 + 120).contains(&offset),
+        "{offset}"
+    );
+    assert!(
+        s.warnings
+            .iter()
+            .any(|w| w.contains("Date") && w.contains("6 h")),
+        "{}",
+        pretty(&r)
+    );
+    // A warning, not a verdict.
+    assert_eq!(r.status, VerifyStatus::Valid, "{}", pretty(&r));
+
+    // A Date a minute off: reported, no warning.
+    let timely = with_fields(
+        &format!("From: bob@example.org\nDate: {}\n", date_from_now(60)),
+        &signed,
+    );
+    let r = verify(&agent, &timely).unwrap();
+    let s = only_signer(&r);
+    assert!(
+        s.date_offset_secs.is_some_and(|o| o.abs() < 300),
+        "{}",
+        pretty(&r)
+    );
+    assert!(s.warnings.is_empty(), "{}", pretty(&r));
+
+    // The bound is the configuration's.
+    let lenient = Agent::start(
+        &dir.path().join("lenient"),
+        AgentSpec {
+            trust: Some(trust_for(pki())),
+            revocation: "disable_crl_check = true".into(),
+            extra_config: "[policy]\nsigning_time_tolerance_secs = 86400\n".into(),
+            ..Default::default()
+        },
+    );
+    let r = verify(&lenient, &late).unwrap();
+    assert!(only_signer(&r).warnings.is_empty(), "{}", pretty(&r));
+}
+
+#[test]
+fn the_cli_says_which_address_was_expected_and_which_the_certificate_has_and_exits_1() {
+    let dir = tempdir();
+    let agent = verifier(dir.path(), "disable_crl_check = true");
+    let forged = write_file(
+        dir.path(),
+        "forged.eml",
+        &with_fields("From: carol@example.org\n", &bob_signed(dir.path())),
+    );
+    let o = agent
+        .cli()
+        .args(["verify", "--in"])
+        .arg(&forged)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("NOT verified")
+            && stderr.contains("SENDER MISMATCH: the message is from carol@example.org, the certificate has bob@example.org"),
+        "{stderr}"
+    );
+    let fine = write_file(
+        dir.path(),
+        "fine.eml",
+        &with_fields("From: bob@example.org\n", &bob_signed(dir.path())),
+    );
+    let o = agent
+        .cli()
+        .args(["verify", "--in"])
+        .arg(&fine)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains("bob@example.org matches"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn decrypt_holds_a_signed_then_encrypted_message_against_its_from() {
+    use smime_agent_proto::{MessageLayer, SenderStatus};
+    let dir = tempdir();
+    let (_hsm, agent) = softhsm_agent(
+        dir.path(),
+        "alice",
+        &["alice-enc-rsa"],
+        AgentSpec {
+            revocation: "disable_crl_check = true".into(),
+            ..Default::default()
+        },
+    );
+    // Bob signs, OpenSSL encrypts to Alice; the From is on the envelope's message.
+    let signed = write_file(dir.path(), "signed.eml", &bob_signed(dir.path()));
+    let out = Command::new("openssl")
+        .args(["smime", "-encrypt", "-aes256", "-in"])
+        .arg(&signed)
+        .arg(pki_file("alice-enc-rsa.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let encrypted = out.stdout;
+    let c = agent.client().await;
+    let sender_of = |r: &smime_agent_proto::DecryptResult| {
+        r.layers
+            .iter()
+            .find_map(|l| match l {
+                MessageLayer::Signed(s) => s.signers[0].sender.clone(),
+                MessageLayer::Encrypted(_) => None,
+            })
+            .expect("a sender verdict on the inner signature")
+    };
+    let forged = with_fields("From: carol@example.org\n", &encrypted);
+    let r = decrypt_answering(&c, forged, PIN).await.expect("decrypt");
+    assert_eq!(layer_kinds(&r.layers), ["encrypted", "signed"]);
+    let m = sender_of(&r);
+    assert_eq!(m.status, SenderStatus::Mismatch, "{:#?}", r.layers);
+    assert_eq!(m.addresses, ["carol@example.org"]);
+    assert_eq!(r.signatures, Some(VerifyStatus::Invalid), "{:#?}", r.layers);
+
+    let honest = with_fields("From: bob@example.org\n", &encrypted);
+    let c = agent.client().await;
+    let r = decrypt_answering(&c, honest, PIN).await.expect("decrypt");
+    assert_eq!(sender_of(&r).status, SenderStatus::Match);
+    assert_eq!(r.signatures, Some(VerifyStatus::Valid), "{:#?}", r.layers);
+}

@@ -13,8 +13,8 @@ use std::process::ExitCode;
 use smime_agent_proto::client::{BlockingClient, ClientError};
 use smime_agent_proto::{
     CertInfo, CertificateStatus, Event, HelloParams, MessageLayer, PROTOCOL_VERSION, PinentryEnv,
-    Purpose, SignFormat, SignParams, SignatureStatus, SignedLayer, ValidateParams, ValidationMode,
-    ValidityStatus, VerifyParams, VerifyStatus, WhichParams,
+    Purpose, SenderStatus, SignFormat, SignParams, SignatureStatus, SignedLayer, ValidateParams,
+    ValidationMode, ValidityStatus, VerifyParams, VerifyStatus, WhichParams,
 };
 
 pub use neomutt::{NeomuttCommand, run as neomutt};
@@ -744,6 +744,37 @@ fn verify_summary(layers: &[SignedLayer], status: VerifyStatus) -> Vec<String> {
             ));
             for w in s.warnings.iter().chain(&s.certificate.warnings) {
                 lines.push(format!("  warning: {w}"));
+            }
+            if let Some(m) = &s.sender {
+                let cert_has = match &s.signer {
+                    Some(c) if !c.emails.is_empty() => c.emails.join(", "),
+                    Some(_) => "no address".to_owned(),
+                    None => "(no certificate)".to_owned(),
+                };
+                let expected = if m.addresses.is_empty() {
+                    "(no readable address)".to_owned()
+                } else {
+                    m.addresses.join(", ")
+                };
+                match m.status {
+                    SenderStatus::Match => lines.push(format!(
+                        "  sender: {} matches the certificate",
+                        m.matched.as_deref().unwrap_or(&expected)
+                    )),
+                    SenderStatus::Mismatch => {
+                        let line = format!(
+                            "SENDER MISMATCH: the message is from {expected}, the certificate has {cert_has}"
+                        );
+                        lines.push(format!("  {line}"));
+                        if !layer.signers.iter().any(|o| {
+                            o.sender
+                                .as_ref()
+                                .is_some_and(|m| m.status == SenderStatus::Match)
+                        }) {
+                            first_problem.get_or_insert_with(|| format!("{place}: {line}"));
+                        }
+                    }
+                }
             }
         }
     }

@@ -225,6 +225,9 @@ pub const MAX_LAYERS: usize = 8;
 
 pub async fn decrypt(ctx: &OpContext<'_>, p: DecryptParams) -> Result<DecryptResult, OpError> {
     let mut entity = p.content.0;
+    // The header fields the next signed layer answers to when it has none of its own: the
+    // message's, then those of any entity an envelope held that carries its own.
+    let mut fields = crate::smime::fields::read(&entity);
     let mut layers: Vec<MessageLayer> = vec![];
     let mut first: Option<(Arc<StoredCert>, bool)> = None;
     // Unwrap every layer: signed (triple wrap outside), encrypted, signed inside, ...
@@ -269,15 +272,21 @@ pub async fn decrypt(ctx: &OpContext<'_>, p: DecryptParams) -> Result<DecryptRes
             }));
             first.get_or_insert((cert, authenticated));
             entity = content;
+            fields = super::sender::nearest(
+                crate::smime::fields::read(&entity).as_ref(),
+                fields.as_ref(),
+            );
             if p.outer_only {
                 break;
             }
             continue;
         }
         if signed {
-            let (signed_layers, content) = verify_signed_layers(ctx, entity).await?;
+            let (signed_layers, content, answered) =
+                verify_signed_layers(ctx, entity, fields.take()).await?;
             layers.extend(signed_layers.into_iter().map(MessageLayer::Signed));
             entity = content;
+            fields = answered;
             continue;
         }
         if layers.is_empty() {

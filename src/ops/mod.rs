@@ -10,6 +10,7 @@ mod decrypt;
 mod encrypt;
 mod enveloping;
 mod keys;
+mod sender;
 mod sign;
 mod signed;
 mod signing;

@@ -5,7 +5,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use smime_agent_proto::{
     CertInfo, CertificateCheck, CertificateStatus, ChainCert, CrlCheckInfo, RevocationResult,
-    SignatureStatus, SignedLayer, ValidateResult, ValidationReason, ValidityStatus, VerifyStatus,
+    SenderStatus, SignatureStatus, SignedLayer, ValidateResult, ValidationReason, ValidityStatus,
+    VerifyStatus,
 };
 
 use crate::store::StoredCert;
@@ -93,23 +94,43 @@ pub fn to_result(v: &Validation, time: SystemTime) -> ValidateResult {
 }
 
 /// The verdict over signed layers:
-/// `valid` only when every signature and every certificate is; `pending` while a
-/// certificate is being judged and nothing is invalid yet.
+/// `valid` only when every signature and every certificate is, and every layer whose
+/// message names a sender has a signer whose certificate names it ([`senders_match`]);
+/// `pending` while a certificate is being judged and nothing is invalid yet.
 pub fn overall(layers: &[SignedLayer]) -> VerifyStatus {
     let signers = || layers.iter().flat_map(|l| &l.signers);
-    if signers().any(|s| {
-        s.signature.status != SignatureStatus::Valid
-            || matches!(
-                s.certificate.status,
-                CertificateStatus::Invalid | CertificateStatus::Unknown
-            )
-    }) {
+    if !senders_match(layers)
+        || signers().any(|s| {
+            s.signature.status != SignatureStatus::Valid
+                || matches!(
+                    s.certificate.status,
+                    CertificateStatus::Invalid | CertificateStatus::Unknown
+                )
+        })
+    {
         VerifyStatus::Invalid
     } else if signers().any(|s| s.certificate.status == CertificateStatus::Pending) {
         VerifyStatus::Pending
     } else {
         VerifyStatus::Valid
     }
+}
+
+/// Whether every layer whose message has a From or Sender has a signer with a valid
+/// signature whose certificate names that sender (RFC 8550 section 3). Decided by the
+/// signatures alone, so it holds before the certificates are judged; the certificates must
+/// be valid besides (every signer's must, for [`overall`]).
+pub fn senders_match(layers: &[SignedLayer]) -> bool {
+    layers.iter().all(|l| {
+        let judged = l.signers.iter().any(|s| s.sender.is_some());
+        !judged
+            || l.signers.iter().any(|s| {
+                s.signature.status == SignatureStatus::Valid
+                    && s.sender
+                        .as_ref()
+                        .is_some_and(|m| m.status == SenderStatus::Match)
+            })
+    })
 }
 
 /// A certificate check with this status and nothing else to say yet.
@@ -143,8 +164,59 @@ mod tests {
                 reason: None,
             },
             certificate: check(cert),
+            date_offset_secs: None,
+            sender: None,
             warnings: vec![],
         }
+    }
+
+    fn from(mut s: SignerResult, status: SenderStatus) -> SignerResult {
+        s.sender = Some(smime_agent_proto::SenderMatch {
+            status,
+            addresses: vec!["carol@example.org".into()],
+            matched: None,
+            reason: None,
+        });
+        s
+    }
+
+    #[test]
+    fn a_message_whose_sender_no_signer_names_is_invalid_though_all_else_is_valid() {
+        use CertificateStatus as C;
+        use SenderStatus as M;
+        use SignatureStatus as S;
+        let good = || signer(S::Valid, C::Valid);
+        assert_eq!(
+            overall(&layer(vec![from(good(), M::Mismatch)])),
+            VerifyStatus::Invalid
+        );
+        // Decided before the certificates are: no waiting for a `pending` one.
+        assert_eq!(
+            overall(&layer(vec![from(
+                signer(S::Valid, C::Pending),
+                M::Mismatch
+            )])),
+            VerifyStatus::Invalid
+        );
+        assert_eq!(
+            overall(&layer(vec![from(good(), M::Match)])),
+            VerifyStatus::Valid
+        );
+        // One signer naming the sender is enough (a co-signer need not be the author).
+        assert_eq!(
+            overall(&layer(vec![
+                from(good(), M::Mismatch),
+                from(good(), M::Match)
+            ])),
+            VerifyStatus::Valid
+        );
+        // The matching signer's signature must hold.
+        assert_eq!(
+            overall(&layer(vec![from(signer(S::Invalid, C::Valid), M::Match)])),
+            VerifyStatus::Invalid
+        );
+        // No From or Sender: nothing to hold the signers against.
+        assert_eq!(overall(&layer(vec![good()])), VerifyStatus::Valid);
     }
 
     fn layer(signers: Vec<SignerResult>) -> Vec<SignedLayer> {

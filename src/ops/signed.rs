@@ -1,8 +1,10 @@
 //! Reading the signed layers of a message: every signature checked (on the blocking pool:
 //! hashing a large message takes a while), then each signer's certificate validated by the
 //! trust layer, concurrently, with the message's own certificates as intermediates and its
-//! CRLs. A signer whose signature and certificate are both valid is kept in the contacts
-//! store. Shared by `verify` and `decrypt` (which reads a message layer by layer).
+//! CRLs. Each signer is also held against the header fields its layer answers to (From or
+//! Sender, Date: see [`super::sender`]). A signer whose signature and certificate are both
+//! valid is kept in the contacts store. Shared by `verify` and `decrypt` (which reads a
+//! message layer by layer).
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -15,9 +17,11 @@ use tracing::warn;
 
 use super::Services;
 use super::report::check;
+use super::sender;
 use super::{OpContext, OpError};
 use crate::alg::ContentAlgorithm;
 use crate::certs::{CertFacts, hex, rfc3339};
+use crate::smime::fields::MessageFields;
 use crate::smime::verify::{self as cms_verify, Format, Layer, Signer};
 use crate::trust::ValidationRequest;
 
@@ -35,20 +39,23 @@ pub(super) struct Job {
 }
 
 /// Verifies every signed layer at the top of `entity` and judges every signer certificate
-/// (waiting for it). Returns the layers and the innermost content. Used to read messages
-/// layer by layer (`decrypt`).
+/// (waiting for it); `around` are the header fields of the message `entity` came in.
+/// Returns the layers, the innermost content and the header fields it answers to. Used to
+/// read messages layer by layer (`decrypt`).
 pub async fn verify_signed_layers(
     ctx: &OpContext<'_>,
     entity: Vec<u8>,
-) -> Result<(Vec<SignedLayer>, Vec<u8>), OpError> {
+    around: Option<MessageFields>,
+) -> Result<(Vec<SignedLayer>, Vec<u8>, Option<MessageFields>), OpError> {
     let Checked {
         mut layers,
         mut signed,
         jobs,
-    } = check_signatures(ctx, entity, None).await?;
+        fields,
+    } = check_signatures(ctx, entity, None, around).await?;
     apply(&mut signed, judge(ctx.services.clone(), jobs).await);
     let content = layers.pop().map(|l| l.content).unwrap_or_default();
-    Ok((signed, content))
+    Ok((signed, content, fields))
 }
 
 /// The signatures of a message, checked, with the signer certificates still to judge.
@@ -57,15 +64,19 @@ pub(super) struct Checked {
     /// The layers as reported, certificates `pending`.
     pub(super) signed: Vec<SignedLayer>,
     pub(super) jobs: Vec<Job>,
+    /// The header fields the innermost layer answered to.
+    pub(super) fields: Option<MessageFields>,
 }
 
 /// Checks every signature of `entity` (on the blocking pool) and prepares the judging of
 /// each signer certificate, with the tokens' certificates as extra intermediates. With a
-/// detached `signature`, `entity` is the content it signs.
+/// detached `signature`, `entity` is the content it signs. `around` are the header fields
+/// of the message `entity` came in (none for what a client hands over).
 pub(super) async fn check_signatures(
     ctx: &OpContext<'_>,
     entity: Vec<u8>,
     signature: Option<Vec<u8>>,
+    around: Option<MessageFields>,
 ) -> Result<Checked, OpError> {
     let now = SystemTime::now();
     let layers = tokio::task::spawn_blocking(move || match signature {
@@ -81,13 +92,16 @@ pub(super) async fn check_signatures(
         .certs()
         .map(|c| c.facts().der.clone())
         .collect();
+    let tolerance = ctx.services.config.policy.signing_time_tolerance_secs;
     let mut jobs = vec![];
     let mut signed = vec![];
+    let mut fields = around;
     for (n, layer) in layers.iter().enumerate() {
+        fields = sender::nearest(layer.fields.as_ref(), fields.as_ref());
         let mut signers = vec![];
         for s in &layer.signers {
             jobs.push(job(n, s, layer, &token_certs));
-            signers.push(signer_result(s));
+            signers.push(signer_result(s, fields.as_ref(), tolerance));
         }
         signed.push(SignedLayer {
             format: match layer.format {
@@ -106,6 +120,7 @@ pub(super) async fn check_signatures(
         layers,
         signed,
         jobs,
+        fields,
     })
 }
 
@@ -157,7 +172,12 @@ fn job(layer: usize, s: &Signer, l: &Layer, token_certs: &[Vec<u8>]) -> Job {
     }
 }
 
-fn signer_result(s: &Signer) -> SignerResult {
+/// A signer as reported, held against the header fields its layer answers to.
+fn signer_result(s: &Signer, fields: Option<&MessageFields>, tolerance_secs: u64) -> SignerResult {
+    let (date_offset_secs, date_warning) =
+        sender::date_offset(s.signing_time, fields, tolerance_secs);
+    let mut warnings = s.warnings.clone();
+    warnings.extend(date_warning);
     SignerResult {
         index: s.index as u32,
         signer_id: s.signer_id.clone(),
@@ -198,7 +218,9 @@ fn signer_result(s: &Signer) -> SignerResult {
             Some(_) => check(CertificateStatus::Pending),
             None => unknown(s),
         },
-        warnings: s.warnings.clone(),
+        date_offset_secs,
+        sender: fields.and_then(|f| sender::sender_match(s.cert.as_ref(), f)),
+        warnings,
     }
 }
 

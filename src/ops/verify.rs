@@ -9,7 +9,7 @@ use smime_agent_proto::{
 };
 use tracing::info;
 
-use super::report::overall;
+use super::report::{overall, senders_match};
 use super::signed::{Checked, apply, check_signatures, judge, signer_summary};
 use super::{OpContext, OpError};
 
@@ -18,7 +18,8 @@ pub async fn verify(ctx: &OpContext<'_>, p: VerifyParams) -> Result<VerifyResult
         mut layers,
         signed,
         jobs,
-    } = check_signatures(ctx, p.content.0, p.signature.map(|s| s.0)).await?;
+        ..
+    } = check_signatures(ctx, p.content.0, p.signature.map(|s| s.0), None).await?;
     let summary = signer_summary(&layers);
     // The innermost content, moved out rather than copied (it can be the whole message).
     let content = layers.pop().map(|l| l.content).unwrap_or_default();
@@ -37,12 +38,14 @@ pub async fn verify(ctx: &OpContext<'_>, p: VerifyParams) -> Result<VerifyResult
             result.status = overall(&result.layers);
             let services = ctx.services.clone();
             let request = ctx.request.clone();
-            // The signatures decided already when one is invalid; the event still follows.
-            let signatures_valid = result
-                .layers
-                .iter()
-                .flat_map(|l| &l.signers)
-                .all(|s| s.signature.status == SignatureStatus::Valid);
+            // The signatures (and whether a signer is the sender) decided already when one
+            // is invalid; the event still follows.
+            let signatures_valid = senders_match(&result.layers)
+                && result
+                    .layers
+                    .iter()
+                    .flat_map(|l| &l.signers)
+                    .all(|s| s.signature.status == SignatureStatus::Valid);
             ctx.after_response.set(Box::pin(async move {
                 let checks = judge(services, jobs).await;
                 let all_valid = signatures_valid

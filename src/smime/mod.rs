@@ -6,12 +6,14 @@
 //! - [`asn1`]: CMS reading helpers both sides share (BER, content type, issuer and serial).
 //! - [`sign`]: SignedData around a token's raw signature.
 //! - [`envelope`]: EnvelopedData and AuthEnvelopedData, RSA and EC recipients.
+//! - [`fields`]: a message's From, Sender and Date, which verdicts hold signatures against.
 //! - [`mime`]: canonical form, multipart/signed, application/pkcs7-mime.
 //! - [`unpad`]: RSA padding removed from raw RSA results (envelopes and raw key operations).
 //! - [`verify`]: reading SignedData back: every signer's signature, one layer at a time.
 
 pub mod asn1;
 pub mod envelope;
+pub mod fields;
 pub mod mime;
 pub mod sign;
 pub mod unpad;

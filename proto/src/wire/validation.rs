@@ -96,9 +96,10 @@ pub struct CrlCheckInfo {
 /// Result of `verify`.
 #[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
 pub struct VerifyResult {
-    /// `valid` when every signature and every signer certificate is valid, `invalid` when
-    /// one is not, `pending` when every signature is valid and the certificates are still
-    /// being validated (`validation: event`).
+    /// `valid` when every signature and every signer certificate is valid and, in each layer
+    /// whose message has a From or Sender, a signer's certificate names that sender;
+    /// `invalid` when one of these fails; `pending` when nothing failed and the certificates
+    /// are still being validated (`validation: event`).
     pub status: VerifyStatus,
     /// The signed layers, outermost first: a signed entity whose content is itself a signed
     /// entity has two.
@@ -146,10 +147,46 @@ pub struct SignerResult {
     /// The signer certificate's status (`pending` until `validation_done` with
     /// `validation: event`).
     pub certificate: CertificateCheck,
-    /// Reported but not fatal: a signing time in the future or outside the certificate's
-    /// validity.
+    /// The signing time minus the message's `Date` header field, in seconds (negative: signed
+    /// before the date the message gives), when both are present. Beyond the agent's
+    /// `[policy] signing_time_tolerance_secs` either way it is a warning.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub date_offset_secs: Option<i64>,
+    /// Whether the signer's certificate names the message's sender (RFC 8550 section 3):
+    /// present when the signed message has a From or Sender header field, absent for a bare
+    /// MIME entity or bare CMS (the client compares addresses itself then).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender: Option<SenderMatch>,
+    /// Reported but not fatal: a signing time in the future, outside the certificate's
+    /// validity, or far from the message's `Date`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+}
+
+/// The message's sender against the signer's certificate: From (or Sender) must be one of
+/// the certificate's addresses. A mismatch makes the message `invalid` though the signature
+/// and the certificate may each be valid: the mail claims an author the signer is not.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SenderMatch {
+    /// `match` or `mismatch`.
+    pub status: SenderStatus,
+    /// The addresses the message gives, From's then Sender's, as they were compared: the
+    /// header fields of the signed entity itself, else of the nearest message around it.
+    pub addresses: Vec<String>,
+    /// The certificate's address that matched one of `addresses` (compared
+    /// case-insensitively); the certificate's addresses are the signer's `emails`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matched: Option<String>,
+    /// Why not, in words: which address was expected and which the certificate has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SenderStatus {
+    Match,
+    Mismatch,
 }
 
 /// The signer's certificate, as read from the message.

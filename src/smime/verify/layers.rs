@@ -16,6 +16,7 @@ use crate::certs::CertFacts;
 use crate::oids;
 use crate::smime::SmimeError;
 use crate::smime::asn1::{ber, content_type};
+use crate::smime::fields;
 use crate::smime::mime::{self, Smime};
 
 /// Most signers verified in one layer; a message with more is refused (`limit_exceeded`).
@@ -37,7 +38,8 @@ pub fn is_signed(entity: &[u8]) -> bool {
 }
 
 /// Verifies one signed layer: a `multipart/signed` or `application/pkcs7-mime` entity (or
-/// bare CMS, DER or PEM). `now` is the verifier's clock, for signing-time warnings.
+/// bare CMS, DER or PEM), with the From, Sender and Date of its own header section. `now`
+/// is the verifier's clock, for signing-time warnings.
 pub fn verify_entity(entity: &[u8], now: SystemTime) -> Result<Layer, SmimeError> {
     if entity.iter().all(u8::is_ascii_whitespace) {
         return Err(SmimeError::Malformed("the message is empty".into()));
@@ -46,7 +48,7 @@ pub fn verify_entity(entity: &[u8], now: SystemTime) -> Result<Layer, SmimeError
         SmimeError::NotMime(m) => SmimeError::Malformed(format!("not a MIME entity: {m}")),
         other => other,
     })?;
-    match read {
+    let mut layer = match read {
         Smime::ClearSigned { signed, signature } => verify_cms(&signature, Some(&signed), now),
         Smime::SignedData(der) => verify_cms(&der, None, now),
         Smime::Pkcs7(der) => verify_cms(&der, None, now),
@@ -58,7 +60,9 @@ pub fn verify_entity(entity: &[u8], now: SystemTime) -> Result<Layer, SmimeError
              application/pkcs7-mime"
                 .into(),
         )),
-    }
+    }?;
+    layer.fields = fields::read(entity);
+    Ok(layer)
 }
 
 /// Verifies every signed layer of `entity`, outermost first: while a layer's content is
@@ -281,6 +285,7 @@ pub fn verify_cms(
         certificates,
         crls,
         certificate_problems,
+        fields: None,
     })
 }
 

@@ -9,6 +9,7 @@ use der::asn1::ObjectIdentifier;
 
 use crate::alg::ContentAlgorithm;
 use crate::certs::CertFacts;
+use crate::smime::fields::MessageFields;
 
 /// How the signed content was carried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,4 +113,8 @@ pub struct Layer {
     pub crls: Vec<Vec<u8>>,
     /// Certificates of the message that could not be read, and why.
     pub certificate_problems: Vec<String>,
+    /// The From, Sender and Date of the signed entity's own header section (a whole message
+    /// handed over, or an inner entity that carries them); `None` for a bare entity or
+    /// bare CMS.
+    pub fields: Option<MessageFields>,
 }

@@ -144,21 +144,23 @@ pub(super) fn check_signer(
         signer.cert.as_ref(),
         cert_problems,
     );
-    if let (Some(t), Some(c)) = (signer.signing_time, &signer.cert) {
-        if t > now + CLOCK_SKEW {
-            signer.warnings.push(format!(
-                "the signing time {} is in the future",
-                crate::certs::rfc3339(t)
-            ));
-        }
-        if t < c.not_before || t > c.not_after {
-            signer.warnings.push(format!(
-                "the signing time {} is outside the certificate's validity ({} to {})",
-                crate::certs::rfc3339(t),
-                crate::certs::rfc3339(c.not_before),
-                crate::certs::rfc3339(c.not_after)
-            ));
-        }
+    if let Some(t) = signer.signing_time
+        && t > now + CLOCK_SKEW
+    {
+        signer.warnings.push(format!(
+            "the signing time {} is in the future",
+            crate::certs::rfc3339(t)
+        ));
+    }
+    if let (Some(t), Some(c)) = (signer.signing_time, &signer.cert)
+        && (t < c.not_before || t > c.not_after)
+    {
+        signer.warnings.push(format!(
+            "the signing time {} is outside the certificate's validity ({} to {})",
+            crate::certs::rfc3339(t),
+            crate::certs::rfc3339(c.not_before),
+            crate::certs::rfc3339(c.not_after)
+        ));
     }
     signer
 }
