@@ -292,11 +292,13 @@ pub async fn select(
 ///    nonRepudiation; encrypt/decrypt: keyEncipherment for RSA, keyAgreement for EC) and whose
 ///    extended key usage, if present, allows emailProtection; with `smart_card_only`, only
 ///    keys on removable hardware tokens; only certificates with their private key.
-/// 3. A certificate whose key usage is the operation's alone wins over a multi-usage one.
+/// 3. A key on a hardware token always wins over a software key (the seed: "always uses
+///    hardware-based certificates if both ... are located"); among keys of the same kind, a
+///    certificate whose key usage is the operation's alone wins over a multi-usage one.
 /// 4. Only certificates inside notBefore..notAfter.
 /// 5. The best one's chain is validated (trust/); an invalid one is rejected with its reason
 ///    and the next one tried.
-/// 6. Ties: hardware first, then the latest notBefore, then the lowest SHA-256.
+/// 6. Ties: the latest notBefore, then the lowest SHA-256.
 pub async fn explain(
     snapshot: &Snapshot,
     address: &str,
@@ -366,9 +368,11 @@ pub async fn explain(
         }
         usable.sort_by(|a, b| {
             let (fa, fb) = (a.facts(), b.facts());
-            single_usage(fb, purpose)
-                .cmp(&single_usage(fa, purpose))
-                .then(b.token.facts.hardware.cmp(&a.token.facts.hardware))
+            b.token
+                .facts
+                .hardware
+                .cmp(&a.token.facts.hardware)
+                .then(single_usage(fb, purpose).cmp(&single_usage(fa, purpose)))
                 .then(fb.not_before.cmp(&fa.not_before))
                 .then(fa.sha256.cmp(&fb.sha256))
         });
@@ -469,10 +473,10 @@ fn explain_choice(
     if rest.len() > 1 {
         let f = chosen.facts();
         let runner = rest[1];
-        let reason = if single_usage(f, purpose) != single_usage(runner.facts(), purpose) {
-            "it has a single key usage, preferred over a multi-usage certificate"
-        } else if chosen.token.facts.hardware != runner.token.facts.hardware {
+        let reason = if chosen.token.facts.hardware != runner.token.facts.hardware {
             "its key is on a hardware token, preferred over a software key"
+        } else if single_usage(f, purpose) != single_usage(runner.facts(), purpose) {
+            "it has a single key usage, preferred over a multi-usage certificate"
         } else if f.not_before != runner.facts().not_before {
             "it is the most recently issued"
         } else {

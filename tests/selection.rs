@@ -342,6 +342,67 @@ async fn hardware_key_wins_over_software_key() {
     assert!(res.expect("sign").certificate.hardware);
 }
 
+/// Hardware first, whatever the key usages: a sign-only software key (a PKCS#12 file)
+/// loses to a dual-use key on a hardware token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dual_use_hardware_key_wins_over_a_sign_only_software_key() {
+    let dir = tempdir();
+    let hsm = SoftHsm::new(&dir.path().join("softhsm"));
+    hsm.add_token("card", PIN, &["alice-dual-rsa"]);
+    let keys = dir.path().join("keys");
+    std::fs::create_dir_all(&keys).unwrap();
+    let p12 = keys.join("alice-sign-rsa.p12");
+    run(
+        "openssl",
+        &[
+            "pkcs12",
+            "-export",
+            "-inkey",
+            path_str(&pki_file("alice-sign-rsa.key.pem")),
+            "-in",
+            path_str(&pki_file("alice-sign-rsa.pem")),
+            "-passout",
+            "pass:soft",
+            "-out",
+            path_str(&p12),
+        ],
+    );
+    std::fs::copy(
+        pki_file("alice-sign-rsa.pem"),
+        keys.join("alice-sign-rsa.pem"),
+    )
+    .unwrap();
+    let agent = Agent::start(
+        &dir.path().join("agent"),
+        AgentSpec {
+            extra_config: format!(
+                "[[tokens.module]]\npath = \"{SOFTHSM}\"\nkind = \"hardware\"\n\n\
+                 [soft_store]\ndir = \"{}\"\n",
+                keys.display()
+            ),
+            env: vec![("SOFTHSM2_CONF".into(), path_str(&hsm.conf()).into())],
+            ..Default::default()
+        },
+    );
+    let r = which(&agent, "alice@example.org", Purpose::Sign).await;
+    assert_eq!(r.candidates.len(), 2, "{:?}", r.candidates);
+    let chosen = r.chosen.as_ref().expect("a certificate");
+    assert!(chosen.certificate.hardware, "{}", chosen.why);
+    assert_eq!(
+        chosen_serial(&r),
+        serial_of("alice-dual-rsa"),
+        "{}",
+        chosen.why
+    );
+    assert!(
+        chosen
+            .why
+            .contains("hardware token, preferred over a software key"),
+        "{}",
+        chosen.why
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_certificate_with_an_invalid_chain_is_passed_over_for_the_next() {
     let names = ["alice-sign-rsa", "alice-sign-ec"];
