@@ -489,7 +489,8 @@ async fn encryption_follows_the_capabilities_a_recipient_signed() {
     let bob = openssl_decrypt(dir.path(), &r.mime.0, "bob-enc-ec").unwrap();
     assert_eq!(bob, MSG.as_bytes());
 
-    // A policy of GCM only cannot reach Bob: refused, naming him and what he takes.
+    // A policy of GCM only cannot reach Bob: he counts as a recipient without a usable
+    // certificate, named with what he takes, and compose may still send unencrypted.
     drop(agent);
     let dir2 = dir.path().join("gcm-only");
     let (_hsm2, agent) = alice_agent(
@@ -512,11 +513,35 @@ async fn encryption_follows_the_capabilities_a_recipient_signed() {
         })
         .await
         .unwrap_err();
-    assert_eq!(err.code(), Some(ErrorCode::PolicyDenied), "{err}");
+    assert_eq!(
+        err.code(),
+        Some(ErrorCode::RecipientWithoutCertificate),
+        "{err}"
+    );
     let msg = err.to_string();
     assert!(
-        msg.contains("bob@example.org takes aes256-cbc, aes128-cbc"),
+        msg.contains("bob@example.org") && msg.contains("decrypts only aes256-cbc, aes128-cbc"),
         "{msg}"
+    );
+    let mail =
+        b"From: Alice <alice@example.org>\r\nTo: bob@example.org\r\nSubject: x\r\n\r\nhi\r\n";
+    let r = agent
+        .client()
+        .await
+        .compose(smime_agent_proto::ComposeParams {
+            content: mail.to_vec().into(),
+            encrypt: true,
+            allow_unencrypted: true,
+            certificates: vec![],
+            sign: false,
+        })
+        .await
+        .expect("compose --allow-unencrypted");
+    assert!(!r.encrypted, "sent unencrypted, as asked");
+    assert!(
+        r.warnings.iter().any(|w| w.contains("bob@example.org")),
+        "{:?}",
+        r.warnings
     );
 }
 

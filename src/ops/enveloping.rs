@@ -88,7 +88,10 @@ pub async fn find_certificates(
         )
         .await
         {
-            Ok(f) => found.push(f),
+            Ok(f) => match cannot_decrypt(ctx, &f.address) {
+                Some(why) => missing.push((address.to_owned(), why)),
+                None => found.push(f),
+            },
             Err(why) => missing.push((address.to_owned(), why)),
         }
     }
@@ -96,6 +99,32 @@ pub async fn find_certificates(
         return Err(OpError::RecipientsWithoutCertificate(missing));
     }
     Ok(found)
+}
+
+/// Why a recipient whose signed mail said what their client decrypts can take none of the
+/// policy's algorithms: such a recipient has no usable certificate (the seeds), and is
+/// listed as one, so the sender may still send unencrypted where the policy lets them.
+fn cannot_decrypt(ctx: &OpContext<'_>, address: &str) -> Option<String> {
+    let policy = &ctx.services.config.policy.encryption_algorithms;
+    let caps = ctx.services.contacts.capabilities(address)?;
+    if policy.iter().any(|a| caps.contains(a)) {
+        return None;
+    }
+    let names = |algs: &[ContentAlgorithm]| {
+        algs.iter()
+            .map(|a| a.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Some(format!(
+        "their mail client decrypts {}, none of the algorithms the policy allows ({})",
+        if caps.is_empty() {
+            "none of the agent's algorithms".to_owned()
+        } else {
+            format!("only {}", names(&caps))
+        },
+        names(policy)
+    ))
 }
 
 /// The content encryption algorithm: the first of the policy's that every recipient takes,
