@@ -2,8 +2,9 @@
 //! distrusted one refused, an anchor taken as its own path, the pool of intermediates gathered
 //! (the request or message, the tokens, the local store, AIA while no path is found), each
 //! candidate path validated by certval (RFC 5280 6.1: names, validity, signatures, basic
-//! constraints, key usage, policies, name constraints), and the first that passes checked for
-//! revocation.
+//! constraints, key usage, policies, name constraints), then the S/MIME profile
+//! (`certs::profile`: usages, address, CA leaf, key floor) over the path, and the first that
+//! passes both checked for revocation.
 //!
 //! Owns: that order, the pool of one validation, and which outcome is reported when no
 //! candidate passes. Beside it: the request and outcome types (`validation.rs`), the search
@@ -23,7 +24,7 @@ use super::revocation::revocation;
 use super::settings::{environment, settings};
 use super::validation::{link, sha256, subject};
 use super::{CertOrigin, PoolCert, Trust};
-use crate::certs::rfc3339;
+use crate::certs::{profile, rfc3339};
 
 // The types were defined here first: `crate::trust::path::Validation` and the rest still name them.
 pub use super::validation::{
@@ -85,9 +86,10 @@ pub(super) async fn validate(
                 chain,
             );
         }
+        let problems = profile_problems(req, &a.cert, &[]);
         return Validation {
-            valid: true,
-            problems: vec![],
+            valid: problems.is_empty(),
+            problems,
             warnings: vec![],
             chain,
             revocation: RevocationSummary {
@@ -228,6 +230,16 @@ pub(super) async fn validate(
             });
             continue;
         }
+        let mut cas: Vec<&PDVCertificate> = cand.intermediates.iter().map(|p| &p.cert).collect();
+        cas.push(&cand.anchor.cert);
+        let problems = profile_problems(req, &target, &cas);
+        if !problems.is_empty() {
+            first_failure.get_or_insert_with(|| Validation {
+                problems,
+                ..Validation::invalid(ProblemCode::Invalid, String::new(), chain)
+            });
+            continue;
+        }
         if !check_rev {
             return Validation {
                 valid: true,
@@ -251,4 +263,24 @@ pub(super) async fn validate(
             vec![link(&target, CertOrigin::Request)],
         )
     })
+}
+
+/// The S/MIME profile over a path certval accepted (`certs::profile`): the leaf's usages,
+/// address and key, and the CA certificates' EKU and keys. Nothing with `path_only`.
+fn profile_problems(
+    req: &ValidationRequest,
+    target: &PDVCertificate,
+    cas: &[&PDVCertificate],
+) -> Vec<Problem> {
+    if req.path_only {
+        return vec![];
+    }
+    let cas: Vec<_> = cas.iter().map(|c| c.decoded()).collect();
+    profile::check(target.decoded(), &cas, &req.profile)
+        .into_iter()
+        .map(|v| Problem {
+            code: ProblemCode::Profile(v.rule),
+            message: v.message,
+        })
+        .collect()
 }
