@@ -180,3 +180,14 @@ async fn selection_refuses_a_ca_certificate_on_the_token() {
     assert!(r.chosen.is_none(), "{:?}", r.chosen);
     assert_eq!(r.rejected[0].code, "ca_certificate", "{:?}", r.rejected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_intermediate_restricted_to_tls_refuses_the_path_with_ca_extended_key_usage() {
+    let dir = tempdir();
+    let agent = agent(dir.path());
+    let p = ValidateParams {
+        chain: vec![std::fs::read(pki_file("tls-ca.pem")).unwrap().into()],
+        ..params("tls-ca-leaf")
+    };
+    refused(&agent, p, "tls-ca-leaf", "ca_extended_key_usage").await;
+}
