@@ -191,3 +191,42 @@ async fn an_intermediate_restricted_to_tls_refuses_the_path_with_ca_extended_key
     };
     refused(&agent, p, "tls-ca-leaf", "ca_extended_key_usage").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_trust_anchors_name_constraints_hold_for_mail_addresses() {
+    let dir = tempdir();
+    let agent = agent(dir.path());
+    let r = validate(&agent, params("nc-inside")).await;
+    assert_eq!(r.status, ValidityStatus::Valid, "{:?}", r.reasons);
+    refused(
+        &agent,
+        params("nc-outside"),
+        "nc-outside",
+        "name_constraints",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trust_anchor_with_an_unknown_critical_extension_anchors_nothing() {
+    let dir = tempdir();
+    let agent = agent(dir.path());
+    refused(
+        &agent,
+        params("crit-root-leaf"),
+        "crit-root-leaf",
+        "unknown_critical_extension",
+    )
+    .await;
+    // Nor is it valid as itself.
+    refused(
+        &agent,
+        ValidateParams {
+            fitness: Some(ValidateFor::Path),
+            ..params("crit-root")
+        },
+        "crit-root",
+        "unknown_critical_extension",
+    )
+    .await;
+}

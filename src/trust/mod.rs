@@ -18,6 +18,7 @@ pub mod path;
 mod reasons;
 mod revocation;
 mod settings;
+mod strict;
 mod validation;
 
 use std::collections::HashMap;

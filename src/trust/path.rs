@@ -22,6 +22,7 @@ use super::build::{chain_of, search};
 use super::reasons::path_problem;
 use super::revocation::revocation;
 use super::settings::{environment, settings};
+use super::strict;
 use super::validation::{link, sha256, subject};
 use super::{CertOrigin, PoolCert, Trust};
 use crate::certs::{profile, rfc3339};
@@ -85,6 +86,9 @@ pub(super) async fn validate(
                 format!("{who} expired on {}", rfc3339(v.not_after.to_system_time())),
                 chain,
             );
+        }
+        if let Some(p) = strict::self_anchor_problem(&a.cert) {
+            return Validation::invalid(p.code, p.message, chain);
         }
         let problems = profile_problems(req, &a.cert, &[]);
         return Validation {
@@ -207,6 +211,17 @@ pub(super) async fn validate(
             });
             continue;
         }
+        // The anchor's own certificate and constraints, which certval does not look at.
+        let cps = match strict::anchor_settings(&cps, &cand.anchor) {
+            Ok(c) => c,
+            Err(problem) => {
+                first_failure.get_or_insert_with(|| Validation {
+                    problems: vec![problem],
+                    ..Validation::invalid(ProblemCode::Invalid, String::new(), chain)
+                });
+                continue;
+            }
+        };
         let cp = CertificationPath::new(
             cand.anchor.ta.clone(),
             cand.intermediates.iter().map(|p| p.cert.clone()).collect(),
