@@ -230,3 +230,35 @@ async fn a_trust_anchor_with_an_unknown_critical_extension_anchors_nothing() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_certificate_with_an_extension_twice_is_refused_with_duplicate_extension() {
+    let dir = tempdir();
+    let agent = agent(dir.path());
+    refused(
+        &agent,
+        params("leaf-dup-ext"),
+        "leaf-dup-ext",
+        "duplicate_extension",
+    )
+    .await;
+    // The path alone is judged by the same strict rules.
+    let p = ValidateParams {
+        fitness: Some(ValidateFor::Path),
+        ..params("leaf-dup-ext")
+    };
+    refused(&agent, p, "leaf-dup-ext for path", "duplicate_extension").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_subject_alt_name_is_refused_with_malformed_extension() {
+    let dir = tempdir();
+    let agent = agent(dir.path());
+    refused(
+        &agent,
+        params("leaf-bad-san"),
+        "leaf-bad-san",
+        "malformed_extension",
+    )
+    .await;
+}

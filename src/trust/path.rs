@@ -66,6 +66,11 @@ pub(super) async fn validate(
         );
     }
 
+    // Duplicate or malformed extensions make it no certificate to judge at all.
+    if let Some(p) = strict::certificate_problem(&target) {
+        return Validation::invalid(p.code, p.message, vec![link(&target, CertOrigin::Request)]);
+    }
+
     // An explicitly trusted certificate (or a root) is its own anchor.
     if let Some(a) = trust.store.anchors.iter().find(|a| a.sha256 == target_sha) {
         let chain = vec![link(&a.cert, CertOrigin::Anchor)];
@@ -208,6 +213,17 @@ pub(super) async fn validate(
                     ),
                     chain.clone(),
                 )
+            });
+            continue;
+        }
+        if let Some(problem) = cand
+            .intermediates
+            .iter()
+            .find_map(|p| strict::certificate_problem(&p.cert))
+        {
+            first_failure.get_or_insert_with(|| Validation {
+                problems: vec![problem],
+                ..Validation::invalid(ProblemCode::Invalid, String::new(), chain)
             });
             continue;
         }
