@@ -357,7 +357,11 @@ for d in ca root; do
 done
 
 # The issuing CA's CRL without a CRL number (RFC 5280 5.2.3 requires one): never to be used.
-sed '/^crlnumber/d' "$work/openssl.cnf" >"$work/no-number.cnf"
+# A v2 CRL (it has an authorityKeyIdentifier), so only the missing number is wrong with it.
+{
+  sed -e '/^crlnumber/d' -e 's/^\(default_crl_days.*\)$/\1\ncrl_extensions   = crl_ext/' "$work/openssl.cnf"
+  printf '\n[ crl_ext ]\nauthorityKeyIdentifier = keyid:always\n'
+} >"$work/no-number.cnf"
 CA_DIR="$work/ca" CA_KEY="$dir/ca.key.pem" CA_CERT="$dir/ca.pem" CRL_URL="$crl_base/ca.crl" \
   openssl ca -config "$work/no-number.cnf" -batch -gencrl -out "$dir/ca.no-number.crl.pem" 2>/dev/null
 

@@ -14,6 +14,7 @@
 //!   `enforce_trust_anchor_constraints` (which its `validate_path` does not call). A name
 //!   outside the anchor's name constraints then fails certval's name check, as one outside an
 //!   intermediate's does (`name_constraints`).
+//! - CRLs without a CRL number, or with a critical one (RFC 5280 5.2.3): not used.
 //!
 //! Owns: these rules. Must not touch: building paths (`build.rs`), certval's own checks, the
 //! S/MIME profile (`certs::profile`).
@@ -21,8 +22,10 @@
 use certval::{
     CertificationPathSettings, Error as CvError, PDVCertificate, PathValidationStatus as Pvs,
 };
+use der::Decode;
 use der::asn1::ObjectIdentifier;
 use x509_cert::certificate::{CertificateInner, Profile};
+use x509_cert::crl::CertificateList;
 use x509_cert::ext::pkix::{
     AuthorityInfoAccessSyntax, AuthorityKeyIdentifier, BasicConstraints, CertificatePolicies,
     CrlDistributionPoints, ExtendedKeyUsage, InhibitAnyPolicy, IssuerAltName, KeyUsage,
@@ -31,6 +34,8 @@ use x509_cert::ext::pkix::{
 
 use super::Anchor;
 use super::validation::{Problem, ProblemCode, subject};
+
+const ID_CE_CRL_NUMBER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.20");
 
 /// The extensions the agent processes on a certificate it takes as its own anchor (the
 /// target is itself a trust anchor): the anchor extensions certval knows, and the leaf's.
@@ -186,5 +191,105 @@ pub(super) fn anchor_settings(
             ProblemCode::AnchorConstraints,
             format!("{who}: its constraints cannot be applied ({e})"),
         )),
+    }
+}
+
+/// Why a CRL must not be used, by its own content: no CRL number, or a critical one
+/// (RFC 5280 5.2.3: conforming CRL issuers include it, marked non-critical).
+pub(crate) fn crl_problem(der: &[u8]) -> Option<String> {
+    let crl = match CertificateList::<x509_cert::certificate::Raw>::from_der(der) {
+        Ok(c) => c,
+        Err(e) => return Some(format!("not a DER CRL ({e})")),
+    };
+    let exts = crl.tbs_cert_list.crl_extensions.unwrap_or_default();
+    let mut numbers = exts.iter().filter(|e| e.extn_id == ID_CE_CRL_NUMBER);
+    match (numbers.next(), numbers.next()) {
+        (None, _) => Some(format!(
+            "the CRL of {} has no CRL number (RFC 5280 5.2.3 requires one); it is not used",
+            crl.tbs_cert_list.issuer
+        )),
+        (Some(_), Some(_)) => Some(format!(
+            "the CRL of {} carries its CRL number twice; it is not used",
+            crl.tbs_cert_list.issuer
+        )),
+        (Some(n), None) if n.critical => Some(format!(
+            "the CRL of {} marks its CRL number critical (RFC 5280 5.2.3: non-critical); it is not used",
+            crl.tbs_cert_list.issuer
+        )),
+        (Some(n), None)
+            if der::asn1::Int::from_der(n.extn_value.as_bytes()).is_err()
+                || n.extn_value
+                    .as_bytes()
+                    .get(2)
+                    .is_some_and(|b| *b & 0x80 != 0) =>
+        {
+            Some(format!(
+                "the CRL of {} has a malformed or negative CRL number; it is not used",
+                crl.tbs_cert_list.issuer
+            ))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A CRL's DER with the given crlExtensions (unsigned: the rule reads the content only).
+    fn crl_with(exts: &[u8]) -> Vec<u8> {
+        fn tlv(tag: u8, body: &[u8]) -> Vec<u8> {
+            assert!(body.len() < 0x80);
+            let mut v = vec![tag, body.len() as u8];
+            v.extend_from_slice(body);
+            v
+        }
+        let alg = tlv(
+            0x30,
+            &[
+                0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b,
+            ],
+        );
+        let name = tlv(0x30, &[]);
+        let time = tlv(0x17, b"250101000000Z");
+        let mut tbs = vec![0x02, 0x01, 0x01];
+        tbs.extend(&alg);
+        tbs.extend(&name);
+        tbs.extend(&time);
+        if !exts.is_empty() {
+            tbs.extend(tlv(0xa0, &tlv(0x30, exts)));
+        }
+        let mut body = tlv(0x30, &tbs);
+        body.extend(&alg);
+        body.extend(tlv(0x03, &[0x00, 0x00]));
+        tlv(0x30, &body)
+    }
+
+    fn crl_number(critical: bool) -> Vec<u8> {
+        let mut e = vec![0x06, 0x03, 0x55, 0x1d, 0x14];
+        if critical {
+            e.extend([0x01, 0x01, 0xff]);
+        }
+        e.extend([0x04, 0x03, 0x02, 0x01, 0x05]);
+        let mut v = vec![0x30, e.len() as u8];
+        v.extend(e);
+        v
+    }
+
+    #[test]
+    fn a_crl_with_a_non_critical_number_is_used() {
+        assert_eq!(crl_problem(&crl_with(&crl_number(false))), None);
+    }
+
+    #[test]
+    fn a_crl_without_a_number_is_not_used() {
+        let why = crl_problem(&crl_with(&[])).expect("refused");
+        assert!(why.contains("no CRL number"), "{why}");
+    }
+
+    #[test]
+    fn a_crl_with_a_critical_number_is_not_used() {
+        let why = crl_problem(&crl_with(&crl_number(true))).expect("refused");
+        assert!(why.contains("critical"), "{why}");
     }
 }
