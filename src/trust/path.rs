@@ -1,14 +1,17 @@
-//! Validation of one certificate (behaviour.md section 3), in order: the certificate parsed, a
-//! distrusted one refused, an anchor taken as its own path, the pool of intermediates gathered
-//! (the request or message, the tokens, the local store, AIA while no path is found), each
-//! candidate path validated by certval (RFC 5280 6.1: names, validity, signatures, basic
-//! constraints, key usage, policies, name constraints), then the S/MIME profile
+//! Validation of one certificate (behaviour.md section 3), in order: the certificate parsed and
+//! its encoding checked strictly, a distrusted one refused, an anchor taken as its own path,
+//! the pool of intermediates gathered (the request or message, the tokens, the local store,
+//! AIA while no path is found), each candidate path checked strictly (its intermediates, the
+//! anchor and the anchor's RFC 5937 constraints) and validated by certval (RFC 5280 6.1:
+//! names, validity, signatures, basic constraints, key usage, policies, name constraints),
+//! then the S/MIME profile
 //! (`certs::profile`: usages, address, CA leaf, key floor) over the path, and the first that
 //! passes both checked for revocation.
 //!
 //! Owns: that order, the pool of one validation, and which outcome is reported when no
 //! candidate passes. Beside it: the request and outcome types (`validation.rs`), the search
-//! (`build.rs`), certval's settings (`settings.rs`) and failures in words (`reasons.rs`), AIA
+//! (`build.rs`), the strict checks around certval (`strict.rs`), certval's settings
+//! (`settings.rs`) and failures in words (`reasons.rs`), AIA
 //! (`aia.rs`), revocation (`revocation.rs`). Must not touch: fetching (http), caching (crl).
 
 use std::collections::HashSet;
