@@ -115,6 +115,13 @@ enum Command {
         /// Validation time, RFC 3339 UTC (2024-05-01T12:00:00Z) or a date; default now.
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
+        /// The certificate must carry this mail address.
+        #[arg(long, value_name = "A")]
+        address: Option<String>,
+        /// What it must be fit for: sign, encrypt (default: either), or path (RFC 5280
+        /// path validation alone, without the S/MIME profile).
+        #[arg(long = "for", value_name = "USE", value_parser = ["sign", "encrypt", "path"])]
+        fitness: Option<String>,
         /// Print the agent's JSON answer.
         #[arg(long)]
         json: bool,
@@ -305,9 +312,22 @@ fn main() -> ExitCode {
             chain,
             crl,
             at,
+            address,
+            fitness,
             json,
             conn,
-        } => cli::validate(&conn.path(), &file, &chain, &crl, at, json),
+        } => cli::validate(
+            &conn.path(),
+            &file,
+            &chain,
+            &crl,
+            cli::ValidateAsk {
+                at,
+                address,
+                fitness: fitness.as_deref(),
+            },
+            json,
+        ),
         Command::Which {
             address,
             purpose,

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::certs::address::same_address;
+use crate::certs::profile::{Fitness, ProfileRequest};
 use crate::certs::usage::{Purpose, cert_unusable_for, single_usage};
 use crate::certs::{CertFacts, KeyKind};
 use crate::trust::{Trust, ValidationRequest};
@@ -84,6 +85,10 @@ pub async fn find(
                         cert: c.der.clone(),
                         time: Some(now),
                         for_send: check_crl_on_send,
+                        profile: ProfileRequest {
+                            fitness: Fitness::Encrypt,
+                            address: Some(address.to_owned()),
+                        },
                         ..Default::default()
                     })
                     .await;

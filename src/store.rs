@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use std::time::SystemTime;
 
 use crate::certs::address::same_address;
+use crate::certs::profile::ProfileRequest;
 use crate::certs::usage::{Purpose, cert_unusable_for, single_usage};
 use crate::certs::{CertFacts, rfc3339};
 use crate::config::{IdentityConfig, PolicyConfig};
@@ -393,6 +394,10 @@ pub async fn explain(
                     token_certs: token_certs.clone(),
                     time: Some(ctx.now),
                     for_send: purpose.is_send(),
+                    profile: ProfileRequest {
+                        fitness: purpose.fitness(),
+                        address: None,
+                    },
                     ..Default::default()
                 })
                 .await;

@@ -568,3 +568,32 @@ async fn a_missing_intermediate_is_fetched_from_the_aia_url_once() {
         "the issuer's certificate was fetched again for the second user"
     );
 }
+
+/// RFC 5280 5.2.3: a CRL without a CRL number is not a conforming CRL; it must not stand for
+/// the issuer's revocation list (make-pki.sh's ca.no-number.crl.pem).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_without_a_crl_number_is_not_used() {
+    let server = CrlServer::start().await;
+    let s = setup(&server.base_url());
+    let pem = std::fs::read(s.pki.join("ca.no-number.crl.pem")).unwrap();
+    let der = openssl(s.dir.path(), &["crl", "-outform", "DER"], &pem).unwrap();
+    server.publish("/ca.crl", der);
+    server.publish("/root-ca.crl", make_crl(&s.pki, "root", &[], 86400));
+    let agent = s.agent("agent", "on_crl_unavailable = \"fail\"");
+    let client = agent.client().await;
+    let v = client
+        .validate(validate_params(&s.cert("alice-sign-rsa")))
+        .await
+        .unwrap();
+    assert_eq!(v.status, ValidityStatus::Invalid, "{:?}", v.reasons);
+    assert_eq!(v.reasons[0].code, "crl_unavailable", "{:?}", v.reasons);
+    assert_eq!(v.revocation.status, "unavailable");
+    let why = v
+        .revocation
+        .checks
+        .iter()
+        .filter_map(|c| c.reason.as_deref())
+        .collect::<Vec<_>>()
+        .join("; ");
+    assert!(why.contains("no CRL number"), "{why}");
+}

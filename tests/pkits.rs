@@ -5,7 +5,8 @@
 //! `tests/data/pkits-expectations.tsv` (the 248 runs of the PKITS document, some with several
 //! sets of policy inputs) is validated by a running agent with the signer's certificate, the
 //! message's certificates as the chain, the message's CRLs, the run's initial-policy inputs,
-//! and `on_crl_unavailable = "fail"` (PKITS treats an undetermined status as a failure). The
+//! and `on_crl_unavailable = "fail"` (PKITS treats an undetermined status as a failure), with
+//! `for: path` (RFC 5280 alone: PKITS certificates are not mail certificates). The
 //! table says, per run, whether the agent gets it right today (`pass`) or not (`fail`, with
 //! the reason). A run marked `pass` that now disagrees with the expected outcome fails the
 //! test; a `fail` run that now agrees is reported so the table can be updated.
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use common::*;
-use smime_agent_proto::{PolicyInputs, ValidateParams, ValidityStatus};
+use smime_agent_proto::{PolicyInputs, ValidateFor, ValidateParams, ValidityStatus};
 
 /// The validation time: inside every PKITS certificate's intended window (2011..2030), and
 /// after the notAfter of the "invalid notAfter" tests.
@@ -239,6 +240,11 @@ async fn nist_pkits_runs_give_the_expected_outcome() {
                     crls: signed.crls.into_iter().map(Into::into).collect(),
                     time: Some(TIME.into()),
                     policy: Some(policy),
+                    // PKITS tests RFC 5280 path validation; its certificates are not mail
+                    // certificates (no address, no S/MIME usages), so the S/MIME profile is
+                    // not asked; the strict checks still apply.
+                    fitness: Some(ValidateFor::Path),
+                    ..Default::default()
                 })
                 .await;
             (i, r)

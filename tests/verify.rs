@@ -1246,3 +1246,31 @@ async fn decrypt_holds_a_signed_then_encrypted_message_against_its_from() {
     assert_eq!(sender_of(&r).status, SenderStatus::Match);
     assert_eq!(r.signatures, Some(VerifyStatus::Valid), "{:#?}", r.layers);
 }
+
+/// `verify` judges signers by the same S/MIME profile as `validate`: a TLS server
+/// certificate, and a CA certificate, that chain to the trusted root sign nothing.
+#[test]
+fn a_signer_with_a_tls_or_ca_certificate_is_not_valid() {
+    let dir = tempdir();
+    let agent = verifier(dir.path(), "disable_crl_check = true");
+    for (name, code) in [
+        ("leaf-eku-server", "extended_key_usage"),
+        ("leaf-ca-true", "ca_certificate"),
+    ] {
+        let der = openssl_sign(
+            dir.path(),
+            &[key(name)],
+            &["-nodetach", "-outform", "DER", "-noverify"],
+        );
+        let r = verify(&agent, &der).unwrap();
+        let s = &r.layers[0].signers[0];
+        assert_eq!(s.signature.status, SignatureStatus::Valid, "{}", pretty(&r));
+        assert_eq!(s.certificate.status, CertificateStatus::Invalid, "{name}");
+        assert!(
+            s.certificate.reasons.iter().any(|x| x.code == code),
+            "{name}: {}",
+            pretty(&r)
+        );
+        assert!(!s.certificate.added_to_contacts);
+    }
+}

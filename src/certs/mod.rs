@@ -16,6 +16,7 @@ use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage, SubjectAltName};
 use crate::oids;
 
 pub mod address;
+pub mod profile;
 pub mod usage;
 
 /// The public key of a certificate, as far as the agent cares.

@@ -2,10 +2,12 @@
 //! for signing, encryption or decryption, and its validity period. The same rules serve
 //! the user's own certificates (selection), recipients' and signers'.
 //!
-//! Owns only rules over [`CertFacts`]; chains and revocation are `trust/`'s.
+//! Owns only rules over [`CertFacts`]; the key usage and EKU rules themselves are the S/MIME
+//! profile's (`profile.rs`); chains and revocation are `trust/`'s.
 
 use std::time::SystemTime;
 
+use super::profile::{self, Fitness};
 use super::{CertFacts, rfc3339};
 
 /// The operation a certificate is chosen for.
@@ -25,6 +27,14 @@ impl Purpose {
         }
     }
 
+    /// What the S/MIME profile is asked for this operation.
+    pub fn fitness(self) -> Fitness {
+        match self {
+            Purpose::Sign => Fitness::Sign,
+            Purpose::Encrypt | Purpose::Decrypt => Fitness::Encrypt,
+        }
+    }
+
     /// Outgoing mail: `check_crl_on_send` applies.
     pub fn is_send(self) -> bool {
         matches!(self, Purpose::Sign | Purpose::Encrypt)
@@ -32,32 +42,10 @@ impl Purpose {
 }
 
 /// Why a certificate's key usage or extended key usage rules out `purpose` (S/MIME), if
-/// it does: for the user's own certificates and for signers of received mail alike.
+/// it does: for the user's own certificates and for signers of received mail alike. The rule
+/// is the S/MIME profile's (`certs::profile`).
 pub fn usage_forbids(f: &CertFacts, purpose: Purpose) -> Option<(&'static str, String)> {
-    if !usage_allows(f, purpose) {
-        let needs = match purpose {
-            Purpose::Sign => "signing",
-            _ if f.key.is_ec() => "key agreement (EC encryption)",
-            _ => "key encipherment (RSA encryption)",
-        };
-        return Some((
-            "key_usage",
-            format!(
-                "its key usage ({}) does not allow {needs}",
-                f.key_usage_names().join(", ")
-            ),
-        ));
-    }
-    if !f.eku_allows_email() {
-        return Some((
-            "extended_key_usage",
-            format!(
-                "its extended key usage ({}) does not include emailProtection",
-                f.ext_key_usage_names().join(", ")
-            ),
-        ));
-    }
-    None
+    profile::usage_violation(&f.cert, purpose.fitness()).map(|v| (v.rule.code(), v.message))
 }
 
 /// Why a certificate (anyone's) cannot serve `purpose` at `now`, by its own content: key

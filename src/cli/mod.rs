@@ -13,8 +13,8 @@ use std::process::ExitCode;
 use smime_agent_proto::client::{BlockingClient, ClientError};
 use smime_agent_proto::{
     CertInfo, CertificateStatus, Event, HelloParams, MessageLayer, PROTOCOL_VERSION, PinentryEnv,
-    Purpose, SenderStatus, SignFormat, SignParams, SignatureStatus, SignedLayer, ValidateParams,
-    ValidationMode, ValidityStatus, VerifyParams, VerifyStatus, WhichParams,
+    Purpose, SenderStatus, SignFormat, SignParams, SignatureStatus, SignedLayer, ValidateFor,
+    ValidateParams, ValidationMode, ValidityStatus, VerifyParams, VerifyStatus, WhichParams,
 };
 
 pub use neomutt::{NeomuttCommand, run as neomutt};
@@ -242,14 +242,40 @@ pub fn forget(socket: &Path, json: bool) -> ExitCode {
     }
 }
 
+/// What `validate` asks beyond the certificate and what builds its path.
+pub struct ValidateAsk<'a> {
+    /// The validation time; now when `None`.
+    pub at: Option<String>,
+    /// The address the certificate must carry.
+    pub address: Option<String>,
+    /// `sign`, `encrypt` or `path`; either use when `None`.
+    pub fitness: Option<&'a str>,
+}
+
 pub fn validate(
     socket: &Path,
     file: &Path,
     chain: &[PathBuf],
     crls: &[PathBuf],
-    at: Option<String>,
+    ask: ValidateAsk<'_>,
     json: bool,
 ) -> ExitCode {
+    let ValidateAsk {
+        at,
+        address,
+        fitness,
+    } = ask;
+    let fitness = match fitness {
+        None => None,
+        Some("sign") => Some(ValidateFor::Sign),
+        Some("encrypt") => Some(ValidateFor::Encrypt),
+        Some("path") => Some(ValidateFor::Path),
+        Some(other) => {
+            return local_fail(format!(
+                "--for {other}: say sign, encrypt or path (the path alone, without the S/MIME profile)"
+            ));
+        }
+    };
     let read = |p: &Path| std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()));
     let certificate = match read(file) {
         Ok(c) => c,
@@ -275,6 +301,8 @@ pub fn validate(
         crls: crl_bytes,
         time: at,
         policy: None,
+        address,
+        fitness,
     };
     let r = match connect(socket, false).and_then(|mut c| c.validate(params)) {
         Ok(r) => r,

@@ -167,6 +167,12 @@ fn job(layer: usize, s: &Signer, l: &Layer, token_certs: &[Vec<u8>]) -> Job {
             chain: l.certificates.clone(),
             crls: l.crls.clone(),
             token_certs: token_certs.to_vec(),
+            // A signer's certificate must be one for signing mail (the S/MIME profile), as
+            // the agent asks of its own.
+            profile: crate::certs::profile::ProfileRequest {
+                fitness: crate::certs::profile::Fitness::Sign,
+                address: None,
+            },
             ..Default::default()
         }),
     }
@@ -276,21 +282,6 @@ pub(super) async fn judge(
                 revocation: Some(r.revocation),
                 added_to_contacts: false,
             };
-            // A chain to a trusted root is not enough: the certificate must be one for
-            // signing mail (key usage, extended key usage), as the agent asks of its own.
-            let usage = job.cert.as_ref().and_then(|cert| {
-                crate::certs::usage::usage_forbids(cert, crate::certs::usage::Purpose::Sign)
-            });
-            if let Some((code, message)) = usage {
-                c.status = CertificateStatus::Invalid;
-                c.reasons.insert(
-                    0,
-                    ValidationReason {
-                        code: code.to_owned(),
-                        message: format!("not a certificate for signing mail: {message}"),
-                    },
-                );
-            }
             if v.valid
                 && c.status == CertificateStatus::Valid
                 && job.signature_valid

@@ -11,6 +11,7 @@ use x509_cert::Certificate;
 
 use super::{OpContext, OpError, cert_info};
 use crate::alg::DigestAlgorithm;
+use crate::certs::profile::ProfileRequest;
 use crate::certs::usage::Purpose;
 use crate::smime::{mime, sign as cms_sign};
 use crate::store::{SelectionContext, select};
@@ -62,6 +63,11 @@ pub async fn sign_entity(
                 cert: facts.der.clone(),
                 token_certs: snapshot.certs().map(|c| c.facts().der.clone()).collect(),
                 time: Some(now),
+                // The question selection asked, so the answer comes from the cache.
+                profile: ProfileRequest {
+                    fitness: Purpose::Sign.fitness(),
+                    address: None,
+                },
                 ..Default::default()
             })
             .await;

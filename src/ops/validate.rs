@@ -1,10 +1,12 @@
-//! `validate`: is a certificate valid now (or at a given time), and why not.
+//! `validate`: is a certificate valid now (or at a given time) and fit for S/MIME (for
+//! signing, encryption or either, and for an address when one is asked), and why not.
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use smime_agent_proto::{ValidateParams, ValidateResult};
+use smime_agent_proto::{ValidateFor, ValidateParams, ValidateResult};
 
 use super::{OpContext, OpError};
+use crate::certs::profile::{Fitness, ProfileRequest};
 use crate::trust::{PolicyInputs, ValidationRequest, certs_from_bytes};
 
 /// Parses an RFC 3339 UTC time (`2024-05-01T12:00:00Z`, `+00:00` also accepted) or a date
@@ -58,6 +60,10 @@ pub async fn validate(ctx: &OpContext<'_>, p: ValidateParams) -> Result<Validate
         Some(t) => parse_time(t).map_err(OpError::BadRequest)?,
         None => SystemTime::now(),
     };
+    if let Some(a) = &p.address {
+        crate::certs::address::check_address(a)
+            .map_err(|e| OpError::BadRequest(format!("address: {e}")))?;
+    }
     let policy = p.policy.unwrap_or_default();
     let snapshot = ctx.services.store.snapshot();
     let v = ctx
@@ -76,6 +82,15 @@ pub async fn validate(ctx: &OpContext<'_>, p: ValidateParams) -> Result<Validate
                 initial_inhibit_any_policy: policy.initial_inhibit_any_policy,
             },
             for_send: false,
+            profile: ProfileRequest {
+                fitness: match p.fitness {
+                    Some(ValidateFor::Sign) => Fitness::Sign,
+                    Some(ValidateFor::Encrypt) => Fitness::Encrypt,
+                    None | Some(ValidateFor::Path) => Fitness::Either,
+                },
+                address: p.address,
+            },
+            path_only: p.fitness == Some(ValidateFor::Path),
         })
         .await;
     if v.problems.first().map(|p| p.code) == Some(crate::trust::ProblemCode::Malformed) {

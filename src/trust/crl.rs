@@ -120,6 +120,9 @@ fn unix(t: &x509_cert::time::Time) -> SystemTime {
 /// Parses a CRL and reads the facts the cache keeps.
 pub(crate) fn parse(url: &str, der: Vec<u8>) -> Result<CachedCrl, String> {
     let crl = CertificateList::<Raw>::from_der(&der).map_err(|e| format!("not a DER CRL ({e})"))?;
+    if let Some(why) = super::strict::crl_problem(&der) {
+        return Err(why);
+    }
     let tbs = &crl.tbs_cert_list;
     Ok(CachedCrl {
         url: url.to_owned(),

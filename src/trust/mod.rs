@@ -18,6 +18,7 @@ pub mod path;
 mod reasons;
 mod revocation;
 mod settings;
+mod strict;
 mod validation;
 
 use std::collections::HashMap;
@@ -492,7 +493,12 @@ fn bucket_of(time: SystemTime) -> u64 {
 fn cache_key(req: &ValidationRequest, time: SystemTime) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(bucket_of(time).to_be_bytes());
-    h.update([req.for_send as u8]);
+    h.update([req.for_send as u8, req.path_only as u8]);
+    h.update([req.profile.fitness as u8]);
+    if let Some(a) = &req.profile.address {
+        h.update(a.to_ascii_lowercase().as_bytes());
+    }
+    h.update([0]);
     h.update(sha256(&req.cert));
     for list in [&req.chain, &req.crls, &req.token_certs] {
         h.update((list.len() as u64).to_be_bytes());

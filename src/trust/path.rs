@@ -1,13 +1,17 @@
-//! Validation of one certificate (behaviour.md section 3), in order: the certificate parsed, a
-//! distrusted one refused, an anchor taken as its own path, the pool of intermediates gathered
-//! (the request or message, the tokens, the local store, AIA while no path is found), each
-//! candidate path validated by certval (RFC 5280 6.1: names, validity, signatures, basic
-//! constraints, key usage, policies, name constraints), and the first that passes checked for
-//! revocation.
+//! Validation of one certificate (behaviour.md section 3), in order: the certificate parsed and
+//! its encoding checked strictly, a distrusted one refused, an anchor taken as its own path,
+//! the pool of intermediates gathered (the request or message, the tokens, the local store,
+//! AIA while no path is found), each candidate path checked strictly (its intermediates, the
+//! anchor and the anchor's RFC 5937 constraints) and validated by certval (RFC 5280 6.1:
+//! names, validity, signatures, basic constraints, key usage, policies, name constraints),
+//! then the S/MIME profile
+//! (`certs::profile`: usages, address, CA leaf, key floor) over the path, and the first that
+//! passes both checked for revocation.
 //!
 //! Owns: that order, the pool of one validation, and which outcome is reported when no
 //! candidate passes. Beside it: the request and outcome types (`validation.rs`), the search
-//! (`build.rs`), certval's settings (`settings.rs`) and failures in words (`reasons.rs`), AIA
+//! (`build.rs`), the strict checks around certval (`strict.rs`), certval's settings
+//! (`settings.rs`) and failures in words (`reasons.rs`), AIA
 //! (`aia.rs`), revocation (`revocation.rs`). Must not touch: fetching (http), caching (crl).
 
 use std::collections::HashSet;
@@ -21,9 +25,10 @@ use super::build::{chain_of, search};
 use super::reasons::path_problem;
 use super::revocation::revocation;
 use super::settings::{environment, settings};
+use super::strict;
 use super::validation::{link, sha256, subject};
 use super::{CertOrigin, PoolCert, Trust};
-use crate::certs::rfc3339;
+use crate::certs::{profile, rfc3339};
 
 // The types were defined here first: `crate::trust::path::Validation` and the rest still name them.
 pub use super::validation::{
@@ -64,6 +69,11 @@ pub(super) async fn validate(
         );
     }
 
+    // Duplicate or malformed extensions make it no certificate to judge at all.
+    if let Some(p) = strict::certificate_problem(&target) {
+        return Validation::invalid(p.code, p.message, vec![link(&target, CertOrigin::Request)]);
+    }
+
     // An explicitly trusted certificate (or a root) is its own anchor.
     if let Some(a) = trust.store.anchors.iter().find(|a| a.sha256 == target_sha) {
         let chain = vec![link(&a.cert, CertOrigin::Anchor)];
@@ -85,9 +95,13 @@ pub(super) async fn validate(
                 chain,
             );
         }
+        if let Some(p) = strict::self_anchor_problem(&a.cert) {
+            return Validation::invalid(p.code, p.message, chain);
+        }
+        let problems = profile_problems(req, &a.cert, &[]);
         return Validation {
-            valid: true,
-            problems: vec![],
+            valid: problems.is_empty(),
+            problems,
             warnings: vec![],
             chain,
             revocation: RevocationSummary {
@@ -205,6 +219,28 @@ pub(super) async fn validate(
             });
             continue;
         }
+        if let Some(problem) = cand
+            .intermediates
+            .iter()
+            .find_map(|p| strict::certificate_problem(&p.cert))
+        {
+            first_failure.get_or_insert_with(|| Validation {
+                problems: vec![problem],
+                ..Validation::invalid(ProblemCode::Invalid, String::new(), chain)
+            });
+            continue;
+        }
+        // The anchor's own certificate and constraints, which certval does not look at.
+        let cps = match strict::anchor_settings(&cps, &cand.anchor) {
+            Ok(c) => c,
+            Err(problem) => {
+                first_failure.get_or_insert_with(|| Validation {
+                    problems: vec![problem],
+                    ..Validation::invalid(ProblemCode::Invalid, String::new(), chain)
+                });
+                continue;
+            }
+        };
         let cp = CertificationPath::new(
             cand.anchor.ta.clone(),
             cand.intermediates.iter().map(|p| p.cert.clone()).collect(),
@@ -224,6 +260,16 @@ pub(super) async fn validate(
             };
             first_failure.get_or_insert_with(|| Validation {
                 problems: vec![problem],
+                ..Validation::invalid(ProblemCode::Invalid, String::new(), chain)
+            });
+            continue;
+        }
+        let mut cas: Vec<&PDVCertificate> = cand.intermediates.iter().map(|p| &p.cert).collect();
+        cas.push(&cand.anchor.cert);
+        let problems = profile_problems(req, &target, &cas);
+        if !problems.is_empty() {
+            first_failure.get_or_insert_with(|| Validation {
+                problems,
                 ..Validation::invalid(ProblemCode::Invalid, String::new(), chain)
             });
             continue;
@@ -251,4 +297,24 @@ pub(super) async fn validate(
             vec![link(&target, CertOrigin::Request)],
         )
     })
+}
+
+/// The S/MIME profile over a path certval accepted (`certs::profile`): the leaf's usages,
+/// address and key, and the CA certificates' EKU and keys. Nothing with `path_only`.
+fn profile_problems(
+    req: &ValidationRequest,
+    target: &PDVCertificate,
+    cas: &[&PDVCertificate],
+) -> Vec<Problem> {
+    if req.path_only {
+        return vec![];
+    }
+    let cas: Vec<_> = cas.iter().map(|c| c.decoded()).collect();
+    profile::check(target.decoded(), &cas, &req.profile)
+        .into_iter()
+        .map(|v| Problem {
+            code: ProblemCode::Profile(v.rule),
+            message: v.message,
+        })
+        .collect()
 }

@@ -58,6 +58,12 @@ pub(super) fn path_problem(
                 "the signature on {who} does not verify with its issuer's key (or uses an algorithm the agent does not support)"
             ),
         ),
+        Pvs::NameConstraintsViolation => (
+            ProblemCode::NameConstraints,
+            format!(
+                "{who}: a name is outside the name constraints of the trust anchor or a CA above it"
+            ),
+        ),
         Pvs::NameChainingFailure => (
             ProblemCode::NoTrustedRoot,
             format!("the names do not chain at {who}"),

@@ -24,6 +24,7 @@ use super::build::Candidate;
 use super::crl::{self, CachedCrl, CrlOrigin, IssuerKey};
 use super::reasons::path_problem;
 use super::settings::environment;
+use super::strict;
 use super::validation::{
     ChainLink, CrlCheck, Problem, ProblemCode, RevocationStatus, RevocationSummary, Validation,
     ValidationRequest, subject,
@@ -52,9 +53,16 @@ pub(super) async fn revocation(
             valid_until = Some(valid_until.map_or(t, |v: SystemTime| v.min(t)));
         }
     };
+    // A CRL the strict rules refuse (no CRL number, a critical one) is not handed to certval.
+    let refused: Vec<String> = req
+        .crls
+        .iter()
+        .filter_map(|der| strict::crl_problem(der))
+        .collect();
     let supplied: Vec<CachedCrl> = req
         .crls
         .iter()
+        .filter(|der| strict::crl_problem(der).is_none())
         .filter(|der| source.add(der))
         .filter_map(|der| crl::parse("request", der.clone()).ok())
         .inspect(|c| until(c.next_update))
@@ -103,10 +111,15 @@ pub(super) async fn revocation(
             continue;
         }
         if urls.is_empty() {
-            check.reason = Some(format!(
+            let mut why = format!(
                 "no CRL of its issuer came with the request and {} names no CRL distribution point",
                 check.subject
-            ));
+            );
+            for r in &refused {
+                why.push_str("; ");
+                why.push_str(r);
+            }
+            check.reason = Some(why);
             checks.push(check);
             continue;
         }

@@ -13,6 +13,7 @@ use certval::PDVCertificate;
 use sha2::{Digest, Sha256};
 
 use super::CertOrigin;
+use crate::certs::profile::{ProfileRequest, Rule};
 use crate::certs::{hex, rfc3339};
 
 /// The RFC 5280 6.1.1 policy inputs. An empty set means anyPolicy.
@@ -41,6 +42,12 @@ pub struct ValidationRequest {
     pub policy: PolicyInputs,
     /// The certificate is about to sign or encrypt outgoing mail (`check_crl_on_send`).
     pub for_send: bool,
+    /// What the S/MIME profile (`certs::profile`) must find the certificate fit for.
+    pub profile: ProfileRequest,
+    /// Judge the path alone (RFC 5280 and the strict checks), not the S/MIME profile: for
+    /// test suites of path validation such as NIST PKITS, whose certificates are not mail
+    /// certificates.
+    pub path_only: bool,
 }
 
 /// Why a certificate is not valid, by kind.
@@ -56,6 +63,19 @@ pub enum ProblemCode {
     CrlUnavailable,
     CrlUnavailableOnSend,
     Invalid,
+    /// A rule of the S/MIME profile (`certs::profile`), by its own name.
+    Profile(Rule),
+    /// An extension appears twice in one certificate (RFC 5280 4.2).
+    DuplicateExtension,
+    /// An extension (or another part of the certificate) does not decode as its ASN.1 says.
+    MalformedExtension,
+    /// A critical extension the agent does not process (the anchor's included).
+    UnknownCriticalExtension,
+    /// A name of the path is outside the name constraints of the trust anchor or a CA.
+    NameConstraints,
+    /// The trust anchor's own constraints (RFC 5937: basicConstraints, key usage, policies)
+    /// refuse the path.
+    AnchorConstraints,
 }
 
 impl ProblemCode {
@@ -71,6 +91,12 @@ impl ProblemCode {
             ProblemCode::CrlUnavailable => "crl_unavailable",
             ProblemCode::CrlUnavailableOnSend => "crl_unavailable_on_send",
             ProblemCode::Invalid => "invalid",
+            ProblemCode::Profile(rule) => rule.code(),
+            ProblemCode::DuplicateExtension => "duplicate_extension",
+            ProblemCode::MalformedExtension => "malformed_extension",
+            ProblemCode::UnknownCriticalExtension => "unknown_critical_extension",
+            ProblemCode::NameConstraints => "name_constraints",
+            ProblemCode::AnchorConstraints => "anchor_constraints",
         }
     }
 }

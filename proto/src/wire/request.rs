@@ -316,6 +316,27 @@ pub struct ValidateParams {
     /// RFC 5280 6.1.1 policy inputs. Default: any policy, nothing required or inhibited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyInputs>,
+    /// The certificate must carry this mail address (subject emailAddress or subjectAltName
+    /// rfc822Name); else `address_mismatch`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// What the certificate must be fit for under the S/MIME profile. Default: signing or
+    /// encryption, whichever its key usage allows.
+    #[serde(rename = "for", default, skip_serializing_if = "Option::is_none")]
+    pub fitness: Option<ValidateFor>,
+}
+
+/// What `validate` judges a certificate fit for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ValidateFor {
+    /// Signing mail: key usage digitalSignature or nonRepudiation.
+    Sign,
+    /// Encrypting mail to it: keyEncipherment (RSA) or keyAgreement (EC).
+    Encrypt,
+    /// The path alone (RFC 5280 and the strict checks), without the S/MIME profile: for
+    /// suites of path validation tests whose certificates are not mail certificates.
+    Path,
 }
 
 /// The certificate policy inputs of RFC 5280 section 6.1.1.

@@ -40,7 +40,11 @@ pub enum ValidityStatus {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ValidationReason {
     /// `malformed`, `expired`, `not_yet_valid`, `untrusted`, `no_trusted_root`,
-    /// `bad_signature`, `revoked`, `crl_unavailable`, `crl_unavailable_on_send`, `invalid`.
+    /// `bad_signature`, `revoked`, `crl_unavailable`, `crl_unavailable_on_send`, `invalid`;
+    /// the S/MIME profile's `extended_key_usage`, `ca_extended_key_usage`, `key_usage`,
+    /// `no_address`, `address_mismatch`, `ca_certificate`, `weak_key`, `key_algorithm`; the
+    /// strict checks' `duplicate_extension`, `malformed_extension`,
+    /// `unknown_critical_extension`, `name_constraints`, `anchor_constraints`.
     pub code: String,
     pub message: String,
 }
