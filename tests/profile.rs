@@ -74,6 +74,24 @@ async fn a_leaf_for_tls_servers_or_clients_only_is_refused_with_extended_key_usa
     }
 }
 
+/// A legacy certificate naming the address only in its CN is one the selection rules match
+/// (behaviour.md section 2), so the profile counts that address too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_only_in_the_common_name_counts() {
+    let dir = tempdir();
+    let agent = agent(dir.path());
+    let r = validate(
+        &agent,
+        ValidateParams {
+            address: Some("dave@example.org".into()),
+            fitness: Some(ValidateFor::Sign),
+            ..params("dave-cn-rsa")
+        },
+    )
+    .await;
+    assert_eq!(r.status, ValidityStatus::Valid, "{:?}", r.reasons);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leaf_without_a_mail_address_is_refused_with_no_address() {
     let dir = tempdir();

@@ -249,7 +249,7 @@ impl CertFacts {
 }
 
 /// Reads a DirectoryString-like attribute value (UTF8String, PrintableString, IA5String).
-fn any_string(value: &der::Any) -> Option<String> {
+pub(super) fn any_string(value: &der::Any) -> Option<String> {
     use der::{Tag, Tagged};
     match value.tag() {
         Tag::Utf8String | Tag::PrintableString | Tag::Ia5String | Tag::TeletexString => {

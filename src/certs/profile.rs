@@ -9,8 +9,9 @@
 //! - `ca_extended_key_usage`: a CA certificate of the path whose EKU is present excludes
 //!   both emailProtection and anyExtendedKeyUsage refuses the path (EKU chaining as CAs and
 //!   mail clients apply it);
-//! - `no_address`: the leaf carries a mail address (subject emailAddress or rfc822Name in
-//!   subjectAltName); `address_mismatch`: it carries the one asked for;
+//! - `no_address`: the leaf carries a mail address (subject emailAddress, a subject CN that
+//!   is exactly an address, as the selection rules match it (behaviour.md section 2), or
+//!   rfc822Name in subjectAltName); `address_mismatch`: it carries the one asked for;
 //! - `ca_certificate`: the leaf is not a CA (cA=TRUE in basicConstraints, or keyCertSign);
 //! - `key_usage`: its key usage allows the use (digitalSignature or nonRepudiation to sign;
 //!   keyEncipherment for RSA or keyAgreement for EC to encrypt; either one for either);
@@ -143,7 +144,7 @@ pub fn leaf_violations<P: Profile>(
         _ if addresses.is_empty() => out.push(v(
             Rule::NoAddress,
             format!(
-                "{who} carries no mail address (neither a subject emailAddress nor an rfc822Name in subjectAltName)"
+                "{who} carries no mail address (no subject emailAddress, no CN that is an address, no rfc822Name in subjectAltName)"
             ),
         )),
         Some(a) if !addresses.iter().any(|c| same_address(c, a)) => out.push(v(
@@ -295,9 +296,20 @@ pub fn addresses<P: Profile>(c: &CertificateInner<P>) -> Vec<String> {
     let mut out: Vec<String> = tbs
         .subject()
         .iter()
-        .filter(|atv| atv.oid == oids::EMAIL_ADDRESS)
-        .filter_map(|atv| Ia5StringRef::try_from(&atv.value).ok())
-        .map(|s| s.as_str().to_owned())
+        .filter_map(|atv| {
+            if atv.oid == oids::EMAIL_ADDRESS {
+                Ia5StringRef::try_from(&atv.value)
+                    .ok()
+                    .map(|s| s.as_str().to_owned())
+            } else if atv.oid == oids::COMMON_NAME {
+                // Legacy certificates name the address in the CN only; the selection rules
+                // match it there, so the profile counts it.
+                super::any_string(&atv.value)
+                    .filter(|cn| super::address::check_address(cn).is_ok())
+            } else {
+                None
+            }
+        })
         .collect();
     if let Ok(Some((_, san))) = tbs.get_extension::<SubjectAltName>() {
         for n in san.0 {
