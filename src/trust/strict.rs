@@ -1,6 +1,6 @@
 //! The strict path checks: what RFC 5280 requires and certval, as the agent calls it, does not
 //! check. A mail reader shows "valid" as the truth, so these run on every path before certval
-//! is asked (`path.rs`),.
+//! is asked (`path.rs`).
 //!
 //! - `duplicate_extension`: an extension twice in one certificate (RFC 5280 4.2), anywhere in
 //!   the path, the anchor included (certval refuses only a duplicated critical extension).
