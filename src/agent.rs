@@ -144,8 +144,11 @@ pub fn run(
         });
 
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        // Installed here, before the socket is announced: a SIGTERM right after the socket
+        // line must stop the agent cleanly, not kill it by the default action.
+        let signals = install_signals();
         tokio::spawn(async move {
-            wait_for_signal().await;
+            wait_for_signal(signals).await;
             info!("signal received");
             sd_notify("STOPPING=1");
             let _ = shutdown_tx.send(true);
@@ -190,12 +193,22 @@ fn sd_notify(state: &str) {
     }
 }
 
-async fn wait_for_signal() {
+type Signals = Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>;
+
+/// SIGTERM and SIGINT, handled from now on.
+fn install_signals() -> Signals {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
+    match (
         signal(SignalKind::terminate()),
         signal(SignalKind::interrupt()),
-    ) else {
+    ) {
+        (Ok(term), Ok(int)) => Some((term, int)),
+        _ => None,
+    }
+}
+
+async fn wait_for_signal(signals: Signals) {
+    let Some((mut term, mut int)) = signals else {
         // Without signal handlers the agent still stops when killed; nothing to wait for.
         std::future::pending::<()>().await;
         return;

@@ -304,8 +304,7 @@ pub fn addresses<P: Profile>(c: &CertificateInner<P>) -> Vec<String> {
             } else if atv.oid == oids::COMMON_NAME {
                 // Legacy certificates name the address in the CN only; the selection rules
                 // match it there, so the profile counts it.
-                super::any_string(&atv.value)
-                    .filter(|cn| super::address::check_address(cn).is_ok())
+                super::any_string(&atv.value).filter(|cn| super::address::check_address(cn).is_ok())
             } else {
                 None
             }

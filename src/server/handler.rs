@@ -179,58 +179,109 @@ async fn forward_events(session: Arc<Session>, mut rx: tokio::sync::broadcast::R
 }
 
 /// Parses a frame into a request, or the response that says what is wrong with it.
+///
+/// The request is deserialized straight from the frame's bytes (a large message's base64 is
+/// decoded from the frame, not copied into a JSON tree first); only a frame that fails is
+/// looked at again, for its `id` and `op`, to say what is wrong.
 pub(crate) fn parse_request(mut line: Vec<u8>) -> Result<Request, Box<Response>> {
     // A member given twice is ambiguous (which "id", which "signer"?): refused, as serde
-    // would for a struct, though `serde_json::Value` keeps the last silently.
+    // would for a struct, though a flattened or map-shaped field keeps the last silently.
     let duplicate = serde_json::from_slice::<NoDuplicates>(&line)
         .err()
         .map(|e| e.to_string());
-    let parsed = serde_json::from_slice::<serde_json::Value>(&line);
+    let parsed = match duplicate {
+        None => serde_json::from_slice::<Request>(&line).map_err(|e| e.to_string()),
+        Some(_) => Err(String::new()),
+    };
+    let outcome = match parsed {
+        Ok(req) => match &req.id {
+            RequestId::Str(s) if s.len() > MAX_ID_STRING_LEN => Err(bad(
+                None,
+                format!("the id is longer than {MAX_ID_STRING_LEN} bytes"),
+            )),
+            _ => Ok(req),
+        },
+        Err(e) => Err(diagnose(&line, duplicate, e)),
+    };
     // The frame may hold a PIN: wipe it now that it is parsed. Its bytes, not its spare
     // capacity, which never held any (zeroing a large frame's whole allocation cost 100 ms).
     line.as_mut_slice().zeroize();
-    let bad = |id: Option<RequestId>, msg: String| {
-        Box::new(error_response(
-            id,
-            ErrorBody::new(ErrorCode::BadRequest, msg),
-        ))
-    };
-    let value = parsed.map_err(|e| bad(None, format!("the frame is not valid JSON: {e}")))?;
-    if let Some(d) = duplicate {
-        let id_twice = d.contains("\"id\"");
+    outcome
+}
+
+fn bad(id: Option<RequestId>, msg: String) -> Box<Response> {
+    Box::new(error_response(
+        id,
+        ErrorBody::new(ErrorCode::BadRequest, msg),
+    ))
+}
+
+/// The `id` and `op` of a frame that did not parse as a request (the other members are
+/// skipped, not kept).
+#[derive(serde::Deserialize)]
+struct Peek {
+    #[serde(default, deserialize_with = "present")]
+    id: Option<serde_json::Value>,
+    #[serde(default, deserialize_with = "present")]
+    op: Option<serde_json::Value>,
+}
+
+/// A member that is there, `null` included (`Option` alone reads `null` as absent).
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde::Deserialize::deserialize(d).map(Some)
+}
+
+/// What is wrong with a frame that is no request: `duplicate` names a member given twice,
+/// `error` is serde's complaint about it as a request.
+fn diagnose(line: &[u8], duplicate: Option<String>, error: String) -> Box<Response> {
+    if let Some(d) = duplicate
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(line)
+    {
+        // A rare error frame: read whole (a JSON object keeps the last of two members),
+        // its id given back unless the id itself came twice.
         let id = value
             .get("id")
-            .filter(|_| !id_twice)
+            .filter(|_| !d.contains("\"id\""))
             .and_then(|v| serde_json::from_value::<RequestId>(v.clone()).ok());
-        return Err(bad(id, d));
+        return bad(id, d);
     }
-    let obj = value
-        .as_object()
-        .ok_or_else(|| bad(None, "a request must be a JSON object".into()))?;
-    let id = match obj.get("id") {
-        Some(v) => match serde_json::from_value::<RequestId>(v.clone()) {
-            Ok(RequestId::Str(s)) if s.len() > MAX_ID_STRING_LEN => {
-                return Err(bad(
-                    None,
-                    format!("the id is longer than {MAX_ID_STRING_LEN} bytes"),
-                ));
-            }
-            Ok(id) => id,
-            Err(_) => {
-                return Err(bad(
-                    None,
-                    "the id must be a non-negative integer or a string".into(),
-                ));
-            }
-        },
-        None => return Err(bad(None, "the request has no id".into())),
+    let peek = match serde_json::from_slice::<Peek>(line) {
+        // serde also reads a struct from an array: only an object is a request.
+        Ok(_) if line.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') => {
+            return bad(None, "a request must be a JSON object".into());
+        }
+        Ok(p) => p,
+        Err(e) if e.classify() == serde_json::error::Category::Data => {
+            return bad(None, "a request must be a JSON object".into());
+        }
+        Err(e) => return bad(None, format!("the frame is not valid JSON: {e}")),
     };
-    let op = match obj.get("op") {
-        Some(serde_json::Value::String(s)) => s.clone(),
-        _ => return Err(bad(Some(id), "the request has no op (a string)".into())),
+    let id = peek
+        .id
+        .as_ref()
+        .and_then(|v| serde_json::from_value::<RequestId>(v.clone()).ok());
+    let id = match (peek.id, id) {
+        (None, _) => return bad(None, "the request has no id".into()),
+        (Some(_), None) => {
+            return bad(
+                None,
+                "the id must be a non-negative integer or a string".into(),
+            );
+        }
+        (Some(_), Some(RequestId::Str(s))) if s.len() > MAX_ID_STRING_LEN => {
+            return bad(
+                None,
+                format!("the id is longer than {MAX_ID_STRING_LEN} bytes"),
+            );
+        }
+        (Some(_), Some(id)) => id,
+    };
+    let op = match peek.op {
+        Some(serde_json::Value::String(s)) => s,
+        _ => return bad(Some(id), "the request has no op (a string)".into()),
     };
     if !Op::NAMES.contains(&op.as_str()) {
-        return Err(Box::new(error_response(
+        return Box::new(error_response(
             Some(id),
             ErrorBody::new(
                 ErrorCode::UnknownOp,
@@ -239,10 +290,9 @@ pub(crate) fn parse_request(mut line: Vec<u8>) -> Result<Request, Box<Response>>
                     Op::NAMES.join(", ")
                 ),
             ),
-        )));
+        ));
     }
-    serde_json::from_value::<Request>(value)
-        .map_err(|e| bad(Some(id), format!("invalid {op} request: {e}")))
+    bad(Some(id), format!("invalid {op} request: {error}"))
 }
 
 fn hello(session: &Session, id: RequestId, h: HelloParams) -> Response {
@@ -374,6 +424,81 @@ impl<'de> serde::de::Visitor<'de> for NoDuplicatesVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn refused(frame: &[u8]) -> (Option<RequestId>, ErrorCode, String) {
+        let r = parse_request(frame.to_vec()).expect_err("not a request");
+        match r.outcome {
+            Outcome::Error(e) => (r.id, e.code, e.message),
+            Outcome::Ok(_) => panic!("not an error"),
+        }
+    }
+
+    #[test]
+    fn a_frame_that_is_no_request_is_answered_with_what_is_wrong_and_its_id_when_readable() {
+        let long = format!(
+            r#"{{"id":"{}","op":"status"}}"#,
+            "x".repeat(MAX_ID_STRING_LEN + 1)
+        );
+        let cases: [(&[u8], Option<RequestId>, ErrorCode, &str); 10] = [
+            (b"{\"id\":1,", None, ErrorCode::BadRequest, "not valid JSON"),
+            (
+                b"[1,2]",
+                None,
+                ErrorCode::BadRequest,
+                "must be a JSON object",
+            ),
+            (
+                br#"{"op":"status"}"#,
+                None,
+                ErrorCode::BadRequest,
+                "has no id",
+            ),
+            (
+                br#"{"id":null,"op":"status"}"#,
+                None,
+                ErrorCode::BadRequest,
+                "non-negative integer or a string",
+            ),
+            (
+                br#"{"id":-1,"op":"status"}"#,
+                None,
+                ErrorCode::BadRequest,
+                "non-negative integer or a string",
+            ),
+            (long.as_bytes(), None, ErrorCode::BadRequest, "longer than"),
+            (
+                br#"{"id":7}"#,
+                Some(RequestId::Num(7)),
+                ErrorCode::BadRequest,
+                "has no op",
+            ),
+            (
+                br#"{"id":8,"op":"fly"}"#,
+                Some(RequestId::Num(8)),
+                ErrorCode::UnknownOp,
+                "unknown op",
+            ),
+            (
+                br#"{"id":"a","op":"sign","signer":1}"#,
+                Some(RequestId::Str("a".into())),
+                ErrorCode::BadRequest,
+                "invalid sign request",
+            ),
+            (
+                br#"{"id":9,"op":"status","extra":true}"#,
+                Some(RequestId::Num(9)),
+                ErrorCode::BadRequest,
+                "invalid status request",
+            ),
+        ];
+        for (frame, id, code, text) in cases {
+            let (got_id, got_code, message) = refused(frame);
+            let shown = String::from_utf8_lossy(frame);
+            assert_eq!(got_id, id, "{shown}");
+            assert_eq!(got_code, code, "{shown}");
+            assert!(message.contains(text), "{shown}: {message}");
+        }
+    }
 
     #[test]
     fn a_member_given_twice_is_refused_at_any_depth() {
