@@ -155,8 +155,18 @@ pub fn run(
         });
         let sweeper = tokio::spawn(expire_pins(store.clone()));
 
+        let watched = services
+            .config_path
+            .clone()
+            .or_else(crate::config::default_config_path);
+        let current = Arc::new(crate::ops::Current::new(services));
+        tokio::spawn(reload_on_hangup(current.clone(), install_hangup()));
+        if let Some(path) = watched {
+            tokio::spawn(reload_on_change(current.clone(), path));
+        }
+
         let ready_path = socket.clone();
-        crate::server::serve(services, socket, inherited, shutdown_rx, move || {
+        crate::server::serve(current, socket, inherited, shutdown_rx, move || {
             on_ready(&ready_path);
             sd_notify("READY=1");
         })
@@ -190,6 +200,56 @@ fn sd_notify(state: &str) {
     };
     if let Err(e) = sent {
         warn!(error = %e, "cannot notify the service manager");
+    }
+}
+
+/// SIGHUP, handled from now on (before the socket is announced, like the others).
+fn install_hangup() -> Option<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+}
+
+/// Reads the configuration again on every SIGHUP.
+async fn reload_on_hangup(
+    current: Arc<crate::ops::Current>,
+    hangup: Option<tokio::signal::unix::Signal>,
+) {
+    let Some(mut hangup) = hangup else { return };
+    while hangup.recv().await.is_some() {
+        info!("SIGHUP: reading the configuration again");
+        // The outcome is logged by the reload itself.
+        let _ = crate::ops::reload(&current).await;
+    }
+}
+
+/// How often the configuration file is looked at for changes.
+const CONFIG_POLL: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads the configuration again when its file changes (modification time, size, or its
+/// coming or going): "changes take effect immediately". Polled, every two seconds: one
+/// `stat` needs no watcher crate and sees a file replaced by an editor's rename as well.
+async fn reload_on_change(current: Arc<crate::ops::Current>, path: std::path::PathBuf) {
+    let stamp = |p: &std::path::Path| {
+        std::fs::metadata(p)
+            .ok()
+            .map(|m| (m.modified().ok(), m.len()))
+    };
+    let mut seen = stamp(&path);
+    let mut tick = tokio::time::interval(CONFIG_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let now = stamp(&path);
+        if now != seen {
+            // An editor or a script may be half-way through writing it: read it only once
+            // it has stood still for a moment (an empty file would mean the defaults).
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            if stamp(&path) != now {
+                continue;
+            }
+            seen = now;
+            info!(config = %path.display(), "the configuration file changed: reading it again");
+            let _ = crate::ops::reload(&current).await;
+        }
     }
 }
 

@@ -227,6 +227,15 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Make the agent read its configuration file again (as SIGHUP does); the settings
+    /// apply to every request from now on, cached PINs and tokens stay.
+    Reload {
+        /// Print the agent's answer as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Write the manual pages (smime-agent.1 and one per command) into a directory.
     Man {
         /// The directory to write them into (made if missing).
@@ -374,6 +383,7 @@ fn main() -> ExitCode {
             conn,
         } => cli::decrypt(&conn.path(), input, output, pin, json),
         Command::Neomutt { command, conn } => cli::neomutt(&conn.path(), command),
+        Command::Reload { json, conn } => cli::reload(&conn.path(), json),
         Command::Config { defaults, config } => cli::config(defaults, config),
         Command::Man { dir } => man_pages(&dir),
         Command::Completions { shell } => {

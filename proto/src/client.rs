@@ -371,6 +371,12 @@ impl BlockingClient {
         decode(v)
     }
 
+    /// `reload`.
+    pub fn reload(&mut self) -> Result<ReloadResult, ClientError> {
+        let v = self.call(Op::Reload(ReloadParams {}), &mut |_| EventReply::Ignore)?;
+        decode(v)
+    }
+
     /// `forget`.
     pub fn forget(&mut self) -> Result<ForgetResult, ClientError> {
         let v = self.call(Op::Forget(ForgetParams {}), &mut |_| EventReply::Ignore)?;

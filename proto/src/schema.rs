@@ -42,6 +42,7 @@ enum OkSchema {
     Compose(ComposeResult),
     Rescan(RescanResult),
     Forget(ForgetResult),
+    Reload(ReloadResult),
     Validate(ValidateResult),
     Which(WhichResult),
     Verify(VerifyResult),

@@ -152,6 +152,29 @@ pub fn sign(
     ExitCode::SUCCESS
 }
 
+pub fn reload(socket: &Path, json: bool) -> ExitCode {
+    let r = match connect(socket, false).and_then(|mut c| c.reload()) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    if json {
+        return print_json(&r);
+    }
+    println!(
+        "reloaded {}",
+        r.config
+            .as_deref()
+            .unwrap_or("(no configuration file: the defaults)")
+    );
+    if !r.restart_needed.is_empty() {
+        println!(
+            "changed, and applied only when the agent restarts: {}",
+            r.restart_needed.join(", ")
+        );
+    }
+    ExitCode::SUCCESS
+}
+
 pub fn watch(socket: &Path, json: bool) -> ExitCode {
     let mut client = match connect(socket, false) {
         Ok(c) => c,

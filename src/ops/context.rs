@@ -43,6 +43,32 @@ pub struct Services {
     pub socket_path: PathBuf,
 }
 
+/// The agent's services as of the last configuration load. A reload builds new ones
+/// around the same tokens, store, modules and subscribers and swaps them in: each request
+/// takes the current ones when it starts and keeps them to its end.
+#[derive(Debug)]
+pub struct Current(std::sync::RwLock<Arc<Services>>);
+
+impl Current {
+    pub fn new(services: Arc<Services>) -> Current {
+        Current(std::sync::RwLock::new(services))
+    }
+
+    pub fn get(&self) -> Arc<Services> {
+        match self.0.read() {
+            Ok(s) => s.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    pub fn set(&self, services: Arc<Services>) {
+        match self.0.write() {
+            Ok(mut s) => *s = services,
+            Err(poisoned) => *poisoned.into_inner() = services,
+        }
+    }
+}
+
 /// Who is on the other end of a connection: the process named in every audit line.
 #[derive(Debug, Clone)]
 pub struct Peer {
@@ -63,6 +89,8 @@ impl std::fmt::Display for Peer {
 /// What an op needs from the request it serves.
 pub struct OpContext<'a> {
     pub services: &'a Arc<Services>,
+    /// Where `reload` swaps in new services.
+    pub current: &'a Current,
     pub peer: &'a Peer,
     pub prompter: &'a dyn PinPrompter,
     /// The request's id, for events about it.

@@ -21,9 +21,11 @@ mod verify;
 mod which;
 
 mod context;
+mod reload;
 mod report;
 
-pub use context::{AfterResponse, FollowUp, OpContext, Peer, Services};
+pub use context::{AfterResponse, Current, FollowUp, OpContext, Peer, Services};
+pub use reload::reload;
 pub use report::cert_info;
 
 use smime_agent_proto::{ErrorBody, ErrorCode, Op};
@@ -54,6 +56,9 @@ pub enum OpError {
     /// Recipients without a usable certificate: (address, why).
     #[error("no usable certificate for {}", .0.iter().map(|(a, why)| format!("{a} ({why})")).collect::<Vec<_>>().join(", "))]
     RecipientsWithoutCertificate(Vec<(String, String)>),
+    /// The configuration file cannot be used; the agent keeps its settings.
+    #[error("{0}")]
+    ConfigInvalid(String),
 }
 
 impl OpError {
@@ -86,6 +91,7 @@ impl OpError {
             OpError::Smime(SmimeError::DecryptFailed) => ErrorCode::DecryptFailed,
             OpError::NotARecipient(_) => ErrorCode::NotARecipient,
             OpError::RecipientsWithoutCertificate(_) => ErrorCode::RecipientWithoutCertificate,
+            OpError::ConfigInvalid(_) => ErrorCode::ConfigInvalid,
             OpError::Smime(_) | OpError::Internal(_) => ErrorCode::Internal,
         };
         let mut body = ErrorBody::new(code, self.to_string());
@@ -123,6 +129,7 @@ pub async fn dispatch(ctx: &OpContext<'_>, op: Op) -> Result<serde_json::Value, 
         Op::Compose(p) => to_value(compose::compose(ctx, p).await?)?,
         Op::Rescan(_) => to_value(tokens::rescan(ctx).await)?,
         Op::Forget(_) => to_value(tokens::forget(ctx).await)?,
+        Op::Reload(_) => to_value(reload(ctx.current).await?)?,
         Op::Validate(p) => to_value(validate::validate(ctx, p).await?)?,
         Op::Which(p) => to_value(which::which(ctx, p).await?)?,
         Op::Verify(p) => to_value(verify::verify(ctx, p).await?)?,

@@ -19,20 +19,21 @@ use tracing::{debug, warn};
 use super::budget::{Budget, Share};
 use super::handler::{Handler, error_response};
 use super::session::Session;
-use crate::ops::{Peer, Services};
+use crate::ops::{Current, Peer};
 
 /// How often the reader looks at an unfinished frame's progress.
 const PROGRESS_LOOK: Duration = Duration::from_secs(1);
 
 /// Serves one connection until the client hangs up or the agent shuts down.
 pub async fn handle(
-    services: Arc<Services>,
+    current: Arc<Current>,
     stream: Stream,
     peer: Peer,
     budget: &Budget,
     mut shutdown: watch::Receiver<bool>,
 ) {
     debug!(peer = %peer, "connection opened");
+    let services = current.get();
     let max = services.config.agent.max_frame_bytes;
     let (rx, mut tx) = tokio::io::split(stream);
     let (out_tx, mut out_rx) = mpsc::channel::<Vec<u8>>(256);
@@ -47,10 +48,10 @@ pub async fn handle(
         }
         let _ = tx.shutdown().await;
     });
-    let session = Arc::new(Session::new(services, peer, out_tx));
+    let session = Arc::new(Session::new(current, peer, out_tx));
     let mut handler = Handler::new(session.clone(), max as usize);
     let mut reader = FrameReader::new(BufReader::new(rx), max);
-    let frame_timeout = Duration::from_secs(session.services.config.agent.frame_timeout_secs);
+    let frame_timeout = Duration::from_secs(services.config.agent.frame_timeout_secs);
     // How much of an unfinished frame there was, and since when: a client that stops in
     // the middle of a frame is closed after `frame_timeout` without progress.
     let mut progress = (0u64, Instant::now());

@@ -73,7 +73,7 @@ impl Handler {
             }
             Op::Subscribe(_) => {
                 // Events start after the response, so a client sees nothing before it.
-                let rx = session.services.events.subscribe();
+                let rx = session.services().events.subscribe();
                 session
                     .send(&Response {
                         id: Some(req.id),
@@ -118,8 +118,10 @@ impl Handler {
             };
             let after = AfterResponse::default();
             let outcome = {
+                let services = session.services();
                 let ctx = OpContext {
-                    services: &session.services,
+                    services: &services,
+                    current: &session.current,
                     peer: &session.peer,
                     prompter: &RequestPrompter::new(session.clone(), id.clone()),
                     request: &id,
@@ -318,7 +320,8 @@ fn hello(session: &Session, id: RequestId, h: HelloParams) -> Response {
     }
     info!(peer = %session.peer, client = ?h.client, pin_prompt = h.pin_prompt, "client connected");
     let _ = session.hello.set(h);
-    let cfg = &session.services.config;
+    let services = session.services();
+    let cfg = &services.config;
     let result = HelloResult {
         protocol_version: PROTOCOL_VERSION,
         agent: format!("smime-agent {}", env!("CARGO_PKG_VERSION")),

@@ -22,13 +22,13 @@ use tracing::{error, info, warn};
 use super::ServerError;
 use super::budget::Budget;
 use super::connection;
-use crate::ops::{Peer, Services};
+use crate::ops::{Current, Peer};
 
 /// Binds the socket (mode 0600), or takes the one a service manager passed (`inherited`,
 /// socket activation: it stays the manager's, and is not removed at the end), and serves
 /// until `shutdown` turns true.
 pub async fn serve(
-    services: Arc<Services>,
+    current: Arc<Current>,
     path: PathBuf,
     inherited: Option<std::os::fd::OwnedFd>,
     mut shutdown: watch::Receiver<bool>,
@@ -59,6 +59,8 @@ pub async fn serve(
     };
     ready();
 
+    // [agent] settings are read once: changing them needs a restart (see `reload`).
+    let services = current.get();
     let limit = Arc::new(Semaphore::new(services.config.agent.max_connections));
     let budget = Arc::new(Budget::new(services.config.agent.max_unfinished_bytes));
     let mut handlers = tokio::task::JoinSet::new();
@@ -98,11 +100,11 @@ pub async fn serve(
             ));
             continue;
         };
-        let services = services.clone();
+        let current = current.clone();
         let shutdown = shutdown.clone();
         let budget = budget.clone();
         handlers.spawn(async move {
-            connection::handle(services, stream, peer, &budget, shutdown).await;
+            connection::handle(current, stream, peer, &budget, shutdown).await;
             drop(permit);
         });
         // Reap finished handlers so the set does not grow with every connection.

@@ -54,7 +54,7 @@ impl RequestPrompter {
                 "[pin] source is \"client\" but this client does not answer PIN prompts (hello pin_prompt = false)".into(),
             ));
         }
-        let timeout = self.session.services.config.pin.prompt_timeout_secs;
+        let timeout = self.session.services().config.pin.prompt_timeout_secs;
         let (prompt, rx) = self.session.prompts.open();
         // Closed however this ends, also when the request is dropped (its token was pulled).
         let _open = OpenPrompt {
@@ -81,7 +81,8 @@ impl RequestPrompter {
     }
 
     async fn ask_pinentry(&self, req: PinRequest) -> Result<SecretPin, PinError> {
-        let cfg = &self.session.services.config.pin;
+        let services = self.session.services();
+        let cfg = &services.config.pin;
         let env: PinentryEnv = self
             .session
             .hello
@@ -113,7 +114,7 @@ impl Drop for OpenPrompt<'_> {
 impl PinPrompter for RequestPrompter {
     fn ask(&self, req: PinRequest) -> BoxFuture<'_, Result<SecretPin, PinError>> {
         Box::pin(async move {
-            match self.session.services.config.pin.source {
+            match self.session.services().config.pin.source {
                 PinSource::Client => self.ask_client(req).await,
                 PinSource::Pinentry if self.client_has_pin() => self.ask_client(req).await,
                 PinSource::Pinentry => self.ask_pinentry(req).await,
@@ -137,7 +138,8 @@ impl PinPrompter for RequestPrompter {
             }
             // A client that shows no prompts gets a pinentry notice, when PINs come from
             // pinentry, so the person knows the reader is waiting.
-            let cfg = &self.session.services.config.pin;
+            let services = self.session.services();
+            let cfg = &services.config.pin;
             if cfg.source != PinSource::Pinentry {
                 return None;
             }

@@ -9,11 +9,12 @@ use smime_agent_proto::{Event, HelloParams};
 use tokio::sync::mpsc;
 
 use super::prompts::Prompts;
-use crate::ops::{Peer, Services};
+use crate::ops::{Current, Peer, Services};
 
 /// State shared by a connection's reader and its request tasks.
 pub struct Session {
-    pub services: Arc<Services>,
+    /// The agent's services as of the last configuration load (see [`Current`]).
+    pub current: Arc<Current>,
     pub peer: Peer,
     /// Frames for the writer task.
     out: mpsc::Sender<Vec<u8>>,
@@ -23,14 +24,19 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(services: Arc<Services>, peer: Peer, out: mpsc::Sender<Vec<u8>>) -> Session {
+    pub fn new(current: Arc<Current>, peer: Peer, out: mpsc::Sender<Vec<u8>>) -> Session {
         Session {
-            services,
+            current,
             peer,
             out,
             hello: OnceLock::new(),
             prompts: Prompts::default(),
         }
+    }
+
+    /// The services as configured now.
+    pub fn services(&self) -> Arc<Services> {
+        self.current.get()
     }
 
     /// Queues a frame for the writer.

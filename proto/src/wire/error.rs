@@ -101,6 +101,8 @@ pub enum ErrorCode {
     NotARecipient,
     /// Some recipients have no usable certificate; `recipients` lists them.
     RecipientWithoutCertificate,
+    /// The configuration file cannot be used (`reload`); the agent keeps its settings.
+    ConfigInvalid,
     /// The agent is shutting down.
     ShuttingDown,
     /// A bug or an unexpected condition in the agent.
@@ -129,6 +131,7 @@ impl ErrorCode {
             ErrorCode::DecryptFailed => "decrypt_failed",
             ErrorCode::NotARecipient => "not_a_recipient",
             ErrorCode::RecipientWithoutCertificate => "recipient_without_certificate",
+            ErrorCode::ConfigInvalid => "config_invalid",
             ErrorCode::ShuttingDown => "shutting_down",
             ErrorCode::Internal => "internal",
         }
@@ -155,6 +158,7 @@ impl ErrorCode {
         ErrorCode::DecryptFailed,
         ErrorCode::NotARecipient,
         ErrorCode::RecipientWithoutCertificate,
+        ErrorCode::ConfigInvalid,
         ErrorCode::ShuttingDown,
         ErrorCode::Internal,
     ];

@@ -64,6 +64,8 @@ pub enum Op {
     KeyDecrypt(KeyDecryptParams),
     /// ECDH with a key.
     KeyDerive(KeyDeriveParams),
+    /// Read the configuration file again; requests from now on follow it.
+    Reload(ReloadParams),
 }
 
 impl Op {
@@ -88,6 +90,7 @@ impl Op {
         "key_sign",
         "key_decrypt",
         "key_derive",
+        "reload",
     ];
 
     pub fn name(&self) -> &'static str {
@@ -111,6 +114,7 @@ impl Op {
             Op::KeySign(_) => "key_sign",
             Op::KeyDecrypt(_) => "key_decrypt",
             Op::KeyDerive(_) => "key_derive",
+            Op::Reload(_) => "reload",
         }
     }
 }
@@ -292,6 +296,11 @@ pub struct SubscribeParams {}
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RescanParams {}
+
+/// `reload` takes no parameters.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReloadParams {}
 
 /// `forget` takes no parameters.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]

@@ -213,6 +213,19 @@ pub struct RejectedCert {
     pub certificate: CertInfo,
 }
 
+/// Result of `reload`.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
+pub struct ReloadResult {
+    /// The file read, absent when there is none (the defaults apply).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<String>,
+    /// Settings that changed in the file but take effect only when the agent restarts
+    /// (`[agent]`, `[[tokens.module]]`, `[soft_store]`, the PIN cache time of tokens
+    /// already present).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restart_needed: Vec<String>,
+}
+
 /// Result of `forget`.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ForgetResult {
