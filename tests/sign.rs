@@ -534,6 +534,12 @@ async fn rescan_finds_a_softhsm_token_created_after_the_agent_started() {
     assert!(r.inserted.iter().any(|t| t.label == "bob"), "{r:?}");
     let st = status_of(&agent).await;
     assert_eq!(st.tokens.len(), 2);
+    // Nothing changed since: a second rescan reports nothing inserted or removed.
+    let again = agent.client().await.rescan().await.unwrap();
+    assert!(
+        again.inserted.is_empty() && again.removed.is_empty(),
+        "{again:?}"
+    );
     for (who, pin) in [("bob", "2222"), ("alice", PIN)] {
         let c = agent.client().await;
         let (res, _) = sign_answering(
