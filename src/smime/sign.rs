@@ -71,6 +71,8 @@ pub struct Prepared {
     signed_attrs: SetOfVec<Attribute>,
     /// Digest of the DER signed attributes (what the signature covers).
     attrs_digest: Vec<u8>,
+    /// The DER signed attributes themselves (for a verifier that hashes them itself).
+    attrs_der: Vec<u8>,
     econtent: Option<Vec<u8>>,
     pub raw: RawSign,
 }
@@ -211,6 +213,7 @@ pub fn prepare(req: &SignRequest<'_>) -> Result<Prepared, SmimeError> {
         digest: req.digest,
         signed_attrs: attrs,
         attrs_digest,
+        attrs_der,
         econtent: req.embed_content.then(|| req.content.to_vec()),
         raw,
     })
@@ -227,9 +230,18 @@ impl Prepared {
     /// that the signature verifies with the certificate's public key.
     pub fn finish(self, raw_signature: &[u8]) -> Result<Vec<u8>, SmimeError> {
         let spki = self.signer.cert.tbs_certificate().subject_public_key_info();
+        let checked = fast_check(
+            self.signer.key,
+            self.digest,
+            spki,
+            &self.attrs_der,
+            raw_signature,
+        )?;
         let (signature, signature_algorithm) = match self.signer.key {
             KeyKind::Rsa { .. } => {
-                verify_rsa(spki, self.digest, &self.attrs_digest, raw_signature)?;
+                if !checked {
+                    verify_rsa(spki, self.digest, &self.attrs_digest, raw_signature)?;
+                }
                 (
                     raw_signature.to_vec(),
                     AlgorithmIdentifierOwned {
@@ -238,6 +250,8 @@ impl Prepared {
                     },
                 )
             }
+            KeyKind::EcP256 if checked => (der_p256(raw_signature)?, ecdsa_alg(self.digest)),
+            KeyKind::EcP384 if checked => (der_p384(raw_signature)?, ecdsa_alg(self.digest)),
             KeyKind::EcP256 => {
                 let der = verify_p256(spki, &self.attrs_digest, raw_signature)?;
                 (der, ecdsa_alg(self.digest))
@@ -322,6 +336,48 @@ fn ecdsa_alg(d: DigestAlgorithm) -> AlgorithmIdentifierOwned {
     }
 }
 
+/// The token's signature over the DER signed attributes, checked with ring where ring has
+/// the combination (RSA of 2048 to 8192 bits with SHA-256/384/512, P-256 with SHA-256,
+/// P-384 with SHA-384): `Ok(true)` when it holds, `Ok(false)` when ring cannot tell (the
+/// RustCrypto check then decides), `Err` when it does not hold.
+fn fast_check(
+    key: KeyKind,
+    digest: DigestAlgorithm,
+    spki: &spki::SubjectPublicKeyInfoOwned,
+    attrs_der: &[u8],
+    raw: &[u8],
+) -> Result<bool, SmimeError> {
+    use ring::signature as rs;
+    let alg: &dyn rs::VerificationAlgorithm = match (key, digest) {
+        (KeyKind::Rsa { bits }, _) if !(2048..=8192).contains(&bits) => return Ok(false),
+        (KeyKind::Rsa { .. }, DigestAlgorithm::Sha256) => &rs::RSA_PKCS1_2048_8192_SHA256,
+        (KeyKind::Rsa { .. }, DigestAlgorithm::Sha384) => &rs::RSA_PKCS1_2048_8192_SHA384,
+        (KeyKind::Rsa { .. }, DigestAlgorithm::Sha512) => &rs::RSA_PKCS1_2048_8192_SHA512,
+        (KeyKind::EcP256, DigestAlgorithm::Sha256) => &rs::ECDSA_P256_SHA256_FIXED,
+        (KeyKind::EcP384, DigestAlgorithm::Sha384) => &rs::ECDSA_P384_SHA384_FIXED,
+        _ => return Ok(false),
+    };
+    // RSAPublicKey DER for RSA, the uncompressed point for EC: the subjectPublicKey bits.
+    let Some(public) = spki.subject_public_key.as_bytes() else {
+        return Ok(false);
+    };
+    rs::UnparsedPublicKey::new(alg, public)
+        .verify(attrs_der, raw)
+        .map(|()| true)
+        .map_err(|_| SmimeError::BadTokenSignature)
+}
+
+/// r || s from the token as the DER Ecdsa-Sig-Value CMS carries (already checked).
+fn der_p256(raw: &[u8]) -> Result<Vec<u8>, SmimeError> {
+    let sig = p256::ecdsa::Signature::from_slice(raw).map_err(|_| SmimeError::BadTokenSignature)?;
+    Ok(sig.to_der().as_bytes().to_vec())
+}
+
+fn der_p384(raw: &[u8]) -> Result<Vec<u8>, SmimeError> {
+    let sig = p384::ecdsa::Signature::from_slice(raw).map_err(|_| SmimeError::BadTokenSignature)?;
+    Ok(sig.to_der().as_bytes().to_vec())
+}
+
 fn verify_rsa(
     spki: &spki::SubjectPublicKeyInfoOwned,
     digest: DigestAlgorithm,
@@ -366,3 +422,91 @@ macro_rules! verify_ecdsa_on {
 }
 verify_ecdsa_on!(verify_p256, p256);
 verify_ecdsa_on!(verify_p384, p384);
+
+#[cfg(test)]
+mod tests {
+    //! The check of the token's signature, on both paths (ring, and the RustCrypto crates for
+    //! what ring lacks), with keys whose private half the test holds (tests/data/signing).
+    use super::*;
+    use der::DecodePem;
+    use signature::hazmat::PrehashSigner;
+
+    fn facts(pem: &str) -> CertFacts {
+        let der = Certificate::from_pem(pem).unwrap().to_der().unwrap();
+        CertFacts::from_der(&der).unwrap()
+    }
+
+    fn prepared(signer: &CertFacts, digest: DigestAlgorithm) -> Prepared {
+        prepare(&SignRequest {
+            content: b"Content-Type: text/plain\r\n\r\nhello\r\n",
+            signer,
+            extra_certs: &[],
+            digest,
+            // Fixed, so two preparations ask the token for the same bytes.
+            signing_time: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_800_000_000),
+            capabilities: &[],
+            embed_content: false,
+        })
+        .unwrap()
+    }
+
+    fn p256_sign(key: &p256::ecdsa::SigningKey, p: &Prepared) -> Vec<u8> {
+        let sig: p256::ecdsa::Signature = key.sign_prehash(p.raw.data()).unwrap();
+        sig.to_bytes().to_vec()
+    }
+
+    #[test]
+    fn a_p256_signature_is_checked_on_both_paths() {
+        use p256::pkcs8::DecodePrivateKey;
+        let cert = facts(include_str!("../../tests/data/signing/p256.pem"));
+        let key = p256::ecdsa::SigningKey::from_pkcs8_pem(include_str!(
+            "../../tests/data/signing/p256.pk8.pem"
+        ))
+        .unwrap();
+        let other = p256::ecdsa::SigningKey::from_slice(&[7u8; 32]).unwrap();
+        // SHA-256 goes through ring, SHA-512 through the p256 crate.
+        for digest in [DigestAlgorithm::Sha256, DigestAlgorithm::Sha512] {
+            let p = prepared(&cert, digest);
+            let good = p256_sign(&key, &p);
+            assert!(p.finish(&good).is_ok(), "{digest}");
+            let mut flipped = good.clone();
+            flipped[5] ^= 1;
+            assert!(matches!(
+                prepared(&cert, digest).finish(&flipped),
+                Err(SmimeError::BadTokenSignature)
+            ));
+            let p = prepared(&cert, digest);
+            let wrong_key = p256_sign(&other, &p);
+            assert!(
+                matches!(p.finish(&wrong_key), Err(SmimeError::BadTokenSignature)),
+                "{digest}: a signature by another key"
+            );
+        }
+    }
+
+    #[test]
+    fn an_rsa_signature_is_checked_and_a_faulty_one_refused() {
+        use rsa::pkcs8::DecodePrivateKey;
+        let cert = facts(include_str!("../../tests/data/signing/rsa.pem"));
+        let key = rsa::RsaPrivateKey::from_pkcs8_pem(include_str!(
+            "../../tests/data/signing/rsa.pk8.pem"
+        ))
+        .unwrap();
+        for digest in [DigestAlgorithm::Sha256, DigestAlgorithm::Sha384] {
+            let p = prepared(&cert, digest);
+            let sig = key
+                .sign(rsa::Pkcs1v15Sign::new_unprefixed(), p.raw.data())
+                .unwrap();
+            assert!(p.finish(&sig).is_ok(), "{digest}");
+            let mut faulty = sig.clone();
+            faulty[100] ^= 0x10;
+            assert!(
+                matches!(
+                    prepared(&cert, digest).finish(&faulty),
+                    Err(SmimeError::BadTokenSignature)
+                ),
+                "{digest}: a faulty signature"
+            );
+        }
+    }
+}
