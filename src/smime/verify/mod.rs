@@ -12,7 +12,9 @@
 //!
 //! Signatures: RSA PKCS#1 v1.5 (rsaEncryption or shaNWithRSAEncryption), RSASSA-PSS
 //! (MGF1 with the same hash, the salt length its parameters give), ECDSA on P-256 and
-//! P-384; digests SHA-1, SHA-256, SHA-384, SHA-512. **SHA-1 is refused**: a signature whose
+//! P-384; digests SHA-1, SHA-256, SHA-384, SHA-512. Checked with ring where it has the
+//! combination (at OpenSSL's speed), else, and whenever ring refuses, with the RustCrypto
+//! crates, whose answer stands. **SHA-1 is refused**: a signature whose
 //! digest is SHA-1 is reported `invalid` with the code `weak_algorithm`, saying whether it
 //! would otherwise verify (chosen-prefix collisions on SHA-1 are practical since 2020;
 //! Thunderbird refuses such signatures too).

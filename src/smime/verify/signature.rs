@@ -163,6 +163,12 @@ pub(super) fn verify_signature(
             ),
         )
     };
+    // ring first, where it has the combination: it checks at OpenSSL's speed (issue 18).
+    // Its error does not say whether the signature or the key is at fault, so a refusal
+    // goes to the RustCrypto check below, whose answer stands.
+    if ring_verifies(cert, scheme, hash, signed, sig) {
+        return Ok(());
+    }
     let digest = hash.digest(signed);
     match (cert.key, scheme) {
         (KeyKind::Rsa { .. }, SigScheme::RsaPkcs1 | SigScheme::RsaPss { .. }) => {
@@ -233,6 +239,135 @@ pub(super) fn verify_signature(
     }
 }
 
+/// Whether ring verifies the signature (false also when ring lacks the combination: SHA-1,
+/// RSA outside 2048..8192 bits, a PSS salt other than the hash length, P-521).
+fn ring_verifies(
+    cert: &CertFacts,
+    scheme: SigScheme,
+    hash: Hash,
+    signed: &[u8],
+    sig: &[u8],
+) -> bool {
+    use ring::signature as rs;
+    let alg: &dyn rs::VerificationAlgorithm = match (cert.key, scheme, hash) {
+        (KeyKind::Rsa { bits }, _, _) if !(2048..=8192).contains(&bits) => return false,
+        (KeyKind::Rsa { .. }, SigScheme::RsaPkcs1, Hash::Sha256) => &rs::RSA_PKCS1_2048_8192_SHA256,
+        (KeyKind::Rsa { .. }, SigScheme::RsaPkcs1, Hash::Sha384) => &rs::RSA_PKCS1_2048_8192_SHA384,
+        (KeyKind::Rsa { .. }, SigScheme::RsaPkcs1, Hash::Sha512) => &rs::RSA_PKCS1_2048_8192_SHA512,
+        (KeyKind::Rsa { .. }, SigScheme::RsaPss { salt_len: 32 }, Hash::Sha256) => {
+            &rs::RSA_PSS_2048_8192_SHA256
+        }
+        (KeyKind::Rsa { .. }, SigScheme::RsaPss { salt_len: 48 }, Hash::Sha384) => {
+            &rs::RSA_PSS_2048_8192_SHA384
+        }
+        (KeyKind::Rsa { .. }, SigScheme::RsaPss { salt_len: 64 }, Hash::Sha512) => {
+            &rs::RSA_PSS_2048_8192_SHA512
+        }
+        (KeyKind::EcP256, SigScheme::Ecdsa, Hash::Sha256) => &rs::ECDSA_P256_SHA256_ASN1,
+        (KeyKind::EcP256, SigScheme::Ecdsa, Hash::Sha384) => &rs::ECDSA_P256_SHA384_ASN1,
+        (KeyKind::EcP384, SigScheme::Ecdsa, Hash::Sha256) => &rs::ECDSA_P384_SHA256_ASN1,
+        (KeyKind::EcP384, SigScheme::Ecdsa, Hash::Sha384) => &rs::ECDSA_P384_SHA384_ASN1,
+        _ => return false,
+    };
+    // RSAPublicKey DER for RSA, the uncompressed point for EC: the subjectPublicKey bits.
+    let Some(public) = cert
+        .cert
+        .tbs_certificate()
+        .subject_public_key_info()
+        .subject_public_key
+        .as_bytes()
+    else {
+        return false;
+    };
+    rs::UnparsedPublicKey::new(alg, public)
+        .verify(signed, sig)
+        .is_ok()
+}
+
 fn ec_point(spki: &spki::SubjectPublicKeyInfoOwned) -> Option<&[u8]> {
     spki.subject_public_key.as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    //! ring's part of the check (the RustCrypto part is what every verify test exercises).
+    use super::*;
+    use der::{DecodePem, Encode};
+    use signature::hazmat::PrehashSigner;
+
+    fn facts(pem: &str) -> CertFacts {
+        let der = x509_cert::Certificate::from_pem(pem)
+            .unwrap()
+            .to_der()
+            .unwrap();
+        CertFacts::from_der(&der).unwrap()
+    }
+
+    #[test]
+    fn ring_takes_what_it_can_and_refuses_a_bad_signature() {
+        use p256::pkcs8::DecodePrivateKey as _;
+        let signed = b"the signed attributes";
+        let digest = Hash::Sha256.digest(signed);
+
+        let ec = facts(include_str!("../../../tests/data/signing/p256.pem"));
+        let key = p256::ecdsa::SigningKey::from_pkcs8_pem(include_str!(
+            "../../../tests/data/signing/p256.pk8.pem"
+        ))
+        .unwrap();
+        let sig: p256::ecdsa::Signature = key.sign_prehash(&digest).unwrap();
+        let der = sig.to_der();
+        assert!(ring_verifies(
+            &ec,
+            SigScheme::Ecdsa,
+            Hash::Sha256,
+            signed,
+            der.as_bytes()
+        ));
+        assert!(!ring_verifies(
+            &ec,
+            SigScheme::Ecdsa,
+            Hash::Sha256,
+            b"other",
+            der.as_bytes()
+        ));
+        // SHA-512 with P-256 is not ring's: the other path decides.
+        assert!(!ring_verifies(
+            &ec,
+            SigScheme::Ecdsa,
+            Hash::Sha512,
+            signed,
+            der.as_bytes()
+        ));
+
+        let rsa_cert = facts(include_str!("../../../tests/data/signing/rsa.pem"));
+        let key = rsa::RsaPrivateKey::from_pkcs8_pem(include_str!(
+            "../../../tests/data/signing/rsa.pk8.pem"
+        ))
+        .unwrap();
+        let sig = key
+            .sign(rsa::Pkcs1v15Sign::new::<sha2::Sha256>(), &digest)
+            .unwrap();
+        assert!(ring_verifies(
+            &rsa_cert,
+            SigScheme::RsaPkcs1,
+            Hash::Sha256,
+            signed,
+            &sig
+        ));
+        let mut bad = sig.clone();
+        bad[0] ^= 1;
+        assert!(!ring_verifies(
+            &rsa_cert,
+            SigScheme::RsaPkcs1,
+            Hash::Sha256,
+            signed,
+            &bad
+        ));
+        assert!(
+            verify_signature(&rsa_cert, SigScheme::RsaPkcs1, Hash::Sha256, signed, &bad).is_err()
+        );
+        assert!(
+            verify_signature(&rsa_cert, SigScheme::RsaPkcs1, Hash::Sha256, signed, &sig).is_ok()
+        );
+    }
 }
