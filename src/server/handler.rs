@@ -236,16 +236,20 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<serde_json::
 /// What is wrong with a frame that is no request: `duplicate` names a member given twice,
 /// `error` is serde's complaint about it as a request.
 fn diagnose(line: &[u8], duplicate: Option<String>, error: String) -> Box<Response> {
-    if let Some(d) = duplicate
-        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(line)
-    {
-        // A rare error frame: read whole (a JSON object keeps the last of two members),
-        // its id given back unless the id itself came twice.
-        let id = value
-            .get("id")
-            .filter(|_| !d.contains("\"id\""))
-            .and_then(|v| serde_json::from_value::<RequestId>(v.clone()).ok());
-        return bad(id, d);
+    if let Some(d) = duplicate {
+        // A rare error frame (a member twice, or nesting past serde_json's limit): read
+        // whole, as JSON keeps the last of two members, its id given back unless the id
+        // itself came twice.
+        return match serde_json::from_slice::<serde_json::Value>(line) {
+            Ok(value) => {
+                let id = value
+                    .get("id")
+                    .filter(|_| !d.contains("\"id\""))
+                    .and_then(|v| serde_json::from_value::<RequestId>(v.clone()).ok());
+                bad(id, d)
+            }
+            Err(e) => bad(None, format!("the frame is not valid JSON: {e}")),
+        };
     }
     let peek = match serde_json::from_slice::<Peek>(line) {
         // serde also reads a struct from an array: only an object is a request.
@@ -494,6 +498,25 @@ mod tests {
                 "invalid status request",
             ),
         ];
+        // The edge cases PROTOCOL.md names: no usable id, so `"id": null`.
+        let deep = format!(
+            r#"{{"id":1,"op":"status","x":{}{}}}"#,
+            "[".repeat(200),
+            "]".repeat(200)
+        );
+        for frame in [
+            &br#"{"id":-0,"op":"status"}"#[..],
+            br#"{"id":1.5,"op":"status"}"#,
+            br#"{"id":1e30,"op":"status"}"#,
+            br#"{"id":"\ud800","op":"status"}"#,
+            br#"{"id":18446744073709551616,"op":"status"}"#,
+            deep.as_bytes(),
+        ] {
+            let (got_id, got_code, message) = refused(frame);
+            let shown = String::from_utf8_lossy(frame);
+            assert_eq!(got_id, None, "{shown}: {message}");
+            assert_eq!(got_code, ErrorCode::BadRequest, "{shown}");
+        }
         for (frame, id, code, text) in cases {
             let (got_id, got_code, message) = refused(frame);
             let shown = String::from_utf8_lossy(frame);
