@@ -39,11 +39,7 @@ pub struct Contacts {
 
 /// Where contacts live when the config does not say.
 pub fn default_dir() -> Option<PathBuf> {
-    let base = match std::env::var_os("XDG_DATA_HOME") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from(std::env::var_os("HOME")?).join(".local/share"),
-    };
-    Some(base.join("smime-agent").join("contacts"))
+    Some(smime_agent_proto::paths::data_dir()?.join("contacts"))
 }
 
 impl Contacts {

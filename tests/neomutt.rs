@@ -172,7 +172,7 @@ fn alice_agent(dir: &Path) -> (SoftHsm, Agent) {
     )
 }
 
-/// The part of `text` after its header (for comparing bodies whatever the line ends).
+/// `text` without carriage returns (to compare bodies whatever the line ends).
 fn lines(text: &[u8]) -> String {
     String::from_utf8_lossy(text).replace('\r', "")
 }

@@ -1,4 +1,4 @@
-//! Where the agent's socket lives.
+//! Where the agent's socket lives, and its per-user data directory.
 //!
 //! The agent listens on `$XDG_RUNTIME_DIR/smime-agent/agent.sock` when `XDG_RUNTIME_DIR` is
 //! set (it is a per-user 0700 directory on systemd systems), else on
@@ -18,6 +18,16 @@ pub fn default_socket_path_for(uid: u32) -> PathBuf {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("smime-agent").join("agent.sock"),
         _ => PathBuf::from(format!("/tmp/smime-agent-{uid}")).join("agent.sock"),
     }
+}
+
+/// The per-user data directory: `$XDG_DATA_HOME/smime-agent`, else
+/// `~/.local/share/smime-agent`; `None` without either variable.
+pub fn data_dir() -> Option<PathBuf> {
+    let base = match std::env::var_os("XDG_DATA_HOME") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(std::env::var_os("HOME")?).join(".local/share"),
+    };
+    Some(base.join("smime-agent"))
 }
 
 /// The socket a client should connect to: `SMIME_AGENT_SOCK`, else the default.

@@ -25,7 +25,9 @@ use smime_agent_proto::{
 };
 use zeroize::Zeroizing;
 
-use super::pin::PinAnswerer;
+use smime_agent_proto::client::{BlockingClient, ClientError};
+
+use super::pin::{PinAnswerer, first_line};
 use super::{connect, connect_with, fail, local_fail, verify_summary};
 
 /// The first line of a good verification, as OpenSSL writes it and NeoMutt compares it.
@@ -189,15 +191,23 @@ fn stdin_pin() -> Result<Option<Zeroizing<String>>, ExitCode> {
     if let Err(e) = std::io::stdin().take(MAX_PIN_LINE).read_to_end(&mut buf) {
         return Err(local_fail(format!("cannot read the PIN from stdin: {e}")));
     }
-    let line = buf.split(|&b| b == b'\n').next().unwrap_or(&[]);
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    if line.is_empty() {
-        return Ok(None);
-    }
-    match std::str::from_utf8(line) {
-        Ok(s) => Ok(Some(Zeroizing::new(s.to_owned()))),
-        Err(_) => Err(local_fail("the PIN on stdin is not UTF-8")),
-    }
+    let pin = first_line(&buf, "stdin").map_err(local_fail)?;
+    Ok((!pin.is_empty()).then_some(pin))
+}
+
+/// Runs `call` on a connection that answers PIN prompts with the passphrase NeoMutt wrote
+/// on stdin (the agent asks this command for it, whatever its PIN source), or, when that
+/// was empty, leaves them to the agent's own PIN source.
+fn with_pin<T>(
+    socket: &Path,
+    call: impl FnOnce(&mut BlockingClient, &mut PinAnswerer) -> Result<T, ClientError>,
+) -> Result<T, ExitCode> {
+    let pin = stdin_pin()?;
+    let from_client = pin.is_some();
+    let mut answer = PinAnswerer::fixed(pin);
+    connect_with(socket, true, from_client)
+        .and_then(|mut c| call(&mut c, &mut answer))
+        .map_err(|e| fail(&e))
 }
 
 fn sign(socket: &Path, digest: Option<String>, key: &Path, input: &Path) -> ExitCode {
@@ -209,13 +219,7 @@ fn sign(socket: &Path, digest: Option<String>, key: &Path, input: &Path) -> Exit
         Ok(c) => c,
         Err(code) => return code,
     };
-    let pin = match stdin_pin() {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let from_client = pin.is_some();
-    let mut answer = PinAnswerer::fixed(pin);
-    let result = connect_with(socket, true, from_client).and_then(|mut c| {
+    let result = with_pin(socket, |c, answer| {
         c.sign(
             SignParams {
                 signer,
@@ -228,7 +232,7 @@ fn sign(socket: &Path, digest: Option<String>, key: &Path, input: &Path) -> Exit
     });
     match result {
         Ok(r) => write_stdout(&r.mime.0),
-        Err(e) => fail(&e),
+        Err(code) => code,
     }
 }
 
@@ -335,13 +339,7 @@ fn decrypt(socket: &Path, input: &Path) -> ExitCode {
         Ok(c) => c,
         Err(code) => return code,
     };
-    let pin = match stdin_pin() {
-        Ok(p) => p,
-        Err(code) => return code,
-    };
-    let from_client = pin.is_some();
-    let mut answer = PinAnswerer::fixed(pin);
-    let result = connect_with(socket, true, from_client).and_then(|mut c| {
+    let result = with_pin(socket, |c, answer| {
         c.decrypt(
             DecryptParams {
                 content: content.into(),
@@ -352,7 +350,7 @@ fn decrypt(socket: &Path, input: &Path) -> ExitCode {
     });
     match result {
         Ok(r) => write_stdout(&r.mime.0),
-        Err(e) => fail(&e),
+        Err(code) => code,
     }
 }
 
@@ -463,11 +461,7 @@ fn cert_email(input: &Path) -> ExitCode {
 }
 
 fn default_dir() -> Option<PathBuf> {
-    let base = match std::env::var_os("XDG_DATA_HOME") {
-        Some(d) if !d.is_empty() => PathBuf::from(d),
-        _ => PathBuf::from(std::env::var_os("HOME")?).join(".local/share"),
-    };
-    Some(base.join("smime-agent").join("neomutt"))
+    Some(smime_agent_proto::paths::data_dir()?.join("neomutt"))
 }
 
 /// One index entry: what NeoMutt may do with the key of an address.

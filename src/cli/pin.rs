@@ -25,24 +25,27 @@ impl PinArgs {
 
 /// Answers PIN prompts for one command.
 pub struct PinAnswerer {
+    /// Where the PIN comes from when none is held yet: a file descriptor, else the terminal.
     fd: Option<u32>,
-    from_fd: Option<Zeroizing<String>>,
+    /// A PIN read once (from the fd) or given (a mail client's passphrase line), used for
+    /// every prompt of the command (the login and a key's context-specific login).
+    held: Option<Zeroizing<String>>,
 }
 
 impl PinAnswerer {
     pub fn new(args: PinArgs) -> Self {
         PinAnswerer {
             fd: args.pin_fd,
-            from_fd: None,
+            held: None,
         }
     }
 
     /// Answers with a PIN the command already holds (a mail client's passphrase line);
-    /// without one, every prompt is left to the agent's own PIN source.
+    /// without one, the terminal asks should the agent send a prompt at all.
     pub fn fixed(pin: Option<Zeroizing<String>>) -> Self {
         PinAnswerer {
-            fd: pin.as_ref().map(|_| 0),
-            from_fd: pin,
+            fd: None,
+            held: pin,
         }
     }
 
@@ -57,9 +60,10 @@ impl PinAnswerer {
             );
             return EventReply::Ignore;
         }
-        let pin = match self.fd {
-            Some(fd) => self.read_fd(fd),
-            None => {
+        let pin = match (&self.held, self.fd) {
+            (Some(p), _) => Ok(p.clone()),
+            (None, Some(fd)) => self.read_fd(fd),
+            (None, None) => {
                 let mut prompt = match p.reason {
                     PinReason::Login => format!("PIN for token \"{}\"", p.token.label),
                     PinReason::ContextSpecific => {
@@ -91,9 +95,6 @@ impl PinAnswerer {
     }
 
     fn read_fd(&mut self, fd: u32) -> Result<Zeroizing<String>, String> {
-        if let Some(p) = &self.from_fd {
-            return Ok(p.clone());
-        }
         let mut f = std::fs::File::open(format!("/dev/fd/{fd}"))
             .map_err(|e| format!("cannot read the PIN from fd {fd}: {e}"))?;
         let mut buf = Zeroizing::new(Vec::with_capacity(256));
@@ -101,14 +102,17 @@ impl PinAnswerer {
             .take(1024)
             .read_to_end(&mut buf)
             .map_err(|e| format!("cannot read the PIN from fd {fd}: {e}"))?;
-        let line = buf.split(|&b| b == b'\n').next().unwrap_or(&[]);
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let pin = Zeroizing::new(
-            std::str::from_utf8(line)
-                .map_err(|_| format!("the PIN on fd {fd} is not UTF-8"))?
-                .to_owned(),
-        );
-        self.from_fd = Some(pin.clone());
+        let pin = first_line(&buf, &format!("fd {fd}"))?;
+        self.held = Some(pin.clone());
         Ok(pin)
     }
+}
+
+/// The first line of `buf` (without `\n` or `\r\n`), where a PIN given on a descriptor is.
+pub fn first_line(buf: &[u8], source: &str) -> Result<Zeroizing<String>, String> {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or(&[]);
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    std::str::from_utf8(line)
+        .map(|s| Zeroizing::new(s.to_owned()))
+        .map_err(|_| format!("the PIN on {source} is not UTF-8"))
 }
