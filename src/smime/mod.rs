@@ -8,6 +8,7 @@
 //! - [`envelope`]: EnvelopedData and AuthEnvelopedData, RSA and EC recipients.
 //! - [`fields`]: a message's From, Sender and Date, which verdicts hold signatures against.
 //! - [`mime`]: canonical form, multipart/signed, application/pkcs7-mime.
+//! - [`ring_check`]: signature checks with ring, for `sign` and `verify` alike.
 //! - [`unpad`]: RSA padding removed from raw RSA results (envelopes and raw key operations).
 //! - [`verify`]: reading SignedData back: every signer's signature, one layer at a time.
 
@@ -15,6 +16,7 @@ pub mod asn1;
 pub mod envelope;
 pub mod fields;
 pub mod mime;
+pub mod ring_check;
 pub mod sign;
 pub mod unpad;
 pub mod verify;

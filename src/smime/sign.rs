@@ -337,8 +337,7 @@ fn ecdsa_alg(d: DigestAlgorithm) -> AlgorithmIdentifierOwned {
 }
 
 /// The token's signature over the DER signed attributes, checked with ring where ring has
-/// the combination (RSA of 2048 to 8192 bits with SHA-256/384/512, P-256 with SHA-256,
-/// P-384 with SHA-384): `Ok(true)` when it holds, `Ok(false)` when ring cannot tell (the
+/// the combination: `Ok(true)` when it holds, `Ok(false)` when ring cannot tell (the
 /// RustCrypto check then decides), `Err` when it does not hold.
 fn fast_check(
     key: KeyKind,
@@ -347,24 +346,21 @@ fn fast_check(
     attrs_der: &[u8],
     raw: &[u8],
 ) -> Result<bool, SmimeError> {
-    use ring::signature as rs;
-    let alg: &dyn rs::VerificationAlgorithm = match (key, digest) {
-        (KeyKind::Rsa { bits }, _) if !(2048..=8192).contains(&bits) => return Ok(false),
-        (KeyKind::Rsa { .. }, DigestAlgorithm::Sha256) => &rs::RSA_PKCS1_2048_8192_SHA256,
-        (KeyKind::Rsa { .. }, DigestAlgorithm::Sha384) => &rs::RSA_PKCS1_2048_8192_SHA384,
-        (KeyKind::Rsa { .. }, DigestAlgorithm::Sha512) => &rs::RSA_PKCS1_2048_8192_SHA512,
-        (KeyKind::EcP256, DigestAlgorithm::Sha256) => &rs::ECDSA_P256_SHA256_FIXED,
-        (KeyKind::EcP384, DigestAlgorithm::Sha384) => &rs::ECDSA_P384_SHA384_FIXED,
-        _ => return Ok(false),
+    use super::ring_check::{Scheme, check};
+    let scheme = match key {
+        KeyKind::Rsa { .. } => Scheme::RsaPkcs1,
+        _ => Scheme::EcdsaFixed,
     };
-    // RSAPublicKey DER for RSA, the uncompressed point for EC: the subjectPublicKey bits.
-    let Some(public) = spki.subject_public_key.as_bytes() else {
-        return Ok(false);
+    let hash = match digest {
+        DigestAlgorithm::Sha256 => crate::alg::Hash::Sha256,
+        DigestAlgorithm::Sha384 => crate::alg::Hash::Sha384,
+        DigestAlgorithm::Sha512 => crate::alg::Hash::Sha512,
     };
-    rs::UnparsedPublicKey::new(alg, public)
-        .verify(attrs_der, raw)
-        .map(|()| true)
-        .map_err(|_| SmimeError::BadTokenSignature)
+    match check(key, scheme, hash, spki, attrs_der, raw) {
+        None => Ok(false),
+        Some(true) => Ok(true),
+        Some(false) => Err(SmimeError::BadTokenSignature),
+    }
 }
 
 /// r || s from the token as the DER Ecdsa-Sig-Value CMS carries (already checked).

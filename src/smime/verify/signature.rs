@@ -239,8 +239,7 @@ pub(super) fn verify_signature(
     }
 }
 
-/// Whether ring verifies the signature (false also when ring lacks the combination: SHA-1,
-/// RSA outside 2048..8192 bits, a PSS salt other than the hash length, P-521).
+/// Whether ring verifies the signature (false also when ring lacks the combination).
 fn ring_verifies(
     cert: &CertFacts,
     scheme: SigScheme,
@@ -248,40 +247,14 @@ fn ring_verifies(
     signed: &[u8],
     sig: &[u8],
 ) -> bool {
-    use ring::signature as rs;
-    let alg: &dyn rs::VerificationAlgorithm = match (cert.key, scheme, hash) {
-        (KeyKind::Rsa { bits }, _, _) if !(2048..=8192).contains(&bits) => return false,
-        (KeyKind::Rsa { .. }, SigScheme::RsaPkcs1, Hash::Sha256) => &rs::RSA_PKCS1_2048_8192_SHA256,
-        (KeyKind::Rsa { .. }, SigScheme::RsaPkcs1, Hash::Sha384) => &rs::RSA_PKCS1_2048_8192_SHA384,
-        (KeyKind::Rsa { .. }, SigScheme::RsaPkcs1, Hash::Sha512) => &rs::RSA_PKCS1_2048_8192_SHA512,
-        (KeyKind::Rsa { .. }, SigScheme::RsaPss { salt_len: 32 }, Hash::Sha256) => {
-            &rs::RSA_PSS_2048_8192_SHA256
-        }
-        (KeyKind::Rsa { .. }, SigScheme::RsaPss { salt_len: 48 }, Hash::Sha384) => {
-            &rs::RSA_PSS_2048_8192_SHA384
-        }
-        (KeyKind::Rsa { .. }, SigScheme::RsaPss { salt_len: 64 }, Hash::Sha512) => {
-            &rs::RSA_PSS_2048_8192_SHA512
-        }
-        (KeyKind::EcP256, SigScheme::Ecdsa, Hash::Sha256) => &rs::ECDSA_P256_SHA256_ASN1,
-        (KeyKind::EcP256, SigScheme::Ecdsa, Hash::Sha384) => &rs::ECDSA_P256_SHA384_ASN1,
-        (KeyKind::EcP384, SigScheme::Ecdsa, Hash::Sha256) => &rs::ECDSA_P384_SHA256_ASN1,
-        (KeyKind::EcP384, SigScheme::Ecdsa, Hash::Sha384) => &rs::ECDSA_P384_SHA384_ASN1,
-        _ => return false,
+    use crate::smime::ring_check::{Scheme, check};
+    let scheme = match scheme {
+        SigScheme::RsaPkcs1 => Scheme::RsaPkcs1,
+        SigScheme::RsaPss { salt_len } => Scheme::RsaPss { salt_len },
+        SigScheme::Ecdsa => Scheme::EcdsaDer,
     };
-    // RSAPublicKey DER for RSA, the uncompressed point for EC: the subjectPublicKey bits.
-    let Some(public) = cert
-        .cert
-        .tbs_certificate()
-        .subject_public_key_info()
-        .subject_public_key
-        .as_bytes()
-    else {
-        return false;
-    };
-    rs::UnparsedPublicKey::new(alg, public)
-        .verify(signed, sig)
-        .is_ok()
+    let spki = cert.cert.tbs_certificate().subject_public_key_info();
+    check(cert.key, scheme, hash, spki, signed, sig) == Some(true)
 }
 
 fn ec_point(spki: &spki::SubjectPublicKeyInfoOwned) -> Option<&[u8]> {
