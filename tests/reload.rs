@@ -69,10 +69,28 @@ async fn sighup_reload_and_a_changed_file_apply_new_settings_and_keep_the_pin() 
     assert!(!r.signed, "always_sign is off");
 
     // SIGHUP after always_sign is switched on: the next request signs, without a prompt.
-    rewrite(&agent, "always_sign = false", "always_sign = true");
+    // The file keeps its length and modification time, so only the signal can tell.
+    let stamp = std::fs::metadata(&agent.config)
+        .unwrap()
+        .modified()
+        .unwrap();
+    rewrite(&agent, "always_sign = false", "always_sign = true ");
+    std::fs::File::options()
+        .write(true)
+        .open(&agent.config)
+        .unwrap()
+        .set_modified(stamp)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(
+        agent.log_text().matches(reloaded).count(),
+        0,
+        "nothing but SIGHUP reloads it"
+    );
     run("kill", &["-HUP", &agent.pid().to_string()]);
     wait_log(&agent, "SIGHUP: reading the configuration again", 1);
     wait_log(&agent, reloaded, 1);
+    assert!(!agent.log_text().contains("the configuration file changed"));
     let r = compose_unasked(&agent.client().await).await.unwrap();
     assert!(r.signed, "always_sign is on now");
     let (res, prompts) = sign_answering(
