@@ -28,7 +28,11 @@ pub use context::{AfterResponse, Current, FollowUp, OpContext, Peer, Services};
 pub use reload::reload;
 pub use report::cert_info;
 
-use smime_agent_proto::{ErrorBody, ErrorCode, Op};
+use smime_agent_proto::{
+    ComposeResult, DecryptResult, EncryptResult, ErrorBody, ErrorCode, ForgetResult, HelloResult,
+    KeyOpResult, KeysResult, ListCertsResult, Op, ReloadResult, RescanResult, SignResult,
+    StatusResult, ValidateResult, VerifyResult, WhichResult,
+};
 
 use crate::smime::SmimeError;
 use crate::store::NoCertificate;
@@ -118,41 +122,62 @@ impl OpError {
     }
 }
 
+/// The result of an op, as it goes into the response frame. Untagged: each variant
+/// serializes as its result alone, and the frame is written straight from it, with no
+/// `serde_json::Value` copy of a large message in between.
+#[derive(Debug, serde::Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    /// Only the connection answers `hello`; it is here so that every answer has one type.
+    Hello(HelloResult),
+    Status(Box<StatusResult>),
+    ListCerts(ListCertsResult),
+    Sign(SignResult),
+    Encrypt(EncryptResult),
+    Decrypt(Box<DecryptResult>),
+    Compose(ComposeResult),
+    Rescan(RescanResult),
+    Forget(ForgetResult),
+    Reload(ReloadResult),
+    Validate(Box<ValidateResult>),
+    Which(WhichResult),
+    Verify(Box<VerifyResult>),
+    Keys(KeysResult),
+    KeyOp(KeyOpResult),
+    /// `{}`: the op has nothing to say but that it worked.
+    Empty {},
+}
+
 /// Runs an op (all but `hello` and `pin`, which the connection handles itself).
-pub async fn dispatch(ctx: &OpContext<'_>, op: Op) -> Result<serde_json::Value, OpError> {
-    let value = match op {
-        Op::Status(_) => to_value(status::status(ctx).await)?,
-        Op::ListCerts(p) => to_value(status::list_certs(ctx, p.include_der))?,
-        Op::Sign(p) => to_value(sign::sign(ctx, p).await?)?,
-        Op::Encrypt(p) => to_value(encrypt::encrypt(ctx, p).await?)?,
-        Op::Decrypt(p) => to_value(decrypt::decrypt(ctx, p).await?)?,
-        Op::Compose(p) => to_value(compose::compose(ctx, p).await?)?,
-        Op::Rescan(_) => to_value(tokens::rescan(ctx).await)?,
-        Op::Forget(_) => to_value(tokens::forget(ctx).await)?,
-        Op::Reload(_) => to_value(reload(ctx.current).await?)?,
-        Op::Validate(p) => to_value(validate::validate(ctx, p).await?)?,
-        Op::Which(p) => to_value(which::which(ctx, p).await?)?,
-        Op::Verify(p) => to_value(verify::verify(ctx, p).await?)?,
-        Op::Keys(_) => to_value(keys::keys(ctx))?,
+pub async fn dispatch(ctx: &OpContext<'_>, op: Op) -> Result<Reply, OpError> {
+    Ok(match op {
+        Op::Status(_) => Reply::Status(Box::new(status::status(ctx).await)),
+        Op::ListCerts(p) => Reply::ListCerts(status::list_certs(ctx, p.include_der)),
+        Op::Sign(p) => Reply::Sign(sign::sign(ctx, p).await?),
+        Op::Encrypt(p) => Reply::Encrypt(encrypt::encrypt(ctx, p).await?),
+        Op::Decrypt(p) => Reply::Decrypt(Box::new(decrypt::decrypt(ctx, p).await?)),
+        Op::Compose(p) => Reply::Compose(compose::compose(ctx, p).await?),
+        Op::Rescan(_) => Reply::Rescan(tokens::rescan(ctx).await),
+        Op::Forget(_) => Reply::Forget(tokens::forget(ctx).await),
+        Op::Reload(_) => Reply::Reload(reload(ctx.current).await?),
+        Op::Validate(p) => Reply::Validate(Box::new(validate::validate(ctx, p).await?)),
+        Op::Which(p) => Reply::Which(which::which(ctx, p).await?),
+        Op::Verify(p) => Reply::Verify(Box::new(verify::verify(ctx, p).await?)),
+        Op::Keys(_) => Reply::Keys(keys::keys(ctx)),
         Op::KeyLogin(p) => {
             keys::key_login(ctx, p).await?;
-            serde_json::json!({})
+            Reply::Empty {}
         }
-        Op::KeySign(p) => to_value(keys::key_sign(ctx, p).await?)?,
-        Op::KeyDecrypt(p) => to_value(keys::key_decrypt(ctx, p).await?)?,
-        Op::KeyDerive(p) => to_value(keys::key_derive(ctx, p).await?)?,
+        Op::KeySign(p) => Reply::KeyOp(keys::key_sign(ctx, p).await?),
+        Op::KeyDecrypt(p) => Reply::KeyOp(keys::key_decrypt(ctx, p).await?),
+        Op::KeyDerive(p) => Reply::KeyOp(keys::key_derive(ctx, p).await?),
         Op::Hello(_) | Op::Pin(_) | Op::Subscribe(_) => {
             return Err(OpError::Internal(format!(
                 "{} is handled by the connection",
                 op.name()
             )));
         }
-    };
-    Ok(value)
-}
-
-fn to_value<T: serde::Serialize>(v: T) -> Result<serde_json::Value, OpError> {
-    serde_json::to_value(v).map_err(|e| OpError::Internal(format!("cannot encode the result: {e}")))
+    })
 }
 
 /// Runs work over a whole message of `len` bytes (hashing, AES, encoding). A large one

@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use smime_agent_proto::{
     ErrorBody, ErrorCode, Event, HelloParams, HelloResult, MAX_ID_STRING_LEN, Op, Outcome,
-    PROTOCOL_VERSION, PinParams, Request, RequestId, Response,
+    PROTOCOL_VERSION, PinParams, Request, RequestId,
 };
 use tracing::{debug, info, warn};
 use zeroize::Zeroize;
@@ -20,7 +20,10 @@ use super::admission::{Admission, MAX_IN_FLIGHT, Refusal};
 use super::prompter::RequestPrompter;
 use super::prompts::PinAnswer;
 use super::session::Session;
-use crate::ops::{self, AfterResponse, OpContext};
+use crate::ops::{self, AfterResponse, OpContext, Reply};
+
+/// A response as the agent writes it: the typed result goes straight into the frame.
+pub type Response = smime_agent_proto::Response<Reply>;
 
 /// The request side of one connection.
 pub struct Handler {
@@ -77,7 +80,7 @@ impl Handler {
                 session
                     .send(&Response {
                         id: Some(req.id),
-                        outcome: Outcome::Ok(serde_json::json!({})),
+                        outcome: Outcome::Ok(Reply::Empty {}),
                     })
                     .await;
                 if self.subscription.is_none() {
@@ -335,7 +338,7 @@ fn hello(session: &Session, id: RequestId, h: HelloParams) -> Response {
     };
     Response {
         id: Some(id),
-        outcome: Outcome::Ok(serde_json::to_value(result).unwrap_or_default()),
+        outcome: Outcome::Ok(Reply::Hello(result)),
     }
 }
 
@@ -356,7 +359,7 @@ fn answer_prompt(session: &Session, id: RequestId, p: PinParams) -> Response {
     if session.prompts.answer(p.prompt, answer) {
         Response {
             id: Some(id),
-            outcome: Outcome::Ok(serde_json::json!({})),
+            outcome: Outcome::Ok(Reply::Empty {}),
         }
     } else {
         error_response(
@@ -438,6 +441,34 @@ mod tests {
             Outcome::Error(e) => (r.id, e.code, e.message),
             Outcome::Ok(_) => panic!("not an error"),
         }
+    }
+
+    #[test]
+    fn typed_results_are_written_as_the_bare_result_under_ok() {
+        let frame = |r: &Response| String::from_utf8(serde_json::to_vec(r).unwrap()).unwrap();
+        let empty = Response {
+            id: Some(RequestId::Num(7)),
+            outcome: Outcome::Ok(Reply::Empty {}),
+        };
+        assert_eq!(frame(&empty), r#"{"id":7,"ok":{}}"#);
+        let forget = Response {
+            id: Some(RequestId::Str("f".into())),
+            outcome: Outcome::Ok(Reply::Forget(smime_agent_proto::ForgetResult::default())),
+        };
+        // The same bytes a client reads back as the op's own result type.
+        let back: smime_agent_proto::Response = serde_json::from_str(&frame(&forget)).unwrap();
+        let Outcome::Ok(v) = back.outcome else {
+            panic!("not ok")
+        };
+        let _: smime_agent_proto::ForgetResult = serde_json::from_value(v).unwrap();
+        assert!(frame(&forget).starts_with(r#"{"id":"f","ok":{"#));
+        assert_eq!(
+            frame(&error_response(
+                None,
+                ErrorBody::new(ErrorCode::BadRequest, "m")
+            )),
+            r#"{"id":null,"error":{"code":"bad_request","message":"m"}}"#
+        );
     }
 
     #[test]

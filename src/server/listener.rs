@@ -14,7 +14,7 @@ use interprocess::local_socket::traits::StreamCommon as _;
 use interprocess::local_socket::traits::tokio::Listener as _;
 use interprocess::local_socket::{GenericFilePath, ListenerOptions, ToFsName};
 use smime_agent_proto::codec::encode_frame;
-use smime_agent_proto::{ErrorBody, ErrorCode, Outcome, Response};
+use smime_agent_proto::{ErrorBody, ErrorCode};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{Semaphore, watch};
 use tracing::{error, info, warn};
@@ -22,6 +22,7 @@ use tracing::{error, info, warn};
 use super::ServerError;
 use super::budget::Budget;
 use super::connection;
+use super::handler::error_response;
 use crate::ops::{Current, Peer};
 
 /// Binds the socket (mode 0600), or takes the one a service manager passed (`inherited`,
@@ -146,10 +147,7 @@ fn check_peer(stream: &Stream) -> Option<Peer> {
 
 /// Sends one error and closes the connection.
 async fn refuse(mut stream: Stream, code: ErrorCode, message: String) {
-    let frame = encode_frame(&Response {
-        id: None,
-        outcome: Outcome::Error(ErrorBody::new(code, message)),
-    });
+    let frame = encode_frame(&error_response(None, ErrorBody::new(code, message)));
     let _ = tokio::time::timeout(Duration::from_secs(2), async {
         let _ = stream.write_all(&frame).await;
         let _ = stream.flush().await;

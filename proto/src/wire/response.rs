@@ -9,20 +9,24 @@ use serde::{Deserialize, Serialize};
 use crate::wire::{ErrorBody, Event, RequestId};
 
 /// One response frame: exactly one per request.
+///
+/// `T` is the result's type. A client reads any result as a `serde_json::Value` (the
+/// default) and decodes it by the op it sent; the agent writes its typed result straight
+/// into the frame, so a large result is never copied into a `Value` tree first.
 #[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Response {
+pub struct Response<T = serde_json::Value> {
     /// The request's id; `null` only when the request was so malformed that its id could not
     /// be read.
     pub id: Option<RequestId>,
     #[serde(flatten)]
-    pub outcome: Outcome,
+    pub outcome: Outcome<T>,
 }
 
 /// `{"ok": {...}}` or `{"error": {...}}`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
-    Ok(serde_json::Value),
+pub enum Outcome<T = serde_json::Value> {
+    Ok(T),
     Error(ErrorBody),
 }
 
@@ -36,11 +40,17 @@ pub enum AgentFrame {
 impl AgentFrame {
     /// Parses one frame. A frame with an `event` member is an event, anything else a response.
     pub fn parse(line: &[u8]) -> Result<AgentFrame, serde_json::Error> {
-        let value: serde_json::Value = serde_json::from_slice(line)?;
-        if value.get("event").is_some() {
-            serde_json::from_value(value).map(AgentFrame::Event)
+        // A first pass that keeps nothing tells the kind; then the frame is read once into
+        // its type, not into a `Value` tree and copied again from there.
+        #[derive(Deserialize)]
+        struct Kind {
+            event: Option<serde::de::IgnoredAny>,
+        }
+        let kind: Kind = serde_json::from_slice(line)?;
+        if kind.event.is_some() {
+            serde_json::from_slice(line).map(AgentFrame::Event)
         } else {
-            serde_json::from_value(value).map(AgentFrame::Response)
+            serde_json::from_slice(line).map(AgentFrame::Response)
         }
     }
 }
