@@ -11,6 +11,7 @@ use cryptoki::slot::TokenInfo;
 use smime_agent_proto::{PinReason, PinRetries};
 use tracing::{debug, info, warn};
 
+use super::rules::{self, RejectedPin, retries_left};
 use super::session::{already_ok, auth_pin, is_user_state, session_was_closed};
 use super::{Backend, Token};
 use crate::tokens::TokenError;
@@ -23,54 +24,6 @@ use crate::tokens::pin::{PinError, PinPrompter, PinRequest, SecretPin};
 pub(super) struct AuthState {
     pub(super) last_failure: Option<TokenError>,
     pub(super) rejected: RejectedPin,
-}
-
-/// The PIN the token rejected last, kept only as SHA-256 over a random salt (per token, in
-/// memory, gone with the token): when a client offers the same PIN again (a mail client
-/// re-sending the passphrase it cached, a script in a loop) it is refused without reaching
-/// the token, so one wrong PIN costs one try. A different PIN is tried as usual.
-#[derive(Debug, Default)]
-pub(super) struct RejectedPin(Option<([u8; 16], [u8; 32])>);
-
-impl RejectedPin {
-    fn digest(salt: &[u8; 16], pin: &SecretPin) -> [u8; 32] {
-        use sha2::Digest;
-        let mut h = sha2::Sha256::new();
-        h.update(salt);
-        h.update(pin.expose());
-        h.finalize().into()
-    }
-
-    pub(super) fn remember(&mut self, pin: &SecretPin) {
-        let mut salt = [0u8; 16];
-        if getrandom::fill(&mut salt).is_err() {
-            // Without randomness nothing is kept: the token's own counter still guards.
-            self.0 = None;
-            return;
-        }
-        self.0 = Some((salt, Self::digest(&salt, pin)));
-    }
-
-    /// Whether `pin` is the one rejected last (compared in constant time).
-    pub(super) fn is(&self, pin: &SecretPin) -> bool {
-        use subtle::ConstantTimeEq;
-        match &self.0 {
-            Some((salt, digest)) => Self::digest(salt, pin).ct_eq(digest).into(),
-            None => false,
-        }
-    }
-
-    pub(super) fn clear(&mut self) {
-        self.0 = None;
-    }
-}
-
-pub(super) fn retries_left(r: PinRetries) -> Option<u32> {
-    match r {
-        PinRetries::FinalTry => Some(1),
-        PinRetries::Locked => Some(0),
-        _ => None,
-    }
 }
 
 impl Token {
@@ -174,10 +127,9 @@ impl Token {
             g = self.auth.lock() => g,
             _ = self.wait_gone() => return Err(self.removed_err()),
         };
-        if self.attempts.load(Ordering::SeqCst) != seen
-            && let Some(e) = &state.last_failure
-        {
-            return Err(e.clone());
+        let now = self.attempts.load(Ordering::SeqCst);
+        if let Some(e) = rules::shared_failure(seen, now, state.last_failure.as_ref()) {
+            return Err(e);
         }
         if self.logged_in().await? {
             return Ok(None);
@@ -185,9 +137,7 @@ impl Token {
         let info = self.token_info().await?;
         let retries = retries_of(&info);
         let token = self.facts.token.clone();
-        if retries == PinRetries::Locked {
-            return Err(TokenError::PinLocked { token });
-        }
+        rules::may_try(&token, retries)?;
         let req = PinRequest {
             token: token.clone(),
             certificate: Some(certificate.to_owned()),
@@ -213,15 +163,10 @@ impl Token {
                 Some(p) => p,
                 None => self.ask(prompter, req).await?,
             };
-            if state.rejected.is(&pin) {
+            if let Err(e) = rules::refuse_again(&token, &pin, &state.rejected, self.known_retries())
+            {
                 warn!(token = %token.label, "offered the PIN the token rejected last; not sent to the token again");
-                return Err(TokenError::PinIncorrect {
-                    token,
-                    retries: match self.known_retries() {
-                        PinRetries::Ok => PinRetries::Low,
-                        r => r,
-                    },
-                });
+                return Err(e);
             }
             let auth = auth_pin(&pin);
             let r = self
@@ -259,23 +204,12 @@ impl Token {
 
     /// Turns a failed C_Login into the client's error, with the retry state after it.
     pub(super) async fn login_failure(self: &Arc<Self>, e: TokenError) -> TokenError {
-        let token = self.facts.token.clone();
         if !matches!(e, TokenError::PinIncorrect { .. }) {
             return e;
         }
-        let retries = self.pin_retries().await.unwrap_or(PinRetries::Low);
-        warn!(token = %token.label, ?retries, "the token rejected the PIN; it will not be retried");
-        if retries == PinRetries::Locked {
-            return TokenError::PinLocked { token };
-        }
-        TokenError::PinIncorrect {
-            token,
-            retries: if retries == PinRetries::Ok {
-                PinRetries::Low
-            } else {
-                retries
-            },
-        }
+        let retries = self.pin_retries().await.ok();
+        warn!(token = %self.facts.token.label, ?retries, "the token rejected the PIN; it will not be retried");
+        rules::rejection(&self.facts.token, retries)
     }
 
     /// The prompt for a key's context-specific login, with the token's retry state.

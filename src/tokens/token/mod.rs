@@ -22,6 +22,7 @@ use zeroize::Zeroizing;
 
 mod keyfile;
 mod login;
+mod rules;
 mod session;
 
 use self::login::AuthState;
