@@ -7,7 +7,7 @@ use smime_agent_proto::{PinReason, PinRetries};
 use tracing::{info, warn};
 use zeroize::Zeroizing;
 
-use super::{Backend, Token};
+use super::Token;
 use crate::tokens::TokenError;
 use crate::tokens::op::PrivateOp;
 use crate::tokens::pin::{PinPrompter, PinRequest};
@@ -47,15 +47,16 @@ impl Token {
                             Some(self.ask(prompter, req).await?)
                         };
                         let this = self.clone();
-                        let r = tokio::task::spawn_blocking(move || match &this.backend {
-                            Backend::Soft(f) => f.unlock(pass.as_ref()),
-                            Backend::Pkcs11(_) => Err(SoftError::Unusable {
-                                file: String::new(),
-                                why: "not a key file".into(),
-                            }),
-                        })
-                        .await
-                        .map_err(|e| self.software_err(e.to_string()))?;
+                        let r =
+                            tokio::task::spawn_blocking(move || match this.backend.key_file() {
+                                Some(f) => f.unlock(pass.as_ref()),
+                                None => Err(SoftError::Unusable {
+                                    file: String::new(),
+                                    why: "not a key file".into(),
+                                }),
+                            })
+                            .await
+                            .map_err(|e| self.software_err(e.to_string()))?;
                         match r {
                             Ok(k) => {
                                 info!(token = %self.facts.token.label, "key file unlocked");

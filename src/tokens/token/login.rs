@@ -11,9 +11,9 @@ use cryptoki::slot::TokenInfo;
 use smime_agent_proto::{PinReason, PinRetries};
 use tracing::{debug, info, warn};
 
+use super::Token;
+use super::backend::pkcs11::{already_ok, auth_pin, is_user_state, session_was_closed};
 use super::rules::{self, RejectedPin, retries_left};
-use super::session::{already_ok, auth_pin, is_user_state, session_was_closed};
-use super::{Backend, Token};
 use crate::tokens::TokenError;
 use crate::tokens::facts::retries_of;
 use crate::tokens::pin::{PinError, PinPrompter, PinRequest, SecretPin};
@@ -48,7 +48,7 @@ impl Token {
 
     /// The PIN retry state as the token reports it now (a key file has no counter).
     pub async fn pin_retries(self: &Arc<Self>) -> Result<PinRetries, TokenError> {
-        if let Backend::Soft(_) = self.backend {
+        if self.backend.is_key_file() {
             return Ok(PinRetries::Ok);
         }
         let r = retries_of(&self.token_info().await?);
@@ -86,7 +86,7 @@ impl Token {
 
     /// The module closed this token's sessions (see [`P11::generation`]).
     pub(super) fn module_closed_sessions(&self) {
-        if let Backend::Pkcs11(p) = &self.backend {
+        if let Some(p) = self.backend.p11() {
             p.sessions_closed();
         }
         info!(token = %self.facts.token.label, "the module closed the token's sessions (its login was lost); opening new ones");
@@ -232,7 +232,7 @@ impl Token {
     /// locked again).
     pub async fn logout(self: Arc<Self>) {
         self.forget_pin();
-        if self.is_removed() || matches!(self.backend, Backend::Soft(_)) {
+        if self.is_removed() || self.backend.is_key_file() {
             return;
         }
         let _exclusive = tokio::select! {

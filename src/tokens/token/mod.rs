@@ -1,8 +1,10 @@
-//! One token present in a slot: its sessions, its login, and its private-key operations.
+//! One token present in a slot (or a key file): its login, its removal and its private-key
+//! operations.
 //!
-//! Owns: the PKCS#11 sessions of the token, the login procedure (one at a time, never
-//! retrying a rejected PIN, never trying a locked one), the token's PIN cache, and the raw
-//! private-key operation. Blocking PKCS#11 calls run on tokio's blocking pool, never on the
+//! Owns: the token's backend (`backend/`: the PKCS#11 sessions, or the key file), the login
+//! procedure (`login.rs`, under the rules of `rules.rs`: one at a time, never retrying a
+//! rejected PIN, never trying a locked one), the token's PIN cache, and the raw private-key
+//! operation. Blocking PKCS#11 calls run on tokio's blocking pool, never on the
 //! async workers. Knows nothing of CMS or MIME: it signs the bytes it is given.
 
 use std::collections::HashMap;
@@ -20,16 +22,17 @@ use tokio::sync::{Semaphore, watch};
 use tracing::info;
 use zeroize::Zeroizing;
 
+mod backend;
 mod keyfile;
 mod login;
 mod rules;
-mod session;
 
-use self::login::AuthState;
-use self::session::{
+use self::backend::Backend;
+use self::backend::pkcs11::{
     KeyInfo, P11, auth_pin, is_refusal, is_user_state, run_op, session_is_dead, session_was_closed,
     token_answered,
 };
+use self::login::AuthState;
 use super::TokenError;
 use super::facts::TokenFacts;
 use super::op::{PinPolicy, PrivateOp, SignMechanism};
@@ -39,14 +42,6 @@ use super::soft::KeyFile;
 /// How long a failed operation on a removable token waits for PC/SC to report the card
 /// gone, before the failure is taken for a token error.
 const REMOVAL_GRACE: Duration = Duration::from_millis(1500);
-
-/// How a token does its work.
-enum Backend {
-    /// A PKCS#11 token in a slot.
-    Pkcs11(P11),
-    /// A PKCS#12 key file: a software key, unlocked with its passphrase.
-    Soft(KeyFile),
-}
 
 /// A token: a PKCS#11 token in a slot, or a software key file.
 pub struct Token {
@@ -115,7 +110,7 @@ impl Token {
 
     /// A key file as a token of its own.
     pub(super) fn new_soft(facts: TokenFacts, file: KeyFile) -> Token {
-        Self::with_backend(facts, Backend::Soft(file), Duration::ZERO)
+        Self::with_backend(facts, Backend::KeyFile(file), Duration::ZERO)
     }
 
     fn with_backend(facts: TokenFacts, backend: Backend, pin_ttl: Duration) -> Token {
@@ -139,46 +134,30 @@ impl Token {
 
     /// The PKCS#11 side, for operations that exist only there.
     fn p11(&self) -> Result<&P11, TokenError> {
-        match &self.backend {
-            Backend::Pkcs11(p) => Ok(p),
-            Backend::Soft(_) => Err(TokenError::Pkcs11 {
-                token: self.facts.token.clone(),
-                call: "PKCS#11",
-                error: "a key file is not a PKCS#11 token".into(),
-            }),
-        }
+        self.backend.p11().ok_or_else(|| TokenError::Pkcs11 {
+            token: self.facts.token.clone(),
+            call: "PKCS#11",
+            error: "a key file is not a PKCS#11 token".into(),
+        })
     }
 
     fn clear_keys(&self) {
-        if let Backend::Pkcs11(p) = &self.backend
-            && let Ok(mut k) = p.keys.lock()
-        {
-            k.clear();
-        }
+        self.backend.clear_keys();
     }
 
     /// A PIN is cached, or the key file is unlocked.
     pub fn pin_cached(&self) -> bool {
-        match &self.backend {
-            Backend::Pkcs11(_) => self.pin_cache.is_cached(),
-            Backend::Soft(f) => f.is_unlocked(),
-        }
+        self.backend.secret_held(&self.pin_cache)
     }
 
     /// Wipes the PIN (or locks the key file) if its time ran out; true when it did.
     pub fn expire_pin(&self) -> bool {
-        match &self.backend {
-            Backend::Pkcs11(_) => self.pin_cache.expire(),
-            Backend::Soft(f) => f.expire(),
-        }
+        self.backend.expire(&self.pin_cache)
     }
 
     /// Wipes the PIN now (or locks the key file).
     pub fn forget_pin(&self) {
-        self.pin_cache.clear();
-        if let Backend::Soft(f) = &self.backend {
-            f.lock();
-        }
+        self.backend.forget(&self.pin_cache);
     }
 
     /// Marks the token removed: its PIN is wiped, its idle sessions are closed, and every
@@ -187,31 +166,13 @@ impl Token {
         self.gone.store(true, Ordering::SeqCst);
         self.gone_tx.send_replace(true);
         self.forget_pin();
-        if let Backend::Pkcs11(p) = &self.backend
-            && let Ok(mut idle) = p.idle.lock()
-        {
-            // Not closed: the module closes a removed token's sessions itself when it
-            // notices, and calling into it for a card that is gone is what OpenSC 0.23
-            // handles worst (sc_unlock returns without releasing the card mutex when
-            // sc_lock failed, and the next call on that card deadlocks the module). The
-            // few bytes of each handle are leaked instead.
-            for session in idle.drain(..) {
-                std::mem::forget(session);
-            }
-        }
-        self.clear_keys();
+        self.backend.removed();
     }
 
     /// Closes the token's idle sessions and forgets key handles, before its module is
     /// re-initialized (which invalidates them). Its login is gone afterwards.
     pub fn reset_sessions(&self) {
-        if let Backend::Pkcs11(p) = &self.backend
-            && let Ok(mut idle) = p.idle.lock()
-        {
-            // Closed now, while the module is still initialized.
-            idle.clear();
-        }
-        self.clear_keys();
+        self.backend.reset_sessions();
     }
 
     /// Exclusive use of the token: no operation runs while the guard lives.
@@ -301,7 +262,7 @@ impl Token {
         };
         let this = self.clone();
         let result = tokio::task::spawn_blocking(move || {
-            let Backend::Pkcs11(p11) = &this.backend else {
+            let Some(p11) = this.backend.p11() else {
                 return Err((call, CkError::NotSupported));
             };
             let (generation, session) = p11.checkout().map_err(|e| ("C_OpenSession", e))?;
@@ -415,7 +376,7 @@ impl Token {
     /// same rules as an operation's login). A key file is unlocked when its key is first
     /// used, so for it this does nothing.
     pub async fn login(self: &Arc<Self>, prompter: &dyn PinPrompter) -> Result<(), TokenError> {
-        if let Backend::Soft(_) = self.backend {
+        if self.backend.is_key_file() {
             return Ok(());
         }
         let _lease = tokio::select! {
@@ -481,7 +442,7 @@ impl Token {
         prompter: &dyn PinPrompter,
         policy: PinPolicy,
     ) -> Result<Zeroizing<Vec<u8>>, TokenError> {
-        if let Backend::Soft(file) = &self.backend {
+        if let Some(file) = self.backend.key_file() {
             return self.soft_op(file, certificate, op, prompter).await;
         }
         let padded_decrypt = op.is_padded_decrypt();
@@ -602,10 +563,9 @@ impl Token {
                     e,
                     TokenError::Pkcs11 { .. } | TokenError::KeyNotFound { .. }
                 ) && !padded_decrypt
-                    && let Ok(p11) = self.p11()
-                    && let Ok(mut m) = p11.keys.lock()
+                    && let Some(p11) = self.backend.p11()
                 {
-                    m.remove(key_id);
+                    p11.forget_key(key_id);
                 }
                 if matches!(e, TokenError::PinIncorrect { .. }) {
                     // The context-specific PIN was rejected: wipe it, report the retries.

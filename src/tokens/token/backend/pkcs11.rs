@@ -39,7 +39,7 @@ fn oaep_hash(
     }
 }
 
-pub(super) fn run_op(
+pub(in crate::tokens::token) fn run_op(
     s: &Session,
     key: ObjectHandle,
     op: PrivateOp,
@@ -105,35 +105,35 @@ pub(super) fn run_op(
 
 /// A private key found on the token.
 #[derive(Debug, Clone, Copy)]
-pub(super) struct KeyInfo {
-    pub(super) handle: ObjectHandle,
-    pub(super) always_authenticate: bool,
+pub(in crate::tokens::token) struct KeyInfo {
+    pub(in crate::tokens::token) handle: ObjectHandle,
+    pub(in crate::tokens::token) always_authenticate: bool,
 }
 
 /// The PKCS#11 side of a token.
-pub(super) struct P11 {
-    pub(super) pkcs11: Pkcs11,
-    pub(super) slot: Slot,
+pub(in crate::tokens::token) struct P11 {
+    pub(in crate::tokens::token) pkcs11: Pkcs11,
+    pub(in crate::tokens::token) slot: Slot,
     /// Idle sessions, all of the current generation; `permits` bounds how many are in use
     /// at once (1 for a card, which does one thing at a time; more for software tokens,
     /// which work in parallel).
-    pub(super) idle: Mutex<Vec<Session>>,
+    pub(in crate::tokens::token) idle: Mutex<Vec<Session>>,
     /// Moves on when the module closed the token's sessions by itself: OpenSC does
     /// (C_CloseAllSessions, then CKR_SESSION_HANDLE_INVALID) when it finds the card no longer
     /// logged in, e.g. after a wrong context-specific PIN or another program's reset.
     /// Sessions of an older generation are never used again.
-    pub(super) generation: AtomicU64,
-    pub(super) permits: Semaphore,
-    pub(super) keys: Mutex<HashMap<Vec<u8>, KeyInfo>>,
+    pub(in crate::tokens::token) generation: AtomicU64,
+    pub(in crate::tokens::token) permits: Semaphore,
+    pub(in crate::tokens::token) keys: Mutex<HashMap<Vec<u8>, KeyInfo>>,
 }
 
-pub(super) fn is_user_state(s: SessionState) -> bool {
+pub(in crate::tokens::token) fn is_user_state(s: SessionState) -> bool {
     matches!(s, SessionState::RoUser | SessionState::RwUser)
 }
 
 /// The module closed the session itself (not a removal): the token is still there, but no
 /// longer logged in, and the module's other sessions on it are closed too.
-pub(super) fn session_was_closed(e: &CkError) -> bool {
+pub(in crate::tokens::token) fn session_was_closed(e: &CkError) -> bool {
     matches!(
         e,
         CkError::Pkcs11(RvError::SessionHandleInvalid | RvError::SessionClosed, _)
@@ -141,8 +141,42 @@ pub(super) fn session_was_closed(e: &CkError) -> bool {
 }
 
 impl P11 {
+    pub(in crate::tokens::token) fn clear_keys(&self) {
+        if let Ok(mut k) = self.keys.lock() {
+            k.clear();
+        }
+    }
+
+    /// A stale handle (the module re-enumerated) is found again next time.
+    pub(in crate::tokens::token) fn forget_key(&self, key_id: &[u8]) {
+        if let Ok(mut m) = self.keys.lock() {
+            m.remove(key_id);
+        }
+    }
+
+    /// The token was removed. Its idle sessions are not closed: the module closes a removed
+    /// token's sessions itself when it notices, and calling into it for a card that is gone
+    /// is what OpenSC 0.23 handles worst (sc_unlock returns without releasing the card
+    /// mutex when sc_lock failed, and the next call on that card deadlocks the module). The
+    /// few bytes of each handle are leaked instead.
+    pub(in crate::tokens::token) fn abandon_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            for session in idle.drain(..) {
+                std::mem::forget(session);
+            }
+        }
+    }
+
+    /// Closes the idle sessions now, while the module is still initialized (before it is
+    /// re-initialized, which invalidates them).
+    pub(in crate::tokens::token) fn close_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+
     /// An idle session, or a new one; with the generation it belongs to.
-    pub(super) fn checkout(&self) -> Result<(u64, Session), CkError> {
+    pub(in crate::tokens::token) fn checkout(&self) -> Result<(u64, Session), CkError> {
         let generation = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(s) = idle.pop() {
@@ -155,7 +189,7 @@ impl P11 {
 
     /// Back to the pool, unless the module closed its generation meanwhile. The generation
     /// is compared and moved on only under the pool's lock, so no stale session gets in.
-    pub(super) fn checkin(&self, generation: u64, session: Session) {
+    pub(in crate::tokens::token) fn checkin(&self, generation: u64, session: Session) {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         if generation == self.generation.load(Ordering::SeqCst) {
             idle.push(session);
@@ -167,7 +201,7 @@ impl P11 {
     }
 
     /// The module closed the token's sessions: none of the idle ones is used again.
-    pub(super) fn sessions_closed(&self) {
+    pub(in crate::tokens::token) fn sessions_closed(&self) {
         {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             self.generation.fetch_add(1, Ordering::SeqCst);
@@ -182,7 +216,7 @@ impl P11 {
 }
 
 /// The token declined this operation with this data or mechanism: a present token's answer.
-pub(super) fn is_refusal(e: &CkError) -> bool {
+pub(in crate::tokens::token) fn is_refusal(e: &CkError) -> bool {
     matches!(
         e,
         CkError::Pkcs11(
@@ -200,7 +234,7 @@ pub(super) fn is_refusal(e: &CkError) -> bool {
 }
 
 /// Answers only a token that is there gives: no reason to wait for a removal notice.
-pub(super) fn token_answered(e: &CkError) -> bool {
+pub(in crate::tokens::token) fn token_answered(e: &CkError) -> bool {
     is_refusal(e)
         || matches!(
             e,
@@ -209,7 +243,7 @@ pub(super) fn token_answered(e: &CkError) -> bool {
 }
 
 /// Errors after which a session is no good and must not go back to the pool.
-pub(super) fn session_is_dead(e: &CkError) -> bool {
+pub(in crate::tokens::token) fn session_is_dead(e: &CkError) -> bool {
     matches!(
         e,
         CkError::Pkcs11(
@@ -224,13 +258,13 @@ pub(super) fn session_is_dead(e: &CkError) -> bool {
 }
 
 /// The PIN as cryptoki takes it: raw bytes, exactly as typed (a zeroizing copy).
-pub(super) fn auth_pin(pin: &SecretPin) -> RawAuthPin {
+pub(in crate::tokens::token) fn auth_pin(pin: &SecretPin) -> RawAuthPin {
     RawAuthPin::new(Box::new(pin.expose().to_vec()))
 }
 
 /// C_Login on a token that is already logged in (by another session of this process) is
 /// success.
-pub(super) fn already_ok(r: Result<(), CkError>) -> Result<(), CkError> {
+pub(in crate::tokens::token) fn already_ok(r: Result<(), CkError>) -> Result<(), CkError> {
     match r {
         Err(CkError::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => Ok(()),
         other => other,
