@@ -14,6 +14,7 @@ pub mod module;
 pub mod op;
 pub mod pin;
 pub mod pinentry;
+mod pkcs12;
 pub mod soft;
 pub mod token;
 pub mod watcher;

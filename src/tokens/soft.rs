@@ -151,12 +151,14 @@ pub(crate) enum Pkcs12Error {
 
 /// The private key of a PKCS#12 file's key-and-certificate chain (blocking: PBKDF work).
 pub(crate) fn open_pkcs12(data: &[u8], passphrase: &str) -> Result<SoftKey, Pkcs12Error> {
-    let store = p12_keystore::KeyStore::from_pkcs12(data, passphrase)
-        .map_err(|_| Pkcs12Error::Passphrase)?;
-    let (_, chain) = store.private_key_chain().ok_or_else(|| {
-        Pkcs12Error::Unusable("the file holds no private key with a certificate".into())
+    let contents = super::pkcs12::read(data, passphrase).map_err(|e| match e {
+        super::pkcs12::Error::Passphrase => Pkcs12Error::Passphrase,
+        super::pkcs12::Error::Unusable(why) => Pkcs12Error::Unusable(why),
     })?;
-    parse_pkcs8(chain.key()).map_err(Pkcs12Error::Unusable)
+    let key = contents
+        .key
+        .ok_or_else(|| Pkcs12Error::Unusable("the file holds no private key".into()))?;
+    parse_pkcs8(&key).map_err(Pkcs12Error::Unusable)
 }
 
 /// Reads an unencrypted PKCS#8 PEM key file (the test PKI's format).
@@ -230,7 +232,7 @@ pub fn key_files(dir: &Path) -> Vec<PathBuf> {
 /// Also says whether the passphrase is empty.
 pub fn read_certificates(key_file: &Path) -> Result<(Vec<CertFacts>, bool), String> {
     let data = read_bounded(key_file)?;
-    let open = p12_keystore::KeyStore::from_pkcs12(&data, "").ok();
+    let open = super::pkcs12::read(&data, "").ok();
     let empty = open.is_some();
     for ext in CERT_EXTENSIONS {
         let p = key_file.with_extension(ext);
@@ -246,11 +248,9 @@ pub fn read_certificates(key_file: &Path) -> Result<(Vec<CertFacts>, bool), Stri
     // A file protected by the empty password gives its certificates away anyway.
     if let Some(store) = open {
         let certs: Vec<CertFacts> = store
-            .private_key_chain()
-            .map(|(_, chain)| chain.chain().to_vec())
-            .unwrap_or_default()
+            .certs
             .iter()
-            .filter_map(|c| CertFacts::from_der(c.as_der()).ok())
+            .filter_map(|c| CertFacts::from_der(c).ok())
             .collect();
         if !certs.is_empty() {
             return Ok((certs, true));
