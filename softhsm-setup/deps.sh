@@ -19,6 +19,8 @@ packages=(
   man-db groff-base
   # socket activation (systemd-socket-activate)
   systemd
+  # an HTTP proxy for CRL fetches (tests/crl.rs)
+  tinyproxy
   # pip, for the NIST PKITS data (cryptography-vectors)
   python3 python3-pip
 )

@@ -410,6 +410,12 @@ pub struct RevocationConfig {
     /// Largest CRL download accepted.
     #[serde(deserialize_with = "de_crl_bytes")]
     pub max_crl_bytes: u64,
+    /// HTTP proxy for CRL and AIA fetches (`http://host:port`); unset: the `http_proxy`
+    /// environment variable; empty: none.
+    pub http_proxy: Option<String>,
+    /// Hosts fetched without the proxy (curl's `no_proxy` syntax); unset: the `no_proxy`
+    /// environment variable.
+    pub no_proxy: Option<String>,
 }
 
 impl Default for RevocationConfig {
@@ -422,6 +428,8 @@ impl Default for RevocationConfig {
             crl_retrieval_timeout_ms: 10_000,
             cache_dir: None,
             max_crl_bytes: 32 * 1024 * 1024,
+            http_proxy: None,
+            no_proxy: None,
         }
     }
 }
@@ -714,6 +722,11 @@ crl_retrieval_timeout_ms = 10000
 # cache_dir = "/home/me/.cache/smime-agent/crls"
 # Largest CRL download accepted, bytes.
 max_crl_bytes = 33554432
+# HTTP proxy for CRL and AIA downloads, and the hosts reached without it (curl's syntax:
+# names, .domains, addresses, CIDR ranges, *). Unset: the http_proxy and no_proxy
+# environment variables, as curl reads them; http_proxy = "" means no proxy at all.
+# http_proxy = "http://proxy.example.com:3128"
+# no_proxy = "localhost,127.0.0.1,.example.com"
 
 [contacts]
 # Certificates of correspondents (PEM/DER files).

@@ -597,3 +597,98 @@ async fn a_crl_without_a_crl_number_is_not_used() {
         .join("; ");
     assert!(why.contains("no CRL number"), "{why}");
 }
+
+/// CRLs through a real HTTP proxy (Debian's tinyproxy): the configured proxy carries the
+/// fetch (the CRL server sees tinyproxy's Via header, the proxy logs the request), a host on
+/// no_proxy is fetched directly, and an unreachable proxy is named in the reason instead of
+/// being gone around.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crls_go_through_the_configured_proxy_and_no_proxy_hosts_go_direct() {
+    let server = CrlServer::start().await;
+    let s = setup(&server.base_url());
+    s.publish_good(&server);
+    let proxy = peers::Tinyproxy::start(&s.dir.path().join("proxy"));
+    let vias = |server: &CrlServer| -> Vec<bool> {
+        let st = server.state.lock().unwrap();
+        st.heads
+            .iter()
+            .map(|h| {
+                h.to_ascii_lowercase()
+                    .lines()
+                    .any(|l| l.starts_with("via:") && l.contains("(tinyproxy/"))
+            })
+            .collect()
+    };
+
+    // Through the proxy.
+    let agent = s.agent("proxied", &format!("http_proxy = \"{}\"\n", proxy.url()));
+    let v = agent
+        .client()
+        .await
+        .validate(validate_params(&s.cert("alice-sign-rsa")))
+        .await
+        .unwrap();
+    assert_eq!(v.status, ValidityStatus::Valid, "{:?}", v.reasons);
+    assert_eq!(v.revocation.status, "good", "{:?}", v.revocation);
+    let seen = vias(&server);
+    assert!(
+        !seen.is_empty() && seen.iter().all(|v| *v),
+        "{seen:?} {:?}",
+        server.state.lock().unwrap().heads
+    );
+    assert!(proxy.log().contains("/ca.crl"), "{}", proxy.log());
+    drop(agent);
+    // A fresh CRL cache for the next agent, so that it fetches.
+    std::fs::remove_dir_all(s.dir.path().join("crls")).unwrap();
+
+    // The same proxy, but the CRL host is on no_proxy: straight to the server.
+    let before = vias(&server).len();
+    let agent = s.agent(
+        "direct",
+        &format!(
+            "http_proxy = \"{}\"\nno_proxy = \"localhost, 127.0.0.0/8\"\n",
+            proxy.url()
+        ),
+    );
+    let v = agent
+        .client()
+        .await
+        .validate(validate_params(&s.cert("alice-sign-rsa")))
+        .await
+        .unwrap();
+    assert_eq!(v.revocation.status, "good", "{:?}", v.revocation);
+    let seen = vias(&server);
+    assert!(seen.len() > before, "no fetch at all");
+    assert!(seen[before..].iter().all(|v| !v), "{seen:?}");
+    drop(agent);
+    // A fresh CRL cache for the next agent, so that it fetches.
+    std::fs::remove_dir_all(s.dir.path().join("crls")).unwrap();
+
+    // A proxy that is not there: the reason names it; nothing is fetched around it.
+    let before = vias(&server).len();
+    let dead = dead_port();
+    let agent = s.agent(
+        "dead-proxy",
+        &format!("http_proxy = \"http://127.0.0.1:{dead}\"\n"),
+    );
+    let v = agent
+        .client()
+        .await
+        .validate(validate_params(&s.cert("alice-sign-rsa")))
+        .await
+        .unwrap();
+    assert_eq!(v.revocation.status, "unavailable", "{:?}", v.revocation);
+    let reasons: Vec<String> = v
+        .revocation
+        .checks
+        .iter()
+        .filter_map(|c| c.reason.clone())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains(&format!(
+            "cannot connect to the proxy http://127.0.0.1:{dead}"
+        ))),
+        "{reasons:?}"
+    );
+    assert_eq!(vias(&server).len(), before, "fetched around the proxy");
+}

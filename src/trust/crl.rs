@@ -23,6 +23,7 @@ use x509_cert::crl::CertificateList;
 use x509_cert::name::Name;
 
 use super::http::{self, FetchError};
+use super::proxy::Proxy;
 
 /// First line of a cache file; the URL follows on the second, then the DER.
 const CACHE_MAGIC: &[u8] = b"smime-agent-crl 1\n";
@@ -90,6 +91,8 @@ struct Slot {
 pub struct CrlCache {
     dir: Option<PathBuf>,
     max_bytes: u64,
+    /// The HTTP proxy of every fetch (CRLs here, AIA in `aia.rs`).
+    proxy: Proxy,
     entries: RwLock<HashMap<String, Arc<CachedCrl>>>,
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
     /// Bumped whenever a CRL is added or dropped; the validation cache keys on it.
@@ -180,10 +183,11 @@ pub fn verify(crl: &CachedCrl, issuer: &IssuerKey<'_>) -> Result<(), String> {
 
 impl CrlCache {
     /// A cache in `dir` (created when missing), with what earlier runs left there.
-    pub fn open(dir: Option<PathBuf>, max_bytes: u64) -> CrlCache {
+    pub fn open(dir: Option<PathBuf>, max_bytes: u64, proxy: Proxy) -> CrlCache {
         let cache = CrlCache {
             dir,
             max_bytes,
+            proxy,
             entries: RwLock::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
@@ -195,6 +199,10 @@ impl CrlCache {
 
     pub fn dir(&self) -> Option<&Path> {
         self.dir.as_deref()
+    }
+
+    pub fn proxy(&self) -> &Proxy {
+        &self.proxy
     }
 
     pub fn generation(&self) -> u64 {
@@ -387,7 +395,7 @@ impl CrlCache {
     ) -> Result<Arc<CachedCrl>, String> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         debug!(%url, "fetching a CRL");
-        let body = http::get(url, conn_timeout, self.max_bytes)
+        let body = http::get(url, conn_timeout, self.max_bytes, &self.proxy)
             .await
             .map_err(|e| match e {
                 FetchError::TimedOut(s) | FetchError::Failed(s) | FetchError::TooLarge(s) => s,
@@ -484,7 +492,7 @@ mod tests {
         let mut bad = CACHE_MAGIC.to_vec();
         bad.extend_from_slice(b"http://x/\n\x30\x03\x02\x01");
         std::fs::write(dir.path().join("b.crl"), bad).unwrap();
-        let c = CrlCache::open(Some(dir.path().to_owned()), 1 << 20);
+        let c = CrlCache::open(Some(dir.path().to_owned()), 1 << 20, Proxy::default());
         assert!(c.list().is_empty());
     }
 

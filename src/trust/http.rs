@@ -5,13 +5,16 @@
 //! ordinary future, so the validation's deadline (`crl_retrieval_timeout_ms`) cancels it by
 //! dropping it, and a server that accepts and never answers leaves no thread blocked behind.
 //! CRLs and AIA certificates are signed objects served over plain HTTP (RFC 5280 4.2.1.13,
-//! 4.2.2.1), so no TLS stack is linked. Does not interpret what it fetches.
+//! 4.2.2.1), so no TLS stack is linked. Goes through an HTTP proxy where `proxy.rs` says so.
+//! Does not interpret what it fetches.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt as _;
 use hyper::Uri;
+
+use super::proxy::{Proxy, Route};
 
 /// How many redirects a distribution point may send before it is given up.
 const MAX_REDIRECTS: usize = 3;
@@ -37,15 +40,17 @@ impl std::fmt::Display for FetchError {
     }
 }
 
-/// GETs `url`, following up to three redirects to other `http://` URLs. The whole fetch
-/// (connect, request, body) must finish within `timeout` (`None`: no limit of its own; the
-/// caller's deadline still applies), and the body may not exceed `max_bytes`.
+/// GETs `url` (through `proxy` where it says so), following up to three redirects to
+/// other `http://` URLs. The whole fetch (connect, request, body) must finish within
+/// `timeout` (`None`: no limit of its own; the caller's deadline still applies), and the
+/// body may not exceed `max_bytes`.
 pub async fn get(
     url: &str,
     timeout: Option<Duration>,
     max_bytes: u64,
+    proxy: &Proxy,
 ) -> Result<Vec<u8>, FetchError> {
-    let fut = get_following(url, max_bytes);
+    let fut = get_following(url, max_bytes, proxy);
     match timeout {
         Some(t) => match tokio::time::timeout(t, fut).await {
             Ok(r) => r,
@@ -58,10 +63,10 @@ pub async fn get(
     }
 }
 
-async fn get_following(url: &str, max_bytes: u64) -> Result<Vec<u8>, FetchError> {
+async fn get_following(url: &str, max_bytes: u64, proxy: &Proxy) -> Result<Vec<u8>, FetchError> {
     let mut current = url.to_owned();
     for _ in 0..=MAX_REDIRECTS {
-        match get_once(&current, max_bytes).await? {
+        match get_once(&current, max_bytes, proxy).await? {
             Answer::Body(b) => return Ok(b),
             Answer::Redirect(to) => {
                 if url_scheme(&to) != Some("http") {
@@ -106,7 +111,7 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn get_once(url: &str, max_bytes: u64) -> Result<Answer, FetchError> {
+async fn get_once(url: &str, max_bytes: u64, proxy: &Proxy) -> Result<Answer, FetchError> {
     let failed = |what: String| FetchError::Failed(format!("{url}: {what}"));
     if url_scheme(url) != Some("http") {
         return Err(FetchError::Unsupported(format!(
@@ -132,9 +137,23 @@ async fn get_once(url: &str, max_bytes: u64) -> Result<Answer, FetchError> {
         .map(|a| a.as_str().to_owned())
         .unwrap_or_else(|| host.clone());
 
-    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
-        .await
-        .map_err(|e| failed(format!("cannot connect ({e})")))?;
+    let route = proxy.route(&host).map_err(FetchError::Failed)?;
+    let (stream, target) = match route {
+        Route::Direct => (
+            tokio::net::TcpStream::connect((host.as_str(), port))
+                .await
+                .map_err(|e| failed(format!("cannot connect ({e})")))?,
+            path,
+        ),
+        // Through the proxy: the request names the whole URL (absolute form, RFC 9112 3.2.2).
+        Route::Via(p) => (
+            tokio::net::TcpStream::connect((p.host.as_str(), p.port))
+                .await
+                .map_err(|e| failed(format!("cannot connect to the proxy {p} ({e})")))?,
+            format!("http://{authority}{path}"),
+        ),
+    };
+    let proxied = matches!(route, Route::Via(_));
     let _ = stream.set_nodelay(true);
     let (mut sender, conn) =
         hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
@@ -145,7 +164,7 @@ async fn get_once(url: &str, max_bytes: u64) -> Result<Answer, FetchError> {
     }));
     let req = hyper::Request::builder()
         .method("GET")
-        .uri(path)
+        .uri(target)
         .header("host", authority)
         .header(
             "user-agent",
@@ -167,8 +186,18 @@ async fn get_once(url: &str, max_bytes: u64) -> Result<Answer, FetchError> {
             .ok_or_else(|| failed(format!("HTTP {status} without a Location")))?;
         return Ok(Answer::Redirect(to.to_owned()));
     }
+    if proxied && status == hyper::StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+        return Err(failed(
+            "the proxy wants credentials (HTTP 407), which the agent does not send".into(),
+        ));
+    }
     if !status.is_success() {
-        return Err(failed(format!("HTTP {status}")));
+        let by = if proxied {
+            " (from the proxy or through it)"
+        } else {
+            ""
+        };
+        return Err(failed(format!("HTTP {status}{by}")));
     }
     let too_large = || {
         FetchError::TooLarge(format!(

@@ -15,6 +15,7 @@ mod build;
 pub mod crl;
 pub mod http;
 pub mod path;
+pub mod proxy;
 mod reasons;
 mod revocation;
 mod settings;
@@ -389,7 +390,15 @@ impl Trust {
         let dir = revocation.cache_dir.clone().or_else(crl::default_cache_dir);
         Trust {
             store: TrustStore::load(trust),
-            crls: crl::CrlCache::open(dir, revocation.max_crl_bytes),
+            crls: crl::CrlCache::open(
+                dir,
+                revocation.max_crl_bytes,
+                proxy::Proxy::resolve(
+                    revocation.http_proxy.as_deref(),
+                    revocation.no_proxy.as_deref(),
+                    |k| std::env::var(k).ok(),
+                ),
+            ),
             revocation: revocation.clone(),
             aia: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),

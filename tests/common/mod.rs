@@ -762,6 +762,8 @@ pub struct ServerState {
     pub delay: Duration,
     /// Accept connections and never answer.
     pub hang: bool,
+    /// The head of every request, in order (request line and headers).
+    pub heads: Vec<String>,
 }
 
 /// A loopback HTTP server publishing CRLs, on a port of its own.
@@ -804,6 +806,7 @@ impl CrlServer {
                     let (body, delay, hang) = {
                         let mut s = st.lock().unwrap();
                         *s.hits.entry(path.clone()).or_default() += 1;
+                        s.heads.push(text.to_string());
                         (s.files.get(&path).cloned(), s.delay, s.hang)
                     };
                     if hang {

@@ -291,3 +291,62 @@ impl Nss {
         }
     }
 }
+
+/// Debian's tinyproxy, run in the foreground on a free loopback port with a configuration of
+/// its own (no system service touched); stopped when dropped.
+pub struct Tinyproxy {
+    pub port: u16,
+    log: PathBuf,
+    child: std::process::Child,
+}
+
+impl Tinyproxy {
+    pub fn start(dir: &Path) -> Tinyproxy {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = super::dead_port();
+        let log = dir.join("tinyproxy.log");
+        let conf = write_file(
+            dir,
+            "tinyproxy.conf",
+            format!(
+                "Port {port}\nListen 127.0.0.1\nTimeout 30\nLogFile \"{}\"\nLogLevel Info\n\
+                 MaxClients 16\nAllow 127.0.0.1\nDisableViaHeader No\n",
+                log.display()
+            )
+            .as_bytes(),
+        );
+        let child = Command::new("tinyproxy")
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("tinyproxy (Debian package tinyproxy)");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "tinyproxy did not listen on {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Tinyproxy { port, log, child }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// What the proxy logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
