@@ -6,7 +6,7 @@
 
 CARGO ?= cargo
 
-.PHONY: all deps build demo test test-package deb lint fmt schema bench audit fuzz fuzz-smoke clean
+.PHONY: all deps build demo test test-package deb lint fmt schema bench build-cost audit fuzz fuzz-smoke clean
 
 all: build
 
@@ -40,6 +40,10 @@ test-package: deb
 bench: deps
 	$(CARGO) build --release -p smime-agent-pkcs11
 	$(CARGO) bench --bench agent
+
+# The dependencies' cost (clean release build time, crates, binary size) into bench/BUILD.md.
+build-cost:
+	./bench/build-cost.sh
 
 lint: deps
 	$(CARGO) fmt --all -- --check

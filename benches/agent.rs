@@ -906,6 +906,12 @@ async fn main() {
     report.insert("footprint".into(), json!({"ready_ms": median(ready), "idle_rss_kib": idle_kib, "rss_1000_conns_kib": busy_kib}));
 
     md.push_str(&module_md);
+    // The build's cost is measured apart (bench/build-cost.sh, a clean release build) and
+    // kept with the report.
+    if let Ok(build) = std::fs::read_to_string(out_dir.join("BUILD.md")) {
+        md.push('\n');
+        md.push_str(&build);
+    }
 
     std::fs::write(
         out_dir.join("report.json"),
