@@ -22,6 +22,7 @@ use x509_cert::certificate::Raw;
 use x509_cert::crl::CertificateList;
 use x509_cert::name::Name;
 
+use super::dsa::DsaVerifier;
 use super::http::{self, FetchError};
 use super::proxy::Proxy;
 
@@ -63,6 +64,8 @@ impl CachedCrl {
 pub struct IssuerKey<'a> {
     pub name: &'a Name,
     pub spki: &'a SubjectPublicKeyInfoOwned,
+    /// DSA verification with the path's inherited parameters (RFC 3279 2.3.2).
+    pub dsa: &'a DsaVerifier,
 }
 
 /// Why no CRL could be had from a URL.
@@ -162,6 +165,7 @@ pub fn verify(crl: &CachedCrl, issuer: &IssuerKey<'_>) -> Result<(), String> {
         .map_err(|e| format!("the CRL does not parse ({e})"))?;
     let mut pe = certval::PkiEnvironment::new();
     pe.populate_5280_pki_environment();
+    pe.add_verify_signature_message_callback(issuer.dsa.clone());
     pe.verify_signature_message(
         &pe,
         &signed.tbs_field,

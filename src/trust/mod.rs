@@ -13,6 +13,7 @@
 mod aia;
 mod build;
 pub mod crl;
+mod dsa;
 pub mod http;
 pub mod path;
 pub mod proxy;

@@ -22,9 +22,10 @@ use certval::{CertificationPath, CertificationPathResults, Error as CvError, PDV
 
 use super::aia::fetch_aia;
 use super::build::{chain_of, search};
+use super::dsa::DsaVerifier;
 use super::reasons::path_problem;
 use super::revocation::revocation;
-use super::settings::{environment, settings};
+use super::settings::{environment_with, settings};
 use super::strict;
 use super::validation::{link, sha256, subject};
 use super::{CertOrigin, PoolCert, Trust};
@@ -246,7 +247,12 @@ pub(super) async fn validate(
             cand.intermediates.iter().map(|p| p.cert.clone()).collect(),
             target.clone(),
         );
-        let pe = environment();
+        let mut path_certs: Vec<
+            &x509_cert::certificate::CertificateInner<x509_cert::certificate::Raw>,
+        > = vec![cand.anchor.cert.decoded()];
+        path_certs.extend(cand.intermediates.iter().map(|p| p.cert.decoded()));
+        path_certs.push(target.decoded());
+        let pe = environment_with(DsaVerifier::for_path(&path_certs));
         let mut cpr = CertificationPathResults::new();
         if let Err(e) = pe.validate_path(&pe, &cps, &cp, &mut cpr) {
             let problem = match e {

@@ -22,8 +22,9 @@ use der::Decode;
 use super::Trust;
 use super::build::Candidate;
 use super::crl::{self, CachedCrl, CrlOrigin, IssuerKey};
+use super::dsa::DsaVerifier;
 use super::reasons::path_problem;
-use super::settings::environment;
+use super::settings::environment_with;
 use super::strict;
 use super::validation::{
     ChainLink, CrlCheck, Problem, ProblemCode, RevocationStatus, RevocationSummary, Validation,
@@ -70,6 +71,9 @@ pub(super) async fn revocation(
 
     let mut certs: Vec<&PDVCertificate> = cp.intermediates.iter().collect();
     certs.push(&cp.target);
+    let mut path_certs = vec![cand.anchor.cert.decoded()];
+    path_certs.extend(certs.iter().map(|c| c.decoded()));
+    let dsa = DsaVerifier::for_path(&path_certs);
     let mut checks: Vec<CrlCheck> = vec![];
     for (pos, cert) in certs.iter().enumerate() {
         let issuer_cert: &PDVCertificate = if pos == 0 {
@@ -94,6 +98,7 @@ pub(super) async fn revocation(
                 .decoded()
                 .tbs_certificate()
                 .subject_public_key_info(),
+            dsa: &dsa,
         };
         let mut urls = vec![];
         certval::collect_crl_dp_uris(cert, &mut urls);
@@ -179,7 +184,7 @@ pub(super) async fn revocation(
         checks.push(check);
     }
 
-    let mut pe = environment();
+    let mut pe = environment_with(dsa.clone());
     pe.add_crl_source(Box::new(source));
     let mut cpr = CertificationPathResults::new();
     let mut outcome = certval::check_revocation_local(&pe, cps, cp, &mut cpr);

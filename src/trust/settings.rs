@@ -8,11 +8,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use certval::{CertificationPathSettings, PkiEnvironment, TimeOfInterest};
 
+use super::dsa::DsaVerifier;
 use super::validation::PolicyInputs;
 
-pub(super) fn environment() -> PkiEnvironment {
+/// The environment, with DSA verification that knows the path's inherited DSA parameters.
+pub(super) fn environment_with(dsa: DsaVerifier) -> PkiEnvironment {
     let mut pe = PkiEnvironment::new();
     pe.populate_5280_pki_environment();
+    pe.add_verify_signature_message_callback(dsa);
     pe
 }
 
