@@ -7,12 +7,19 @@
 //! signed part, which a general MIME writer would not guarantee. Reads MIME with
 //! `mailparse`.
 
+use std::borrow::Cow;
+
 use base64::Engine as _;
 
 use super::SmimeError;
 
-/// Converts line ends to CRLF (a lone LF or lone CR becomes CRLF).
-pub fn canonicalize(input: &[u8]) -> Vec<u8> {
+/// Converts line ends to CRLF (a lone LF or lone CR becomes CRLF). Input whose line ends
+/// are all CRLF already (what most mail clients hand over) is borrowed, not copied: a large
+/// message is not duplicated for nothing.
+pub fn canonicalize(input: &[u8]) -> Cow<'_, [u8]> {
+    if is_canonical(input) {
+        return Cow::Borrowed(input);
+    }
     let mut out = Vec::with_capacity(input.len() + input.len() / 32);
     let mut i = 0;
     while i < input.len() {
@@ -28,7 +35,15 @@ pub fn canonicalize(input: &[u8]) -> Vec<u8> {
         }
         i += 1;
     }
-    out
+    Cow::Owned(out)
+}
+
+/// Every CR is followed by LF and every LF preceded by CR.
+fn is_canonical(input: &[u8]) -> bool {
+    memchr::memchr2_iter(b'\r', b'\n', input).all(|i| match input[i] {
+        b'\r' => input.get(i + 1) == Some(&b'\n'),
+        _ => i > 0 && input[i - 1] == b'\r',
+    })
 }
 
 /// Checks that canonical `entity` is a MIME entity: header fields, an empty line, a body.
@@ -258,9 +273,17 @@ mod tests {
 
     #[test]
     fn canonicalizes_every_line_end() {
-        assert_eq!(canonicalize(b"a\nb\r\nc\rd"), b"a\r\nb\r\nc\r\nd");
-        assert_eq!(canonicalize(b"\n\n"), b"\r\n\r\n");
-        assert_eq!(canonicalize(b""), b"");
+        assert_eq!(&*canonicalize(b"a\nb\r\nc\rd"), b"a\r\nb\r\nc\r\nd");
+        assert_eq!(&*canonicalize(b"\n\n"), b"\r\n\r\n");
+        assert_eq!(&*canonicalize(b"\r\r\n\n"), b"\r\n\r\n\r\n");
+        assert_eq!(&*canonicalize(b"a\r"), b"a\r\n");
+        assert_eq!(&*canonicalize(b"\na"), b"\r\na");
+        assert_eq!(&*canonicalize(b""), b"");
+        // Already canonical: borrowed, not copied.
+        for done in [&b"a\r\nb\r\n"[..], b"no line end", b"\r\n", b""] {
+            assert!(matches!(canonicalize(done), Cow::Borrowed(_)), "{done:?}");
+            assert_eq!(&*canonicalize(done), done);
+        }
     }
 
     #[test]
