@@ -13,6 +13,9 @@ use serde::Deserialize;
 
 use crate::alg::{ContentAlgorithm, DigestAlgorithm};
 
+mod directory;
+pub use directory::{Bind, DirectoryConfig, DirectoryKind, DirectoryServer};
+
 /// Where the configuration is read from when `--config` is not given.
 pub fn default_config_path() -> Option<PathBuf> {
     let base = match std::env::var_os("XDG_CONFIG_HOME") {
@@ -105,6 +108,9 @@ impl Config {
         self.trust.intermediates.iter_mut().for_each(fix);
         fix_opt(&mut self.revocation.cache_dir);
         fix_opt(&mut self.contacts.dir);
+        for server in &mut self.directory.server {
+            server.resolve_paths(fix);
+        }
     }
 }
 
@@ -456,28 +462,11 @@ pub struct ContactsConfig {
     pub dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DirectoryConfig {
-    /// [DLExpansionTimeout] Time to expand a distribution list; 0 disables encrypting to
-    /// lists.
-    #[serde(deserialize_with = "de_dword_ms")]
-    pub dl_expansion_timeout_ms: u64,
-}
-
-impl Default for DirectoryConfig {
-    fn default() -> Self {
-        DirectoryConfig {
-            dl_expansion_timeout_ms: 60_000,
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Value checks, run inside deserialization so errors carry the key's line.
 // ---------------------------------------------------------------------------------------
 
-fn in_range<'de, D: serde::Deserializer<'de>>(
+pub(crate) fn in_range<'de, D: serde::Deserializer<'de>>(
     d: D,
     min: u64,
     max: u64,
@@ -521,7 +510,7 @@ fn de_prompt_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::E
 }
 
 /// The seed's DWORD millisecond settings: 0 through 2147483647.
-fn de_dword_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(crate) fn de_dword_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     in_range(d, 0, 2_147_483_647, "the timeout")
 }
 
@@ -723,6 +712,29 @@ max_crl_bytes = 33554432
 # Time to expand a distribution list when encrypting, ms; 0 disables encrypting to
 # distribution lists.                                                [DLExpansionTimeout]
 dl_expansion_timeout_ms = 60000
+# Connecting to one LDAP server (TCP, TLS, StartTLS), ms (100 .. 600000).
+connect_timeout_ms = 5000
+# Each bind or search once connected, ms (100 .. 600000).
+search_timeout_ms = 10000
+# Seconds an answer (found or not found) is reused; 0 = ask every time. Failures are not kept.
+cache_ttl_secs = 600
+# Aliases of recipients (proxyAddresses, mailLocalAddress, mailAlternateAddress) find the
+# certificate of the entry's primary mail only with [policy] use_secondary_proxies.
+
+# LDAP servers, one [[directory.server]] table each, asked in order after the request's
+# certificates and the contacts: person entries, then contacts, then lists.
+# [[directory.server]]
+# url = "ldaps://ldap.example.org"     # ldap://, ldaps:// or ldapi://%2Frun%2Fslapd%2Fldapi
+# base_dn = "dc=example,dc=org"
+# kind = "openldap"        # openldap | ad: which default filters apply
+# bind = "anonymous"       # anonymous | simple (bind_dn, password_file) | sasl_external (ldapi)
+# bind_dn = "cn=mail-agent,ou=services,dc=example,dc=org"
+# password_file = "/home/me/.config/smime-agent/ldap-password"
+# starttls = false         # StartTLS on an ldap:// URL
+# ca_file = "/etc/ssl/certs/example-ca.pem"   # CAs for the server's TLS certificate
+# person_filter = "(&(objectClass=inetOrgPerson)(mail={address}))"   # {address}: escaped
+# contact_filter = "..."
+# list_filter = "..."
 "#;
 
 #[cfg(test)]
@@ -812,6 +824,76 @@ aliases = ["a@example.org"]
         assert_eq!(c.revocation.effective_connection_timeout_ms(), 60_000);
         let c = parse("[revocation]\ncrl_connection_timeout_ms = 5000\n").unwrap();
         assert_eq!(c.revocation.effective_connection_timeout_ms(), 5000);
+    }
+
+    #[test]
+    fn directory_servers_parse_with_their_bind() {
+        let c = parse(
+            r#"
+[directory]
+cache_ttl_secs = 0
+
+[[directory.server]]
+url = "ldap://ldap.example.org"
+base_dn = "dc=example,dc=org"
+bind = "simple"
+bind_dn = "cn=agent,dc=example,dc=org"
+password_file = "ldap-password"
+starttls = true
+
+[[directory.server]]
+url = "ldaps://dc1.example.org"
+base_dn = "dc=example,dc=org"
+kind = "ad"
+person_filter = "(&(objectClass=user)(mail={address}))"
+"#,
+        )
+        .unwrap();
+        let s = &c.directory.server;
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            s[0].bind,
+            Bind::Simple {
+                dn: "cn=agent,dc=example,dc=org".into(),
+                password_file: PathBuf::from("/base/ldap-password"),
+            }
+        );
+        assert_eq!(s[1].kind, DirectoryKind::Ad);
+        assert_eq!(c.directory.cache_ttl_secs, 0);
+    }
+
+    #[test]
+    fn unusable_directory_servers_are_refused() {
+        let server =
+            |body: &str| format!("[[directory.server]]\nbase_dn = \"dc=example,dc=org\"\n{body}");
+        for (body, says) in [
+            ("url = \"http://x\"\n", "must start with ldap://"),
+            ("url = \"ldap://\"\n", "names no host"),
+            (
+                "url = \"ldap://x\"\nbind = \"simple\"\n",
+                "needs bind_dn and password_file",
+            ),
+            (
+                "url = \"ldap://x\"\nbind = \"sasl_external\"\n",
+                "ldapi:// only",
+            ),
+            (
+                "url = \"ldaps://x\"\nstarttls = true\n",
+                "ldap:// URLs only",
+            ),
+            (
+                "url = \"ldap://x\"\nperson_filter = \"(mail=x)\"\n",
+                "no {address}",
+            ),
+            (
+                "url = \"ldap://x\"\nperson_filter = \"(mail={address}\"\n",
+                "not an LDAP filter",
+            ),
+            ("url = \"ldap://x\"\npasword_file = \"p\"\n", "pasword_file"),
+        ] {
+            let e = parse(&server(body)).unwrap_err();
+            assert!(e.contains(says), "{body:?} gave {e}");
+        }
     }
 
     #[test]
