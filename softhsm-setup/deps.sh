@@ -19,6 +19,8 @@ packages=(
   man-db groff-base
   # socket activation (systemd-socket-activate)
   systemd
+  # the real LDAP directory of tests/directory.rs (slapd run by the test, never as a service)
+  slapd ldap-utils
   # pip, for the NIST PKITS data (cryptography-vectors)
   python3 python3-pip
 )

@@ -155,6 +155,9 @@ pub async fn compose(ctx: &OpContext<'_>, p: ComposeParams) -> Result<ComposeRes
                             .filter(|f| {
                                 same_address(&f.address, sender)
                                     || g.iter().any(|a| same_address(a, &f.address))
+                                    || f.list
+                                        .as_deref()
+                                        .is_some_and(|l| g.iter().any(|a| same_address(a, l)))
                             })
                             .cloned()
                             .collect::<Vec<_>>(),
@@ -223,6 +226,7 @@ pub async fn compose(ctx: &OpContext<'_>, p: ComposeParams) -> Result<ComposeRes
                         serial: f.cert.serial_hex.clone(),
                         source: f.source.as_str().to_owned(),
                         key_transport: key_transport(&f.cert, policy.rsa_oaep).to_owned(),
+                        list: f.list.clone(),
                     });
                 }
             }

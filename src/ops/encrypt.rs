@@ -57,6 +57,7 @@ pub async fn encrypt(ctx: &OpContext<'_>, p: EncryptParams) -> Result<EncryptRes
                 serial: f.cert.serial_hex.clone(),
                 source: f.source.as_str().to_owned(),
                 key_transport: key_transport(&f.cert, cfg.policy.rsa_oaep).to_owned(),
+                list: f.list.clone(),
             })
             .collect(),
         warnings,

@@ -38,10 +38,13 @@ pub struct EnvelopeRecipient {
     pub address: String,
     pub subject: String,
     pub serial: String,
-    /// `request`, `contacts` or `own`.
+    /// `request`, `contacts`, `directory` or `own`.
     pub source: String,
     /// `rsa-pkcs1`, `rsa-oaep` or `ecdh`.
     pub key_transport: String,
+    /// The distribution list (as addressed) this recipient was expanded from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<String>,
 }
 
 /// Result of `encrypt`.
