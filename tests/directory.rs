@@ -10,16 +10,23 @@ use std::process::Command;
 use common::slapd::{ADMIN_DN, ADMIN_PASSWORD, Slapd, ldif_binary};
 use common::*;
 use smime_agent_proto::client::ClientError;
-use smime_agent_proto::{EncryptParams, EncryptResult, ErrorCode};
+use smime_agent_proto::{
+    ComposeParams, EncryptParams, EncryptResult, ErrorCode, Purpose, WhichParams,
+};
 
 const MSG: &str = "Content-Type: text/plain; charset=utf-8\r\n\r\nFrom the directory.\r\n";
 
 /// The PKI's certificates used: Bob (a person, alias robert@), Carol (a contact, her
 /// certificate in a userSMIMECertificate SignedData), Alice (revoked).
-const NAMES: &[&str] = &["bob-dual-rsa", "carol-san-rsa", "alice-enc-rsa"];
+const NAMES: &[&str] = &[
+    "bob-dual-rsa",
+    "carol-san-rsa",
+    "alice-enc-rsa",
+    "alice-enc-ec",
+];
 
 /// A PKI of the test's own whose CRLs a loopback server publishes (alice-enc-rsa
-/// revoked), and a slapd loaded with the people, contacts and lists below.
+/// revoked; alice-enc-ec is the sender's own key, on a token, for `compose`), and a slapd loaded with the people, contacts and lists below.
 struct Setup {
     dir: tempfile::TempDir,
     pki: PathBuf,
@@ -419,5 +426,103 @@ async fn directory_failures_name_their_cause_and_the_agent_keeps_serving() {
     let r = encrypt_to(&both, &["bob@example.org"])
         .await
         .expect("encrypt");
+    assert_eq!(r.recipients[0].source, "directory");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn which_for_encrypt_names_the_directory_and_compose_sends_a_list_one_envelope() {
+    let s = setup().await;
+    let hsm = SoftHsm::new(&s.dir.path().join("softhsm"));
+    hsm.add_token_from(&s.pki, "alice", PIN, &["alice-enc-ec"]);
+    let agent = Agent::start(
+        &s.dir.path().join("agent"),
+        AgentSpec {
+            softhsm: Some(&hsm),
+            trust: Some(trust_for(&s.pki)),
+            extra_config: format!("[directory]\n\n{}", s.server(ADMIN_PASSWORD)),
+            ..Default::default()
+        },
+    );
+    let client = agent.client().await;
+
+    // which --for encrypt: the address as a recipient, with its source.
+    let w = client
+        .which(WhichParams {
+            address: "bob@example.org".into(),
+            purpose: Purpose::Encrypt,
+        })
+        .await
+        .expect("which");
+    let rc = w
+        .recipient
+        .expect("which for encrypt explains the recipient");
+    assert_eq!(rc.found.len(), 1, "{rc:?}");
+    assert_eq!(rc.found[0].source, "directory");
+    assert!(rc.without_certificate.is_empty(), "{rc:?}");
+    let out = agent
+        .cli()
+        .args(["which", "--address", "team@example.org", "--for", "encrypt"])
+        .output()
+        .unwrap();
+    let text = ok("smime-agent which", &out);
+    assert!(
+        text.contains("bob@example.org: ")
+            && text.contains("source directory | member of team@example.org"),
+        "{text}"
+    );
+
+    // compose To: a list: one envelope for the list's members and the sender.
+    let message =
+        "From: alice@example.org\r\nTo: team@example.org\r\nSubject: hi\r\n\r\nTo the team.\r\n";
+    let r = client
+        .compose(ComposeParams {
+            content: message.as_bytes().to_vec().into(),
+            sign: false,
+            encrypt: true,
+            allow_unencrypted: false,
+            certificates: vec![],
+        })
+        .await
+        .expect("compose");
+    assert_eq!(r.messages.len(), 1);
+    assert_eq!(r.messages[0].recipients, ["team@example.org"]);
+    let mut to: Vec<(String, String)> = r
+        .encrypted_to
+        .iter()
+        .map(|e| (e.address.clone(), e.source.clone()))
+        .collect();
+    to.sort();
+    assert_eq!(
+        to,
+        [
+            ("alice@example.org".into(), "own".into()),
+            ("bob@example.org".into(), "directory".into()),
+            ("carol@example.org".into(), "directory".into()),
+        ]
+    );
+    let sent = &r.messages[0].mime.0;
+    for name in ["bob-dual-rsa", "carol-san-rsa"] {
+        let inner = s.decrypt_as(sent, name);
+        assert!(
+            String::from_utf8_lossy(&inner).contains("To the team."),
+            "{name}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_that_adds_a_server_takes_effect_at_once() {
+    let s = setup().await;
+    let agent = s.agent("agent", "", "");
+    let (_, why) = refused(encrypt_to(&agent, &["bob@example.org"]).await);
+    assert!(why.contains("no certificate known"), "{why}");
+    let mut cfg = std::fs::read_to_string(&agent.config).unwrap();
+    cfg.push_str(&format!("\n{}", s.server(ADMIN_PASSWORD)));
+    std::fs::write(&agent.config, cfg).unwrap();
+    let out = agent.cli().arg("reload").output().unwrap();
+    ok("smime-agent reload", &out);
+    let r = encrypt_to(&agent, &["bob@example.org"])
+        .await
+        .expect("encrypt after reload");
     assert_eq!(r.recipients[0].source, "directory");
 }

@@ -27,6 +27,21 @@ pub async fn find_certificates(
     request_certs: &[Vec<u8>],
     sender: Option<&str>,
 ) -> Result<Vec<Found>, OpError> {
+    let (found, missing) = find_all(ctx, addresses, request_certs, sender).await?;
+    if !missing.is_empty() {
+        return Err(OpError::RecipientsWithoutCertificate(missing));
+    }
+    Ok(found)
+}
+
+/// The certificates found for `addresses` and the sender, and every address without a
+/// usable one with the reason (`which` shows both).
+pub async fn find_all(
+    ctx: &OpContext<'_>,
+    addresses: &[String],
+    request_certs: &[Vec<u8>],
+    sender: Option<&str>,
+) -> Result<(Vec<Found>, Vec<(String, String)>), OpError> {
     let cfg = &ctx.services.config;
     let now = SystemTime::now();
     let mut wanted: Vec<&str> = vec![];
@@ -167,10 +182,7 @@ pub async fn find_certificates(
             Err(why) => missing.push((address.to_owned(), in_list(why))),
         }
     }
-    if !missing.is_empty() {
-        return Err(OpError::RecipientsWithoutCertificate(missing));
-    }
-    Ok(found)
+    Ok((found, missing))
 }
 
 /// Why a recipient whose signed mail said what their client decrypts can take none of the
@@ -313,6 +325,18 @@ pub fn smime_type(alg: ContentAlgorithm) -> &'static str {
     match alg {
         ContentAlgorithm::Aes128Gcm | ContentAlgorithm::Aes256Gcm => "authEnveloped-data",
         _ => "enveloped-data",
+    }
+}
+
+/// A found certificate as the protocol lists it.
+pub fn envelope_recipient(f: &Found, oaep: bool) -> smime_agent_proto::EnvelopeRecipient {
+    smime_agent_proto::EnvelopeRecipient {
+        address: f.address.clone(),
+        subject: f.cert.subject.clone(),
+        serial: f.cert.serial_hex.clone(),
+        source: f.source.as_str().to_owned(),
+        key_transport: key_transport(&f.cert, oaep).to_owned(),
+        list: f.list.clone(),
     }
 }
 
