@@ -78,10 +78,17 @@ fn people(pki: &Path) -> String {
         "garbage@example.org",
         &ldif_binary("userSMIMECertificate", b"this is not a PKCS#7 SignedData"),
     );
+    // Past the 1 MiB the agent reads of one answer, and past the 2 MiB it lets a server
+    // send on the connection of one lookup.
     l += &person(
         "huge",
         "huge@example.org",
-        &ldif_binary("userSMIMECertificate", &vec![0x30; 2 << 20]),
+        &ldif_binary("userSMIMECertificate", &vec![0x30; 3 << 19]),
+    );
+    l += &person(
+        "endless",
+        "endless@example.org",
+        &ldif_binary("userSMIMECertificate", &vec![0x30; 3 << 20]),
     );
     l += &format!(
         "dn: cn=Carol Example,ou=contacts,dc=example,dc=org\nobjectClass: person\n\
@@ -358,13 +365,19 @@ async fn directory_failures_name_their_cause_and_the_agent_keeps_serving() {
         }
     };
 
-    // A hostile answer: a garbage PKCS#7, an attribute larger than the agent reads.
+    // Hostile answers: a garbage PKCS#7, attributes larger than the agent reads.
     let agent = s.agent("agent", "", &s.server(ADMIN_PASSWORD));
     check(&agent, "garbage@example.org", &["not a PKCS#7 SignedData"]).await;
     check(
         &agent,
         "huge@example.org",
         &["refused answer", "larger than"],
+    )
+    .await;
+    check(
+        &agent,
+        "endless@example.org",
+        &["refused answer", "sent more than 2097152 bytes"],
     )
     .await;
 

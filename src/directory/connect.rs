@@ -7,21 +7,24 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings};
+use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, StdStream};
 
 use super::DirectoryError;
+use super::relay::Overrun;
 use crate::config::{Bind, DirectoryServer};
 
 /// Largest password file read.
 const MAX_PASSWORD_BYTES: u64 = 4096;
 
-/// Connects to `server` and binds. The connection's driver runs in a task of its own that
-/// ends when the returned handle is dropped (or unbinds).
+/// Connects to `server` and binds; `budget` bounds the bytes the server may send on the
+/// connection (`relay.rs`; not for ldapi://, a local socket). The connection's driver runs in
+/// a task of its own that ends when the returned handle is dropped (or unbinds).
 pub async fn open(
     server: &DirectoryServer,
     connect_timeout: Duration,
     op_timeout: Duration,
-) -> Result<Ldap, DirectoryError> {
+    budget: u64,
+) -> Result<(Ldap, Overrun), DirectoryError> {
     let url = server.url.as_str();
     let mut settings = LdapConnSettings::new()
         .set_conn_timeout(connect_timeout)
@@ -32,30 +35,40 @@ pub async fn open(
             why,
         })?);
     }
-    // ldap3's own timeout covers the TCP connect; this one the TLS handshake and StartTLS too.
-    let (conn, mut ldap) =
-        match tokio::time::timeout(connect_timeout, LdapConnAsync::with_settings(settings, url))
+    let connecting = async {
+        let mut overrun = Overrun::default();
+        if let Some((host, port)) = tcp_endpoint(url) {
+            let (stream, o) = super::relay::connect(&host, port, budget).await?;
+            settings = settings.set_std_stream(StdStream::Tcp(stream));
+            overrun = o;
+        }
+        let pair = LdapConnAsync::with_settings(settings, url)
             .await
-        {
-            Err(_) => {
-                return Err(DirectoryError::Timeout {
-                    server: url.to_owned(),
-                    what: "connecting",
-                    ms: connect_timeout.as_millis() as u64,
-                });
-            }
-            Ok(Err(e)) => {
-                return Err(DirectoryError::Connect {
-                    server: url.to_owned(),
-                    why: e.to_string(),
-                });
-            }
-            Ok(Ok(pair)) => pair,
-        };
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok::<_, std::io::Error>((pair, overrun))
+    };
+    // TCP, TLS and StartTLS, all within the connect timeout.
+    let ((conn, mut ldap), overrun) = match tokio::time::timeout(connect_timeout, connecting).await
+    {
+        Err(_) => {
+            return Err(DirectoryError::Timeout {
+                server: url.to_owned(),
+                what: "connecting",
+                ms: connect_timeout.as_millis() as u64,
+            });
+        }
+        Ok(Err(e)) => {
+            return Err(DirectoryError::Connect {
+                server: url.to_owned(),
+                why: e.to_string(),
+            });
+        }
+        Ok(Ok(done)) => done,
+    };
     ldap3::drive!(conn);
     ldap.with_timeout(op_timeout);
     let bound = match &server.bind {
-        Bind::Anonymous => return Ok(ldap),
+        Bind::Anonymous => return Ok((ldap, overrun)),
         Bind::Simple { dn, password_file } => {
             let password = read_password(password_file).map_err(|why| DirectoryError::Config {
                 server: url.to_owned(),
@@ -70,7 +83,7 @@ pub async fn open(
         _ => "by SASL EXTERNAL".to_owned(),
     };
     match bound {
-        Ok(r) if r.rc == 0 => Ok(ldap),
+        Ok(r) if r.rc == 0 => Ok((ldap, overrun)),
         Ok(r) => Err(DirectoryError::Bind {
             server: url.to_owned(),
             why: format!(
@@ -83,6 +96,23 @@ pub async fn open(
         }),
         Err(e) => Err(super::op_error(url, "binding", op_timeout, e)),
     }
+}
+
+/// The host and port of an ldap:// or ldaps:// URL (defaults 389 and 636); `None` for
+/// ldapi:// (and anything ldap3 would refuse anyway).
+fn tcp_endpoint(url: &str) -> Option<(String, u16)> {
+    let u = url::Url::parse(url).ok()?;
+    let default = match u.scheme() {
+        "ldap" => 389,
+        "ldaps" => 636,
+        _ => return None,
+    };
+    let host = match u.host()? {
+        url::Host::Domain(d) => d.to_owned(),
+        url::Host::Ipv4(a) => a.to_string(),
+        url::Host::Ipv6(a) => a.to_string(),
+    };
+    Some((host, u.port().unwrap_or(default)))
 }
 
 /// The password of a simple bind: the file's first line.

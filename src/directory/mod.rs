@@ -11,12 +11,14 @@
 //! - `filter.rs`: the address escaped and the filters.
 //! - `search.rs`: one bounded search.
 //! - `decode.rs`: entries, certificates and addresses out of an answer.
+//! - `relay.rs`: the bytes a server may send on a connection, bounded.
 //! - `cache.rs`: answers kept for their time to live.
 
 mod cache;
 mod connect;
 mod decode;
 mod filter;
+mod relay;
 mod search;
 
 use std::collections::{HashSet, VecDeque};
@@ -35,6 +37,10 @@ pub const MAX_LIST_MEMBERS: usize = 1000;
 const MAX_LIST_ENTRIES: usize = 2000;
 /// Deepest nesting of lists followed.
 const MAX_LIST_DEPTH: usize = 8;
+/// Most bytes a server may send on the connection of one lookup (one bounded search).
+const LOOKUP_BUDGET: u64 = 2 * search::MAX_ANSWER_BYTES as u64;
+/// Most bytes a server may send on the connection that expands one list.
+const EXPANSION_BUDGET: u64 = 32 << 20;
 
 /// Why a server gave no answer.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -80,6 +86,24 @@ fn op_error(
             server: server.to_owned(),
             why: format!("{what}: {e}"),
         },
+    }
+}
+
+/// A failure on a connection whose relay cut it off is the server's excess, not a network
+/// fault.
+fn overrun_error(
+    server: &str,
+    overrun: &relay::Overrun,
+    budget: u64,
+    e: DirectoryError,
+) -> DirectoryError {
+    if overrun.happened() {
+        DirectoryError::Limit {
+            server: server.to_owned(),
+            what: format!("the server sent more than {budget} bytes on one connection"),
+        }
+    } else {
+        e
     }
 }
 
@@ -193,7 +217,8 @@ impl Directory {
         server: &DirectoryServer,
         address: &str,
     ) -> Result<Option<Lookup>, DirectoryError> {
-        let mut ldap = connect::open(server, self.connect_timeout, self.op_timeout).await?;
+        let (mut ldap, overrun) =
+            connect::open(server, self.connect_timeout, self.op_timeout, LOOKUP_BUDGET).await?;
         let filter = filter::lookup_filter(server, address);
         let entries = search::search(
             &mut ldap,
@@ -203,7 +228,8 @@ impl Directory {
             &filter,
             self.op_timeout,
         )
-        .await;
+        .await
+        .map_err(|e| overrun_error(&server.url, &overrun, LOOKUP_BUDGET, e));
         let _ = ldap.unbind().await;
         let mut entries = entries?;
         entries.sort_by_key(|e| e.kind);
@@ -252,8 +278,14 @@ impl Directory {
         out.addresses = list.entry.member_addresses.clone();
         let mut read = 0usize;
         let run = async {
-            let mut ldap = match connect::open(server, self.connect_timeout, self.op_timeout).await
-            {
+            let opened = connect::open(
+                server,
+                self.connect_timeout,
+                self.op_timeout,
+                EXPANSION_BUDGET,
+            )
+            .await;
+            let (mut ldap, overrun) = match opened {
                 Ok(l) => l,
                 Err(e) => {
                     out.problems.push(e.to_string());
@@ -285,6 +317,12 @@ impl Directory {
                 )
                 .await;
                 match found.map(|mut v| v.pop()) {
+                    Err(e) if overrun.happened() => {
+                        let e = overrun_error(&server.url, &overrun, EXPANSION_BUDGET, e);
+                        out.problems.push(format!("at member {dn}: {e}"));
+                        queue.clear();
+                        break;
+                    }
                     Err(e) => out.problems.push(format!("member {dn}: {e}")),
                     Ok(None) => out.problems.push(format!("member {dn}: no such entry")),
                     Ok(Some(e)) if e.kind == EntryKind::List => {
