@@ -120,13 +120,79 @@ fn people(pki: &Path) -> String {
     l
 }
 
+/// A TLS server certificate for 127.0.0.1 from the PKI's issuing CA.
+fn server_certificate(pki: &Path) -> (PathBuf, PathBuf) {
+    let key = pki.join("ldap-server.key.pem");
+    let csr = pki.join("ldap-server.csr");
+    let cert = pki.join("ldap-server.pem");
+    let ext = write_file(
+        pki,
+        "ldap-server.ext",
+        b"basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\n\
+          extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1, DNS:localhost\n",
+    );
+    let p = path_str;
+    run(
+        "openssl",
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            p(&key),
+        ],
+    );
+    run(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-key",
+            p(&key),
+            "-subj",
+            "/CN=127.0.0.1",
+            "-out",
+            p(&csr),
+        ],
+    );
+    let (ca, ca_key) = (pki.join("ca.pem"), pki.join("ca.key.pem"));
+    run(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-in",
+            p(&csr),
+            "-CA",
+            p(&ca),
+            "-CAkey",
+            p(&ca_key),
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            p(&ext),
+            "-out",
+            p(&cert),
+        ],
+    );
+    (cert, key)
+}
+
 async fn setup() -> Setup {
     let crls = CrlServer::start().await;
     let dir = tempdir();
     let pki = pki_in(&dir.path().join("pki"), &crls.base_url(), NAMES);
     crls.publish("/ca.crl", make_crl(&pki, "ca", &["alice-enc-rsa"], 86400));
     crls.publish("/root-ca.crl", make_crl(&pki, "root", &[], 86400));
-    let slapd = Slapd::start(&dir.path().join("slapd"), &people(&pki));
+    let (cert, key) = server_certificate(&pki);
+    let slapd = Slapd::start_with(
+        &dir.path().join("slapd"),
+        &people(&pki),
+        Some((&cert, &key)),
+    );
     Setup {
         dir,
         pki,
@@ -538,4 +604,42 @@ async fn a_reload_that_adds_a_server_takes_effect_at_once() {
         .await
         .expect("encrypt after reload");
     assert_eq!(r.recipients[0].source, "directory");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ldaps_and_starttls_check_the_server_against_ca_file() {
+    let s = setup().await;
+    let chain = s.pki.join("chain.pem");
+    let servers = [
+        format!("url = \"{}\"\n", s.slapd.ldaps_url()),
+        format!("url = \"{}\"\nstarttls = true\n", s.slapd.url()),
+    ];
+    for (i, url) in servers.iter().enumerate() {
+        let agent = s.agent(
+            &format!("tls{i}"),
+            "",
+            &format!(
+                "[[directory.server]]\n{url}base_dn = \"dc=example,dc=org\"\nca_file = \"{}\"\n",
+                chain.display()
+            ),
+        );
+        let r = encrypt_to(&agent, &["bob@example.org"]).await.expect(url);
+        assert_eq!(r.recipients[0].source, "directory", "{url}");
+    }
+    // A CA file that does not vouch for the server: no connection.
+    let other = workspace_root().join("tests/data/signing/p256.pem");
+    let agent = s.agent(
+        "wrong-ca",
+        "",
+        &format!(
+            "[[directory.server]]\nurl = \"{}\"\nbase_dn = \"dc=example,dc=org\"\nca_file = \"{}\"\n",
+            s.slapd.ldaps_url(),
+            other.display()
+        ),
+    );
+    let (_, why) = refused(encrypt_to(&agent, &["bob@example.org"]).await);
+    assert!(
+        why.contains("cannot connect") && why.contains("certificate"),
+        "{why}"
+    );
 }

@@ -17,6 +17,8 @@ pub const ADMIN_PASSWORD: &str = "directory-secret";
 
 pub struct Slapd {
     pub port: u16,
+    /// The ldaps:// port, when started with a TLS certificate.
+    pub tls_port: Option<u16>,
     pub dir: PathBuf,
     child: Child,
 }
@@ -32,6 +34,12 @@ impl Slapd {
     /// Loads `ldif` (entries below [`SUFFIX`]; the suffix entry itself is added here) and
     /// starts slapd on a free loopback port.
     pub fn start(dir: &Path, ldif: &str) -> Slapd {
+        Self::start_with(dir, ldif, None)
+    }
+
+    /// As [`Slapd::start`], and with `tls` (certificate and key PEM files) also on an
+    /// ldaps:// port and for StartTLS.
+    pub fn start_with(dir: &Path, ldif: &str, tls: Option<(&Path, &Path)>) -> Slapd {
         let db = dir.join("db");
         std::fs::create_dir_all(&db).unwrap();
         let conf = dir.join("slapd.conf");
@@ -57,6 +65,19 @@ impl Slapd {
             dir = dir.display(),
             db = db.display(),
         );
+        // Global TLS settings go before the first database.
+        let text = match tls {
+            Some((cert, key)) => text.replacen(
+                "sizelimit unlimited\n",
+                &format!(
+                    "sizelimit unlimited\nTLSCertificateFile {}\nTLSCertificateKeyFile {}\n",
+                    cert.display(),
+                    key.display()
+                ),
+                1,
+            ),
+            None => text,
+        };
         std::fs::write(&conf, text).unwrap();
         let data = dir.join("data.ldif");
         let full = format!(
@@ -74,15 +95,17 @@ impl Slapd {
             .expect("slapadd runs (apt-get install slapd)");
         ok("slapadd", &out);
         let port = super::dead_port();
+        let tls_port = tls.map(|_| super::dead_port());
+        let mut urls = format!("ldap://127.0.0.1:{port}/ ldapi://{}", ldapi_path(dir));
+        if let Some(p) = tls_port {
+            urls.push_str(&format!(" ldaps://127.0.0.1:{p}/"));
+        }
         let log = std::fs::File::create(dir.join("slapd.log")).unwrap();
         let child = Command::new("slapd")
             .arg("-f")
             .arg(&conf)
             .arg("-h")
-            .arg(format!(
-                "ldap://127.0.0.1:{port}/ ldapi://{}",
-                ldapi_path(dir)
-            ))
+            .arg(urls)
             // -d keeps it in the foreground, a child of the test.
             .args(["-d", "0"])
             .stdin(Stdio::null())
@@ -92,11 +115,15 @@ impl Slapd {
             .expect("slapd starts (apt-get install slapd)");
         let mut s = Slapd {
             port,
+            tls_port,
             dir: dir.to_owned(),
             child,
         };
         let up = time_until(Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            [Some(port), tls_port]
+                .into_iter()
+                .flatten()
+                .all(|p| std::net::TcpStream::connect(("127.0.0.1", p)).is_ok())
         });
         if up.is_none() || s.child.try_wait().ok().flatten().is_some() {
             let log = std::fs::read_to_string(dir.join("slapd.log")).unwrap_or_default();
@@ -107,6 +134,14 @@ impl Slapd {
 
     pub fn url(&self) -> String {
         format!("ldap://127.0.0.1:{}", self.port)
+    }
+
+    /// Its ldaps:// URL (started with TLS).
+    pub fn ldaps_url(&self) -> String {
+        format!(
+            "ldaps://127.0.0.1:{}",
+            self.tls_port.expect("slapd started with TLS")
+        )
     }
 
     /// Its Unix socket (where SASL EXTERNAL knows the test's user by its credentials).
