@@ -235,3 +235,85 @@ fn de_directory_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Err
 fn de_directory_cache_ttl<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     in_range(d, 0, 86_400, "cache_ttl_secs")
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::{Path, PathBuf};
+
+    use super::*;
+    use crate::config::Config;
+
+    fn parse(text: &str) -> Result<Config, String> {
+        Config::parse(text, Path::new("test.toml"), Path::new("/base")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn directory_servers_parse_with_their_bind() {
+        let c = parse(
+            r#"
+[directory]
+cache_ttl_secs = 0
+
+[[directory.server]]
+url = "ldap://ldap.example.org"
+base_dn = "dc=example,dc=org"
+bind = "simple"
+bind_dn = "cn=agent,dc=example,dc=org"
+password_file = "ldap-password"
+starttls = true
+
+[[directory.server]]
+url = "ldaps://dc1.example.org"
+base_dn = "dc=example,dc=org"
+kind = "ad"
+person_filter = "(&(objectClass=user)(mail={address}))"
+"#,
+        )
+        .unwrap();
+        let s = &c.directory.server;
+        assert_eq!(s.len(), 2);
+        assert_eq!(
+            s[0].bind,
+            Bind::Simple {
+                dn: "cn=agent,dc=example,dc=org".into(),
+                password_file: PathBuf::from("/base/ldap-password"),
+            }
+        );
+        assert_eq!(s[1].kind, DirectoryKind::Ad);
+        assert_eq!(c.directory.cache_ttl_secs, 0);
+    }
+
+    #[test]
+    fn unusable_directory_servers_are_refused() {
+        let server =
+            |body: &str| format!("[[directory.server]]\nbase_dn = \"dc=example,dc=org\"\n{body}");
+        for (body, says) in [
+            ("url = \"http://x\"\n", "must start with ldap://"),
+            ("url = \"ldap://\"\n", "names no host"),
+            (
+                "url = \"ldap://x\"\nbind = \"simple\"\n",
+                "needs bind_dn and password_file",
+            ),
+            (
+                "url = \"ldap://x\"\nbind = \"sasl_external\"\n",
+                "ldapi:// only",
+            ),
+            (
+                "url = \"ldaps://x\"\nstarttls = true\n",
+                "ldap:// URLs only",
+            ),
+            (
+                "url = \"ldap://x\"\nperson_filter = \"(mail=x)\"\n",
+                "no {address}",
+            ),
+            (
+                "url = \"ldap://x\"\nperson_filter = \"(mail={address}\"\n",
+                "not an LDAP filter",
+            ),
+            ("url = \"ldap://x\"\npasword_file = \"p\"\n", "pasword_file"),
+        ] {
+            let e = parse(&server(body)).unwrap_err();
+            assert!(e.contains(says), "{body:?} gave {e}");
+        }
+    }
+}
