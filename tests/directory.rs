@@ -456,6 +456,10 @@ async fn directory_failures_name_their_cause_and_the_agent_keeps_serving() {
     )
     .await;
 
+    // An empty password file would make the bind an unauthenticated one: refused.
+    let empty = s.agent("empty", "", &s.server(""));
+    check(&empty, "bob@example.org", &["password file", "is empty"]).await;
+
     // Nothing listens.
     let port = dead_port();
     let unreachable = s.agent(

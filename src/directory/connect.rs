@@ -125,6 +125,14 @@ fn read_password(path: &std::path::Path) -> Result<zeroize::Zeroizing<String>, S
         .read_to_string(&mut text)
         .map_err(|e| format!("cannot read the password file {}: {e}", path.display()))?;
     let line = text.lines().next().unwrap_or("");
+    // An empty password makes a simple bind an unauthenticated one (RFC 4513 5.1.2), which
+    // servers may take as anonymous: never silently.
+    if line.is_empty() {
+        return Err(format!(
+            "the password file {} is empty (its first line is the password)",
+            path.display()
+        ));
+    }
     Ok(zeroize::Zeroizing::new(line.to_owned()))
 }
 

@@ -2,7 +2,7 @@
 //! LDAP servers of `[[directory.server]]` (ldap3 on tokio).
 //!
 //! Owns: asking the servers in order for an address (persons before contacts before lists),
-//! the answer cache, and expanding a list into its members' entries (nested lists, cycles,
+//! the answer cache, the number of connections open at once (8), and expanding a list into its members' entries (nested lists, cycles,
 //! size and time bounded). Every failure is a [`DirectoryError`] naming the server. Must not
 //! touch: judging certificates or choosing a recipient's (`recipients`, and the ops that
 //! call this), the ops or the server above it.
@@ -37,6 +37,9 @@ pub const MAX_LIST_MEMBERS: usize = 1000;
 const MAX_LIST_ENTRIES: usize = 2000;
 /// Deepest nesting of lists followed.
 const MAX_LIST_DEPTH: usize = 8;
+/// Most connections to the directory open at once, across all requests; more wait their
+/// turn (each holder is bounded by its timeouts).
+const MAX_CONNECTIONS: usize = 8;
 /// Most bytes a server may send on the connection of one lookup (one bounded search).
 const LOOKUP_BUDGET: u64 = 2 * search::MAX_ANSWER_BYTES as u64;
 /// Most bytes a server may send on the connection that expands one list.
@@ -163,6 +166,7 @@ pub struct Directory {
     connect_timeout: Duration,
     op_timeout: Duration,
     cache: cache::Cache<Lookup>,
+    connections: tokio::sync::Semaphore,
 }
 
 impl Directory {
@@ -176,6 +180,7 @@ impl Directory {
             connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
             op_timeout: Duration::from_millis(cfg.search_timeout_ms),
             cache: cache::Cache::new(Duration::from_secs(cfg.cache_ttl_secs)),
+            connections: tokio::sync::Semaphore::new(MAX_CONNECTIONS),
         })
     }
 
@@ -217,6 +222,7 @@ impl Directory {
         server: &DirectoryServer,
         address: &str,
     ) -> Result<Option<Lookup>, DirectoryError> {
+        let _turn = self.connections.acquire().await;
         let (mut ldap, overrun) =
             connect::open(server, self.connect_timeout, self.op_timeout, LOOKUP_BUDGET).await?;
         let filter = filter::lookup_filter(server, address);
@@ -278,6 +284,7 @@ impl Directory {
         out.addresses = list.entry.member_addresses.clone();
         let mut read = 0usize;
         let run = async {
+            let _turn = self.connections.acquire().await;
             let opened = connect::open(
                 server,
                 self.connect_timeout,
