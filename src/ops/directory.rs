@@ -93,24 +93,38 @@ pub(super) async fn lookup(
     let ex = dir.expand(&found, Duration::from_millis(ms)).await;
     let mut members = vec![];
     let mut missing = vec![];
+    let mut named: Vec<(String, Option<Entry>, String)> = vec![];
     for e in ex.members {
-        match e.mails.first() {
-            Some(m) => members.push(Member {
-                address: m.clone(),
-                list: address.to_owned(),
-                entry: Some(e),
-            }),
+        match e.mails.first().cloned() {
+            Some(m) => {
+                let dn = e.dn.clone();
+                named.push((m, Some(e), dn));
+            }
             None => missing.push((
                 e.dn.clone(),
                 format!("member of {address} without a mail address"),
             )),
         }
     }
-    members.extend(ex.addresses.into_iter().map(|a| Member {
-        address: a,
-        list: address.to_owned(),
-        entry: None,
+    named.extend(ex.addresses.into_iter().map(|a| {
+        let name = a.escape_debug().to_string();
+        (a, None, name)
     }));
+    // A member's address comes from the directory: held to the same rules as one a client
+    // gives (it ends up in the answer and in messages) before it is looked for.
+    for (member, entry, name) in named {
+        match crate::certs::address::check_address(&member) {
+            Ok(()) => members.push(Member {
+                address: member,
+                list: address.to_owned(),
+                entry,
+            }),
+            Err(e) => missing.push((
+                name,
+                format!("member of {address} with an address the agent does not accept: {e}"),
+            )),
+        }
+    }
     Some(Answer::List {
         members,
         unexpanded: unexpanded(&list, &ex.problems),
