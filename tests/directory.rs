@@ -108,7 +108,8 @@ fn people(pki: &Path) -> String {
     l += "dn: cn=all,ou=lists,dc=example,dc=org\nobjectClass: groupOfNames\n\
           objectClass: extensibleObject\ncn: all\nmail: all@example.org\n\
           member: cn=team,ou=lists,dc=example,dc=org\n\
-          member: uid=nocert,ou=people,dc=example,dc=org\n\n";
+          member: uid=nocert,ou=people,dc=example,dc=org\n\
+          rfc822MailMember: robert@example.org\nrfc822MailMember: not-an-address\n\n";
     // A list of 400 members (entries that do not exist): reading them takes longer than
     // the millisecond the expansion is given below.
     l += "dn: cn=big,ou=lists,dc=example,dc=org\nobjectClass: groupOfNames\n\
@@ -371,10 +372,16 @@ async fn a_nested_list_expands_to_its_members_and_lists_are_bounded() {
     assert_eq!(s.decrypt_as(&r.mime.0, "carol-san-rsa"), MSG.as_bytes());
 
     // A member without a certificate is listed like any recipient without one.
+    // A member named by an address the agent does not accept is one too; one named by a
+    // good address (Bob's alias) is found.
     let (who, why) = refused(encrypt_to(&agent, &["all@example.org"]).await);
-    assert_eq!(who, ["nocert@example.org"]);
+    assert_eq!(who, ["not-an-address", "nocert@example.org"]);
     assert!(
         why.contains("member of the distribution list all@example.org"),
+        "{why}"
+    );
+    assert!(
+        why.contains("an address the agent does not accept"),
         "{why}"
     );
 
