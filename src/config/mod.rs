@@ -318,7 +318,9 @@ pub struct PolicyConfig {
     /// [EncryptionAlgorithms] Content encryption algorithms, preferred first.
     #[serde(deserialize_with = "de_ciphers")]
     pub encryption_algorithms: Vec<ContentAlgorithm>,
-    /// [UseSecondaryProxiesWhenFindingCertificates] Match certificates on proxy addresses.
+    /// [UseSecondaryProxiesWhenFindingCertificates] Match certificates on proxy addresses:
+    /// the user's `[[identity]]` aliases, and recipients' aliases in the directory (the
+    /// certificate of the entry's primary `mail`).
     pub use_secondary_proxies: bool,
     /// RSA recipients get the content key with OAEP (SHA-256) instead of PKCS#1 v1.5.
     pub rsa_oaep: bool,
@@ -652,7 +654,8 @@ signing_algorithms = ["sha256"]
 # their signed mail; the list is also what the agent's signatures advertise.
 #                                                                    [EncryptionAlgorithms]
 encryption_algorithms = ["aes256-cbc", "aes128-cbc"]
-# Match certificates on an address's proxy addresses (aliases).
+# Match certificates on an address's proxy addresses (aliases): your own [[identity]]
+# aliases, and a recipient's aliases in the [directory] (their primary mail's certificate).
 #                                   [UseSecondaryProxiesWhenFindingCertificates]
 use_secondary_proxies = true
 # RSA recipients get the content key with RSA-OAEP (SHA-256) rather than PKCS#1 v1.5, which
