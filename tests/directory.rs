@@ -504,6 +504,49 @@ async fn directory_failures_name_their_cause_and_the_agent_keeps_serving() {
     .await;
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
 
+    // A server whose bind answer makes the LDAP client itself fail (a result that is not
+    // a sequence, on which ldap3 panics): an unreadable answer, and the agent goes on.
+    let hostile = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let hostile_port = hostile.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for c in hostile.incoming().take(8) {
+            let Ok(mut c) = c else { continue };
+            let mut buf = [0u8; 512];
+            let Ok(n) = c.read(&mut buf) else { continue };
+            // LDAPMessage ::= SEQUENCE { messageID INTEGER, ... }: answer with its id.
+            let header = if buf[1] < 0x80 {
+                2
+            } else {
+                2 + (buf[1] & 0x7f) as usize
+            };
+            if n < header + 2 || buf[header] != 0x02 {
+                continue;
+            }
+            let id = &buf[header + 2..header + 2 + buf[header + 1] as usize];
+            let mut answer = vec![0x30, (2 + id.len() + 3) as u8, 0x02, id.len() as u8];
+            answer.extend_from_slice(id);
+            answer.extend_from_slice(&[0x45, 0x01, 0x00]); // [APPLICATION 5], primitive
+            let _ = c.write_all(&answer);
+            std::thread::sleep(std::time::Duration::from_secs(5));
+        }
+    });
+    let malformed = s.agent(
+        "malformed",
+        "",
+        &format!(
+            "[[directory.server]]\nurl = \"ldap://127.0.0.1:{hostile_port}\"\nbase_dn = \"dc=example,dc=org\"\n\
+             bind = \"simple\"\nbind_dn = \"{ADMIN_DN}\"\npassword_file = \"{}\"\n",
+            write_file(s.dir.path(), "hostile-password", b"x\n").display()
+        ),
+    );
+    check(
+        &malformed,
+        "bob@example.org",
+        &["unreadable answer", "malformed answer"],
+    )
+    .await;
+
     // A failing first server does not hide a good second one.
     let both = s.agent(
         "both",

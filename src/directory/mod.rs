@@ -25,6 +25,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::FutureExt;
 use ldap3::Scope;
 
 use crate::config::{DirectoryConfig, DirectoryServer};
@@ -81,6 +82,15 @@ fn op_error(
             what,
             ms: timeout.as_millis() as u64,
         },
+        // ldap3 ends a search stream this way when its connection task stops, which it
+        // also does when it cannot read the server's answer.
+        ldap3::LdapError::EndOfStream => DirectoryError::Answer {
+            server: server.to_owned(),
+            why: format!(
+                "{what}: the answer ended early (the server closed the connection, or sent \
+                 what the LDAP client could not read)"
+            ),
+        },
         ldap3::LdapError::LdapResult { result } => DirectoryError::Search {
             server: server.to_owned(),
             why: result.to_string(),
@@ -89,6 +99,25 @@ fn op_error(
             server: server.to_owned(),
             why: format!("{what}: {e}"),
         },
+    }
+}
+
+/// What a panic of ldap3 on a server's answer is reported as.
+const CLIENT_FAILED: &str = "the LDAP client failed on a malformed answer";
+
+/// Runs a conversation with a server so that a panic inside ldap3 (it panics on some
+/// malformed answers, e.g. a result that is not a sequence) is an error for this lookup,
+/// not a request left without an answer.
+async fn guarded<T>(
+    server: &str,
+    f: impl std::future::Future<Output = Result<T, DirectoryError>>,
+) -> Result<T, DirectoryError> {
+    match std::panic::AssertUnwindSafe(f).catch_unwind().await {
+        Ok(r) => r,
+        Err(_) => Err(DirectoryError::Answer {
+            server: server.to_owned(),
+            why: CLIENT_FAILED.into(),
+        }),
     }
 }
 
@@ -223,6 +252,16 @@ impl Directory {
         address: &str,
     ) -> Result<Option<Lookup>, DirectoryError> {
         let _turn = self.connections.acquire().await;
+        guarded(&server.url, self.converse(index, server, address)).await
+    }
+
+    /// One lookup's conversation with a server.
+    async fn converse(
+        &self,
+        index: usize,
+        server: &DirectoryServer,
+        address: &str,
+    ) -> Result<Option<Lookup>, DirectoryError> {
         let (mut ldap, overrun) =
             connect::open(server, self.connect_timeout, self.op_timeout, LOOKUP_BUDGET).await?;
         let filter = filter::lookup_filter(server, address);
@@ -347,7 +386,17 @@ impl Directory {
             }
             let _ = ldap.unbind().await;
         };
-        if tokio::time::timeout(timeout, run).await.is_err() {
+        let guarded_run = std::panic::AssertUnwindSafe(run).catch_unwind();
+        let outcome = tokio::time::timeout(timeout, guarded_run).await;
+        if let Ok(Err(_panic)) = outcome {
+            out.problems.push(format!(
+                "{}",
+                DirectoryError::Answer {
+                    server: server.url.clone(),
+                    why: CLIENT_FAILED.into(),
+                }
+            ));
+        } else if outcome.is_err() {
             out.problems.push(format!(
                 "not expanded within dl_expansion_timeout_ms ({} ms): {} member entries not read",
                 timeout.as_millis(),
