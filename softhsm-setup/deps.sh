@@ -21,6 +21,8 @@ packages=(
   systemd
   # an HTTP proxy for CRL fetches (tests/crl.rs)
   tinyproxy
+  # the real LDAP directory of tests/directory.rs (slapd run by the test, never as a service)
+  slapd ldap-utils
   # pip, for the NIST PKITS data (cryptography-vectors)
   python3 python3-pip
 )

@@ -129,6 +129,7 @@ pub fn run(
         ));
         crate::presence::start(&presence);
         let contacts = crate::contacts::Contacts::new(config.contacts.dir.clone());
+        let directory = crate::directory::Directory::new(&config.directory).map(Arc::new);
         let services = Arc::new(Services {
             config,
             config_path,
@@ -138,6 +139,7 @@ pub fn run(
             presence,
             trust: Arc::new(trust),
             contacts,
+            directory,
             events,
             started: Instant::now(),
             socket_path: socket.clone(),

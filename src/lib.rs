@@ -16,6 +16,7 @@
 //! - [`certs`]: facts read from a certificate.
 //! - [`alg`]: the names and OIDs of the algorithms.
 //! - [`contacts`]: correspondents' certificates.
+//! - [`directory`]: other people's certificates and lists from LDAP servers.
 //! - [`recipients`]: finding the certificates to encrypt to.
 //! - [`agent`]: wiring and life cycle.
 
@@ -26,6 +27,7 @@ pub mod alg;
 pub mod certs;
 pub mod config;
 pub mod contacts;
+pub mod directory;
 pub mod log;
 pub mod oids;
 pub mod ops;

@@ -129,7 +129,9 @@ enum Command {
         conn: ConnArgs,
     },
     /// Show which certificate the agent would use for an address, and why; every candidate
-    /// and the reason each rejected one was rejected. Exits 0 when one would be used.
+    /// and the reason each rejected one was rejected; with --for encrypt, also the address
+    /// as a recipient (contacts, directory, lists) and the source of each certificate. Exits
+    /// 0 when one would be used.
     Which {
         /// The e-mail address.
         #[arg(long, value_name = "A")]

@@ -1,7 +1,7 @@
 //! Finding other people's certificates to encrypt to (behaviour.md section 5).
 //!
 //! Owns: the order of sources (certificates the client passed in the request, then the
-//! contacts store; a directory is not consulted yet), matching an address to a
+//! contacts store, then the directory's entry: the ops hand them in that order), matching an address to a
 //! certificate (subject, then subjectAltName), the usage, validity and strength rules for
 //! encryption, and validating the chosen certificate. Stops at the first valid
 //! certificate for the address. The user's own certificates are the store's business.
@@ -18,11 +18,17 @@ use crate::trust::{Trust, ValidationRequest};
 /// Weakest RSA key accepted for encryption.
 pub const MIN_RSA_BITS: usize = 2048;
 
+/// Why [`find`] found nothing: no certificate of any source carries the address.
+pub const NONE_KNOWN: &str = "no certificate known (pass one with the request, add it to the \
+                              contacts, or configure a [directory] that has it)";
+
 /// Where a certificate came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
     Request,
     Contacts,
+    /// An LDAP entry of `[directory]` (the address's own, or a list member's).
+    Directory,
     Own,
 }
 
@@ -31,6 +37,7 @@ impl Source {
         match self {
             Source::Request => "request",
             Source::Contacts => "contacts",
+            Source::Directory => "directory",
             Source::Own => "own",
         }
     }
@@ -42,6 +49,8 @@ pub struct Found {
     pub address: String,
     pub cert: Arc<CertFacts>,
     pub source: Source,
+    /// The distribution list this recipient was expanded from.
+    pub list: Option<String>,
 }
 
 /// Chooses the certificate to encrypt to `address` from the sources, in order. `Err` says
@@ -97,6 +106,7 @@ pub async fn find(
                         address: address.to_owned(),
                         cert: c.clone(),
                         source: *source,
+                        list: None,
                     });
                 }
                 reasons.push(format!(
@@ -108,7 +118,7 @@ pub async fn find(
         }
     }
     if reasons.is_empty() {
-        Err("no certificate known (pass one with the request, or add it to the contacts)".into())
+        Err(NONE_KNOWN.into())
     } else {
         Err(reasons.join("; "))
     }

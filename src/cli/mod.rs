@@ -446,8 +446,29 @@ pub fn which(socket: &Path, address: String, purpose: &str, json: bool) -> ExitC
                 x.subject, x.serial, x.token.label, x.reason, x.code
             );
         }
+        if let Some(rc) = &r.recipient {
+            println!("as a recipient:");
+            for f in &rc.found {
+                let list = f
+                    .list
+                    .as_ref()
+                    .map(|l| format!(" | member of {l}"))
+                    .unwrap_or_default();
+                println!(
+                    "  {}: {} | serial {} | source {}{list}",
+                    f.address, f.subject, f.serial, f.source
+                );
+            }
+            for m in &rc.without_certificate {
+                println!("  {}: no usable certificate: {}", m.address, m.reason);
+            }
+        }
     }
-    if r.chosen.is_some() {
+    let as_recipient = r
+        .recipient
+        .as_ref()
+        .is_some_and(|rc| !rc.found.is_empty() && rc.without_certificate.is_empty());
+    if r.chosen.is_some() || as_recipient {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_AGENT_ERROR)

@@ -11,7 +11,7 @@ use smime_agent_proto::{
     ComposeParams, ComposeResult, EnvelopeRecipient, OutgoingMessage, SignFormat,
 };
 
-use super::enveloping::{envelope_for, find_certificates, key_transport, smime_type};
+use super::enveloping::{envelope_for, envelope_recipient, find_certificates, smime_type};
 use super::signing::{default_format, sign_entity};
 use super::{OpContext, OpError};
 use crate::certs::address::same_address;
@@ -155,6 +155,9 @@ pub async fn compose(ctx: &OpContext<'_>, p: ComposeParams) -> Result<ComposeRes
                             .filter(|f| {
                                 same_address(&f.address, sender)
                                     || g.iter().any(|a| same_address(a, &f.address))
+                                    || f.list
+                                        .as_deref()
+                                        .is_some_and(|l| g.iter().any(|a| same_address(a, l)))
                             })
                             .cloned()
                             .collect::<Vec<_>>(),
@@ -217,13 +220,7 @@ pub async fn compose(ctx: &OpContext<'_>, p: ComposeParams) -> Result<ComposeRes
                     .iter()
                     .any(|e| same_address(&e.address, &f.address) && e.serial == f.cert.serial_hex)
                 {
-                    encrypted_to.push(EnvelopeRecipient {
-                        address: f.address.clone(),
-                        subject: f.cert.subject.clone(),
-                        serial: f.cert.serial_hex.clone(),
-                        source: f.source.as_str().to_owned(),
-                        key_transport: key_transport(&f.cert, policy.rsa_oaep).to_owned(),
-                    });
+                    encrypted_to.push(envelope_recipient(f, policy.rsa_oaep));
                 }
             }
             tracing::debug!(

@@ -12,6 +12,7 @@ use tokio::sync::broadcast;
 
 use crate::config::Config;
 use crate::contacts::Contacts;
+use crate::directory::Directory;
 use crate::presence::Presence;
 use crate::store::SessionStore;
 use crate::tokens::watcher::Readers;
@@ -37,6 +38,9 @@ pub struct Services {
     pub trust: Arc<Trust>,
     /// Correspondents' certificates.
     pub contacts: Contacts,
+    /// The LDAP servers of `[directory]`, asked after the request and the contacts; `None`
+    /// when none is configured.
+    pub directory: Option<Arc<Directory>>,
     /// Token, reader and validation events for subscribers.
     pub events: broadcast::Sender<Event>,
     pub started: Instant,

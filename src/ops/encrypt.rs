@@ -1,11 +1,11 @@
 //! `encrypt`: find every recipient's certificate (and the sender's own), encrypt once,
 //! wrap the content key for each (see [`super::enveloping`]).
 
-use smime_agent_proto::{EncryptParams, EncryptResult, EnvelopeRecipient};
+use smime_agent_proto::{EncryptParams, EncryptResult};
 use tracing::info;
 
 use super::enveloping::{
-    envelope_for, find_certificates, key_transport, requested_algorithm, smime_type,
+    envelope_for, envelope_recipient, find_certificates, requested_algorithm, smime_type,
 };
 use super::{OpContext, OpError};
 use crate::smime::mime;
@@ -51,13 +51,7 @@ pub async fn encrypt(ctx: &OpContext<'_>, p: EncryptParams) -> Result<EncryptRes
         algorithm: alg.as_str().to_owned(),
         recipients: found
             .iter()
-            .map(|f| EnvelopeRecipient {
-                address: f.address.clone(),
-                subject: f.cert.subject.clone(),
-                serial: f.cert.serial_hex.clone(),
-                source: f.source.as_str().to_owned(),
-                key_transport: key_transport(&f.cert, cfg.policy.rsa_oaep).to_owned(),
-            })
+            .map(|f| envelope_recipient(f, cfg.policy.rsa_oaep))
             .collect(),
         warnings,
     })

@@ -2,9 +2,11 @@
 //! the content algorithm all of them can take, one content key wrapped for each. Shared by
 //! `encrypt` and `compose`.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::directory::{Answer, Member};
 use super::{OpContext, OpError};
 use crate::alg::ContentAlgorithm;
 use crate::certs::CertFacts;
@@ -25,6 +27,21 @@ pub async fn find_certificates(
     request_certs: &[Vec<u8>],
     sender: Option<&str>,
 ) -> Result<Vec<Found>, OpError> {
+    let (found, missing) = find_all(ctx, addresses, request_certs, sender).await?;
+    if !missing.is_empty() {
+        return Err(OpError::RecipientsWithoutCertificate(missing));
+    }
+    Ok(found)
+}
+
+/// The certificates found for `addresses` and the sender, and every address without a
+/// usable one with the reason (`which` shows both).
+pub async fn find_all(
+    ctx: &OpContext<'_>,
+    addresses: &[String],
+    request_certs: &[Vec<u8>],
+    sender: Option<&str>,
+) -> Result<(Vec<Found>, Vec<(String, String)>), OpError> {
     let cfg = &ctx.services.config;
     let now = SystemTime::now();
     let mut wanted: Vec<&str> = vec![];
@@ -50,7 +67,18 @@ pub async fn find_certificates(
 
     let mut found = vec![];
     let mut missing = vec![];
-    for address in wanted {
+    let mut queue: VecDeque<Member> = wanted
+        .iter()
+        .map(|a| Member {
+            address: (*a).to_owned(),
+            list: String::new(),
+            entry: None,
+        })
+        .collect();
+    let mut count = queue.len();
+    while let Some(w) = queue.pop_front() {
+        let address = w.address.as_str();
+        let list = (!w.list.is_empty()).then(|| w.list.clone());
         // The sender's own encryption certificate comes first from their own tokens.
         if sender.is_some_and(|s| same_address(s, address)) {
             let snapshot = ctx.services.store.snapshot();
@@ -71,6 +99,7 @@ pub async fn find_certificates(
                     address: address.to_owned(),
                     cert: Arc::new(sel.cert.facts().clone()),
                     source: Source::Own,
+                    list,
                 });
                 continue;
             }
@@ -79,26 +108,81 @@ pub async fn find_certificates(
             (Source::Request, given.clone()),
             (Source::Contacts, ctx.services.contacts.find(address)),
         ];
-        match recipients::find(
+        let mut result = recipients::find(
             address,
             &sources,
             &ctx.services.trust,
             cfg.revocation.check_crl_on_send,
             now,
         )
-        .await
-        {
-            Ok(f) => match cannot_decrypt(ctx, &f.address) {
-                Some(why) => missing.push((address.to_owned(), why)),
-                None => found.push(f),
+        .await;
+        // Then the directory: a list member's own entry, read by the expansion, or a lookup.
+        if let Err(before) = &result {
+            let answer = match &w.entry {
+                Some(e) => Some(
+                    match super::directory::entry_certificate(ctx, address, e, now).await {
+                        Ok(f) => Answer::Found(f),
+                        Err(why) => Answer::Missing(format!(
+                            "{}directory entry {}: {why}",
+                            super::directory::earlier(before),
+                            e.dn
+                        )),
+                    },
+                ),
+                None => super::directory::lookup(ctx, address, before, list.is_some(), now).await,
+            };
+            match answer {
+                None => {}
+                Some(Answer::Found(f)) => result = Ok(f),
+                Some(Answer::Missing(why)) => result = Err(why),
+                Some(Answer::List {
+                    members,
+                    unexpanded,
+                    missing: without_mail,
+                }) => {
+                    if let Some(why) = unexpanded {
+                        missing.push((address.to_owned(), why));
+                    }
+                    missing.extend(without_mail);
+                    for m in members {
+                        let known = wanted.iter().any(|a| same_address(a, &m.address))
+                            || queue.iter().any(|q| same_address(&q.address, &m.address))
+                            || found
+                                .iter()
+                                .any(|f: &Found| same_address(&f.address, &m.address))
+                            || missing.iter().any(|(a, _)| same_address(a, &m.address));
+                        if known {
+                            continue;
+                        }
+                        count += 1;
+                        if count > MAX_RECIPIENTS {
+                            return Err(OpError::Smime(crate::smime::SmimeError::Limit(format!(
+                                "the distribution list {address} takes the message past \
+                                 {MAX_RECIPIENTS} recipients"
+                            ))));
+                        }
+                        queue.push_back(m);
+                    }
+                    continue;
+                }
+            }
+        }
+        let in_list = |why: String| match &list {
+            Some(l) => format!("member of the distribution list {l}: {why}"),
+            None => why,
+        };
+        match result {
+            Ok(mut f) => match cannot_decrypt(ctx, &f.address) {
+                Some(why) => missing.push((address.to_owned(), in_list(why))),
+                None => {
+                    f.list = list;
+                    found.push(f)
+                }
             },
-            Err(why) => missing.push((address.to_owned(), why)),
+            Err(why) => missing.push((address.to_owned(), in_list(why))),
         }
     }
-    if !missing.is_empty() {
-        return Err(OpError::RecipientsWithoutCertificate(missing));
-    }
-    Ok(found)
+    Ok((found, missing))
 }
 
 /// Why a recipient whose signed mail said what their client decrypts can take none of the
@@ -241,6 +325,18 @@ pub fn smime_type(alg: ContentAlgorithm) -> &'static str {
     match alg {
         ContentAlgorithm::Aes128Gcm | ContentAlgorithm::Aes256Gcm => "authEnveloped-data",
         _ => "enveloped-data",
+    }
+}
+
+/// A found certificate as the protocol lists it.
+pub fn envelope_recipient(f: &Found, oaep: bool) -> smime_agent_proto::EnvelopeRecipient {
+    smime_agent_proto::EnvelopeRecipient {
+        address: f.address.clone(),
+        subject: f.cert.subject.clone(),
+        serial: f.cert.serial_hex.clone(),
+        source: f.source.as_str().to_owned(),
+        key_transport: key_transport(&f.cert, oaep).to_owned(),
+        list: f.list.clone(),
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod compose;
 mod decrypt;
+mod directory;
 mod encrypt;
 mod enveloping;
 mod keys;

@@ -1,6 +1,6 @@
 //! `reload` (also SIGHUP and a change of the file): the configuration read again and the
 //! services that depend on it built anew (policy, identities, trust anchors and CRL
-//! settings, contacts, PIN source), around the same tokens, session store, modules, readers
+//! settings, contacts, the directory and its cache, PIN source), around the same tokens, session store, modules, readers
 //! and subscribers, so cached PINs and open sessions survive. A file that cannot be read or
 //! parsed is refused with its error and the old settings stay.
 //!
@@ -39,6 +39,7 @@ pub async fn reload(current: &Current) -> Result<ReloadResult, OpError> {
     let services = Arc::new(Services {
         contacts: crate::contacts::Contacts::new(config.contacts.dir.clone()),
         trust: Arc::new(trust),
+        directory: crate::directory::Directory::new(&config.directory).map(Arc::new),
         config,
         config_path: path.clone().or(old.config_path.clone()),
         store: old.store.clone(),

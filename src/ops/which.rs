@@ -1,9 +1,13 @@
 //! `which`: the certificate the agent would use for an address and an operation, every
-//! candidate, and why each rejected one was rejected.
+//! candidate, and why each rejected one was rejected; for `encrypt`, also what `encrypt`
+//! would use for the address as a recipient (contacts, directory, lists), with the source.
 
 use std::time::SystemTime;
 
-use smime_agent_proto::{Candidate, Chosen, Purpose, RejectedCert, WhichParams, WhichResult};
+use smime_agent_proto::{
+    Candidate, Chosen, Purpose, RecipientWithout, RejectedCert, WhichParams, WhichRecipient,
+    WhichResult,
+};
 
 use super::{OpContext, OpError, cert_info};
 use crate::certs::usage;
@@ -64,11 +68,32 @@ pub async fn which(ctx: &OpContext<'_>, p: WhichParams) -> Result<WhichResult, O
         certificate: cert_info(&s.cert, false),
         warnings: s.warnings.clone(),
     });
+    // For encrypt, the address as a recipient too: the contacts and the directory, lists
+    // expanded, exactly as `encrypt` finds them.
+    let recipient = match p.purpose {
+        Purpose::Encrypt => {
+            let (found, missing) =
+                super::enveloping::find_all(ctx, std::slice::from_ref(&p.address), &[], None)
+                    .await?;
+            Some(WhichRecipient {
+                found: found
+                    .iter()
+                    .map(|f| super::enveloping::envelope_recipient(f, cfg.policy.rsa_oaep))
+                    .collect(),
+                without_certificate: missing
+                    .into_iter()
+                    .map(|(address, reason)| RecipientWithout { address, reason })
+                    .collect(),
+            })
+        }
+        _ => None,
+    };
     Ok(WhichResult {
         address: p.address,
         purpose: p.purpose,
         candidates,
         chosen,
         rejected,
+        recipient,
     })
 }

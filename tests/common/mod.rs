@@ -13,6 +13,7 @@ pub mod card_agent;
 mod fixtures;
 pub mod module;
 pub mod peers;
+pub mod slapd;
 
 pub use fixtures::*;
 

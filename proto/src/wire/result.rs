@@ -38,10 +38,13 @@ pub struct EnvelopeRecipient {
     pub address: String,
     pub subject: String,
     pub serial: String,
-    /// `request`, `contacts` or `own`.
+    /// `request`, `contacts`, `directory` or `own`.
     pub source: String,
     /// `rsa-pkcs1`, `rsa-oaep` or `ecdh`.
     pub key_transport: String,
+    /// The distribution list (as addressed) this recipient was expanded from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub list: Option<String>,
 }
 
 /// Result of `encrypt`.
@@ -171,6 +174,27 @@ pub struct WhichResult {
     pub chosen: Option<Chosen>,
     /// The candidates that were not used, each with the reason.
     pub rejected: Vec<RejectedCert>,
+    /// `for = encrypt`: what `encrypt` would use for the address as someone else's (the
+    /// request's certificates aside): the certificates found with their source, and the
+    /// addresses without a usable one (a distribution list gives one per member).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recipient: Option<WhichRecipient>,
+}
+
+/// `which` for `encrypt`: the address as a recipient.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct WhichRecipient {
+    /// The certificates `encrypt` would use, as its result lists them.
+    pub found: Vec<EnvelopeRecipient>,
+    /// The addresses without a usable certificate, each with the reason.
+    pub without_certificate: Vec<RecipientWithout>,
+}
+
+/// A recipient without a usable certificate.
+#[derive(Clone, Debug, Serialize, Deserialize, JsonSchema)]
+pub struct RecipientWithout {
+    pub address: String,
+    pub reason: String,
 }
 
 /// A certificate that matched the address.

@@ -13,6 +13,9 @@ use serde::Deserialize;
 
 use crate::alg::{ContentAlgorithm, DigestAlgorithm};
 
+mod directory;
+pub use directory::{Bind, DirectoryConfig, DirectoryKind, DirectoryServer};
+
 /// Where the configuration is read from when `--config` is not given.
 pub fn default_config_path() -> Option<PathBuf> {
     let base = match std::env::var_os("XDG_CONFIG_HOME") {
@@ -105,6 +108,9 @@ impl Config {
         self.trust.intermediates.iter_mut().for_each(fix);
         fix_opt(&mut self.revocation.cache_dir);
         fix_opt(&mut self.contacts.dir);
+        for server in &mut self.directory.server {
+            server.resolve_paths(fix);
+        }
     }
 }
 
@@ -312,7 +318,9 @@ pub struct PolicyConfig {
     /// [EncryptionAlgorithms] Content encryption algorithms, preferred first.
     #[serde(deserialize_with = "de_ciphers")]
     pub encryption_algorithms: Vec<ContentAlgorithm>,
-    /// [UseSecondaryProxiesWhenFindingCertificates] Match certificates on proxy addresses.
+    /// [UseSecondaryProxiesWhenFindingCertificates] Match certificates on proxy addresses:
+    /// the user's `[[identity]]` aliases, and recipients' aliases in the directory (the
+    /// certificate of the entry's primary `mail`).
     pub use_secondary_proxies: bool,
     /// RSA recipients get the content key with OAEP (SHA-256) instead of PKCS#1 v1.5.
     pub rsa_oaep: bool,
@@ -464,28 +472,11 @@ pub struct ContactsConfig {
     pub dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DirectoryConfig {
-    /// [DLExpansionTimeout] Time to expand a distribution list; 0 disables encrypting to
-    /// lists.
-    #[serde(deserialize_with = "de_dword_ms")]
-    pub dl_expansion_timeout_ms: u64,
-}
-
-impl Default for DirectoryConfig {
-    fn default() -> Self {
-        DirectoryConfig {
-            dl_expansion_timeout_ms: 60_000,
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------
 // Value checks, run inside deserialization so errors carry the key's line.
 // ---------------------------------------------------------------------------------------
 
-fn in_range<'de, D: serde::Deserializer<'de>>(
+pub(crate) fn in_range<'de, D: serde::Deserializer<'de>>(
     d: D,
     min: u64,
     max: u64,
@@ -529,7 +520,7 @@ fn de_prompt_timeout<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::E
 }
 
 /// The seed's DWORD millisecond settings: 0 through 2147483647.
-fn de_dword_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+pub(crate) fn de_dword_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     in_range(d, 0, 2_147_483_647, "the timeout")
 }
 
@@ -671,7 +662,8 @@ signing_algorithms = ["sha256"]
 # their signed mail; the list is also what the agent's signatures advertise.
 #                                                                    [EncryptionAlgorithms]
 encryption_algorithms = ["aes256-cbc", "aes128-cbc"]
-# Match certificates on an address's proxy addresses (aliases).
+# Match certificates on an address's proxy addresses (aliases): your own [[identity]]
+# aliases, and a recipient's aliases in the [directory] (their primary mail's certificate).
 #                                   [UseSecondaryProxiesWhenFindingCertificates]
 use_secondary_proxies = true
 # RSA recipients get the content key with RSA-OAEP (SHA-256) rather than PKCS#1 v1.5, which
@@ -736,6 +728,29 @@ max_crl_bytes = 33554432
 # Time to expand a distribution list when encrypting, ms; 0 disables encrypting to
 # distribution lists.                                                [DLExpansionTimeout]
 dl_expansion_timeout_ms = 60000
+# Connecting to one LDAP server (TCP, TLS, StartTLS), ms (100 .. 600000).
+connect_timeout_ms = 5000
+# Each bind or search once connected, ms (100 .. 600000).
+search_timeout_ms = 10000
+# Seconds an answer (found or not found) is reused; 0 = ask every time. Failures are not kept.
+cache_ttl_secs = 600
+# Aliases of recipients (proxyAddresses, mailLocalAddress, mailAlternateAddress) find the
+# certificate of the entry's primary mail only with [policy] use_secondary_proxies.
+
+# LDAP servers, one [[directory.server]] table each, asked in order after the request's
+# certificates and the contacts: person entries, then contacts, then lists.
+# [[directory.server]]
+# url = "ldaps://ldap.example.org"     # ldap://, ldaps:// or ldapi://%2Frun%2Fslapd%2Fldapi
+# base_dn = "dc=example,dc=org"
+# kind = "openldap"        # openldap | ad: which default filters apply
+# bind = "anonymous"       # anonymous | simple (bind_dn, password_file) | sasl_external (ldapi)
+# bind_dn = "cn=mail-agent,ou=services,dc=example,dc=org"
+# password_file = "/home/me/.config/smime-agent/ldap-password"
+# starttls = false         # StartTLS on an ldap:// URL
+# ca_file = "/etc/ssl/certs/example-ca.pem"   # CAs for the server's TLS certificate
+# person_filter = "(&(objectClass=inetOrgPerson)(mail={address}))"   # {address}: escaped
+# contact_filter = "..."
+# list_filter = "..."
 "#;
 
 #[cfg(test)]
