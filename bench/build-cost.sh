@@ -7,6 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target=$(mktemp -d)
 trap 'rm -rf "$target"' EXIT
+load_before=$(cut -d' ' -f1 /proc/loadavg)
 start=$(date +%s.%N)
 CARGO_TARGET_DIR="$target" cargo build --release --locked --bin smime-agent 2>"$target/log"
 end=$(date +%s.%N)
@@ -24,6 +25,6 @@ secs=$(awk -v a="$start" -v b="$end" 'BEGIN { print b - a }')
   printf '| release binary, stripped | %.1f MB |\n' "$(awk -v s="$size" 'BEGIN { print s / 1000000 }')"
   echo "| crates in two versions (\`cargo tree -d -e normal\`) | ${dups:-none} |"
   echo
-  echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') at $(git rev-parse --short HEAD) with \`bench/build-cost.sh\` ($(nproc) CPUs)."
+  echo "Measured $(date -u '+%Y-%m-%d %H:%M UTC') at $(git rev-parse --short HEAD) with \`bench/build-cost.sh\` ($(nproc) CPUs; load average $load_before when it started: above 0.5 the time is an upper bound)."
 } > bench/BUILD.md
 cat bench/BUILD.md
