@@ -228,7 +228,8 @@ impl Setup {
         );
         format!(
             "[[directory.server]]\nurl = \"{}\"\nbase_dn = \"dc=example,dc=org\"\n\
-             bind = \"simple\"\nbind_dn = \"{ADMIN_DN}\"\npassword_file = \"{}\"\n",
+             bind = \"simple\"\nbind_dn = \"{ADMIN_DN}\"\npassword_file = \"{}\"\n\
+             allow_plaintext_bind = true\n",
             self.slapd.url(),
             pw.display()
         )
@@ -536,7 +537,8 @@ async fn directory_failures_name_their_cause_and_the_agent_keeps_serving() {
         "",
         &format!(
             "[[directory.server]]\nurl = \"ldap://127.0.0.1:{hostile_port}\"\nbase_dn = \"dc=example,dc=org\"\n\
-             bind = \"simple\"\nbind_dn = \"{ADMIN_DN}\"\npassword_file = \"{}\"\n",
+             bind = \"simple\"\nbind_dn = \"{ADMIN_DN}\"\npassword_file = \"{}\"\n\
+             allow_plaintext_bind = true\n",
             write_file(s.dir.path(), "hostile-password", b"x\n").display()
         ),
     );

@@ -99,6 +99,8 @@ struct RawServer {
     password_file: Option<PathBuf>,
     #[serde(default)]
     starttls: bool,
+    #[serde(default)]
+    allow_plaintext_bind: bool,
     ca_file: Option<PathBuf>,
     person_filter: Option<String>,
     contact_filter: Option<String>,
@@ -182,6 +184,22 @@ impl TryFrom<RawServer> for DirectoryServer {
                 Bind::SaslExternal
             }
         };
+        // A password never crosses the network in the clear unless the user says so, and a
+        // CA file on a connection without TLS would be silently useless.
+        let plain = scheme.as_deref() == Some("ldap") && !r.starttls;
+        if plain && matches!(bind, Bind::Simple { .. }) && !r.allow_plaintext_bind {
+            return Err(format!(
+                "bind = \"simple\" on {:?} would send the password unencrypted: use ldaps://, \
+                 starttls = true, or (on a network you trust) allow_plaintext_bind = true",
+                r.url
+            ));
+        }
+        if plain && r.ca_file.is_some() {
+            return Err(format!(
+                "ca_file has no use on {:?} without TLS: use ldaps:// or starttls = true",
+                r.url
+            ));
+        }
         for (key, f) in [
             ("person_filter", &r.person_filter),
             ("contact_filter", &r.contact_filter),
@@ -311,9 +329,23 @@ person_filter = "(&(objectClass=user)(mail={address}))"
                 "not an LDAP filter",
             ),
             ("url = \"ldap://x\"\npasword_file = \"p\"\n", "pasword_file"),
+            (
+                "url = \"ldap://x\"\nbind = \"simple\"\nbind_dn = \"cn=a\"\npassword_file = \"p\"\n",
+                "would send the password unencrypted",
+            ),
+            (
+                "url = \"ldap://x\"\nca_file = \"ca.pem\"\n",
+                "ca_file has no use",
+            ),
         ] {
             let e = parse(&server(body)).unwrap_err();
             assert!(e.contains(says), "{body:?} gave {e}");
         }
+        // Said on purpose, a clear-text bind is accepted.
+        parse(&server(
+            "url = \"ldap://x\"\nbind = \"simple\"\nbind_dn = \"cn=a\"\npassword_file = \"p\"\n\
+             allow_plaintext_bind = true\n",
+        ))
+        .unwrap();
     }
 }

@@ -24,6 +24,9 @@ use zeroize::Zeroizing;
 
 /// Most key-derivation iterations accepted (OpenSSL writes 2048 to 600,000).
 const MAX_ITERATIONS: u32 = 10_000_000;
+/// Most encrypted parts (safes and shrouded keys) one file may make the reader decrypt:
+/// each costs up to three key derivations of `MAX_ITERATIONS`. OpenSSL writes two.
+const MAX_DECRYPTIONS: usize = 4;
 
 mod oid {
     use der::asn1::ObjectIdentifier as O;
@@ -197,7 +200,8 @@ fn kdf(
         let len = v * src.len().div_ceil(v);
         src.iter().copied().cycle().take(len).collect()
     };
-    let mut i = Zeroizing::new([fill(salt), fill(password)].concat());
+    let mut i = Zeroizing::new(fill(salt));
+    i.extend_from_slice(&Zeroizing::new(fill(password)));
     let mut d = Zeroizing::new(vec![id; v]);
     let mut out = Zeroizing::new(Vec::with_capacity(n + u));
     while out.len() < n {
@@ -212,7 +216,7 @@ fn kdf(
             break;
         }
         // I_j = (I_j + B + 1) mod 2^(8v), B = A repeated to v bytes.
-        let b: Vec<u8> = a.iter().copied().cycle().take(v).collect();
+        let b: Zeroizing<Vec<u8>> = Zeroizing::new(a.iter().copied().cycle().take(v).collect());
         for block in i.chunks_mut(v) {
             let mut carry = 1u16;
             for k in (0..v).rev() {
@@ -344,9 +348,30 @@ pub(crate) fn read(data: &[u8], password: &str) -> Result<Contents, Error> {
         ));
     }
     let content: OctetString = reparse(&pfx.auth_safe.content, "authSafe")?;
-    let bmp_password = match &pfx.mac_data {
-        Some(mac) => check_mac(mac, content.as_bytes(), password)?,
-        None => bmp(password),
+    let (bmp_password, mac_verified) = match &pfx.mac_data {
+        Some(mac) => (check_mac(mac, content.as_bytes(), password)?, true),
+        None => (bmp(password), false),
+    };
+    // What decrypted bytes fail to be: with a verified MAC the passphrase was right and the
+    // file is damaged; without a MAC nothing tells a wrong passphrase from damage, and no
+    // detail is given, as a detail that depends on decrypted bytes would be a padding oracle.
+    let after_decrypt = |what: &str| {
+        if mac_verified {
+            Error::Unusable(format!("the PKCS#12 file is damaged ({what})"))
+        } else {
+            Error::Passphrase
+        }
+    };
+    let mut decryptions = 0;
+    let mut decrypt_once = |alg: &AlgorithmIdentifierOwned, ct: &[u8], what: &str| {
+        decryptions += 1;
+        if decryptions > MAX_DECRYPTIONS {
+            return Err(bad(format!("more than {MAX_DECRYPTIONS} encrypted parts")));
+        }
+        decrypt(alg, ct, password, &bmp_password).map_err(|e| match e {
+            Error::Passphrase => after_decrypt(what),
+            other => other,
+        })
     };
     let safes = Vec::<cms::content_info::ContentInfo>::from_der(content.as_bytes()).map_err(bad)?;
     let mut out = Contents {
@@ -354,11 +379,14 @@ pub(crate) fn read(data: &[u8], password: &str) -> Result<Contents, Error> {
         certs: vec![],
     };
     for safe in &safes {
-        let bags: Zeroizing<Vec<u8>> = match safe.content_type {
-            oid::DATA => Zeroizing::new(
-                reparse::<OctetString>(&safe.content, "safe")?
-                    .into_bytes()
-                    .into_vec(),
+        let (bags, decrypted): (Zeroizing<Vec<u8>>, bool) = match safe.content_type {
+            oid::DATA => (
+                Zeroizing::new(
+                    reparse::<OctetString>(&safe.content, "safe")?
+                        .into_bytes()
+                        .into_vec(),
+                ),
+                false,
             ),
             oid::ENCRYPTED_DATA => {
                 let ed: cms::encrypted_data::EncryptedData =
@@ -367,12 +395,10 @@ pub(crate) fn read(data: &[u8], password: &str) -> Result<Contents, Error> {
                 let Some(ct) = &info.encrypted_content else {
                     continue;
                 };
-                decrypt(
-                    &info.content_enc_alg,
-                    ct.as_bytes(),
-                    password,
-                    &bmp_password,
-                )?
+                (
+                    decrypt_once(&info.content_enc_alg, ct.as_bytes(), "an encrypted safe")?,
+                    true,
+                )
             }
             other => {
                 return Err(Error::Unusable(format!(
@@ -380,22 +406,35 @@ pub(crate) fn read(data: &[u8], password: &str) -> Result<Contents, Error> {
                 )));
             }
         };
-        for bag in Vec::<SafeBag>::from_der(&bags).map_err(bad)? {
+        // A parse error in bytes that came out of a decryption is classified like it.
+        let unreadable = |e: Error, what: &str| if decrypted { after_decrypt(what) } else { e };
+        let bag_list = Vec::<SafeBag>::from_der(&bags)
+            .map_err(|e| unreadable(bad(e), "its bags do not parse"))?;
+        for bag in bag_list {
             match bag.bag_id {
                 oid::KEY_BAG if out.key.is_none() => {
-                    out.key = Some(Zeroizing::new(bag.bag_value.to_der().map_err(bad)?));
+                    let key = Zeroizing::new(bag.bag_value.to_der().map_err(bad)?);
+                    if !is_private_key_info(&key) {
+                        return Err(unreadable(bad("a key bag is not PKCS#8"), "a key"));
+                    }
+                    out.key = Some(key);
                 }
                 oid::SHROUDED_KEY_BAG if out.key.is_none() => {
-                    let epki: EncryptedPrivateKeyInfo = reparse(&bag.bag_value, "shrouded key")?;
-                    out.key = Some(decrypt(
+                    let epki: EncryptedPrivateKeyInfo = reparse(&bag.bag_value, "shrouded key")
+                        .map_err(|e| unreadable(e, "a shrouded key"))?;
+                    let key = decrypt_once(
                         &epki.algorithm,
                         epki.encrypted_data.as_bytes(),
-                        password,
-                        &bmp_password,
-                    )?);
+                        "a shrouded key",
+                    )?;
+                    if !is_private_key_info(&key) {
+                        return Err(after_decrypt("the decrypted key is not PKCS#8"));
+                    }
+                    out.key = Some(key);
                 }
                 oid::CERT_BAG => {
-                    let cb: CertBag = reparse(&bag.bag_value, "certificate bag")?;
+                    let cb: CertBag = reparse(&bag.bag_value, "certificate bag")
+                        .map_err(|e| unreadable(e, "a certificate bag"))?;
                     if cb.cert_id == oid::X509_CERTIFICATE {
                         out.certs.push(cb.cert_value.into_bytes().into_vec());
                     }
@@ -406,6 +445,11 @@ pub(crate) fn read(data: &[u8], password: &str) -> Result<Contents, Error> {
         }
     }
     Ok(out)
+}
+
+/// Whether `der` is a PKCS#8 PrivateKeyInfo (what a key bag holds).
+fn is_private_key_info(der: &[u8]) -> bool {
+    rsa::pkcs8::PrivateKeyInfoRef::from_der(der).is_ok()
 }
 
 #[cfg(test)]

@@ -27,17 +27,23 @@ const DSA_WITH_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840
 #[derive(Default, Clone)]
 pub struct DsaVerifier {
     /// The DER of a parameterless DSA key's public value -> the DER of the Dss-Parms it
-    /// inherits.
-    inherited: HashMap<Vec<u8>, Vec<u8>>,
+    /// inherits; `None` when the path gives that value two different parameter sets, so
+    /// that nothing verifies with it.
+    inherited: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl DsaVerifier {
-    /// For a path given anchor first: each DSA key without parameters inherits those of the
-    /// nearest key above it that has them.
+    /// For a path given anchor first, target last: each issuer's DSA key without parameters
+    /// inherits those of the nearest key above it that has them. Built before anything in
+    /// the path is verified, so a later certificate must not be able to re-parameterize an
+    /// earlier key: the first parameters found for a public value stand, a second, different
+    /// set makes that value unusable, and the target's key (which signs nothing in the path)
+    /// is left out.
     pub(super) fn for_path(anchor_first: &[&CertificateInner<Raw>]) -> DsaVerifier {
-        let mut inherited = HashMap::new();
+        let mut inherited: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
         let mut current: Option<Vec<u8>> = None;
-        for cert in anchor_first {
+        let issuers = &anchor_first[..anchor_first.len().saturating_sub(1)];
+        for cert in issuers {
             let spki = &cert.tbs_certificate().subject_public_key_info();
             if spki.algorithm.oid != ID_DSA {
                 current = None;
@@ -51,9 +57,16 @@ impl DsaVerifier {
             {
                 Some(params) => current = Some(params),
                 None => {
-                    if let Some(params) = &current {
-                        inherited
-                            .insert(spki.subject_public_key.raw_bytes().to_vec(), params.clone());
+                    let Some(params) = &current else { continue };
+                    let y = spki.subject_public_key.raw_bytes().to_vec();
+                    match inherited.get(&y) {
+                        None => {
+                            inherited.insert(y, Some(params.clone()));
+                        }
+                        Some(Some(known)) if known == params => {}
+                        Some(_) => {
+                            inherited.insert(y, None);
+                        }
                     }
                 }
             }
@@ -68,7 +81,7 @@ impl DsaVerifier {
             None => self
                 .inherited
                 .get(spki.subject_public_key.raw_bytes())?
-                .clone(),
+                .clone()?,
         };
         let components = dsa::Components::from_der(&params).ok()?;
         let y = UintRef::from_der(y_der).ok()?;
@@ -110,5 +123,50 @@ impl VerifySignatureMessage for DsaVerifier {
             .and_then(|b| dsa::Signature::try_from(b).ok())
             .ok_or(CvError::PathValidation(Pvs::EncodingError))?;
         key.verify_prehash(&hash, &sig).map_err(|_| failed())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_given_two_parameter_sets_by_the_path_verifies_nothing() {
+        let mut v = DsaVerifier::default();
+        v.inherited.insert(b"y1".to_vec(), Some(b"params".to_vec()));
+        v.inherited.insert(b"y2".to_vec(), None);
+        let spki = |y: &[u8]| SubjectPublicKeyInfoOwned {
+            algorithm: AlgorithmIdentifierOwned {
+                oid: ID_DSA,
+                parameters: None,
+            },
+            subject_public_key: BitString::from_bytes(y).unwrap(),
+        };
+        // Poisoned, and unknown: no key at all.
+        assert!(v.key(&spki(b"y2")).is_none());
+        assert!(v.key(&spki(b"y3")).is_none());
+        // A non-DSA key is not this verifier's business.
+        let pe = PkiEnvironment::new();
+        let rsa = SubjectPublicKeyInfoOwned {
+            algorithm: AlgorithmIdentifierOwned {
+                oid: ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1"),
+                parameters: None,
+            },
+            subject_public_key: BitString::from_bytes(b"k").unwrap(),
+        };
+        let alg = AlgorithmIdentifierOwned {
+            oid: DSA_WITH_SHA256,
+            parameters: None,
+        };
+        let sig = BitString::from_bytes(b"s").unwrap();
+        assert!(matches!(
+            v.verify_signature_message(&pe, b"m", &sig, &alg, &rsa),
+            Err(CvError::Unrecognized)
+        ));
+        // A DSA key without usable parameters fails; it never falls through as unrecognized.
+        assert!(matches!(
+            v.verify_signature_message(&pe, b"m", &sig, &alg, &spki(b"y2")),
+            Err(CvError::PathValidation(_))
+        ));
     }
 }

@@ -132,10 +132,14 @@ async fn get_once(url: &str, max_bytes: u64, proxy: &Proxy) -> Result<Answer, Fe
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "/".into());
-    let authority = uri
-        .authority()
-        .map(|a| a.as_str().to_owned())
-        .unwrap_or_else(|| host.clone());
+    // Host and port only: credentials a URL may carry go nowhere (not to the server's Host
+    // header, not to a proxy).
+    let authority = match (host.contains(':'), uri.port_u16()) {
+        (true, Some(p)) => format!("[{host}]:{p}"),
+        (true, None) => format!("[{host}]"),
+        (false, Some(p)) => format!("{host}:{p}"),
+        (false, None) => host.clone(),
+    };
 
     let route = proxy.route(&host).map_err(FetchError::Failed)?;
     let (stream, target) = match route {

@@ -54,9 +54,9 @@ impl Proxy {
             Some(p) => (Some(p.to_owned()), "[revocation] http_proxy"),
             None => (env("http_proxy"), "the http_proxy environment variable"),
         };
-        let via = setting
-            .filter(|s| !s.trim().is_empty())
-            .map(|s| parse_proxy(s.trim()).map_err(|e| format!("{source} {s:?}: {e}")));
+        let via = setting.filter(|s| !s.trim().is_empty()).map(|s| {
+            parse_proxy(s.trim()).map_err(|e| format!("{source} {:?}: {e}", redacted(&s)))
+        });
         let list = no_proxy
             .map(str::to_owned)
             .or_else(|| env("no_proxy"))
@@ -114,6 +114,19 @@ fn in_cidr(ip: IpAddr, net: &str, bits: &str) -> bool {
             u128::from(a) & mask == u128::from(n) & mask
         }
         _ => false,
+    }
+}
+
+/// A proxy setting fit for a log or an error: credentials (`user:password@`) masked.
+fn redacted(setting: &str) -> String {
+    let (scheme, rest) = match setting.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), setting),
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => format!("{scheme}***@{}", &rest[at + 1..]),
+        None => setting.to_owned(),
     }
 }
 
@@ -263,7 +276,16 @@ mod tests {
             let p = Proxy::resolve(Some(bad), None, env(&[]));
             let e = p.route("crl.example.org").expect_err(bad);
             assert!(e.contains("[revocation] http_proxy"), "{bad}: {e}");
+            // A password never reaches an error (they go to clients and the log).
+            assert!(!e.contains("pw"), "{bad}: {e}");
         }
+        let p = Proxy::resolve(
+            None,
+            None,
+            env(&[("http_proxy", "http://me:secret@p:3128")]),
+        );
+        let e = p.route("crl.example.org").unwrap_err();
+        assert!(!e.contains("secret") && e.contains("***@p:3128"), "{e}");
         // A host on no_proxy still goes direct.
         let p = Proxy::resolve(Some("socks5://p:1"), Some("crl.example.org"), env(&[]));
         assert_eq!(p.route("crl.example.org"), Ok(Route::Direct));
