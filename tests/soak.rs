@@ -380,5 +380,9 @@ fn report(
          on the full disk: {}.",
         baseline, seen.peak_rss_kib, settled, dropped
     );
+    let _ = writeln!(r, "\nThe first message of each failure code:\n");
+    for (code, message) in &t.first_message {
+        let _ = writeln!(r, "- `{code}`: {message}");
+    }
     r
 }

@@ -180,6 +180,8 @@ pub struct Tally {
     pub connections: u64,
     pub ok: BTreeMap<Kind, u64>,
     pub failed: BTreeMap<(Kind, &'static str), u64>,
+    /// The first message of each failure code, for the report.
+    pub first_message: BTreeMap<&'static str, String>,
     /// Successes checked against OpenSSL (signatures verified, envelopes decrypted) or
     /// against the content sent.
     pub checked: BTreeMap<Kind, u64>,
@@ -403,6 +405,9 @@ impl Load {
             Outcome::Error(e) => {
                 let mut t = self.tally();
                 *t.failed.entry((kind, e.code.as_str())).or_default() += 1;
+                t.first_message
+                    .entry(e.code.as_str())
+                    .or_insert_with(|| e.message.clone());
                 let expected_wrong = typed_wrong && e.code == ErrorCode::PinIncorrect;
                 if !expected_wrong && !kind.allowed_failure(e.code) {
                     t.problem(format!("client {index}: {} failed: {e}", kind.name()));
