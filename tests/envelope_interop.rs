@@ -247,3 +247,51 @@ fn a_wrong_key_and_a_tampered_envelope_fail_the_same_way() {
     let e3 = env.decrypt(&cek).unwrap_err().to_string();
     assert_eq!(e1, e3);
 }
+
+#[test]
+fn a_recipient_issuer_name_holding_no_string_is_refused_as_openssl_refuses_it() {
+    let dir = tempdir();
+    let input = write_file(dir.path(), "msg.txt", MSG);
+    for name in ["alice-enc-rsa", "alice-enc-ec"] {
+        let out = Command::new("openssl")
+            .args([
+                "cms",
+                "-encrypt",
+                "-binary",
+                "-aes-256-cbc",
+                "-outform",
+                "DER",
+                "-in",
+            ])
+            .arg(&input)
+            .arg("-recip")
+            .arg(pki_file(&format!("{name}.pem")))
+            .output()
+            .unwrap();
+        assert!(out.status.success());
+        // The recipient info's issuer: the issuing CA's CN, a UTF8String.
+        let mut cn = vec![0x0c, 27];
+        cn.extend_from_slice(b"smime-agent Test Issuing CA");
+        let at = out
+            .stdout
+            .windows(cn.len())
+            .position(|w| w == cn)
+            .expect("the issuer's CN");
+        for (tag, readable) in [(0x04, false), (0x02, false), (0x13, true)] {
+            let mut der = out.stdout.clone();
+            der[at] = tag;
+            let theirs = openssl_decrypt_der(dir.path(), &der, name);
+            let ours = our_decrypt(&der, name);
+
+            assert_eq!(theirs.is_ok(), readable, "OpenSSL, {name}, tag {tag:#x}");
+            match (readable, ours) {
+                (true, Ok(plain)) => assert_eq!(plain, MSG),
+                (false, Err(e)) => assert!(
+                    e.contains("the issuer it names"),
+                    "{name}, tag {tag:#x}: {e}"
+                ),
+                (r, ours) => panic!("{name}, tag {tag:#x}: readable {r}, ours {ours:?}"),
+            }
+        }
+    }
+}

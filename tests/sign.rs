@@ -557,6 +557,46 @@ async fn rescan_finds_a_softhsm_token_created_after_the_agent_started() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_rescan_a_pin_changed_elsewhere_is_asked_for_not_tried_from_the_cache() {
+    let dir = tempdir();
+    let (hsm, agent) = alice_agent(dir.path());
+    let c = agent.client().await;
+    let (res, prompts) =
+        sign_answering(&c, "alice@example.org", sample_entity("1"), None, PIN).await;
+    res.unwrap();
+    assert_eq!(prompts, 1);
+    assert!(status_of(&agent).await.tokens[0].pin.cached);
+
+    // Another program changes the PIN; `rescan` re-initializes SoftHSM.
+    let out = std::process::Command::new("pkcs11-tool")
+        .args([
+            "--module",
+            SOFTHSM,
+            "--token-label",
+            "alice",
+            "--login",
+            "--pin",
+            PIN,
+        ])
+        .args(["--change-pin", "--new-pin", "9876"])
+        .env("SOFTHSM2_CONF", hsm.conf())
+        .output()
+        .unwrap();
+    ok("pkcs11-tool --change-pin", &out);
+    agent.client().await.rescan().await.unwrap();
+
+    // The token is opened again without its cached PIN: the next signature asks, and the
+    // old PIN is never tried (it would fail, and spend a try nobody typed).
+    assert!(!status_of(&agent).await.tokens[0].pin.cached);
+    let c = agent.client().await;
+    let (res, prompts) =
+        sign_answering(&c, "alice@example.org", sample_entity("2"), None, "9876").await;
+    let res = res.expect("the new PIN, typed");
+    assert_eq!(prompts, 1, "asked for the PIN after the rescan");
+    assert_openssl_signed(&res.mime.0, dir.path(), &sample_entity("2"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_connection_still_reads_the_pin_answer_its_requests_wait_for() {
     let dir = tempdir();
     let (_hsm, agent) = alice_agent(dir.path());

@@ -1,7 +1,8 @@
 //! Reading an envelope's recipient infos (RFC 5652 section 6.2): who each is addressed to
 //! (issuer and serial, or subject key identifier) and the private-key step it needs (RSA
 //! PKCS#1 v1.5, RSA OAEP with its parameters, or ECDH with the originator's ephemeral key);
-//! the kinds the agent cannot use are listed, not fatal.
+//! the kinds the agent cannot use are listed, not fatal; an issuer name that is not made of
+//! strings is (OpenSSL refuses the envelope).
 //!
 //! Owns: [`Recipient`], [`RecipientId`], [`KeyUnwrap`] and the bound on recipient infos.
 //! Must not touch: doing the private-key step (a token's), the content (`read`).
@@ -20,7 +21,7 @@ use super::encoding::OaepParams;
 use crate::alg::Hash;
 use crate::certs::CertFacts;
 use crate::oids;
-use crate::smime::SmimeError;
+use crate::smime::{SmimeError, asn1};
 
 /// Most recipient infos read from one envelope.
 pub const MAX_RECIPIENTS: usize = 1000;
@@ -80,7 +81,13 @@ pub(super) fn read_recipients(
     }
     let mut out = vec![];
     let mut skipped = vec![];
-    for info in infos.0.iter() {
+    for (n, info) in infos.0.iter().enumerate() {
+        strict_names(info).map_err(|e| {
+            SmimeError::Malformed(format!(
+                "recipient info {}: the issuer it names: {e}",
+                n + 1
+            ))
+        })?;
         match info {
             RecipientInfo::Ktri(k) => match ktri_unwrap(k) {
                 Ok(u) => out.push(Recipient {
@@ -133,6 +140,27 @@ pub(super) fn read_recipients(
         }
     }
     Ok((out, skipped))
+}
+
+/// The issuer names a recipient info holds must be made of strings, as OpenSSL reads them
+/// (`asn1::strict_name`): the decoder takes any value there.
+fn strict_names(info: &RecipientInfo) -> Result<(), String> {
+    match info {
+        RecipientInfo::Ktri(KeyTransRecipientInfo {
+            rid: RecipientIdentifier::IssuerAndSerialNumber(i),
+            ..
+        }) => asn1::strict_name(&i.issuer),
+        RecipientInfo::Kari(k) => k
+            .recipient_enc_keys
+            .iter()
+            .try_for_each(|rek| match &rek.rid {
+                KeyAgreeRecipientIdentifier::IssuerAndSerialNumber(i) => {
+                    asn1::strict_name(&i.issuer)
+                }
+                KeyAgreeRecipientIdentifier::RKeyId(_) => Ok(()),
+            }),
+        _ => Ok(()),
+    }
 }
 
 fn ktri_unwrap(k: &KeyTransRecipientInfo) -> Result<KeyUnwrap, String> {

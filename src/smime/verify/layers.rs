@@ -9,7 +9,7 @@
 
 use std::time::SystemTime;
 
-use super::ber::SignedContentInfo;
+use super::ber::{SignedContentInfo, check_inner_der};
 use super::results::{Format, Layer};
 use super::signer::{Digests, check_signer};
 use crate::certs::CertFacts;
@@ -240,6 +240,8 @@ pub fn verify_cms(
             signer_items.len()
         )));
     }
+    check_inner_der(&sd.digest_algorithms.0, &signer_items, &crl_items)
+        .map_err(SmimeError::Malformed)?;
 
     // CertificateChoices: only the plain certificate (a SEQUENCE) is used; attribute and
     // other certificates ([1], [2], [3]) are skipped. Likewise CRLs (not [1] other).

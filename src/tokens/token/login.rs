@@ -34,7 +34,13 @@ impl Token {
         }
         let p11 = self.p11()?;
         let (pkcs11, slot) = (p11.pkcs11.clone(), p11.slot);
-        let r = tokio::task::spawn_blocking(move || pkcs11.get_token_info(slot)).await;
+        let job = tokio::task::spawn_blocking(move || pkcs11.get_token_info(slot));
+        // As for operations (`Token::run_with`): a pulled card ends the wait.
+        let r = tokio::select! {
+            biased;
+            r = job => r,
+            () = self.wait_gone() => return Err(self.removed_err()),
+        };
         match r {
             Ok(Ok(info)) => Ok(info),
             Ok(Err(e)) => Err(self.classify("C_GetTokenInfo", e)),

@@ -261,7 +261,7 @@ impl Token {
             _ = self.wait_gone() => return Err(self.removed_err()),
         };
         let this = self.clone();
-        let result = tokio::task::spawn_blocking(move || {
+        let job = tokio::task::spawn_blocking(move || {
             let Some(p11) = this.backend.p11() else {
                 return Err((call, CkError::NotSupported));
             };
@@ -277,8 +277,16 @@ impl Token {
                 _ => p11.checkin(generation, session),
             }
             r.map_err(|e| (call, e))
-        })
-        .await;
+        });
+        // A card PC/SC saw leave ends the request now, also while the module still has the
+        // call: OpenSC 0.23 can hang for good in a call on a card pulled under it (the soak
+        // test found it), and a request must get its answer. The call ends, or not, on its
+        // own; its session is not reused (the token is gone).
+        let result = tokio::select! {
+            biased;
+            r = job => r,
+            () = self.wait_gone() => return Err(self.removed_err()),
+        };
         drop(permit);
         match result {
             Ok(Ok(v)) => Ok(v),
