@@ -63,14 +63,17 @@ fn people(pki: &Path) -> String {
         "bob",
         "bob@example.org",
         &format!(
-            "mailLocalAddress: robert@example.org\n{}",
+            "mailLocalAddress: robert@example.org\nmailLocalAddress: shared@example.org\n{}",
             ldif_binary("userCertificate;binary", &der("bob-dual-rsa"))
         ),
     );
     l += &person(
         "alice",
         "alice@example.org",
-        &ldif_binary("userCertificate;binary", &der("alice-enc-rsa")),
+        &format!(
+            "mailLocalAddress: shared@example.org\n{}",
+            ldif_binary("userCertificate;binary", &der("alice-enc-rsa"))
+        ),
     );
     l += &person("nocert", "nocert@example.org", "");
     l += &person(
@@ -343,6 +346,13 @@ async fn an_alias_finds_the_primary_certificate_only_with_use_secondary_proxies(
         r.recipients
     );
     assert_eq!(s.decrypt_as(&r.mime.0, "bob-dual-rsa"), MSG.as_bytes());
+    // An alias that two people claim names neither: refused, both named.
+    let (who, why) = refused(encrypt_to(&on, &["shared@example.org"]).await);
+    assert_eq!(who, ["shared@example.org"]);
+    assert!(
+        why.contains("several entries") && why.contains("uid=alice") && why.contains("uid=bob"),
+        "{why}"
+    );
 
     let off = s.agent(
         "off",

@@ -164,6 +164,9 @@ pub struct Entry {
     pub member_dns: Vec<String>,
     /// A list's members by address (`rfc822MailMember`).
     pub member_addresses: Vec<String>,
+    /// The DNs of further entries of the same kind that answered too (merged into this
+    /// one): an alias they share names no single owner.
+    pub others: Vec<String>,
 }
 
 /// The directory's answer for an address.
@@ -295,6 +298,7 @@ impl Directory {
             best.problems.extend(e.problems);
             best.member_dns.extend(e.member_dns);
             best.member_addresses.extend(e.member_addresses);
+            best.others.push(e.dn);
         }
         Ok(Some(Lookup {
             server: server.url.clone(),

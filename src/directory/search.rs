@@ -152,5 +152,6 @@ fn entry(raw: &RawEntry) -> Entry {
         problems,
         member_dns,
         member_addresses,
+        others: vec![],
     }
 }

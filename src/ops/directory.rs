@@ -198,6 +198,15 @@ pub(super) async fn entry_certificate(
                  [policy] use_secondary_proxies = true",
                 entry.mails.join(", ")
             ));
+        } else if !entry.others.is_empty() {
+            // Two people claim the alias: encrypting to either could hand the mail to the
+            // wrong one, so the directory's answer is not used.
+            why.push(format!(
+                "{address} is an alias of several entries ({}, {}); the agent does not choose \
+                 between them",
+                entry.dn,
+                entry.others.join(", ")
+            ));
         } else {
             for m in &entry.mails {
                 match find(ctx, m, &sources, now).await {
