@@ -63,41 +63,15 @@ pub fn entry_from_tag(tag: StructureTag) -> Result<RawEntry, String> {
     if tag.id != 4 {
         return Err(bad("not an entry"));
     }
-    let PL::C(mut parts) = tag.payload else {
-        return Err(bad("not constructed"));
-    };
-    if parts.len() != 2 {
-        return Err(bad("not two parts"));
-    }
-    let attrs = parts.pop().ok_or_else(|| bad("no attributes"))?;
-    let dn = parts.pop().ok_or_else(|| bad("no name"))?;
-    let PL::P(dn) = dn.payload else {
-        return Err(bad("the name is not a string"));
-    };
-    let dn = String::from_utf8(dn).map_err(|_| bad("the name is not UTF-8"))?;
-    let PL::C(list) = attrs.payload else {
-        return Err(bad("the attributes are not a list"));
-    };
+    let (dn, list) = name_and_list(tag.payload, ["the entry", "its name", "its attributes"])
+        .map_err(|what| bad(&what))?;
     let mut out = RawEntry {
         dn,
         attrs: Vec::with_capacity(list.len().min(64)),
     };
     for a in list {
-        let PL::C(mut pair) = a.payload else {
-            return Err(bad("an attribute is not a sequence"));
-        };
-        if pair.len() != 2 {
-            return Err(bad("an attribute is not a type and values"));
-        }
-        let vals = pair.pop().ok_or_else(|| bad("no values"))?;
-        let name = pair.pop().ok_or_else(|| bad("no type"))?;
-        let PL::P(name) = name.payload else {
-            return Err(bad("an attribute type is not a string"));
-        };
-        let name = String::from_utf8(name).map_err(|_| bad("an attribute type is not UTF-8"))?;
-        let PL::C(vals) = vals.payload else {
-            return Err(bad("attribute values are not a set"));
-        };
+        let (name, vals) = name_and_list(a.payload, ["an attribute", "its type", "its values"])
+            .map_err(|what| bad(&what))?;
         let mut values = Vec::with_capacity(vals.len().min(MAX_VALUES));
         for v in vals.into_iter().take(MAX_VALUES) {
             let PL::P(v) = v.payload else {
@@ -108,6 +82,29 @@ pub fn entry_from_tag(tag: StructureTag) -> Result<RawEntry, String> {
         out.attrs.push((name, values));
     }
     Ok(out)
+}
+
+/// The shape both an entry (objectName, attributes) and an attribute (type, vals) have: a
+/// sequence of a UTF-8 string and a constructed list. `what` names the three for errors.
+fn name_and_list(payload: PL, what: [&str; 3]) -> Result<(String, Vec<StructureTag>), String> {
+    let [whole, name, list] = what;
+    let PL::C(mut parts) = payload else {
+        return Err(format!("{whole} is not constructed"));
+    };
+    if parts.len() != 2 {
+        return Err(format!("{whole} does not have two parts"));
+    }
+    let (Some(items), Some(first)) = (parts.pop(), parts.pop()) else {
+        return Err(format!("{whole} does not have two parts"));
+    };
+    let PL::P(first) = first.payload else {
+        return Err(format!("{name} is not a string"));
+    };
+    let first = String::from_utf8(first).map_err(|_| format!("{name} is not UTF-8"))?;
+    let PL::C(items) = items.payload else {
+        return Err(format!("{list} are not a list"));
+    };
+    Ok((first, items))
 }
 
 /// The certificates of an entry, `userCertificate` first, then `userSMIMECertificate`, each

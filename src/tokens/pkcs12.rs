@@ -22,6 +22,8 @@ use spki::AlgorithmIdentifierOwned;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
+use crate::alg::Hash;
+
 /// Most key-derivation iterations accepted (OpenSSL writes 2048 to 600,000).
 const MAX_ITERATIONS: u32 = 10_000_000;
 /// Most encrypted parts (safes and shrouded keys) one file may make the reader decrypt:
@@ -40,10 +42,6 @@ mod oid {
     pub const PBE_SHA1_3DES: O = O::new_unwrap("1.2.840.113549.1.12.1.3");
     pub const PBE_SHA1_RC2_128: O = O::new_unwrap("1.2.840.113549.1.12.1.5");
     pub const PBE_SHA1_RC2_40: O = O::new_unwrap("1.2.840.113549.1.12.1.6");
-    pub const SHA1: O = O::new_unwrap("1.3.14.3.2.26");
-    pub const SHA256: O = O::new_unwrap("2.16.840.1.101.3.4.2.1");
-    pub const SHA384: O = O::new_unwrap("2.16.840.1.101.3.4.2.2");
-    pub const SHA512: O = O::new_unwrap("2.16.840.1.101.3.4.2.3");
 }
 
 /// What a key file holds.
@@ -124,61 +122,29 @@ fn reparse<T: for<'a> Decode<'a>>(any: &Any, what: &str) -> Result<T, Error> {
     T::from_der(&der).map_err(|e| bad(format!("{what}: {e}")))
 }
 
-/// The hash of the MAC and of the PKCS#12 key derivation.
-#[derive(Clone, Copy)]
-enum Hash {
-    Sha1,
-    Sha256,
-    Sha384,
-    Sha512,
+/// Output and block length of `hash`, bytes (u and v of RFC 7292 B.2).
+fn sizes(hash: Hash) -> (usize, usize) {
+    let block = match hash {
+        Hash::Sha1 | Hash::Sha256 => 64,
+        Hash::Sha384 | Hash::Sha512 => 128,
+    };
+    (hash.output_len(), block)
 }
 
-impl Hash {
-    fn from_oid(oid: &ObjectIdentifier) -> Option<Hash> {
-        Some(match *oid {
-            oid::SHA1 => Hash::Sha1,
-            oid::SHA256 => Hash::Sha256,
-            oid::SHA384 => Hash::Sha384,
-            oid::SHA512 => Hash::Sha512,
-            _ => return None,
-        })
+fn hmac(hash: Hash, key: &[u8], data: &[u8]) -> Vec<u8> {
+    fn run<M: Mac + KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
+        // HMAC takes a key of any length.
+        let Ok(mut m) = <M as KeyInit>::new_from_slice(key) else {
+            return vec![];
+        };
+        m.update(data);
+        m.finalize().into_bytes().to_vec()
     }
-
-    fn digest(self, data: &[u8]) -> Vec<u8> {
-        use sha2::Digest;
-        match self {
-            Hash::Sha1 => sha1::Sha1::digest(data).to_vec(),
-            Hash::Sha256 => sha2::Sha256::digest(data).to_vec(),
-            Hash::Sha384 => sha2::Sha384::digest(data).to_vec(),
-            Hash::Sha512 => sha2::Sha512::digest(data).to_vec(),
-        }
-    }
-
-    /// Output and block length, bytes (u and v of RFC 7292 B.2).
-    fn sizes(self) -> (usize, usize) {
-        match self {
-            Hash::Sha1 => (20, 64),
-            Hash::Sha256 => (32, 64),
-            Hash::Sha384 => (48, 128),
-            Hash::Sha512 => (64, 128),
-        }
-    }
-
-    fn hmac(self, key: &[u8], data: &[u8]) -> Vec<u8> {
-        fn run<M: Mac + KeyInit>(key: &[u8], data: &[u8]) -> Vec<u8> {
-            // HMAC takes a key of any length.
-            let Ok(mut m) = <M as KeyInit>::new_from_slice(key) else {
-                return vec![];
-            };
-            m.update(data);
-            m.finalize().into_bytes().to_vec()
-        }
-        match self {
-            Hash::Sha1 => run::<hmac::Hmac<sha1::Sha1>>(key, data),
-            Hash::Sha256 => run::<hmac::Hmac<sha2::Sha256>>(key, data),
-            Hash::Sha384 => run::<hmac::Hmac<sha2::Sha384>>(key, data),
-            Hash::Sha512 => run::<hmac::Hmac<sha2::Sha512>>(key, data),
-        }
+    match hash {
+        Hash::Sha1 => run::<hmac::Hmac<sha1::Sha1>>(key, data),
+        Hash::Sha256 => run::<hmac::Hmac<sha2::Sha256>>(key, data),
+        Hash::Sha384 => run::<hmac::Hmac<sha2::Sha384>>(key, data),
+        Hash::Sha512 => run::<hmac::Hmac<sha2::Sha512>>(key, data),
     }
 }
 
@@ -192,7 +158,7 @@ fn kdf(
     rounds: u32,
     n: usize,
 ) -> Zeroizing<Vec<u8>> {
-    let (u, v) = hash.sizes();
+    let (u, v) = sizes(hash);
     let fill = |src: &[u8]| -> Vec<u8> {
         if src.is_empty() {
             return vec![];
@@ -318,7 +284,7 @@ fn check_mac(mac: &MacData, content: &[u8], password: &str) -> Result<Zeroizing<
     if password.is_empty() {
         candidates.push(Zeroizing::new(vec![]));
     }
-    let (u, _) = hash.sizes();
+    let (u, _) = sizes(hash);
     for candidate in candidates {
         let key = kdf(
             hash,
@@ -328,7 +294,7 @@ fn check_mac(mac: &MacData, content: &[u8], password: &str) -> Result<Zeroizing<
             mac.iterations,
             u,
         );
-        let tag = hash.hmac(&key, content);
+        let tag = hmac(hash, &key, content);
         if bool::from(tag.ct_eq(mac.mac.digest.as_bytes())) {
             return Ok(candidate);
         }
