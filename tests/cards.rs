@@ -264,16 +264,7 @@ async fn two_cards_in_two_readers_and_watch_shows_the_events_in_order() {
 fn key_file(dir: &Path, name: &str, passphrase: &str) -> PathBuf {
     std::fs::create_dir_all(dir).unwrap();
     let out = dir.join(format!("{name}.p12"));
-    let st = std::process::Command::new("openssl")
-        .args(["pkcs12", "-export", "-inkey"])
-        .arg(pki_file(&format!("{name}.key.pem")))
-        .arg("-in")
-        .arg(pki_file(&format!("{name}.pem")))
-        .args(["-passout", &format!("pass:{passphrase}"), "-out"])
-        .arg(&out)
-        .status()
-        .unwrap();
-    assert!(st.success());
+    peers::export_p12(pki(), name, passphrase, &[], &out);
     std::fs::copy(
         pki_file(&format!("{name}.pem")),
         dir.join(format!("{name}.pem")),

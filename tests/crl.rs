@@ -43,6 +43,25 @@ impl Setup {
         )
     }
 
+    /// Validates Alice's signing certificate with an agent of its own (`revocation` lines
+    /// added) that starts with an empty CRL cache, which it leaves empty again.
+    async fn validate_with_fresh_cache(
+        &self,
+        name: &str,
+        revocation: &str,
+    ) -> smime_agent_proto::ValidateResult {
+        let agent = self.agent(name, revocation);
+        let v = agent
+            .client()
+            .await
+            .validate(validate_params(&self.cert("alice-sign-rsa")))
+            .await
+            .unwrap();
+        drop(agent);
+        let _ = std::fs::remove_dir_all(self.dir.path().join("crls"));
+        v
+    }
+
     fn cert(&self, name: &str) -> std::path::PathBuf {
         self.pki.join(format!("{name}.pem"))
     }
@@ -621,13 +640,9 @@ async fn crls_go_through_the_configured_proxy_and_no_proxy_hosts_go_direct() {
     };
 
     // Through the proxy.
-    let agent = s.agent("proxied", &format!("http_proxy = \"{}\"\n", proxy.url()));
-    let v = agent
-        .client()
-        .await
-        .validate(validate_params(&s.cert("alice-sign-rsa")))
-        .await
-        .unwrap();
+    let v = s
+        .validate_with_fresh_cache("proxied", &format!("http_proxy = \"{}\"\n", proxy.url()))
+        .await;
     assert_eq!(v.status, ValidityStatus::Valid, "{:?}", v.reasons);
     assert_eq!(v.revocation.status, "good", "{:?}", v.revocation);
     let seen = vias(&server);
@@ -637,46 +652,32 @@ async fn crls_go_through_the_configured_proxy_and_no_proxy_hosts_go_direct() {
         server.state.lock().unwrap().heads
     );
     assert!(proxy.log().contains("/ca.crl"), "{}", proxy.log());
-    drop(agent);
-    // A fresh CRL cache for the next agent, so that it fetches.
-    std::fs::remove_dir_all(s.dir.path().join("crls")).unwrap();
 
     // The same proxy, but the CRL host is on no_proxy: straight to the server.
     let before = vias(&server).len();
-    let agent = s.agent(
-        "direct",
-        &format!(
-            "http_proxy = \"{}\"\nno_proxy = \"localhost, 127.0.0.0/8\"\n",
-            proxy.url()
-        ),
-    );
-    let v = agent
-        .client()
-        .await
-        .validate(validate_params(&s.cert("alice-sign-rsa")))
-        .await
-        .unwrap();
+    let v = s
+        .validate_with_fresh_cache(
+            "direct",
+            &format!(
+                "http_proxy = \"{}\"\nno_proxy = \"localhost, 127.0.0.0/8\"\n",
+                proxy.url()
+            ),
+        )
+        .await;
     assert_eq!(v.revocation.status, "good", "{:?}", v.revocation);
     let seen = vias(&server);
     assert!(seen.len() > before, "no fetch at all");
     assert!(seen[before..].iter().all(|v| !v), "{seen:?}");
-    drop(agent);
-    // A fresh CRL cache for the next agent, so that it fetches.
-    std::fs::remove_dir_all(s.dir.path().join("crls")).unwrap();
 
     // A proxy that is not there: the reason names it; nothing is fetched around it.
     let before = vias(&server).len();
     let dead = dead_port();
-    let agent = s.agent(
-        "dead-proxy",
-        &format!("http_proxy = \"http://127.0.0.1:{dead}\"\n"),
-    );
-    let v = agent
-        .client()
-        .await
-        .validate(validate_params(&s.cert("alice-sign-rsa")))
-        .await
-        .unwrap();
+    let v = s
+        .validate_with_fresh_cache(
+            "dead-proxy",
+            &format!("http_proxy = \"http://127.0.0.1:{dead}\"\n"),
+        )
+        .await;
     assert_eq!(v.revocation.status, "unavailable", "{:?}", v.revocation);
     let reasons: Vec<String> = v
         .revocation

@@ -18,24 +18,7 @@ use smime_agent_proto::client::ClientError;
 fn key_file(dir: &Path, name: &str, passphrase: &str, options: &[&str], cert_beside: bool) {
     std::fs::create_dir_all(dir).unwrap();
     let out = dir.join(format!("{name}.p12"));
-    let mut args = vec!["pkcs12", "-export"];
-    args.extend_from_slice(options);
-    let pass = format!("pass:{passphrase}");
-    let (key, cert) = (
-        pki_file(&format!("{name}.key.pem")),
-        pki_file(&format!("{name}.pem")),
-    );
-    args.extend_from_slice(&[
-        "-inkey",
-        path_str(&key),
-        "-in",
-        path_str(&cert),
-        "-passout",
-        &pass,
-        "-out",
-        path_str(&out),
-    ]);
-    run("openssl", &args);
+    peers::export_p12(pki(), name, passphrase, options, &out);
     if cert_beside {
         std::fs::copy(
             pki_file(&format!("{name}.pem")),

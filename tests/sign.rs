@@ -395,6 +395,16 @@ fn cli_status_and_certs_show_the_token_and_its_certificates() {
     );
 }
 
+/// Signs as Alice with her PIN typed once; the PIN is cached afterwards.
+async fn signed_once_pin_cached(agent: &Agent) {
+    let c = agent.client().await;
+    let (res, prompts) =
+        sign_answering(&c, "alice@example.org", sample_entity("1"), None, PIN).await;
+    res.unwrap();
+    assert_eq!(prompts, 1);
+    assert!(status_of(agent).await.tokens[0].pin.cached);
+}
+
 async fn status_of(agent: &Agent) -> smime_agent_proto::StatusResult {
     agent.client().await.status().await.expect("status")
 }
@@ -488,12 +498,7 @@ async fn a_five_mib_message_signs_and_verifies() {
 async fn forget_wipes_the_cached_pin_so_the_next_signature_asks_again() {
     let dir = tempdir();
     let (_hsm, agent) = alice_agent(dir.path());
-    let c = agent.client().await;
-    let (res, prompts) =
-        sign_answering(&c, "alice@example.org", sample_entity("1"), None, PIN).await;
-    res.unwrap();
-    assert_eq!(prompts, 1);
-    assert!(status_of(&agent).await.tokens[0].pin.cached);
+    signed_once_pin_cached(&agent).await;
     let out = agent.cli().arg("forget").output().unwrap();
     assert!(
         out.status.success(),
@@ -560,12 +565,7 @@ async fn rescan_finds_a_softhsm_token_created_after_the_agent_started() {
 async fn after_a_rescan_a_pin_changed_elsewhere_is_asked_for_not_tried_from_the_cache() {
     let dir = tempdir();
     let (hsm, agent) = alice_agent(dir.path());
-    let c = agent.client().await;
-    let (res, prompts) =
-        sign_answering(&c, "alice@example.org", sample_entity("1"), None, PIN).await;
-    res.unwrap();
-    assert_eq!(prompts, 1);
-    assert!(status_of(&agent).await.tokens[0].pin.cached);
+    signed_once_pin_cached(&agent).await;
 
     // Another program changes the PIN; `rescan` re-initializes SoftHSM.
     let out = std::process::Command::new("pkcs11-tool")
@@ -594,6 +594,11 @@ async fn after_a_rescan_a_pin_changed_elsewhere_is_asked_for_not_tried_from_the_
     let res = res.expect("the new PIN, typed");
     assert_eq!(prompts, 1, "asked for the PIN after the rescan");
     assert_openssl_signed(&res.mime.0, dir.path(), &sample_entity("2"));
+    assert!(
+        !agent.log_text().contains("rejected the PIN"),
+        "the old PIN was tried: {}",
+        agent.log_text()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -51,26 +51,37 @@ pub fn legacy_p12(dir: &Path, name: &str) -> PathBuf {
 /// A legacy PKCS#12 (password `test`) of the key `name` of the PKI in `pki`.
 pub fn legacy_p12_of(pki: &Path, dir: &Path, name: &str) -> PathBuf {
     let out = dir.join(format!("{name}-{}.p12", rand_suffix()));
-    run(Command::new("openssl")
-        .args([
-            "pkcs12",
-            "-export",
+    export_p12(
+        pki,
+        name,
+        "test",
+        &[
             "-keypbe",
             "PBE-SHA1-3DES",
             "-certpbe",
             "PBE-SHA1-3DES",
             "-macalg",
             "sha1",
-            "-passout",
-            "pass:test",
-        ])
+        ],
+        &out,
+    );
+    out
+}
+
+/// `openssl pkcs12 -export` of the key and certificate `name` of the PKI in `pki` into
+/// `out`, with `passphrase` and further `options` (`-legacy`, `-nomac`, ...).
+pub fn export_p12(pki: &Path, name: &str, passphrase: &str, options: &[&str], out: &Path) {
+    run(Command::new("openssl")
+        .args(["pkcs12", "-export"])
+        .args(options)
+        .arg("-passout")
+        .arg(format!("pass:{passphrase}"))
         .arg("-in")
         .arg(pki.join(format!("{name}.pem")))
         .arg("-inkey")
         .arg(pki.join(format!("{name}.key.pem")))
         .arg("-out")
-        .arg(&out));
-    out
+        .arg(out));
 }
 
 /// A private GnuPG home: the PKI keys `keys` (RSA), the certificates `certs`, the CAs, the
