@@ -94,7 +94,7 @@ impl ContentAlgorithm {
     }
 }
 
-/// Hashes that OAEP and the X9.63 KDF may name.
+/// Hashes that OAEP, the X9.63 KDF and a PKCS#12 file's MAC and key derivation may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Hash {
     Sha1,
