@@ -21,6 +21,8 @@ packages=(
   systemd
   # an HTTP proxy for CRL fetches (tests/crl.rs)
   tinyproxy
+  # stale OCSP answers from the real responder (openssl ocsp under faketime, tests/ocsp.rs)
+  faketime
   # the real LDAP directory of tests/directory.rs (slapd run by the test, never as a service)
   slapd ldap-utils
   # pip, for the NIST PKITS data (cryptography-vectors)

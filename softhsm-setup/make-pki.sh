@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make-pki.sh DIR [CRL_BASE_URL] [--only NAME,NAME...]
+# make-pki.sh DIR [CRL_BASE_URL] [--only NAME,NAME...] [--ocsp URL]
 #
 # Creates the test PKI smime-agent's demo and tests run on: a root CA, an issuing CA, and
 # user certificates that exercise the certificate selection rules (behaviour.md section 2).
@@ -24,15 +24,22 @@
 # --only NAME,NAME makes only those user certificates (tests that need a PKI of their own,
 # e.g. for their own CRL URL, make it faster that way).
 #
+# --ocsp URL names an OCSP responder in the user certificates' AIA, and makes the
+# responder certificates tests/ocsp.rs signs answers with: ocsp-responder (issued by ca,
+# id-kp-OCSPSigning, ocsp-nocheck), ocsp-no-eku (issued by ca, no OCSPSigning EKU) and
+# ocsp-rogue (self-signed under the issuing CA's name, another key); under --only, name them.
+#
 # Re-running with the same DIR does nothing when DIR/users.tsv exists.
 set -euo pipefail
 
-usage() { echo "usage: make-pki.sh DIR [CRL_BASE_URL] [--only NAME,NAME...]" >&2; exit 2; }
+usage() { echo "usage: make-pki.sh DIR [CRL_BASE_URL] [--only NAME,NAME...] [--ocsp URL]" >&2; exit 2; }
 only=
+ocsp=
 positional=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --only) only=",${2:?$(usage)},"; shift 2 ;;
+    --ocsp) ocsp=${2:?$(usage)}; shift 2 ;;
     -h|--help) usage ;;
     *) positional+=("$1"); shift ;;
   esac
@@ -165,7 +172,11 @@ user() {
     echo "subjectKeyIdentifier = hash"
     echo "authorityKeyIdentifier = keyid:always"
     echo "crlDistributionPoints = URI:$crl_base/ca.crl"
-    echo "authorityInfoAccess = caIssuers;URI:$crl_base/ca.cer"
+    if [ -n "$ocsp" ]; then
+      echo "authorityInfoAccess = OCSP;URI:$ocsp, caIssuers;URI:$crl_base/ca.cer"
+    else
+      echo "authorityInfoAccess = caIssuers;URI:$crl_base/ca.cer"
+    fi
   } >"$ext"
   case "$validity" in
     current) dates=(-startdate "$(date -u -d '-1 day' +%Y%m%d%H%M%SZ)" -enddate "$(date -u -d '+5 years' +%Y%m%d%H%M%SZ)") ;;
@@ -348,6 +359,23 @@ for m in dup:leaf-dup-ext badsan:leaf-bad-san; do
     openssl x509 -inform DER -in "$dir/$name.der" -out "$dir/$name.pem"
   fi
 done
+
+# OCSP responder certificates (--ocsp): a delegated responder, one the CA never authorised
+# to answer (no id-kp-OCSPSigning), and a stranger using the issuing CA's name.
+if [ -n "$ocsp" ]; then
+  responder_ext() { # responder_ext EKU
+    echo "basicConstraints = critical, CA:FALSE"
+    echo "keyUsage = critical, digitalSignature"
+    [ "$1" = none ] || echo "extendedKeyUsage = $1"
+    echo "noCheck = ignored"
+    echo "subjectKeyIdentifier = hash"
+    echo "authorityKeyIdentifier = keyid:always"
+  }
+  responder_ext OCSPSigning | odd ocsp-responder rsa ca "/O=smime-agent tests/CN=smime-agent Test OCSP Responder"
+  responder_ext none | odd ocsp-no-eku rsa ca "/O=smime-agent tests/CN=smime-agent Test Not A Responder"
+  responder_ext OCSPSigning | grep -v '^authorityKeyIdentifier' \
+    | odd ocsp-rogue rsa self "/O=smime-agent tests/CN=smime-agent Test Issuing CA"
+fi
 
 for d in ca root; do
   if [ "$d" = ca ]; then key="$dir/ca.key.pem" cert="$dir/ca.pem" out="$dir/ca.crl.pem"

@@ -366,6 +366,8 @@ pub fn validate(
             let mut line = format!("  {}: {}", c.subject, c.status);
             if let Some(i) = &c.crl_issuer {
                 line.push_str(&format!(" | CRL of {i}"));
+            } else if let (Some("ocsp"), Some(u)) = (c.method.as_deref(), &c.url) {
+                line.push_str(&format!(" | OCSP {u}"));
             }
             if let Some(n) = &c.next_update {
                 line.push_str(&format!(" until {n}"));

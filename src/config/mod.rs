@@ -402,8 +402,15 @@ impl Default for TrustConfig {
 pub struct RevocationConfig {
     /// [DisableCRLCheck] No revocation checking at all.
     pub disable_crl_check: bool,
-    /// What happens when no CRL can be obtained.
+    /// What happens when no revocation status can be obtained, from a CRL or OCSP.
     pub on_crl_unavailable: CrlUnavailable,
+    /// The sources asked, in order, when no current answer of either kind is cached:
+    /// `ocsp` (the responder a certificate names in its AIA), `crl` (its distribution
+    /// points). Default `["ocsp", "crl"]`; `["crl"]` never asks a responder.
+    #[serde(deserialize_with = "de_revocation_order")]
+    pub order: Vec<RevocationSource>,
+    /// Send a nonce with OCSP requests (RFC 8954); a response echoing another one is refused.
+    pub ocsp_nonce: bool,
     /// [CheckCRLOnSend] Refuse to sign or encrypt when a CRL of the sender's chain is
     /// unreachable.
     pub check_crl_on_send: bool,
@@ -431,6 +438,8 @@ impl Default for RevocationConfig {
         RevocationConfig {
             disable_crl_check: false,
             on_crl_unavailable: CrlUnavailable::Allow,
+            order: vec![RevocationSource::Ocsp, RevocationSource::Crl],
+            ocsp_nonce: true,
             check_crl_on_send: false,
             crl_connection_timeout_ms: 60_000,
             crl_retrieval_timeout_ms: 10_000,
@@ -451,6 +460,16 @@ impl RevocationConfig {
             self.crl_connection_timeout_ms
         }
     }
+}
+
+/// A source of revocation status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RevocationSource {
+    /// An OCSP responder (RFC 6960), named by the certificate's AIA.
+    Ocsp,
+    /// A CRL from the certificate's distribution points.
+    Crl,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -526,6 +545,21 @@ pub(crate) fn de_dword_ms<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64,
 
 fn de_crl_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
     in_range(d, 1024, 1 << 30, "max_crl_bytes")
+}
+
+fn de_revocation_order<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<RevocationSource>, D::Error> {
+    let v = Vec::<RevocationSource>::deserialize(d)?;
+    if v.is_empty() {
+        return Err(serde::de::Error::custom(
+            "order names no source; use disable_crl_check to check no revocation",
+        ));
+    }
+    if v.iter().enumerate().any(|(i, a)| v[..i].contains(a)) {
+        return Err(serde::de::Error::custom("order names a source twice"));
+    }
+    Ok(v)
 }
 
 fn de_nonempty<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
@@ -701,14 +735,20 @@ intermediates = []
 [revocation]
 # Do not check revocation at all.                                    [DisableCRLCheck]
 disable_crl_check = false
-# When no CRL can be obtained: "allow" (use the certificate), "warn" (use it and report
-# the failure), "fail" (do not use it).
+# When no revocation status can be obtained (neither OCSP nor a CRL): "allow" (use the
+# certificate), "warn" (use it and report the failure), "fail" (do not use it).
 on_crl_unavailable = "allow"
+# Where to ask when no current answer is cached (a cached OCSP response or CRL is always
+# used first): the OCSP responder a certificate names, then its CRL distribution points.
+# ["crl"] never asks a responder (which learns which certificates you look at).
+order = ["ocsp", "crl"]
+# Send a nonce with each OCSP request; a response that echoes another nonce is refused.
+ocsp_nonce = true
 # Refuse to sign or encrypt when a CRL of the sender's chain is unreachable. [CheckCRLOnSend]
 check_crl_on_send = false
-# Per CRL connection, ms; values below 5000 mean the default.      [CRLConnectionTimeout]
+# Per CRL, OCSP or AIA connection, ms; below 5000 means the default. [CRLConnectionTimeout]
 crl_connection_timeout_ms = 60000
-# All CRLs of one validation, ms.                                    [CRLRetrievalTimeout]
+# All CRL, OCSP and AIA fetches of one validation, ms.               [CRLRetrievalTimeout]
 crl_retrieval_timeout_ms = 10000
 # CRL cache. Default: $XDG_CACHE_HOME/smime-agent/crls.
 # cache_dir = "/home/me/.cache/smime-agent/crls"
@@ -798,6 +838,9 @@ mod tests {
                 "line 2",
             ),
             ("[revocation]\non_crl_unavailable = \"maybe\"\n", "line 2"),
+            ("[revocation]\norder = []\n", "line 2"),
+            ("[revocation]\norder = [\"crl\", \"crl\"]\n", "line 2"),
+            ("[revocation]\norder = [\"ocsp\", \"ldap\"]\n", "line 2"),
             (
                 "[[tokens.module]]\npath = \"/x.so\"\nkind = \"usb\"\n",
                 "line 3",

@@ -72,6 +72,7 @@ pub fn to_result(v: &Validation, time: SystemTime) -> ValidateResult {
                 .map(|c| CrlCheckInfo {
                     subject: c.subject.clone(),
                     status: c.status.to_owned(),
+                    method: c.method.map(str::to_owned),
                     crl_issuer: c.crl_issuer.clone(),
                     this_update: c.this_update.clone(),
                     next_update: c.next_update.clone(),

@@ -1,11 +1,12 @@
-//! A plain-HTTP GET for CRLs and AIA certificates, with a size bound and a deadline.
+//! Plain HTTP for revocation: a GET for CRLs and AIA certificates, a POST for OCSP requests
+//! (RFC 6960 A.1), with a size bound and a deadline.
 //!
-//! Owns: turning an `http://` URL into bytes, or a reason why not. Why hyper's low-level
+//! Owns: turning an `http://` URL (and a request body) into bytes, or a reason why not. Why hyper's low-level
 //! HTTP/1 client rather than a blocking client (ureq) on the blocking pool: a fetch here is an
 //! ordinary future, so the validation's deadline (`crl_retrieval_timeout_ms`) cancels it by
 //! dropping it, and a server that accepts and never answers leaves no thread blocked behind.
-//! CRLs and AIA certificates are signed objects served over plain HTTP (RFC 5280 4.2.1.13,
-//! 4.2.2.1), so no TLS stack is linked. Goes through an HTTP proxy where `proxy.rs` says so.
+//! CRLs, AIA certificates and OCSP responses are signed objects served over plain HTTP
+//! (RFC 5280 4.2.1.13, 4.2.2.1; RFC 6960 A.1), so no TLS stack is needed here. Goes through an HTTP proxy where `proxy.rs` says so.
 //! Does not interpret what it fetches.
 
 use std::time::Duration;
@@ -50,7 +51,41 @@ pub async fn get(
     max_bytes: u64,
     proxy: &Proxy,
 ) -> Result<Vec<u8>, FetchError> {
-    let fut = get_following(url, max_bytes, proxy);
+    within(url, timeout, get_following(url, max_bytes, proxy)).await
+}
+
+/// POSTs `body` (of `content_type`, asking for `accept`) to `url` and returns the answer's
+/// body, at most `max_bytes`. Redirects are not followed (a POST is not repeated
+/// elsewhere); the whole exchange must finish within `timeout`.
+pub async fn post(
+    url: &str,
+    content_type: &'static str,
+    accept: &'static str,
+    body: Vec<u8>,
+    timeout: Option<Duration>,
+    max_bytes: u64,
+    proxy: &Proxy,
+) -> Result<Vec<u8>, FetchError> {
+    let method = Method::Post {
+        content_type,
+        accept,
+        body: Bytes::from(body),
+    };
+    let fut = async {
+        match exchange_once(url, &method, max_bytes, proxy).await? {
+            Answer::Body(b) => Ok(b),
+            Answer::Redirect(to) => Err(FetchError::Failed(format!(
+                "{url}: redirects a POST to {to}, which the agent does not follow"
+            ))),
+        }
+    };
+    within(url, timeout, fut).await
+}
+
+async fn within<F>(url: &str, timeout: Option<Duration>, fut: F) -> Result<Vec<u8>, FetchError>
+where
+    F: std::future::Future<Output = Result<Vec<u8>, FetchError>>,
+{
     match timeout {
         Some(t) => match tokio::time::timeout(t, fut).await {
             Ok(r) => r,
@@ -66,7 +101,7 @@ pub async fn get(
 async fn get_following(url: &str, max_bytes: u64, proxy: &Proxy) -> Result<Vec<u8>, FetchError> {
     let mut current = url.to_owned();
     for _ in 0..=MAX_REDIRECTS {
-        match get_once(&current, max_bytes, proxy).await? {
+        match exchange_once(&current, &Method::Get, max_bytes, proxy).await? {
             Answer::Body(b) => return Ok(b),
             Answer::Redirect(to) => {
                 if url_scheme(&to) != Some("http") {
@@ -81,6 +116,15 @@ async fn get_following(url: &str, max_bytes: u64, proxy: &Proxy) -> Result<Vec<u
     Err(FetchError::Failed(format!(
         "{url}: more than {MAX_REDIRECTS} redirects"
     )))
+}
+
+enum Method {
+    Get,
+    Post {
+        content_type: &'static str,
+        accept: &'static str,
+        body: Bytes,
+    },
 }
 
 enum Answer {
@@ -111,11 +155,16 @@ impl Drop for AbortOnDrop {
     }
 }
 
-async fn get_once(url: &str, max_bytes: u64, proxy: &Proxy) -> Result<Answer, FetchError> {
+async fn exchange_once(
+    url: &str,
+    method: &Method,
+    max_bytes: u64,
+    proxy: &Proxy,
+) -> Result<Answer, FetchError> {
     let failed = |what: String| FetchError::Failed(format!("{url}: {what}"));
     if url_scheme(url) != Some("http") {
         return Err(FetchError::Unsupported(format!(
-            "{url}: only http:// distribution points are supported"
+            "{url}: only http:// URLs are supported"
         )));
     }
     let uri: Uri = url
@@ -166,17 +215,29 @@ async fn get_once(url: &str, max_bytes: u64, proxy: &Proxy) -> Result<Answer, Fe
     let _conn = AbortOnDrop(tokio::spawn(async move {
         let _ = conn.await;
     }));
-    let req = hyper::Request::builder()
-        .method("GET")
+    let builder = hyper::Request::builder()
         .uri(target)
         .header("host", authority)
         .header(
             "user-agent",
             concat!("smime-agent/", env!("CARGO_PKG_VERSION")),
         )
-        .header("connection", "close")
-        .body(http_body_util::Empty::<Bytes>::new())
-        .map_err(|e| failed(format!("cannot build the request ({e})")))?;
+        .header("connection", "close");
+    let req = match method {
+        Method::Get => builder
+            .method("GET")
+            .body(http_body_util::Full::new(Bytes::new())),
+        Method::Post {
+            content_type,
+            accept,
+            body,
+        } => builder
+            .method("POST")
+            .header("content-type", *content_type)
+            .header("accept", *accept)
+            .body(http_body_util::Full::new(body.clone())),
+    }
+    .map_err(|e| failed(format!("cannot build the request ({e})")))?;
     let resp = sender
         .send_request(req)
         .await

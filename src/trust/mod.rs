@@ -15,6 +15,7 @@ mod build;
 pub mod crl;
 mod dsa;
 pub mod http;
+pub mod ocsp;
 pub mod path;
 pub mod proxy;
 mod reasons;
@@ -372,6 +373,7 @@ struct CacheEntry {
 pub struct Trust {
     pub store: TrustStore,
     pub crls: crl::CrlCache,
+    pub ocsp: ocsp::OcspCache,
     pub revocation: RevocationConfig,
     aia: Mutex<HashMap<String, Vec<Vec<u8>>>>,
     cache: Mutex<HashMap<[u8; 32], CacheEntry>>,
@@ -400,6 +402,7 @@ impl Trust {
                     |k| std::env::var(k).ok(),
                 ),
             ),
+            ocsp: ocsp::OcspCache::default(),
             revocation: revocation.clone(),
             aia: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),

@@ -11,7 +11,8 @@
 //! Owns: which CRL stands for each certificate and what the outcome says. Must not touch:
 //! fetching (http), caching (crl), building or choosing the path (`build.rs`, `path.rs`).
 
-use std::time::{Instant, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
 
 use certval::{
     CertificationPath, CertificationPathResults, CertificationPathSettings, Error as CvError,
@@ -23,6 +24,7 @@ use super::Trust;
 use super::build::Candidate;
 use super::crl::{self, CachedCrl, CrlOrigin, IssuerKey};
 use super::dsa::DsaVerifier;
+use super::ocsp;
 use super::reasons::path_problem;
 use super::settings::environment_with;
 use super::strict;
@@ -31,7 +33,7 @@ use super::validation::{
     ValidationRequest, subject,
 };
 use crate::certs::rfc3339;
-use crate::config::CrlUnavailable;
+use crate::config::{CrlUnavailable, RevocationSource};
 
 /// Checks revocation of a path that passed basic validation.
 #[allow(clippy::too_many_arguments)]
@@ -74,6 +76,9 @@ pub(super) async fn revocation(
     let mut path_certs = vec![cand.anchor.cert.decoded()];
     path_certs.extend(certs.iter().map(|c| c.decoded()));
     let dsa = DsaVerifier::for_path(&path_certs);
+    // One environment for the OCSP checks during the loop and the path check after it.
+    let mut pe = environment_with(dsa.clone());
+    let mut stapled: Vec<Option<Arc<ocsp::OcspAnswer>>> = vec![None; certs.len()];
     let mut checks: Vec<CrlCheck> = vec![];
     for (pos, cert) in certs.iter().enumerate() {
         let issuer_cert: &PDVCertificate = if pos == 0 {
@@ -84,6 +89,7 @@ pub(super) async fn revocation(
         let mut check = CrlCheck {
             subject: subject(cert),
             status: "unavailable",
+            method: None,
             crl_issuer: None,
             this_update: None,
             next_update: None,
@@ -102,22 +108,27 @@ pub(super) async fn revocation(
         };
         let mut urls = vec![];
         certval::collect_crl_dp_uris(cert, &mut urls);
+        let mut responders = vec![];
+        certval::collect_ocsp_uris(cert, &mut responders);
         // A CRL that came with the message saves the fetch only when it is current and
         // signed by the issuer: otherwise a stale or forged one would stand in for the
         // real CRL, and with on_crl_unavailable = allow a revoked signer would pass.
         // Without a distribution point, the message's CRLs are all there is to judge.
         let named = |c: &CachedCrl| certval::compare_names(&c.issuer_name, issuer_name);
         if supplied.iter().any(|c| {
-            named(c) && (urls.is_empty() || (c.is_current(now) && crl::verify(c, &key).is_ok()))
+            named(c)
+                && ((urls.is_empty() && responders.is_empty())
+                    || (c.is_current(now) && crl::verify(c, &key).is_ok()))
         }) {
             check.origin = Some("request");
+            check.method = Some("crl");
             check.crl_issuer = Some(issuer_name.to_string());
             checks.push(check);
             continue;
         }
-        if urls.is_empty() {
+        if urls.is_empty() && responders.is_empty() {
             let mut why = format!(
-                "no CRL of its issuer came with the request and {} names no CRL distribution point",
+                "no CRL of its issuer came with the request and {} names neither an OCSP responder nor a CRL distribution point",
                 check.subject
             );
             for r in &refused {
@@ -128,65 +139,131 @@ pub(super) async fn revocation(
             checks.push(check);
             continue;
         }
+        let subject = ocsp::Subject {
+            cert,
+            issuer: issuer_cert,
+        };
+        // A current answer of either kind that is at hand comes first; then the sources in
+        // the configured order.
+        if let Some(answer) = trust.ocsp.lookup(&subject, now) {
+            staple(&mut stapled, &mut check, pos, &answer, "cache");
+            until(Some(answer.next_update));
+            checks.push(check);
+            continue;
+        }
+        let crl_cached = urls
+            .iter()
+            .any(|u| trust.crls.lookup(u, &key, now).is_some());
+        let mut order = trust.revocation.order.clone();
+        if crl_cached {
+            order.sort_by_key(|s| *s != RevocationSource::Crl);
+        }
         let mut reasons = vec![];
-        for url in &urls {
-            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-            if left.is_some_and(|l| l.is_zero()) && trust.crls.lookup(url, &key, now).is_none() {
-                reasons.push(format!(
-                    "{url}: not fetched, crl_retrieval_timeout_ms ({} ms) is used up",
-                    trust.revocation.crl_retrieval_timeout_ms
-                ));
-                continue;
-            }
-            let conn = match (trust.connection_timeout(), left) {
-                (Some(c), Some(l)) => Some(c.min(l)),
-                (c, l) => c.or(l),
-            };
-            let got = match left {
-                Some(l) => {
-                    match tokio::time::timeout(l, trust.crls.get(url, &key, now, conn)).await {
-                        Ok(r) => r.map_err(|u| u.reason),
-                        Err(_) => Err(format!(
-                            "{url}: no CRL within crl_retrieval_timeout_ms ({} ms)",
-                            trust.revocation.crl_retrieval_timeout_ms
-                        )),
+        for asked in order {
+            let settled = match asked {
+                RevocationSource::Ocsp => {
+                    let mut settled = false;
+                    for url in &responders {
+                        let budget = match Budget::left(trust, deadline, url) {
+                            Ok(b) => b,
+                            Err(r) => {
+                                reasons.push(r);
+                                continue;
+                            }
+                        };
+                        let asked = trust.ocsp.ask(
+                            url,
+                            &subject,
+                            &pe,
+                            cps,
+                            trust.revocation.ocsp_nonce,
+                            budget.conn,
+                            trust.crls.proxy(),
+                            now,
+                        );
+                        match budget.bound(url, asked).await {
+                            Ok(answer) => {
+                                staple(&mut stapled, &mut check, pos, &answer, "fetched");
+                                until(Some(answer.next_update));
+                                settled = true;
+                                break;
+                            }
+                            Err(r) => reasons.push(r),
+                        }
                     }
+                    settled
                 }
-                None => trust
-                    .crls
-                    .get(url, &key, now, conn)
-                    .await
-                    .map_err(|u| u.reason),
+                RevocationSource::Crl => {
+                    let mut settled = false;
+                    for url in &urls {
+                        // A cached CRL is read even when the time for fetches is used up.
+                        let budget = match Budget::left(trust, deadline, url) {
+                            Ok(b) => b,
+                            Err(_) if trust.crls.lookup(url, &key, now).is_some() => Budget {
+                                conn: None,
+                                left: None,
+                            },
+                            Err(r) => {
+                                reasons.push(r);
+                                continue;
+                            }
+                        };
+                        let fetched = async {
+                            trust
+                                .crls
+                                .get(url, &key, now, budget.conn)
+                                .await
+                                .map_err(|u| u.reason)
+                        };
+                        match budget.bound(url, fetched).await {
+                            Ok((crl, origin)) => {
+                                source.add(&crl.der);
+                                at_hand.push(crl.der.clone());
+                                until(crl.next_update);
+                                check.method = Some("crl");
+                                check.crl_issuer = Some(crl.issuer.clone());
+                                check.this_update = Some(rfc3339(crl.this_update));
+                                check.next_update = crl.next_update.map(rfc3339);
+                                check.origin = Some(match origin {
+                                    CrlOrigin::Cache => "cache",
+                                    CrlOrigin::Fetched => "fetched",
+                                });
+                                check.url = Some(url.clone());
+                                settled = true;
+                                break;
+                            }
+                            Err(r) => reasons.push(r),
+                        }
+                    }
+                    settled
+                }
             };
-            match got {
-                Ok((crl, origin)) => {
-                    source.add(&crl.der);
-                    at_hand.push(crl.der.clone());
-                    until(crl.next_update);
-                    check.crl_issuer = Some(crl.issuer.clone());
-                    check.this_update = Some(rfc3339(crl.this_update));
-                    check.next_update = crl.next_update.map(rfc3339);
-                    check.origin = Some(match origin {
-                        CrlOrigin::Cache => "cache",
-                        CrlOrigin::Fetched => "fetched",
-                    });
-                    check.url = Some(url.clone());
-                    reasons.clear();
-                    break;
-                }
-                Err(r) => reasons.push(r),
+            if settled {
+                reasons.clear();
+                break;
             }
         }
         if !reasons.is_empty() {
-            check.url = urls.first().cloned();
+            check.url = urls.first().or(responders.first()).cloned();
             check.reason = Some(reasons.join("; "));
         }
         checks.push(check);
     }
 
-    let mut pe = environment_with(dsa.clone());
     pe.add_crl_source(Box::new(source));
     let mut cpr = CertificationPathResults::new();
+    let mut stapled_path;
+    let cp = if stapled.iter().any(Option::is_some) {
+        stapled_path = cp.clone();
+        for (pos, answer) in stapled.iter().enumerate() {
+            if let Some(a) = answer {
+                stapled_path.ocsp_responses[pos] = Some(a.der.clone());
+            }
+        }
+        &stapled_path
+    } else {
+        cp
+    };
     let mut outcome = certval::check_revocation_local(&pe, cps, cp, &mut cpr);
     let mut index = cpr.get_failure_index();
     let mut delta_note = String::new();
@@ -233,9 +310,18 @@ pub(super) async fn revocation(
                 .and_then(|der| {
                     x509_cert::crl::RevokedCert::<x509_cert::certificate::Raw>::from_der(&der).ok()
                 });
-            let when = entry
-                .map(|e| format!(" on {}", rfc3339(e.revocation_date.to_system_time())))
-                .unwrap_or_default();
+            let by_ocsp = stapled.get(pos).and_then(Option::as_ref);
+            let when = match by_ocsp {
+                Some(a) => a.revoked_at,
+                None => entry.map(|e| e.revocation_date.to_system_time()),
+            }
+            .map(|t| format!(" on {}", rfc3339(t)))
+            .unwrap_or_default();
+            let says = if by_ocsp.is_some() {
+                "its issuer's OCSP responder says so"
+            } else {
+                "its issuer's CRL lists it"
+            };
             let who = certs.get(pos).map(|c| subject(c)).unwrap_or_default();
             for (i, c) in checks.iter_mut().enumerate() {
                 if i == pos {
@@ -247,7 +333,7 @@ pub(super) async fn revocation(
             }
             let target_who = subject(&cp.target);
             let message = if pos + 1 == certs.len() {
-                format!("{who} was revoked{when} (its issuer's CRL lists it){delta_note}")
+                format!("{who} was revoked{when} ({says}){delta_note}")
             } else {
                 format!("{who}, a CA in the chain of {target_who}, was revoked{when}{delta_note}")
             };
@@ -319,6 +405,65 @@ pub(super) async fn revocation(
     }
     v.revocation.checks = checks;
     v
+}
+
+/// Records an accepted OCSP answer for position `pos`: it is stapled to the path for
+/// certval's check, and the check says where it came from.
+fn staple(
+    stapled: &mut [Option<Arc<ocsp::OcspAnswer>>],
+    check: &mut CrlCheck,
+    pos: usize,
+    answer: &Arc<ocsp::OcspAnswer>,
+    origin: &'static str,
+) {
+    stapled[pos] = Some(answer.clone());
+    check.method = Some("ocsp");
+    check.origin = Some(origin);
+    check.url = Some(answer.url.clone());
+    check.this_update = Some(rfc3339(answer.this_update));
+    check.next_update = Some(rfc3339(answer.next_update));
+}
+
+/// The time one fetch may take: the connection timeout, cut to what is left of the
+/// validation's retrieval time.
+struct Budget {
+    conn: Option<Duration>,
+    left: Option<Duration>,
+}
+
+impl Budget {
+    /// The budget for a fetch from `url`, or why there is none left.
+    fn left(trust: &Trust, deadline: Option<Instant>, url: &str) -> Result<Budget, String> {
+        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        if left.is_some_and(|l| l.is_zero()) {
+            return Err(format!(
+                "{url}: not fetched, crl_retrieval_timeout_ms ({} ms) is used up",
+                trust.revocation.crl_retrieval_timeout_ms
+            ));
+        }
+        let conn = match (trust.connection_timeout(), left) {
+            (Some(c), Some(l)) => Some(c.min(l)),
+            (c, l) => c.or(l),
+        };
+        Ok(Budget { conn, left })
+    }
+
+    /// Runs `fut`, giving up when the validation's retrieval time runs out.
+    async fn bound<T>(
+        &self,
+        url: &str,
+        fut: impl std::future::Future<Output = Result<T, String>>,
+    ) -> Result<T, String> {
+        match self.left {
+            Some(l) => tokio::time::timeout(l, fut).await.unwrap_or_else(|_| {
+                Err(format!(
+                    "{url}: no answer within crl_retrieval_timeout_ms ({} ms)",
+                    l.as_millis()
+                ))
+            }),
+            None => fut.await,
+        }
+    }
 }
 
 /// certval does not use delta CRLs (RFC 5280 5.2.4): a certificate its complete CRL shows as

@@ -153,6 +153,8 @@ pub struct CrlCheck {
     pub subject: String,
     /// `good`, `revoked` or `unavailable`.
     pub status: &'static str,
+    /// What settled it: `crl` or `ocsp`.
+    pub method: Option<&'static str>,
     pub crl_issuer: Option<String>,
     pub this_update: Option<String>,
     pub next_update: Option<String>,

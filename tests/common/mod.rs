@@ -727,13 +727,22 @@ impl Drop for Terminal {
 
 /// A test PKI of its own (make-pki.sh DIR URL --only NAMES), for tests that serve its CRLs.
 pub fn pki_in(dir: &Path, crl_base: &str, only: &[&str]) -> PathBuf {
-    let st = Command::new(workspace_root().join("softhsm-setup/make-pki.sh"))
-        .arg(dir)
-        .arg(crl_base)
-        .arg("--only")
-        .arg(only.join(","))
-        .status()
-        .expect("run make-pki.sh");
+    make_pki(dir, crl_base, only, None)
+}
+
+/// As [`pki_in`], with the user certificates naming the OCSP responder at `ocsp_url` (and
+/// the responder certificates made, when `only` names them).
+pub fn pki_with_ocsp(dir: &Path, crl_base: &str, ocsp_url: &str, only: &[&str]) -> PathBuf {
+    make_pki(dir, crl_base, only, Some(ocsp_url))
+}
+
+fn make_pki(dir: &Path, crl_base: &str, only: &[&str], ocsp_url: Option<&str>) -> PathBuf {
+    let mut cmd = Command::new(workspace_root().join("softhsm-setup/make-pki.sh"));
+    cmd.arg(dir).arg(crl_base).arg("--only").arg(only.join(","));
+    if let Some(url) = ocsp_url {
+        cmd.args(["--ocsp", url]);
+    }
+    let st = cmd.status().expect("run make-pki.sh");
     assert!(st.success(), "make-pki.sh failed");
     dir.to_owned()
 }
@@ -782,8 +791,30 @@ impl Drop for CrlServer {
 
 impl CrlServer {
     pub async fn start() -> CrlServer {
+        CrlServer::start_on(0).await
+    }
+
+    /// Serves on 127.0.0.1:`port` (0: any free port). A POST gets the file published at its
+    /// path, as a GET does (an OCSP answer made beforehand, say).
+    pub async fn start_on(port: u16) -> CrlServer {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        // SO_REUSEADDR: a responder that held the port just before leaves TIME_WAITs on it;
+        // and a server dropped just before lets go of it when its aborted task ends.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let listener = loop {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_reuseaddr(true).unwrap();
+            match socket
+                .bind(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+                .and_then(|()| socket.listen(64))
+            {
+                Ok(l) => break l,
+                Err(_) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cannot listen on 127.0.0.1:{port}: {e}"),
+            }
+        };
         let port = listener.local_addr().unwrap().port();
         let state: std::sync::Arc<std::sync::Mutex<ServerState>> = Default::default();
         let st = state.clone();
@@ -802,7 +833,27 @@ impl CrlServer {
                             Ok(n) => req.extend_from_slice(&buf[..n]),
                         }
                     }
-                    let text = String::from_utf8_lossy(&req);
+                    // Read a request body too, so the close does not reset the connection.
+                    let head_len = req
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map_or(req.len(), |p| p + 4);
+                    let text = String::from_utf8_lossy(&req[..head_len]).to_string();
+                    let body_len = text
+                        .lines()
+                        .find_map(|l| {
+                            let (k, v) = l.split_once(':')?;
+                            k.eq_ignore_ascii_case("content-length")
+                                .then(|| v.trim().parse::<usize>().ok())?
+                        })
+                        .unwrap_or(0)
+                        .min(1 << 20);
+                    while req.len() < head_len + body_len {
+                        match sock.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => req.extend_from_slice(&buf[..n]),
+                        }
+                    }
                     let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
                     let (body, delay, hang) = {
                         let mut s = st.lock().unwrap();

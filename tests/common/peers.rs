@@ -361,3 +361,165 @@ impl Drop for Tinyproxy {
         let _ = self.child.wait();
     }
 }
+
+/// OpenSSL's OCSP responder (`openssl ocsp -index ... -port`) answering for the issuing CA
+/// of a make-pki.sh PKI, on a loopback port of the test's choosing.
+pub struct OcspResponder {
+    child: std::process::Child,
+}
+
+/// Debian's libfaketime (package faketime).
+const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+
+/// How an [`OcspResponder`] answers.
+pub struct OcspSpec<'a> {
+    /// The certificate (and NAME.key.pem) that signs the answers: `ca` itself, or a
+    /// responder certificate of the PKI (`ocsp-responder`, `ocsp-no-eku`, `ocsp-rogue`).
+    pub signer: &'a str,
+    /// Certificates the responder reports revoked.
+    pub revoke: &'a [&'a str],
+    /// Certificates left out of the responder's index (answered `unknown`).
+    pub forget: &'a [&'a str],
+    /// A libfaketime offset for the responder's clock (`-2d`: answers two days old).
+    pub clock: Option<&'a str>,
+}
+
+impl Default for OcspSpec<'_> {
+    fn default() -> Self {
+        OcspSpec {
+            signer: "ca",
+            revoke: &[],
+            forget: &[],
+            clock: None,
+        }
+    }
+}
+
+impl OcspResponder {
+    /// Starts the responder on 127.0.0.1:`port` with its database under `dir`; returns
+    /// once it accepts connections. Answers say nextUpdate is one day after thisUpdate.
+    pub fn start(pki: &Path, dir: &Path, port: u16, spec: OcspSpec<'_>) -> OcspResponder {
+        let db = dir.join(format!("ocsp-db-{}", rand_suffix()));
+        run(Command::new("cp")
+            .arg("-r")
+            .arg(pki.join(".ca/ca"))
+            .arg(&db));
+        for name in spec.revoke {
+            run(Command::new("openssl")
+                .args(["ca", "-config"])
+                .arg(pki.join(".ca/openssl.cnf"))
+                .args(["-batch", "-crl_reason", "keyCompromise", "-revoke"])
+                .arg(pki.join(format!("{name}.pem")))
+                .env("CA_DIR", &db)
+                .env("CA_KEY", pki.join("ca.key.pem"))
+                .env("CA_CERT", pki.join("ca.pem"))
+                .env("CRL_URL", "unused"));
+        }
+        let index = db.join("index.txt");
+        let mut lines = std::fs::read_to_string(&index).unwrap();
+        for name in spec.forget {
+            let serial = String::from_utf8(
+                run(Command::new("openssl")
+                    .args(["x509", "-noout", "-serial", "-in"])
+                    .arg(pki.join(format!("{name}.pem"))))
+                .stdout,
+            )
+            .unwrap();
+            let serial = serial.trim().trim_start_matches("serial=").to_owned();
+            lines = lines
+                .lines()
+                .filter(|l| l.split('\t').nth(3) != Some(serial.as_str()))
+                .map(|l| format!("{l}\n"))
+                .collect();
+        }
+        std::fs::write(&index, lines).unwrap();
+        let mut cmd = Command::new("openssl");
+        if let Some(offset) = spec.clock {
+            // libfaketime preloaded into openssl itself: the `faketime` wrapper forks, and
+            // killing it would leave the responder holding the port.
+            cmd.env("LD_PRELOAD", LIBFAKETIME).env("FAKETIME", offset);
+        }
+        cmd.arg("ocsp")
+            .arg("-index")
+            .arg(&index)
+            .args(["-port", &port.to_string()])
+            .arg("-CA")
+            .arg(pki.join("ca.pem"))
+            .arg("-rsigner")
+            .arg(pki.join(format!("{}.pem", spec.signer)))
+            .arg("-rkey")
+            .arg(pki.join(format!("{}.key.pem", spec.signer)))
+            .args(["-ndays", "1", "-ignore_err"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().expect("openssl ocsp");
+        // Not probed by connecting: openssl 3.0's responder spins on a connection closed
+        // before its request, and answers no one after it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !listening(port) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "openssl ocsp did not listen on {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        OcspResponder { child }
+    }
+}
+
+/// Whether a socket listens on TCP `port` (any address), from /proc/net/tcp and tcp6.
+fn listening(port: u16) -> bool {
+    let local = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .lines()
+            .any(|l| {
+                let mut cols = l.split_whitespace();
+                let addr = cols.nth(1).unwrap_or("");
+                let state = cols.nth(1).unwrap_or("");
+                addr.ends_with(&local) && state == "0A"
+            })
+    })
+}
+
+impl Drop for OcspResponder {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An answer of `openssl ocsp` (signed by the issuing CA, good) about the certificate
+/// NAME of `pki`, made beforehand (to a request with a nonce of its own when `nonce`): for
+/// serving where another certificate was asked about, or replaying.
+pub fn ocsp_answer_about(pki: &Path, dir: &Path, name: &str, nonce: bool) -> Vec<u8> {
+    let req = dir.join(format!("ocsp-req-{}.der", rand_suffix()));
+    let resp = dir.join(format!("ocsp-resp-{}.der", rand_suffix()));
+    run(Command::new("openssl")
+        .args([
+            "ocsp",
+            if nonce { "-nonce" } else { "-no_nonce" },
+            "-issuer",
+        ])
+        .arg(pki.join("ca.pem"))
+        .arg("-cert")
+        .arg(pki.join(format!("{name}.pem")))
+        .arg("-reqout")
+        .arg(&req));
+    run(Command::new("openssl")
+        .arg("ocsp")
+        .arg("-index")
+        .arg(pki.join(".ca/ca/index.txt"))
+        .arg("-CA")
+        .arg(pki.join("ca.pem"))
+        .arg("-rsigner")
+        .arg(pki.join("ca.pem"))
+        .arg("-rkey")
+        .arg(pki.join("ca.key.pem"))
+        .args(["-ndays", "1", "-reqin"])
+        .arg(&req)
+        .arg("-respout")
+        .arg(&resp));
+    std::fs::read(&resp).unwrap()
+}

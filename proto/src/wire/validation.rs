@@ -75,7 +75,7 @@ pub struct RevocationResult {
     pub checks: Vec<CrlCheckInfo>,
 }
 
-/// The CRL check of one certificate.
+/// The revocation check of one certificate (by CRL or OCSP).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct CrlCheckInfo {
     pub subject: String,
@@ -87,12 +87,18 @@ pub struct CrlCheckInfo {
     pub this_update: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_update: Option<String>,
+    /// What settled it: `crl` (a CRL; `crl_issuer` names its issuer) or `ocsp` (an OCSP
+    /// response from the responder at `url`, RFC 6960). Absent when nothing did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
     /// `request` (came with the request), `cache`, `fetched`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// The distribution point or responder asked.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
-    /// Why no CRL could be used (unreachable, timed out, LDAP unsupported, bad signature...).
+    /// Why no status could be had from any source (unreachable, timed out, a responder that
+    /// does not know the certificate, a bad signature...), each source's reason in turn.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
 }
