@@ -693,3 +693,79 @@ async fn crls_go_through_the_configured_proxy_and_no_proxy_hosts_go_direct() {
     );
     assert_eq!(vias(&server).len(), before, "fetched around the proxy");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crls_over_https_from_openssl_s_server_directly_and_through_a_connect_tunnel() {
+    let port = dead_port();
+    let s = setup(&format!("https://127.0.0.1:{port}"));
+    let www = s.dir.path().join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(
+        www.join("ca.crl"),
+        make_crl(&s.pki, "ca", &["bob-dual-rsa"], 30 * 86400),
+    )
+    .unwrap();
+    std::fs::write(
+        www.join("root-ca.crl"),
+        make_crl(&s.pki, "root", &[], 30 * 86400),
+    )
+    .unwrap();
+    let tls = s.dir.path().join("tls");
+    std::fs::create_dir_all(&tls).unwrap();
+    // A server certificate from the test root, which the agent trusts.
+    let (cert, key) = peers::tls_server_cert(&tls, "www", Some(&s.pki.join("root-ca.pem")));
+    {
+        let _www = peers::HttpsServer::start(&www, port, &cert, &key);
+        let v = s
+            .validate_with_fresh_cache("https", "on_crl_unavailable = \"fail\"\n")
+            .await;
+        assert_eq!(v.status, ValidityStatus::Valid, "{:?}", v.reasons);
+        let leaf = v.revocation.checks.last().unwrap();
+        assert_eq!(leaf.method.as_deref(), Some("crl"));
+        assert_eq!(
+            leaf.url.as_deref(),
+            Some(format!("https://127.0.0.1:{port}/ca.crl").as_str())
+        );
+        let agent = s.agent("https-revoked", "");
+        let v = agent
+            .client()
+            .await
+            .validate(validate_params(&s.cert("bob-dual-rsa")))
+            .await
+            .unwrap();
+        assert_eq!(v.reasons[0].code, "revoked", "{:?}", v.reasons);
+        drop(agent);
+        let _ = std::fs::remove_dir_all(s.dir.path().join("crls"));
+
+        // Through tinyproxy: a CONNECT tunnel, TLS inside it.
+        let proxy = peers::Tinyproxy::start(&s.dir.path().join("proxy"));
+        let v = s
+            .validate_with_fresh_cache(
+                "https-proxied",
+                &format!(
+                    "on_crl_unavailable = \"fail\"\nhttp_proxy = \"{}\"\nno_proxy = \"\"\n",
+                    proxy.url()
+                ),
+            )
+            .await;
+        assert_eq!(v.status, ValidityStatus::Valid, "{:?}", v.reasons);
+        assert!(
+            proxy.log().contains("CONNECT"),
+            "no tunnel through the proxy: {}",
+            proxy.log()
+        );
+    }
+    // A server whose certificate nobody vouches for: no CRL from it.
+    let (cert, key) = peers::tls_server_cert(&tls, "stranger", None);
+    let _www = peers::HttpsServer::start(&www, port, &cert, &key);
+    let v = s
+        .validate_with_fresh_cache("https-stranger", "on_crl_unavailable = \"fail\"\n")
+        .await;
+    assert_eq!(v.status, ValidityStatus::Invalid, "{:?}", v.reasons);
+    let why = v.revocation.checks.last().unwrap().reason.clone();
+    assert!(
+        why.as_deref()
+            .is_some_and(|r| r.contains("TLS handshake failed")),
+        "{why:?}"
+    );
+}

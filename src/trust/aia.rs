@@ -33,7 +33,10 @@ pub(super) async fn fetch_aia(
         }
         timeout = Some(timeout.map_or(left, |t| t.min(left)));
     }
-    let body = super::http::get(url, timeout, MAX_AIA_BYTES, trust.crls.proxy())
+    let body = trust
+        .crls
+        .client()
+        .get(url, timeout, MAX_AIA_BYTES)
         .await
         .map_err(|e| format!("AIA {e}"))?;
     let certs = if x509_cert::Certificate::from_der(&body).is_ok() {

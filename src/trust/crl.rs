@@ -24,7 +24,6 @@ use x509_cert::name::Name;
 
 use super::dsa::DsaVerifier;
 use super::http::{self, FetchError};
-use super::proxy::Proxy;
 
 /// First line of a cache file; the URL follows on the second, then the DER.
 const CACHE_MAGIC: &[u8] = b"smime-agent-crl 1\n";
@@ -94,8 +93,8 @@ struct Slot {
 pub struct CrlCache {
     dir: Option<PathBuf>,
     max_bytes: u64,
-    /// The HTTP proxy of every fetch (CRLs here, AIA in `aia.rs`).
-    proxy: Proxy,
+    /// What every fetch goes through (CRLs here, AIA in `aia.rs`, OCSP in `ocsp.rs`).
+    client: http::Client,
     entries: RwLock<HashMap<String, Arc<CachedCrl>>>,
     slots: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Slot>>>>,
     /// Bumped whenever a CRL is added or dropped; the validation cache keys on it.
@@ -187,11 +186,11 @@ pub fn verify(crl: &CachedCrl, issuer: &IssuerKey<'_>) -> Result<(), String> {
 
 impl CrlCache {
     /// A cache in `dir` (created when missing), with what earlier runs left there.
-    pub fn open(dir: Option<PathBuf>, max_bytes: u64, proxy: Proxy) -> CrlCache {
+    pub fn open(dir: Option<PathBuf>, max_bytes: u64, client: http::Client) -> CrlCache {
         let cache = CrlCache {
             dir,
             max_bytes,
-            proxy,
+            client,
             entries: RwLock::new(HashMap::new()),
             slots: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(0),
@@ -205,8 +204,8 @@ impl CrlCache {
         self.dir.as_deref()
     }
 
-    pub fn proxy(&self) -> &Proxy {
-        &self.proxy
+    pub fn client(&self) -> &http::Client {
+        &self.client
     }
 
     pub fn generation(&self) -> u64 {
@@ -342,7 +341,7 @@ impl CrlCache {
             unsupported,
         };
         match http::url_scheme(url) {
-            Some("http") => {}
+            Some("http" | "https") => {}
             Some("ldap") | Some("ldaps") => {
                 return Err(unavailable(
                     format!("{url}: unsupported: the agent does not fetch CRLs over LDAP"),
@@ -351,7 +350,9 @@ impl CrlCache {
             }
             _ => {
                 return Err(unavailable(
-                    format!("{url}: unsupported: only http:// distribution points are fetched"),
+                    format!(
+                        "{url}: unsupported: only http://, https:// and ldap:// distribution points are fetched"
+                    ),
                     true,
                 ));
             }
@@ -399,7 +400,9 @@ impl CrlCache {
     ) -> Result<Arc<CachedCrl>, String> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         debug!(%url, "fetching a CRL");
-        let body = http::get(url, conn_timeout, self.max_bytes, &self.proxy)
+        let body = self
+            .client
+            .get(url, conn_timeout, self.max_bytes)
             .await
             .map_err(|e| match e {
                 FetchError::TimedOut(s) | FetchError::Failed(s) | FetchError::TooLarge(s) => s,
@@ -496,7 +499,11 @@ mod tests {
         let mut bad = CACHE_MAGIC.to_vec();
         bad.extend_from_slice(b"http://x/\n\x30\x03\x02\x01");
         std::fs::write(dir.path().join("b.crl"), bad).unwrap();
-        let c = CrlCache::open(Some(dir.path().to_owned()), 1 << 20, Proxy::default());
+        let c = CrlCache::open(
+            Some(dir.path().to_owned()),
+            1 << 20,
+            http::Client::new(super::super::proxy::Proxy::default(), vec![]),
+        );
         assert!(c.list().is_empty());
     }
 

@@ -22,6 +22,7 @@ mod reasons;
 mod revocation;
 mod settings;
 mod strict;
+mod tls;
 mod validation;
 
 use std::collections::HashMap;
@@ -391,17 +392,22 @@ impl Trust {
     /// Reads the stores and opens the CRL cache.
     pub fn new(trust: &TrustConfig, revocation: &RevocationConfig) -> Trust {
         let dir = revocation.cache_dir.clone().or_else(crl::default_cache_dir);
-        Trust {
-            store: TrustStore::load(trust),
-            crls: crl::CrlCache::open(
-                dir,
-                revocation.max_crl_bytes,
-                proxy::Proxy::resolve(
-                    revocation.http_proxy.as_deref(),
-                    revocation.no_proxy.as_deref(),
-                    |k| std::env::var(k).ok(),
-                ),
+        let store = TrustStore::load(trust);
+        let client = http::Client::new(
+            proxy::Proxy::resolve(
+                revocation.http_proxy.as_deref(),
+                revocation.no_proxy.as_deref(),
+                |k| std::env::var(k).ok(),
             ),
+            store
+                .anchors
+                .iter()
+                .map(|a| a.cert.as_bytes().to_vec())
+                .collect(),
+        );
+        Trust {
+            store,
+            crls: crl::CrlCache::open(dir, revocation.max_crl_bytes, client),
             ocsp: ocsp::OcspCache::default(),
             revocation: revocation.clone(),
             aia: Mutex::new(HashMap::new()),

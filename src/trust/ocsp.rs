@@ -29,7 +29,6 @@ use der::{Decode, Encode};
 use sha2::{Digest, Sha256};
 
 use super::http::{self, FetchError};
-use super::proxy::Proxy;
 
 /// Largest OCSP answer accepted (a response with a few responder certificates is a few KiB).
 pub const MAX_OCSP_BYTES: u64 = 1 << 20;
@@ -152,7 +151,7 @@ impl OcspCache {
         cps: &CertificationPathSettings,
         nonce: bool,
         timeout: Option<Duration>,
-        proxy: &Proxy,
+        client: &http::Client,
         now: SystemTime,
     ) -> Result<Arc<OcspAnswer>, String> {
         if http::url_scheme(url) != Some("http") {
@@ -174,22 +173,22 @@ impl OcspCache {
         )
         .map_err(|e| format!("OCSP {url}: cannot build the request ({e:?})"))?;
         self.fetches.fetch_add(1, Ordering::Relaxed);
-        let body = http::post(
-            url,
-            "application/ocsp-request",
-            "application/ocsp-response",
-            request,
-            timeout,
-            MAX_OCSP_BYTES,
-            proxy,
-        )
-        .await
-        .map_err(|e| match e {
-            FetchError::TooLarge(_) => {
-                format!("OCSP {url}: the answer is larger than {MAX_OCSP_BYTES} bytes")
-            }
-            e => format!("OCSP {e}"),
-        })?;
+        let body = client
+            .post(
+                url,
+                "application/ocsp-request",
+                "application/ocsp-response",
+                request,
+                timeout,
+                MAX_OCSP_BYTES,
+            )
+            .await
+            .map_err(|e| match e {
+                FetchError::TooLarge(_) => {
+                    format!("OCSP {url}: the answer is larger than {MAX_OCSP_BYTES} bytes")
+                }
+                e => format!("OCSP {e}"),
+            })?;
         let answer = Arc::new(judge(
             &body,
             url,

@@ -1,6 +1,7 @@
-//! Which HTTP proxy a CRL or AIA fetch goes through, as curl decides it: the configured
-//! `[revocation] http_proxy`, else the `http_proxy` environment variable (lower case only,
-//! as curl reads it for http://, against "httpoxy"), and hosts that go direct by `no_proxy`
+//! Which HTTP proxy a CRL, OCSP or AIA fetch goes through, as curl decides it: the
+//! configured `[revocation] http_proxy` (for every fetch), else the environment: for http://,
+//! `http_proxy` (lower case only, as curl reads it, against "httpoxy"); for https://,
+//! `https_proxy` or `HTTPS_PROXY` (a CONNECT tunnel). Hosts go direct by `no_proxy`
 //! (configured, else `no_proxy` or `NO_PROXY`).
 //!
 //! Owns: parsing the proxy URL and the no_proxy list, and the choice for one host. Does not
@@ -31,6 +32,8 @@ pub struct Proxy {
     /// `Err`: the proxy setting could not be read; every fetch fails with it rather than
     /// going around the proxy the user asked for.
     via: Option<Result<Endpoint, String>>,
+    /// The same for https:// URLs (through a CONNECT tunnel).
+    via_tls: Option<Result<Endpoint, String>>,
     no_proxy: Vec<String>,
 }
 
@@ -50,13 +53,24 @@ impl Proxy {
         no_proxy: Option<&str>,
         env: impl Fn(&str) -> Option<String>,
     ) -> Proxy {
-        let (setting, source) = match http_proxy {
-            Some(p) => (Some(p.to_owned()), "[revocation] http_proxy"),
-            None => (env("http_proxy"), "the http_proxy environment variable"),
+        let read = |setting: Option<String>, source: &str| {
+            setting.filter(|s| !s.trim().is_empty()).map(|s| {
+                parse_proxy(s.trim()).map_err(|e| format!("{source} {:?}: {e}", redacted(&s)))
+            })
         };
-        let via = setting.filter(|s| !s.trim().is_empty()).map(|s| {
-            parse_proxy(s.trim()).map_err(|e| format!("{source} {:?}: {e}", redacted(&s)))
-        });
+        let (via, via_tls) = match http_proxy {
+            Some(p) => {
+                let v = read(Some(p.to_owned()), "[revocation] http_proxy");
+                (v.clone(), v)
+            }
+            None => (
+                read(env("http_proxy"), "the http_proxy environment variable"),
+                match env("https_proxy") {
+                    Some(v) => read(Some(v), "the https_proxy environment variable"),
+                    None => read(env("HTTPS_PROXY"), "the HTTPS_PROXY environment variable"),
+                },
+            ),
+        };
         let list = no_proxy
             .map(str::to_owned)
             .or_else(|| env("no_proxy"))
@@ -64,6 +78,7 @@ impl Proxy {
             .unwrap_or_default();
         Proxy {
             via,
+            via_tls,
             no_proxy: list
                 .split(',')
                 .map(|e| e.trim().trim_start_matches('.').to_ascii_lowercase())
@@ -72,9 +87,22 @@ impl Proxy {
         }
     }
 
-    /// The route to `host` (a name or an address, without brackets).
+    /// The route to `host` (a name or an address, without brackets) for an http:// URL.
     pub fn route(&self, host: &str) -> Result<Route<'_>, String> {
-        match &self.via {
+        self.route_of(&self.via, host)
+    }
+
+    /// The route to `host` for an https:// URL (a CONNECT tunnel through the proxy).
+    pub fn route_tls(&self, host: &str) -> Result<Route<'_>, String> {
+        self.route_of(&self.via_tls, host)
+    }
+
+    fn route_of<'a>(
+        &'a self,
+        via: &'a Option<Result<Endpoint, String>>,
+        host: &str,
+    ) -> Result<Route<'a>, String> {
+        match via {
             None => Ok(Route::Direct),
             Some(_) if self.bypassed(host) => Ok(Route::Direct),
             Some(Ok(e)) => Ok(Route::Via(e)),
@@ -219,6 +247,29 @@ mod tests {
         assert_eq!(via(&p, "a.b").as_deref(), Some("http://proxy.corp:1080"));
         let p = Proxy::resolve(Some("http://[::1]:3128"), None, env(&[]));
         assert_eq!(via(&p, "a.b").as_deref(), Some("http://[::1]:3128"));
+    }
+
+    #[test]
+    fn https_urls_take_https_proxy_from_the_environment_and_the_configured_proxy_too() {
+        let tls = |p: &Proxy, host: &str| match p.route_tls(host).unwrap() {
+            Route::Direct => None,
+            Route::Via(e) => Some(e.to_string()),
+        };
+        let e = [
+            ("http_proxy", "http://plain:3128"),
+            ("https_proxy", "http://tunnel:3129"),
+        ];
+        let p = Proxy::resolve(None, None, env(&e));
+        assert_eq!(via(&p, "a.b").as_deref(), Some("http://plain:3128"));
+        assert_eq!(tls(&p, "a.b").as_deref(), Some("http://tunnel:3129"));
+        // Upper case is read for https:// (curl does), lower case first.
+        let p = Proxy::resolve(None, None, env(&[("HTTPS_PROXY", "http://up:1")]));
+        assert_eq!(tls(&p, "a.b").as_deref(), Some("http://up:1"));
+        assert_eq!(via(&p, "a.b"), None);
+        // The configured proxy serves both; no_proxy both.
+        let p = Proxy::resolve(Some("http://cfg:8080"), Some("direct.test"), env(&e));
+        assert_eq!(tls(&p, "a.b").as_deref(), Some("http://cfg:8080"));
+        assert_eq!(tls(&p, "direct.test"), None);
     }
 
     #[test]

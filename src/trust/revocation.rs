@@ -178,7 +178,7 @@ pub(super) async fn revocation(
                             cps,
                             trust.revocation.ocsp_nonce,
                             budget.conn,
-                            trust.crls.proxy(),
+                            trust.crls.client(),
                             now,
                         );
                         match budget.bound(url, asked).await {

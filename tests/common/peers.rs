@@ -468,7 +468,7 @@ impl OcspResponder {
 }
 
 /// Whether a socket listens on TCP `port` (any address), from /proc/net/tcp and tcp6.
-fn listening(port: u16) -> bool {
+pub fn listening(port: u16) -> bool {
     let local = format!(":{port:04X}");
     ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|f| {
         std::fs::read_to_string(f)
@@ -522,4 +522,92 @@ pub fn ocsp_answer_about(pki: &Path, dir: &Path, name: &str, nonce: bool) -> Vec
         .arg("-respout")
         .arg(&resp));
     std::fs::read(&resp).unwrap()
+}
+
+/// OpenSSL's test web server (`openssl s_server -WWW`): serves the files of `docroot` over
+/// https:// on 127.0.0.1:`port` with the certificate and key given.
+pub struct HttpsServer {
+    child: std::process::Child,
+}
+
+impl HttpsServer {
+    pub fn start(docroot: &Path, port: u16, cert: &Path, key: &Path) -> HttpsServer {
+        std::fs::create_dir_all(docroot).unwrap();
+        let child = Command::new("openssl")
+            .args(["s_server", "-WWW", "-quiet", "-naccept", "1000"])
+            .args(["-accept", &format!("127.0.0.1:{port}")])
+            .arg("-cert")
+            .arg(cert)
+            .arg("-key")
+            .arg(key)
+            .current_dir(docroot)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("openssl s_server");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !listening(port) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "openssl s_server did not listen on {port}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        HttpsServer { child }
+    }
+}
+
+impl Drop for HttpsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A TLS server certificate for 127.0.0.1 (NAME.pem, NAME.key.pem in `dir`), issued by the
+/// CA `issuer` (its .pem and .key.pem) or, with `None`, self-signed.
+pub fn tls_server_cert(dir: &Path, name: &str, issuer: Option<&Path>) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.key.pem"));
+    let cert = dir.join(format!("{name}.pem"));
+    let ext = write_file(
+        dir,
+        &format!("{name}.ext"),
+        b"basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature, keyEncipherment\n\
+          extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1\n",
+    );
+    run(Command::new("openssl")
+        .args([
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+        ])
+        .arg(&key));
+    let csr = dir.join(format!("{name}.csr"));
+    run(Command::new("openssl")
+        .args(["req", "-new", "-subj", "/CN=127.0.0.1", "-key"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&csr));
+    let mut x509 = Command::new("openssl");
+    x509.args(["x509", "-req", "-days", "30", "-in"])
+        .arg(&csr)
+        .arg("-extfile")
+        .arg(&ext)
+        .arg("-out")
+        .arg(&cert);
+    match issuer {
+        Some(ca) => {
+            let ca_key = ca.with_extension("key.pem");
+            x509.arg("-CA").arg(ca).arg("-CAkey").arg(ca_key);
+        }
+        None => {
+            x509.arg("-key").arg(&key);
+        }
+    }
+    run(&mut x509);
+    (cert, key)
 }
