@@ -29,6 +29,7 @@ pub mod config;
 pub mod contacts;
 pub mod directory;
 pub mod log;
+pub mod net;
 pub mod oids;
 pub mod ops;
 pub mod presence;

@@ -478,8 +478,8 @@ async fn a_distrusted_intermediate_makes_its_chain_invalid() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ldap_distribution_points_are_reported_unsupported() {
-    let s = setup("ldap://127.0.0.1/cn=crls");
+async fn distribution_points_of_other_schemes_are_reported_unsupported() {
+    let s = setup("ftp://127.0.0.1/crls");
     let agent = s.agent("agent", "on_crl_unavailable = \"fail\"\n");
     let v = agent
         .client()
@@ -766,6 +766,82 @@ async fn crls_over_https_from_openssl_s_server_directly_and_through_a_connect_tu
     assert!(
         why.as_deref()
             .is_some_and(|r| r.contains("TLS handshake failed")),
+        "{why:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crl_in_slapd_is_read_over_ldap_and_ldap_never_goes_around_the_proxy() {
+    use common::slapd::{SUFFIX, Slapd, ldif_binary};
+    let server = CrlServer::start().await;
+    let port = dead_port();
+    let dir = tempdir();
+    // The DN with its commas and spaces percent-encoded, the attribute named (RFC 4516).
+    let dn = format!("cn=smime-agent Test Issuing CA CRL,{SUFFIX}");
+    let url = format!(
+        "ldap://127.0.0.1:{port}/{}?certificateRevocationList;binary",
+        dn.replace(' ', "%20").replace(',', "%2C")
+    );
+    let pki = pki_with_ca_crl(
+        &dir.path().join("pki"),
+        &server.base_url(),
+        &url,
+        &["alice-sign-rsa", "bob-dual-rsa"],
+    );
+    server.publish("/root-ca.crl", make_crl(&pki, "root", &[], 30 * 86400));
+    let crl = make_crl(&pki, "ca", &["bob-dual-rsa"], 30 * 86400);
+    let ldif = format!(
+        "dn: {dn}\nobjectClass: cRLDistributionPoint\ncn: smime-agent Test Issuing CA CRL\n{}\n",
+        ldif_binary("certificateRevocationList;binary", &crl)
+    );
+    let _slapd = Slapd::start_on(&dir.path().join("slapd"), &ldif, port);
+    let agent_in = |name: &str, revocation: &str| {
+        Agent::start(
+            &dir.path().join(name),
+            AgentSpec {
+                trust: Some(trust_for(&pki)),
+                revocation: format!(
+                    "cache_dir = \"{}\"\non_crl_unavailable = \"fail\"\n{revocation}",
+                    dir.path().join(name).join("crls").display()
+                ),
+                ..Default::default()
+            },
+        )
+    };
+    let agent = agent_in("ldap", "");
+    let client = agent.client().await;
+    let v = client
+        .validate(validate_params(&pki.join("alice-sign-rsa.pem")))
+        .await
+        .unwrap();
+    assert_eq!(v.status, ValidityStatus::Valid, "{:?}", v.reasons);
+    let leaf = v.revocation.checks.last().unwrap();
+    assert_eq!(leaf.url.as_deref(), Some(url.as_str()));
+    assert_eq!(leaf.source.as_deref(), Some("fetched"));
+    let v = client
+        .validate(validate_params(&pki.join("bob-dual-rsa.pem")))
+        .await
+        .unwrap();
+    assert_eq!(v.reasons[0].code, "revoked", "{:?}", v.reasons);
+    drop(agent);
+
+    // A proxy applies to the host: LDAP is not sent around it.
+    let dead = dead_port();
+    let agent = agent_in(
+        "ldap-proxied",
+        &format!("http_proxy = \"http://127.0.0.1:{dead}\"\nno_proxy = \"\"\n"),
+    );
+    let v = agent
+        .client()
+        .await
+        .validate(validate_params(&pki.join("alice-sign-rsa.pem")))
+        .await
+        .unwrap();
+    assert_eq!(v.status, ValidityStatus::Invalid, "{:?}", v.reasons);
+    let why = v.revocation.checks.last().unwrap().reason.clone();
+    assert!(
+        why.as_deref()
+            .is_some_and(|r| r.contains("LDAP does not go through the HTTP proxy")),
         "{why:?}"
     );
 }

@@ -10,8 +10,8 @@ use std::time::Duration;
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, StdStream};
 
 use super::DirectoryError;
-use super::relay::Overrun;
 use crate::config::{Bind, DirectoryServer};
+use crate::net::relay::Overrun;
 
 /// Largest password file read.
 const MAX_PASSWORD_BYTES: u64 = 4096;
@@ -37,8 +37,8 @@ pub async fn open(
     }
     let connecting = async {
         let mut overrun = Overrun::default();
-        if let Some((host, port)) = tcp_endpoint(url) {
-            let (stream, o) = super::relay::connect(&host, port, budget).await?;
+        if let Some((host, port)) = crate::net::ldap_endpoint(url) {
+            let (stream, o) = crate::net::relay::connect(&host, port, budget).await?;
             settings = settings.set_std_stream(StdStream::Tcp(stream));
             overrun = o;
         }
@@ -96,23 +96,6 @@ pub async fn open(
         }),
         Err(e) => Err(super::op_error(url, "binding", op_timeout, e)),
     }
-}
-
-/// The host and port of an ldap:// or ldaps:// URL (defaults 389 and 636); `None` for
-/// ldapi:// (and anything ldap3 would refuse anyway).
-fn tcp_endpoint(url: &str) -> Option<(String, u16)> {
-    let u = url::Url::parse(url).ok()?;
-    let default = match u.scheme() {
-        "ldap" => 389,
-        "ldaps" => 636,
-        _ => return None,
-    };
-    let host = match u.host()? {
-        url::Host::Domain(d) => d.to_owned(),
-        url::Host::Ipv4(a) => a.to_string(),
-        url::Host::Ipv6(a) => a.to_string(),
-    };
-    Some((host, u.port().unwrap_or(default)))
 }
 
 /// The password of a simple bind: the file's first line.

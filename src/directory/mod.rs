@@ -11,14 +11,14 @@
 //! - `filter.rs`: the address escaped and the filters.
 //! - `search.rs`: one bounded search.
 //! - `decode.rs`: entries, certificates and addresses out of an answer.
-//! - `relay.rs`: the bytes a server may send on a connection, bounded.
 //! - `cache.rs`: answers kept for their time to live.
+//!
+//! A server's bytes on each connection are bounded by `crate::net::relay`.
 
 mod cache;
 mod connect;
 mod decode;
 mod filter;
-mod relay;
 mod search;
 
 use std::collections::{HashSet, VecDeque};
@@ -125,7 +125,7 @@ async fn guarded<T>(
 /// fault.
 fn overrun_error(
     server: &str,
-    overrun: &relay::Overrun,
+    overrun: &crate::net::relay::Overrun,
     budget: u64,
     e: DirectoryError,
 ) -> DirectoryError {

@@ -341,13 +341,7 @@ impl CrlCache {
             unsupported,
         };
         match http::url_scheme(url) {
-            Some("http" | "https") => {}
-            Some("ldap") | Some("ldaps") => {
-                return Err(unavailable(
-                    format!("{url}: unsupported: the agent does not fetch CRLs over LDAP"),
-                    true,
-                ));
-            }
+            Some("http" | "https" | "ldap" | "ldaps") => {}
             _ => {
                 return Err(unavailable(
                     format!(
@@ -400,14 +394,23 @@ impl CrlCache {
     ) -> Result<Arc<CachedCrl>, String> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         debug!(%url, "fetching a CRL");
-        let body = self
-            .client
-            .get(url, conn_timeout, self.max_bytes)
-            .await
-            .map_err(|e| match e {
-                FetchError::TimedOut(s) | FetchError::Failed(s) | FetchError::TooLarge(s) => s,
-                FetchError::Unsupported(s) => s,
-            })?;
+        let body = match http::url_scheme(url) {
+            Some("ldap" | "ldaps") => {
+                super::ldap::get_crl(
+                    url,
+                    conn_timeout,
+                    self.max_bytes,
+                    self.client.proxy(),
+                    || self.client.tls(),
+                )
+                .await
+            }
+            _ => self.client.get(url, conn_timeout, self.max_bytes).await,
+        }
+        .map_err(|e| match e {
+            FetchError::TimedOut(s) | FetchError::Failed(s) | FetchError::TooLarge(s) => s,
+            FetchError::Unsupported(s) => s,
+        })?;
         // A distribution point may serve PEM.
         let der = if body.starts_with(b"-----BEGIN") {
             pem_to_der(&body).ok_or_else(|| format!("{url}: the PEM answer holds no CRL"))?

@@ -75,7 +75,8 @@ impl Client {
         &self.proxy
     }
 
-    fn tls(&self) -> Result<Arc<rustls::ClientConfig>, String> {
+    /// The TLS configuration of https:// (and ldaps://) fetches.
+    pub fn tls(&self) -> Result<Arc<rustls::ClientConfig>, String> {
         self.tls
             .get_or_init(|| super::tls::client_config(&self.anchors))
             .clone()

@@ -15,6 +15,7 @@ mod build;
 pub mod crl;
 mod dsa;
 pub mod http;
+mod ldap;
 pub mod ocsp;
 pub mod path;
 pub mod proxy;

@@ -727,21 +727,25 @@ impl Drop for Terminal {
 
 /// A test PKI of its own (make-pki.sh DIR URL --only NAMES), for tests that serve its CRLs.
 pub fn pki_in(dir: &Path, crl_base: &str, only: &[&str]) -> PathBuf {
-    make_pki(dir, crl_base, only, None)
+    make_pki(dir, crl_base, only, &[])
 }
 
 /// As [`pki_in`], with the user certificates naming the OCSP responder at `ocsp_url` (and
 /// the responder certificates made, when `only` names them).
 pub fn pki_with_ocsp(dir: &Path, crl_base: &str, ocsp_url: &str, only: &[&str]) -> PathBuf {
-    make_pki(dir, crl_base, only, Some(ocsp_url))
+    make_pki(dir, crl_base, only, &["--ocsp", ocsp_url])
 }
 
-fn make_pki(dir: &Path, crl_base: &str, only: &[&str], ocsp_url: Option<&str>) -> PathBuf {
+/// As [`pki_in`], with the user certificates' CRL distribution point `ca_crl_url` (the
+/// issuing CA's own still under `crl_base`).
+pub fn pki_with_ca_crl(dir: &Path, crl_base: &str, ca_crl_url: &str, only: &[&str]) -> PathBuf {
+    make_pki(dir, crl_base, only, &["--ca-crl", ca_crl_url])
+}
+
+fn make_pki(dir: &Path, crl_base: &str, only: &[&str], more: &[&str]) -> PathBuf {
     let mut cmd = Command::new(workspace_root().join("softhsm-setup/make-pki.sh"));
     cmd.arg(dir).arg(crl_base).arg("--only").arg(only.join(","));
-    if let Some(url) = ocsp_url {
-        cmd.args(["--ocsp", url]);
-    }
+    cmd.args(more);
     let st = cmd.status().expect("run make-pki.sh");
     assert!(st.success(), "make-pki.sh failed");
     dir.to_owned()

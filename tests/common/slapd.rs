@@ -40,6 +40,15 @@ impl Slapd {
     /// As [`Slapd::start`], and with `tls` (certificate and key PEM files) also on an
     /// ldaps:// port and for StartTLS.
     pub fn start_with(dir: &Path, ldif: &str, tls: Option<(&Path, &Path)>) -> Slapd {
+        Self::launch(dir, ldif, tls, super::dead_port())
+    }
+
+    /// As [`Slapd::start`], on the port given (one a test named in certificates before).
+    pub fn start_on(dir: &Path, ldif: &str, port: u16) -> Slapd {
+        Self::launch(dir, ldif, None, port)
+    }
+
+    fn launch(dir: &Path, ldif: &str, tls: Option<(&Path, &Path)>, port: u16) -> Slapd {
         let db = dir.join("db");
         std::fs::create_dir_all(&db).unwrap();
         let conf = dir.join("slapd.conf");
@@ -94,7 +103,6 @@ impl Slapd {
             .output()
             .expect("slapadd runs (apt-get install slapd)");
         ok("slapadd", &out);
-        let port = super::dead_port();
         let tls_port = tls.map(|_| super::dead_port());
         let mut urls = format!("ldap://127.0.0.1:{port}/ ldapi://{}", ldapi_path(dir));
         if let Some(p) = tls_port {

@@ -7,7 +7,8 @@
 //! server has sent more than the budget (TLS, when the URL asks for it, runs in ldap3 over
 //! this, so the budget counts the bytes on the wire).
 //!
-//! Owns: the relay and its budget. Must not touch: LDAP itself.
+//! Owns: the relay and its budget. Must not touch: LDAP itself (the directory and LDAP
+//! distribution points use it).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
