@@ -13,6 +13,7 @@
 mod aia;
 mod build;
 pub mod crl;
+mod crl_status;
 mod dsa;
 pub mod http;
 mod ldap;

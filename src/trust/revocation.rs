@@ -19,10 +19,12 @@ use certval::{
     MemoryCrlSource, PDVCertificate, PathValidationStatus as Pvs, PkiEnvironment,
 };
 use der::Decode;
+use spki::SubjectPublicKeyInfoOwned;
 
 use super::Trust;
 use super::build::Candidate;
 use super::crl::{self, CachedCrl, CrlOrigin, IssuerKey};
+use super::crl_status;
 use super::dsa::DsaVerifier;
 use super::ocsp;
 use super::reasons::path_problem;
@@ -265,6 +267,57 @@ pub(super) async fn revocation(
         cp
     };
     let mut outcome = certval::check_revocation_local(&pe, cps, cp, &mut cpr);
+    // Where certval's CRL model stops (another key or issuer signed the CRL, distribution
+    // points, reasons, indirect and delta CRLs), RFC 5280 6.3 over the same CRLs settles
+    // what it left open; the answers go back to certval as cached statuses.
+    let mut second: Vec<Option<crl_status::Status>> = vec![None; certs.len()];
+    if let Some(open) = left_open(&outcome, &cpr, certs.len()) {
+        let signers: Vec<PDVCertificate> = req
+            .chain
+            .iter()
+            .chain(req.token_certs.iter())
+            .filter_map(|d| PDVCertificate::try_from(d.as_slice()).ok())
+            .collect();
+        let crls: Vec<crl_status::Crl> = at_hand
+            .iter()
+            .filter(|d| strict::crl_problem(d).is_none())
+            .filter_map(|d| crl_status::Crl::parse(d))
+            .collect();
+        let mut vouchers = vec![cand.anchor.cert.decoded()];
+        vouchers.extend(cp.intermediates.iter().map(|c| c.decoded()));
+        let others: Vec<_> = signers
+            .iter()
+            .map(|c| c.decoded())
+            .chain(trust.store.intermediates.iter().map(|p| p.cert.decoded()))
+            .collect();
+        let verify = |tbs: &[u8],
+                      sig: &der::asn1::BitString,
+                      alg: &spki::AlgorithmIdentifierOwned,
+                      key: &spki::SubjectPublicKeyInfoOwned| {
+            pe.verify_signature_message(&pe, tbs, sig, alg, key).is_ok()
+        };
+        let ctx = crl_status::Context {
+            crls: &crls,
+            vouchers: &vouchers,
+            others: &others,
+            toi: cps.get_time_of_interest().as_unix_secs(),
+            verify: &verify,
+        };
+        for pos in open {
+            let issuer = if pos == 0 {
+                cand.anchor.cert.decoded()
+            } else {
+                certs[pos - 1].decoded()
+            };
+            second[pos] = Some(crl_status::status(&ctx, certs[pos].decoded(), issuer));
+        }
+        let settled = Settled::of(&second, &certs, &cand.anchor.cert);
+        if !settled.0.is_empty() {
+            pe.add_revocation_cache(Box::new(settled));
+            cpr = CertificationPathResults::new();
+            outcome = certval::check_revocation_local(&pe, cps, cp, &mut cpr);
+        }
+    }
     let mut index = cpr.get_failure_index();
     let mut delta_note = String::new();
     if outcome.is_ok()
@@ -311,9 +364,13 @@ pub(super) async fn revocation(
                     x509_cert::crl::RevokedCert::<x509_cert::certificate::Raw>::from_der(&der).ok()
                 });
             let by_ocsp = stapled.get(pos).and_then(Option::as_ref);
+            let by_second = match second.get(pos) {
+                Some(Some(crl_status::Status::Revoked { at })) => Some(*at),
+                _ => None,
+            };
             let when = match by_ocsp {
                 Some(a) => a.revoked_at,
-                None => entry.map(|e| e.revocation_date.to_system_time()),
+                None => by_second.or(entry.map(|e| e.revocation_date.to_system_time())),
             }
             .map(|t| format!(" on {}", rfc3339(t)))
             .unwrap_or_default();
@@ -351,10 +408,15 @@ pub(super) async fn revocation(
                 if c.reason.is_none() && c.origin.is_some() && i >= first {
                     // A CRL was at hand but certval could not use it for this certificate.
                     if i == first {
-                        c.reason = Some(format!(
-                            "the CRL at hand for {} could not be used (its signature, issuer, scope or validity does not fit)",
-                            c.subject
-                        ));
+                        c.reason = Some(match second.get(i) {
+                            Some(Some(crl_status::Status::Undetermined(why))) => {
+                                format!("the CRLs at hand do not settle {}: {why}", c.subject)
+                            }
+                            _ => format!(
+                                "the CRL at hand for {} could not be used (its signature, issuer, scope or validity does not fit)",
+                                c.subject
+                            ),
+                        });
                     } else {
                         c.status = "good";
                     }
@@ -463,6 +525,102 @@ impl Budget {
             }),
             None => fut.await,
         }
+    }
+}
+
+/// The positions certval left open: every unsettled one when it could not determine a
+/// status; when it found a certificate on hold (certificateHold), that one (a delta CRL may
+/// take it off hold, RFC 5280 5.3.1) and the unsettled ones after it, which it never reached.
+fn left_open(
+    outcome: &Result<(), CvError>,
+    cpr: &CertificationPathResults,
+    n: usize,
+) -> Option<Vec<usize>> {
+    let sources = cpr.get_revocation_source().unwrap_or_default();
+    let unsettled = |i: &usize| {
+        sources
+            .get(*i)
+            .is_none_or(|s| *s == certval::RevocationSource::None)
+    };
+    match outcome {
+        Err(CvError::PathValidation(Pvs::RevocationStatusNotDetermined)) => {
+            Some((0..n).filter(unsettled).collect())
+        }
+        Err(CvError::PathValidation(
+            Pvs::CertificateRevokedEndEntity | Pvs::CertificateRevokedIntermediateCa,
+        )) => {
+            const CERTIFICATE_HOLD: &[u8] = &[0x0a, 0x01, 0x06];
+            let pos = (cpr.get_failure_index()? as usize).checked_sub(1)?;
+            let entry = cpr.get_crl_entry()?.get(pos)?.first().cloned()?;
+            let entry =
+                x509_cert::crl::RevokedCert::<x509_cert::certificate::Raw>::from_der(&entry)
+                    .ok()?;
+            let held = entry.crl_entry_extensions.iter().flatten().any(|e| {
+                e.extn_id == const_oid::db::rfc5280::ID_CE_CRL_REASONS
+                    && e.extn_value.as_bytes() == CERTIFICATE_HOLD
+            });
+            held.then(|| {
+                std::iter::once(pos)
+                    .chain((pos + 1..n).filter(unsettled))
+                    .collect()
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The statuses `crl_status.rs` settled, as certval's revocation status cache: keyed by the
+/// certificate and its issuer's key.
+struct Settled(Vec<(Vec<u8>, SubjectPublicKeyInfoOwned, Pvs)>);
+
+impl Settled {
+    fn of(
+        statuses: &[Option<crl_status::Status>],
+        certs: &[&PDVCertificate],
+        anchor: &PDVCertificate,
+    ) -> Settled {
+        let mut out = vec![];
+        for (pos, s) in statuses.iter().enumerate() {
+            let status = match s {
+                Some(crl_status::Status::Good) => Pvs::Valid,
+                Some(crl_status::Status::Revoked { .. }) => Pvs::CertificateRevoked,
+                _ => continue,
+            };
+            let issuer = if pos == 0 { anchor } else { certs[pos - 1] };
+            out.push((
+                certs[pos].as_bytes().to_vec(),
+                issuer
+                    .decoded()
+                    .tbs_certificate()
+                    .subject_public_key_info()
+                    .clone(),
+                status,
+            ));
+        }
+        Settled(out)
+    }
+}
+
+impl certval::RevocationStatusCache for Settled {
+    fn get_status(
+        &self,
+        cert: &PDVCertificate,
+        issuer: &dyn certval::SubjectNameAndKey,
+        _toi: certval::TimeOfInterest,
+    ) -> Pvs {
+        self.0
+            .iter()
+            .find(|(der, key, _)| der == cert.as_bytes() && key == issuer.spki())
+            .map_or(Pvs::RevocationStatusNotDetermined, |(_, _, s)| *s)
+    }
+
+    fn add_status(
+        &self,
+        _cert: &PDVCertificate,
+        _issuer: &dyn certval::SubjectNameAndKey,
+        _next_update: u64,
+        _status: Pvs,
+    ) {
     }
 }
 
