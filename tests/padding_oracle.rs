@@ -53,3 +53,49 @@ async fn a_malformed_rsa_key_transport_answers_like_a_wrong_key_on_the_card() {
     let st = client.status().await.unwrap();
     assert_eq!(card_certs(&st, "Alice"), 2);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_card_that_fails_the_rsa_step_is_a_token_error_and_a_ciphertext_too_large_is_not() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let dir = tempdir();
+    let rig = rig();
+    let agent = card_agent(dir.path(), &rig, None, "");
+    let client = agent.client().await;
+    let fault = dir.path().join("card-fault");
+    let mut flaky = virtual_piv_card::CardConfig::new("alice", CARD_PIN, alice_slots());
+    flaky.fault_file = Some(fault.clone());
+    rig.insert_card(0, flaky).unwrap();
+    wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
+    let content = sample_entity("a card fault is not a damaged message");
+    let cases = oracle::cases("alice-enc-rsa", &content);
+    let good = cases[0].mime.clone();
+    let first = oracle::decrypt(&agent.client().await, good.clone(), CARD_PIN).await;
+    assert_eq!(first.as_deref().ok(), Some(&content[..]));
+
+    // The card fails the raw RSA step itself (6F00), twice: OpenSC tries any failed
+    // decryption once more by itself. The token's error, to try again, not decrypt_failed:
+    // raw RSA sees no padding, so saying so tells nothing about one.
+    std::fs::write(&fault, b"2").unwrap();
+    let failed = oracle::decrypt(&agent.client().await, good.clone(), CARD_PIN).await;
+    assert!(!fault.exists(), "the card was not asked twice");
+    let (code, message) = failed.expect_err("the card failed the operation");
+    assert_eq!(code, "TokenError", "{message}");
+    let again = oracle::decrypt(&agent.client().await, good.clone(), CARD_PIN).await;
+    assert_eq!(again.as_deref().ok(), Some(&content[..]), "the retry works: {:?}", again.as_ref().err());
+
+    // A key transport that is no RSA ciphertext at all (not below the modulus: public facts)
+    // is a malformed message, answered like a wrong key, without asking the card.
+    std::fs::write(&fault, b"").unwrap();
+    let answer = oracle::decrypt(
+        &agent.client().await,
+        oracle::above_modulus("alice-enc-rsa", &content),
+        CARD_PIN,
+    )
+    .await;
+    let (code, _) = answer.expect_err("no content from a ciphertext above the modulus");
+    assert_eq!(code, "DecryptFailed");
+    assert!(
+        fault.exists(),
+        "the card was asked about a ciphertext above its modulus"
+    );
+}

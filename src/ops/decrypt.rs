@@ -82,9 +82,12 @@ async fn content_key(
     };
     match &recipient.unwrap {
         KeyUnwrap::RsaPkcs1 { encrypted_key } if raw_rsa => {
+            if !fits_modulus(cert, encrypted_key) {
+                return Ok(decoy);
+            }
             let em = match raw(encrypted_key).await {
                 Ok(r) => unpad::to_modulus_length(&r, encrypted_key.len()),
-                Err(e) => return raw_failed(e, decoy),
+                Err(e) => return Err(raw_failed(e)),
             };
             Ok(match em {
                 Some(em) => envelope::pkcs1_v15_content_key(&em, decoy),
@@ -108,9 +111,12 @@ async fn content_key(
             mgf_hash,
             label,
         } if raw_rsa => {
+            if !fits_modulus(cert, encrypted_key) {
+                return Ok(decoy);
+            }
             let em = match raw(encrypted_key).await {
                 Ok(r) => unpad::to_modulus_length(&r, encrypted_key.len()),
-                Err(e) => return raw_failed(e, decoy),
+                Err(e) => return Err(raw_failed(e)),
             };
             Ok(em
                 .and_then(|em| envelope::oaep_decode(&em, *hash, *mgf_hash, label))
@@ -154,12 +160,42 @@ async fn content_key(
     }
 }
 
-/// Raw RSA failed. Its failures do not depend on the padding, so the reason may be logged.
-fn raw_failed(e: TokenError, decoy: Zeroizing<Vec<u8>>) -> Result<Zeroizing<Vec<u8>>, OpError> {
+/// Raw RSA (CKM_RSA_X_509) failed. The token computed c^d mod n and nothing else, on a
+/// ciphertext already known to fit the modulus ([`fits_modulus`]): the failure is the
+/// token's (a card fault, pcscd restarting), not the message's, and does not depend on the
+/// padding, so it is reported as it is (`token_error`: try again), not taken for a damaged
+/// message.
+fn raw_failed(e: TokenError) -> OpError {
     if matches!(e, TokenError::Refused { .. } | TokenError::Pkcs11 { .. }) {
-        warn!(token = %e.token().label, error = %e, "raw RSA decryption failed; going on with a decoy key");
+        warn!(token = %e.token().label, error = %e, "raw RSA decryption failed on the token");
     }
-    decoy_unless_reported(e, decoy)
+    e.into()
+}
+
+/// Whether `c` can be an RSA ciphertext for the certificate's key: exactly as long as the
+/// modulus and below it (RFC 8017 5.1.2). Both are public facts of the message and the
+/// certificate, so answering a ciphertext that does not fit like any malformed key (the
+/// decoy) without asking the token tells nothing about a padding; a ciphertext that fits
+/// is the only kind the token sees.
+fn fits_modulus(cert: &StoredCert, c: &[u8]) -> bool {
+    use der::Decode as _;
+    let spki = cert
+        .facts()
+        .cert
+        .tbs_certificate()
+        .subject_public_key_info();
+    let Ok(key) = rsa::pkcs1::RsaPublicKey::<der::asn1::UintRef<'_>>::from_der(
+        spki.subject_public_key.raw_bytes(),
+    ) else {
+        return false;
+    };
+    let n = key.modulus.as_bytes();
+    let k = n.len();
+    if c.len() != k {
+        return false;
+    }
+    // Big-endian, same length: below the modulus is lexicographically below it.
+    c < n
 }
 
 /// An RSA key transport the token did not finish: the decoy key, unless the error says the

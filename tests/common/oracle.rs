@@ -274,3 +274,30 @@ pub fn assert_no_oracle(measured: &[Measured], content: &[u8], tolerance: f64) -
     }
     table
 }
+
+/// An envelope to `recipient` whose RSA "ciphertext" is all 0xff bytes: as long as the
+/// modulus but above it, so no RSA ciphertext at all.
+pub fn above_modulus(recipient: &str, content: &[u8]) -> Vec<u8> {
+    let der = std::fs::read(pki_file(&format!("{recipient}.der"))).unwrap();
+    let facts = CertFacts::from_der(&der).unwrap();
+    let mut env = envelope::encrypt(
+        content,
+        &[EncryptTo {
+            cert: &facts,
+            rsa_padding: RsaPadding::Pkcs1v15,
+        }],
+        ContentAlgorithm::Aes256Cbc,
+    )
+    .unwrap();
+    let parsed = envelope::parse(&env).unwrap();
+    let KeyUnwrap::RsaPkcs1 { encrypted_key } = &parsed.recipients[0].unwrap else {
+        panic!("not an RSA PKCS#1 v1.5 recipient");
+    };
+    let k = encrypted_key.len();
+    let at = env
+        .windows(k)
+        .position(|w| w == &encrypted_key[..])
+        .expect("the encrypted key in the DER");
+    env[at..at + k].fill(0xff);
+    smime_agent::smime::mime::pkcs7_mime("enveloped-data", &env)
+}

@@ -76,19 +76,16 @@ impl Kind {
                     | ErrorCode::TokenError
                     | ErrorCode::PinIncorrect
             ),
-            // With the card out, nobody present can open Alice's envelope. decrypt_failed: a
-            // card that fails the RSA step itself (seen once in a 5-minute soak, in a burst
-            // right after pcscd came back) ends, like a wrong key, on the RFC 3218 decoy path,
-            // so that no failure tells a bad padding from a good one. The soak counts these
-            // (target/soak-report.md); telling a card fault apart from a wrong key without an
-            // oracle is open in the reliability issue.
+            // With the card out, nobody present can open Alice's envelope. A card that fails
+            // the raw RSA step itself (right after pcscd came back, say) is token_error: raw
+            // RSA sees no padding, so saying so is no oracle. decrypt_failed is not allowed:
+            // every envelope sent is a good one.
             Kind::CardDecrypt => matches!(
                 code,
                 ErrorCode::NotARecipient
                     | ErrorCode::TokenRemoved
                     | ErrorCode::TokenError
                     | ErrorCode::PinIncorrect
-                    | ErrorCode::DecryptFailed
             ),
             _ => false,
         }

@@ -242,6 +242,10 @@ impl Token {
 
     /// [`Token::run`]; without `removal_grace`, a failure is reported at once even on a
     /// removable token (for answers whose timing must not depend on the data).
+    ///
+    /// A session whose call failed is not used again (see [`P11::replace`]); without
+    /// `removal_grace` the session is replaced after every call, so a failure costs what a
+    /// success costs.
     async fn run_with<T, F>(
         self: &Arc<Self>,
         call: &'static str,
@@ -274,7 +278,9 @@ impl Token {
                 }
                 Err(e) if session_is_dead(e) => drop(session),
                 _ if this.is_removed() => {}
-                _ => p11.checkin(generation, session),
+                Err(_) => p11.replace(generation, session),
+                Ok(_) if !removal_grace => p11.replace(generation, session),
+                Ok(_) => p11.checkin(generation, session),
             }
             r.map_err(|e| (call, e))
         });

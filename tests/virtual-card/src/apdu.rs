@@ -39,6 +39,8 @@ pub mod sw {
     pub const INS_NOT_SUPPORTED: u16 = 0x6D00;
     /// Class not supported.
     pub const CLA_NOT_SUPPORTED: u16 = 0x6E00;
+    /// No precise diagnosis: the card failed (a flaky card's fault, `CardConfig::fault_file`).
+    pub const NO_PRECISE_DIAGNOSIS: u16 = 0x6F00;
 }
 
 /// A parsed command APDU (short or extended form), borrowing its data field.

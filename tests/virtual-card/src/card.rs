@@ -77,6 +77,11 @@ pub struct CardConfig {
     /// ([`crate::vpcd::serve`] asks [`PivCard::answer_delay`]); `None` (the default) is a
     /// fast card.
     pub op_delay: Option<Duration>,
+    /// A flaky card: while this file exists, a GENERAL AUTHENTICATE that would use a private
+    /// key fails with 6F00 (no precise diagnosis) instead. The file holds how many such
+    /// commands fail (empty: one); the card counts down and removes it at zero. `None` (the
+    /// default): the card never fails so.
+    pub fault_file: Option<PathBuf>,
 }
 
 impl CardConfig {
@@ -90,6 +95,7 @@ impl CardConfig {
             name: name.into(),
             slots,
             op_delay: None,
+            fault_file: None,
         }
     }
 }
@@ -123,6 +129,8 @@ pub struct PivCard {
     pending: Vec<u8>,
     /// See [`CardConfig::op_delay`].
     op_delay: Option<Duration>,
+    /// See [`CardConfig::fault_file`].
+    fault_file: Option<PathBuf>,
     /// The last command used a private key.
     used_key: bool,
 }
@@ -153,6 +161,7 @@ impl PivCard {
             chain: None,
             pending: Vec::new(),
             op_delay: config.op_delay,
+            fault_file: config.fault_file.clone(),
             used_key: false,
         })
     }
@@ -462,6 +471,17 @@ impl PivCard {
             self.security.signature_authorized = false;
         }
 
+        if let Some(f) = &self.fault_file
+            && let Ok(text) = std::fs::read_to_string(f)
+        {
+            let left = text.trim().parse::<u32>().unwrap_or(1).saturating_sub(1);
+            let _ = if left == 0 {
+                std::fs::remove_file(f)
+            } else {
+                std::fs::write(f, left.to_string())
+            };
+            return Response::status(sw::NO_PRECISE_DIAGNOSIS);
+        }
         self.used_key = true;
         let result = match operation {
             Operation::PrivateKey(input) => match key {

@@ -88,6 +88,7 @@ impl CardArgs {
             name: self.name.clone(),
             slots,
             op_delay: self.op_delay_ms.map(Duration::from_millis),
+            fault_file: None,
         })
     }
 }
@@ -634,6 +635,7 @@ fn insert(dir: &Path, name: &str, options: &InsertOptions<'_>) -> Result<(), Rig
             .map(|s| s.parse::<SlotSpec>())
             .collect::<Result<Vec<_>, _>>()?,
         op_delay: op_delay_ms.map(Duration::from_millis),
+        fault_file: None,
     };
     let card = PivCard::new(&config)?;
     let tries_left = card.pin_tries_left();

@@ -200,6 +200,22 @@ impl P11 {
         }
     }
 
+    /// A session whose call failed, replaced: its operation may still be active (OpenSC 0.23
+    /// keeps a C_Decrypt whose length query failed active, against PKCS#11 2.40 section 5.2,
+    /// and the session's next C_DecryptInit fails with CKR_OPERATION_ACTIVE). A new session
+    /// is opened first, so the token stays logged in, then the old one is closed.
+    pub(in crate::tokens::token) fn replace(&self, generation: u64, used: Session) {
+        if let Ok(fresh) = self.pkcs11.open_ro_session(self.slot) {
+            self.checkin(generation, fresh);
+        }
+        if generation == self.generation.load(Ordering::SeqCst) {
+            drop(used);
+        } else {
+            // Already closed by the module with its generation (see `checkin`).
+            std::mem::forget(used);
+        }
+    }
+
     /// The module closed the token's sessions: none of the idle ones is used again.
     pub(in crate::tokens::token) fn sessions_closed(&self) {
         {
