@@ -845,3 +845,137 @@ async fn a_crl_in_slapd_is_read_over_ldap_and_ldap_never_goes_around_the_proxy()
         "{why:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ca_cannot_vouch_for_the_signer_of_a_crl_about_itself() {
+    // The root's CRL cannot be had (nothing is published), so the issuing CA's status is
+    // open. Whoever holds the issuing CA's key makes a certificate in the root's name,
+    // signs a "root CRL" with it that does not list the CA, and sends both with the
+    // message: the CA would vouch for its own good standing. RFC 5280 6.3.3 (f) takes a CRL
+    // signer's certificate only from the anchor and the CAs above the certificate judged.
+    let server = CrlServer::start().await;
+    let s = setup(&server.base_url());
+    let work = s.dir.path().join("forger");
+    std::fs::create_dir_all(&work).unwrap();
+    let key = work.join("x.key.pem");
+    let csr = work.join("x.csr");
+    let cert = work.join("x.pem");
+    let ext = write_file(&work, "x.ext", b"keyUsage = critical, cRLSign\n");
+    run(
+        "openssl",
+        &[
+            "genpkey",
+            "-algorithm",
+            "EC",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-out",
+            path_str(&key),
+        ],
+    );
+    run(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-subj",
+            "/CN=smime-agent Test Root CA/O=smime-agent tests",
+            "-key",
+            path_str(&key),
+            "-out",
+            path_str(&csr),
+        ],
+    );
+    let (ca, ca_key) = (s.pki.join("ca.pem"), s.pki.join("ca.key.pem"));
+    run(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "30",
+            "-in",
+            path_str(&csr),
+            "-CA",
+            path_str(&ca),
+            "-CAkey",
+            path_str(&ca_key),
+            "-extfile",
+            path_str(&ext),
+            "-out",
+            path_str(&cert),
+        ],
+    );
+    // A "root CRL" signed by the forged certificate's key, listing nobody (made an hour ago,
+    // as a published CRL would have been).
+    let an_hour_ago = run("date", &["-u", "-d", "-1 hour", "+%Y%m%d%H%M%SZ"])
+        .trim()
+        .to_owned();
+    let db = work.join("db");
+    run(
+        "cp",
+        &["-r", path_str(&s.pki.join(".ca/root")), path_str(&db)],
+    );
+    let crl_pem = work.join("root.crl.pem");
+    let out = std::process::Command::new("openssl")
+        .args([
+            "ca",
+            "-config",
+            path_str(&s.pki.join(".ca/openssl.cnf")),
+            "-batch",
+            "-gencrl",
+            "-crl_lastupdate",
+            &an_hour_ago,
+            "-out",
+            path_str(&crl_pem),
+        ])
+        .env("CA_DIR", &db)
+        .env("CA_KEY", &key)
+        .env("CA_CERT", &cert)
+        .env("CRL_URL", "unused")
+        .output()
+        .unwrap();
+    ok("openssl ca -gencrl", &out);
+    let (crl_der, x_der) = (work.join("root.crl.der"), work.join("x.der"));
+    run(
+        "openssl",
+        &[
+            "crl",
+            "-in",
+            path_str(&crl_pem),
+            "-outform",
+            "DER",
+            "-out",
+            path_str(&crl_der),
+        ],
+    );
+    run(
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            path_str(&cert),
+            "-outform",
+            "DER",
+            "-out",
+            path_str(&x_der),
+        ],
+    );
+    let forged_crl = std::fs::read(&crl_der).unwrap();
+    let x_der = std::fs::read(&x_der).unwrap();
+    let ca_crl = make_crl(&s.pki, "ca", &[], 30 * 86400);
+
+    let agent = s.agent("agent", "on_crl_unavailable = \"fail\"\n");
+    let mut params = validate_params(&s.cert("alice-sign-rsa"));
+    params.chain = vec![x_der.into()];
+    params.crls = vec![forged_crl.into(), ca_crl.into()];
+    let v = agent.client().await.validate(params).await.unwrap();
+    assert_eq!(v.status, ValidityStatus::Invalid, "{:?}", v.revocation);
+    assert_eq!(v.reasons[0].code, "crl_unavailable", "{:?}", v.reasons);
+    assert_eq!(v.revocation.status, "unavailable");
+    let why = v.revocation.checks[0].reason.clone().unwrap_or_default();
+    assert!(
+        why.contains("signed by no key the path vouches for"),
+        "{why}"
+    );
+}

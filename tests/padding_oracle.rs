@@ -81,7 +81,12 @@ async fn a_card_that_fails_the_rsa_step_is_a_token_error_and_a_ciphertext_too_la
     let (code, message) = failed.expect_err("the card failed the operation");
     assert_eq!(code, "TokenError", "{message}");
     let again = oracle::decrypt(&agent.client().await, good.clone(), CARD_PIN).await;
-    assert_eq!(again.as_deref().ok(), Some(&content[..]), "the retry works: {:?}", again.as_ref().err());
+    assert_eq!(
+        again.as_deref().ok(),
+        Some(&content[..]),
+        "the retry works: {:?}",
+        again.as_ref().err()
+    );
 
     // A key transport that is no RSA ciphertext at all (not below the modulus: public facts)
     // is a malformed message, answered like a wrong key, without asking the card.

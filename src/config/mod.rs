@@ -402,7 +402,9 @@ impl Default for TrustConfig {
 pub struct RevocationConfig {
     /// [DisableCRLCheck] No revocation checking at all.
     pub disable_crl_check: bool,
-    /// What happens when no revocation status can be obtained, from a CRL or OCSP.
+    /// What happens when no revocation status can be obtained, from a CRL or OCSP (the
+    /// seed's name; `on_revocation_unavailable` says the same).
+    #[serde(alias = "on_revocation_unavailable")]
     pub on_crl_unavailable: CrlUnavailable,
     /// The sources asked, in order, when no current answer of either kind is cached:
     /// `ocsp` (the responder a certificate names in its AIA), `crl` (its distribution
@@ -736,7 +738,8 @@ intermediates = []
 # Do not check revocation at all.                                    [DisableCRLCheck]
 disable_crl_check = false
 # When no revocation status can be obtained (neither OCSP nor a CRL): "allow" (use the
-# certificate), "warn" (use it and report the failure), "fail" (do not use it).
+# certificate), "warn" (use it and report the failure), "fail" (do not use it). Also
+# spelled on_revocation_unavailable.
 on_crl_unavailable = "allow"
 # Where to ask when no current answer is cached (a cached OCSP response or CRL is always
 # used first): the OCSP responder a certificate names, then its CRL distribution points.
@@ -875,6 +878,18 @@ aliases = ["a@example.org"]
         assert_eq!(c.tokens.module[1].kind, ModuleKind::Auto);
         assert_eq!(c.tokens.module[1].poll_interval_ms, 250);
         assert_eq!(c.identity[0].aliases, vec!["a@example.org"]);
+    }
+
+    #[test]
+    fn on_revocation_unavailable_is_the_same_setting() {
+        let c = parse("[revocation]\non_revocation_unavailable = \"fail\"\n").unwrap();
+        assert_eq!(c.revocation.on_crl_unavailable, CrlUnavailable::Fail);
+        // Both names at once is one setting given twice.
+        let e = parse(
+            "[revocation]\non_crl_unavailable = \"warn\"\non_revocation_unavailable = \"fail\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("on_crl_unavailable"), "{e}");
     }
 
     #[test]

@@ -124,12 +124,14 @@ impl Crl {
 
     /// The entry for `serial` of `issuer`, with the reason (RFC 5280 5.3: the certificate
     /// issuer of an indirect CRL's entries is the CRL issuer until an entry names another).
+    /// `Err` when an entry's certificate issuer cannot be read: nothing after it can be
+    /// placed, so the CRL cannot say a certificate is not on it.
     fn entry(
         &self,
         serial: &[u8],
         issuer: &Name,
         indirect: bool,
-    ) -> Option<(SystemTime, CrlReason)> {
+    ) -> Result<Option<(SystemTime, CrlReason)>, ()> {
         let mut current = self.list.tbs_cert_list.issuer.clone();
         for rc in self
             .list
@@ -147,8 +149,7 @@ impl Crl {
                     .and_then(|names| directory_name(&names))
                 {
                     Some(n) => current = n,
-                    // An entry whose issuer cannot be read: nothing after it can be placed.
-                    None => return None,
+                    None => return Err(()),
                 }
             }
             if rc.serial_number.as_bytes() == serial && certval::compare_names(&current, issuer) {
@@ -157,10 +158,10 @@ impl Crl {
                     .find(|e| e.extn_id == ID_CE_CRL_REASONS)
                     .and_then(|e| CrlReason::from_der(e.extn_value.as_bytes()).ok())
                     .unwrap_or(CrlReason::Unspecified);
-                return Some((rc.revocation_date.to_system_time(), reason));
+                return Ok(Some((rc.revocation_date.to_system_time(), reason)));
             }
         }
-        None
+        Ok(None)
     }
 }
 
@@ -180,8 +181,10 @@ pub type Verify<'a> =
 pub struct Context<'a> {
     /// Every CRL at hand (the request's and the fetched), complete and delta.
     pub crls: &'a [Crl],
-    /// The certificates that may have issued a CRL signer's certificate: the anchor and the
-    /// path's CAs.
+    /// The anchor and the path's CAs, from the anchor down: the certificate at path
+    /// position `p` (0: the one the anchor issued) may take a CRL signer's certificate only
+    /// from the first `p + 1` of them, its issuer and those above (RFC 5280 6.3.3 (f): the
+    /// same anchor, and never a CA that its own status would vouch for).
     pub vouchers: &'a [&'a CertificateInner<Raw>],
     /// Other certificates at hand that may sign CRLs (the request's chain, the local store).
     pub others: &'a [&'a CertificateInner<Raw>],
@@ -190,24 +193,31 @@ pub struct Context<'a> {
     pub verify: &'a Verify<'a>,
 }
 
-/// The status of `cert`, issued by `issuer` (the path's certificate before it, or the
-/// anchor), by RFC 5280 6.3.3.
+/// The status of the certificate at path position `pos` (0: the one the anchor issued),
+/// `cert`, issued by `issuer` (the path's certificate before it, or the anchor), by RFC 5280
+/// 6.3.3.
 pub fn status(
     ctx: &Context<'_>,
+    pos: usize,
     cert: &CertificateInner<Raw>,
     issuer: &CertificateInner<Raw>,
 ) -> Status {
-    status_at(ctx, cert, issuer, &[])
+    let vouchers = &ctx.vouchers[..(pos + 1).min(ctx.vouchers.len())];
+    status_at(ctx, vouchers, cert, issuer, &[])
 }
 
-/// `pending`: the keys of CRL signers whose own status is being judged further up (an
-/// indirect CRL issuer's CRL may cover its own certificate, RFC 5280 5.2.5): a CRL one of
-/// them signed is read as from that signer, whose own entry then decides.
+/// A CRL signer whose own status is being judged further up: its name and key.
+type Pending<'a> = (&'a Name, &'a SubjectPublicKeyInfoOwned);
+
+/// `pending`: the CRL signers whose own status is being judged further up (an indirect CRL
+/// issuer's CRL may cover its own certificate, RFC 5280 5.2.5): a CRL in one's name, signed
+/// with its key, is read as from that signer, whose own entry then decides.
 fn status_at(
     ctx: &Context<'_>,
+    vouchers: &[&CertificateInner<Raw>],
     cert: &CertificateInner<Raw>,
     issuer: &CertificateInner<Raw>,
-    pending: &[&SubjectPublicKeyInfoOwned],
+    pending: &[Pending<'_>],
 ) -> Status {
     const ALL: u16 = Reasons::KeyCompromise as u16
         | Reasons::CaCompromise as u16
@@ -306,13 +316,15 @@ fn status_at(
                 continue;
             }
             // (f), (g) Who signed it, and whether that signer may.
-            let Some(key) = signer(ctx, crl, issuer, pending) else {
+            let Some(key) = signer(ctx, vouchers, crl, issuer, pending) else {
                 why.push(format!(
                     "a CRL of {} is signed by no key the path vouches for with cRLSign",
                     crl_issuer
                 ));
                 continue;
             };
+            let unreadable =
+                || format!("a CRL of {crl_issuer} names a certificate issuer that cannot be read");
             // (a), (h), (i) A delta CRL of this one, when one is at hand: its entries first.
             let mut cert_status: Option<(SystemTime, CrlReason)> = None;
             match delta_for(ctx, crl, &key) {
@@ -323,11 +335,23 @@ fn status_at(
                     ));
                     continue;
                 }
-                Delta::Found(d) => cert_status = d.entry(serial, cert_issuer, indirect),
+                Delta::Found(d) => match d.entry(serial, cert_issuer, indirect) {
+                    Ok(e) => cert_status = e,
+                    Err(()) => {
+                        why.push(unreadable());
+                        continue;
+                    }
+                },
             }
             // (j) The complete CRL.
             if cert_status.is_none() {
-                cert_status = crl.entry(serial, cert_issuer, indirect);
+                match crl.entry(serial, cert_issuer, indirect) {
+                    Ok(e) => cert_status = e,
+                    Err(()) => {
+                        why.push(unreadable());
+                        continue;
+                    }
+                }
             }
             match cert_status {
                 // (k) Taken off hold.
@@ -380,6 +404,8 @@ fn delta_for<'a>(
             .map(|e| e.extn_value.as_bytes().to_vec())
             != scope
             || uint_gt(&base, &number)
+            // RFC 5280 5.2.4: a delta CRL is newer than the complete CRL it updates.
+            || !d.number().is_some_and(|n| uint_gt(&n, &number))
             || !d.extensions_understood()
             || !signed_by(ctx, &d.der, key)
         {
@@ -410,9 +436,10 @@ fn delta_for<'a>(
 /// anchor) issued, current and not revoked itself.
 fn signer(
     ctx: &Context<'_>,
+    vouchers: &[&CertificateInner<Raw>],
     crl: &Crl,
     issuer: &CertificateInner<Raw>,
-    pending: &[&SubjectPublicKeyInfoOwned],
+    pending: &[Pending<'_>],
 ) -> Option<SubjectPublicKeyInfoOwned> {
     let crl_issuer = &crl.list.tbs_cert_list.issuer;
     if certval::compare_names(issuer.tbs_certificate().subject(), crl_issuer)
@@ -425,27 +452,31 @@ fn signer(
     {
         return Some(issuer.tbs_certificate().subject_public_key_info().clone());
     }
-    if let Some(key) = pending.iter().find(|k| signed_by(ctx, &crl.der, k)) {
+    if let Some((_, key)) = pending.iter().find(|(name, key)| {
+        certval::compare_names(name, crl_issuer) && signed_by(ctx, &crl.der, key)
+    }) {
         return Some((*key).clone());
     }
     if pending.len() >= MAX_DEPTH {
         return None;
     }
-    for cand in ctx.others.iter().chain(ctx.vouchers.iter()) {
+    for cand in ctx.others.iter().chain(vouchers.iter()) {
         let t = cand.tbs_certificate();
         if !certval::compare_names(t.subject(), crl_issuer)
             || !may_sign_crls(cand)
             || !valid_at(cand, ctx.toi)
+            || !extensions_understood(cand)
             || !signed_by(ctx, &crl.der, t.subject_public_key_info())
         {
             continue;
         }
-        // Its own certificate: issued by the anchor or a CA of the path (the same anchor as
-        // the certificate's, RFC 5280 6.3.3 (f)), and not revoked.
+        // Its own certificate: issued by the anchor or a CA of the path above the
+        // certificate (the same anchor as the certificate's, RFC 5280 6.3.3 (f)), and not
+        // revoked, judged with only the CAs above its issuer.
         let Ok(cand_der) = cand.to_der() else {
             continue;
         };
-        let Some(voucher) = ctx.vouchers.iter().find(|v| {
+        let Some(at) = vouchers.iter().position(|v| {
             certval::compare_names(v.tbs_certificate().subject(), t.issuer())
                 && signed_by(
                     ctx,
@@ -456,12 +487,43 @@ fn signer(
             continue;
         };
         let mut deeper = pending.to_vec();
-        deeper.push(t.subject_public_key_info());
-        if status_at(ctx, cand, voucher, &deeper) == Status::Good {
+        deeper.push((t.subject(), t.subject_public_key_info()));
+        if status_at(ctx, &vouchers[..=at], cand, vouchers[at], &deeper) == Status::Good {
             return Some(t.subject_public_key_info().clone());
         }
     }
     None
+}
+
+/// Every critical extension of a CRL signer's certificate is one a path validator knows
+/// (RFC 5280 4.2): one it does not is never a CRL signer here.
+fn extensions_understood(cert: &CertificateInner<Raw>) -> bool {
+    use const_oid::db::rfc5280::{
+        ID_CE_CERTIFICATE_POLICIES, ID_CE_EXT_KEY_USAGE, ID_CE_INHIBIT_ANY_POLICY,
+        ID_CE_NAME_CONSTRAINTS, ID_CE_POLICY_CONSTRAINTS, ID_CE_POLICY_MAPPINGS,
+        ID_CE_SUBJECT_ALT_NAME, ID_CE_SUBJECT_KEY_IDENTIFIER,
+    };
+    const KNOWN: &[ObjectIdentifier] = &[
+        ID_CE_KEY_USAGE,
+        ID_CE_BASIC_CONSTRAINTS,
+        ID_CE_CERTIFICATE_POLICIES,
+        ID_CE_POLICY_MAPPINGS,
+        ID_CE_POLICY_CONSTRAINTS,
+        ID_CE_INHIBIT_ANY_POLICY,
+        ID_CE_NAME_CONSTRAINTS,
+        ID_CE_SUBJECT_ALT_NAME,
+        ID_CE_ISSUER_ALT_NAME,
+        ID_CE_EXT_KEY_USAGE,
+        ID_CE_AUTHORITY_KEY_IDENTIFIER,
+        ID_CE_SUBJECT_KEY_IDENTIFIER,
+        ID_CE_CRL_DISTRIBUTION_POINTS,
+        ID_CE_FRESHEST_CRL,
+    ];
+    cert.tbs_certificate()
+        .extensions()
+        .into_iter()
+        .flatten()
+        .all(|e| !e.critical || KNOWN.contains(&e.extn_id))
 }
 
 /// Whether a certificate's key may sign CRLs: no key usage, or one with cRLSign.

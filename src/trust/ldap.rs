@@ -44,7 +44,14 @@ pub async fn get_crl(
         ldap3::get_url_params(&parsed).map_err(|e| failed(format!("not an LDAP URL ({e})")))?;
     let (host, port) = crate::net::ldap_endpoint(url)
         .ok_or_else(|| failed("the URL names no host to connect to".into()))?;
-    if let Route::Via(p) = proxy.route(&host).map_err(FetchError::Failed)? {
+    let via = match proxy.route(&host).map_err(FetchError::Failed)? {
+        Route::Via(p) => Some(p),
+        Route::Direct => match proxy.route_tls(&host).map_err(FetchError::Failed)? {
+            Route::Via(p) => Some(p),
+            Route::Direct => None,
+        },
+    };
+    if let Some(p) = via {
         return Err(failed(format!(
             "not fetched: LDAP does not go through the HTTP proxy {p}; put {host} on no_proxy to reach it directly"
         )));

@@ -55,11 +55,16 @@ pub struct OcspAnswer {
     pub revoked_at: Option<SystemTime>,
     pub this_update: SystemTime,
     pub next_update: SystemTime,
+    pub produced_at: SystemTime,
 }
 
 impl OcspAnswer {
-    fn is_current(&self, now: SystemTime) -> bool {
-        self.this_update <= now + CLOCK_SKEW && now <= self.next_update
+    /// Whether the answer speaks of `toi`: made by then (within the clock skew) and not past
+    /// its nextUpdate, as certval reads it too.
+    fn is_current(&self, toi: SystemTime) -> bool {
+        self.this_update <= toi + CLOCK_SKEW
+            && self.produced_at <= toi + CLOCK_SKEW
+            && toi <= self.next_update
     }
 }
 
@@ -71,17 +76,23 @@ pub struct Subject<'a> {
 }
 
 impl Subject<'_> {
-    /// Issuer key and serial: what an answer is about.
+    /// What an answer is about, as its CertID says: the issuer's name and key, and the
+    /// serial.
     fn key(&self) -> CacheKey {
-        let spki = self
-            .issuer
-            .decoded()
-            .tbs_certificate()
-            .subject_public_key_info()
-            .to_der()
-            .unwrap_or_default();
+        let issuer = self.issuer.decoded().tbs_certificate();
+        let mut h = Sha256::new();
+        for part in [
+            issuer.subject().to_der().unwrap_or_default(),
+            issuer
+                .subject_public_key_info()
+                .to_der()
+                .unwrap_or_default(),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part);
+        }
         (
-            Sha256::digest(spki).into(),
+            h.finalize().into(),
             self.cert
                 .decoded()
                 .tbs_certificate()
@@ -154,8 +165,10 @@ impl OcspCache {
         client: &http::Client,
         now: SystemTime,
     ) -> Result<Arc<OcspAnswer>, String> {
-        if http::url_scheme(url) != Some("http") {
-            return Err(format!("OCSP {url}: only http:// responders are supported"));
+        if !matches!(http::url_scheme(url), Some("http" | "https")) {
+            return Err(format!(
+                "OCSP {url}: only http:// and https:// responders are supported"
+            ));
         }
         let nonce = nonce.then(|| {
             let mut n = [0u8; 16];
@@ -243,6 +256,15 @@ pub fn judge(
             "the answer echoes another nonce than the one sent (a replayed answer?)",
         ));
     }
+    // OCSP speaks of the time it answers; a validation asked about an earlier time cannot
+    // use it (certval refuses it too).
+    let produced_at = basic.tbs_response_data.produced_at.0.to_system_time();
+    if produced_at > now + CLOCK_SKEW {
+        return Err(fail(&format!(
+            "the answer was made at {}, after the time the validation asks about",
+            crate::certs::rfc3339(produced_at)
+        )));
+    }
     let cert = subject.cert.decoded();
     let single = basic
         .tbs_response_data
@@ -318,5 +340,6 @@ pub fn judge(
         revoked_at,
         this_update,
         next_update,
+        produced_at,
     })
 }

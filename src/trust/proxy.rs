@@ -151,8 +151,9 @@ fn redacted(setting: &str) -> String {
         Some((scheme, rest)) => (format!("{scheme}://"), rest),
         None => (String::new(), setting),
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    // Everything before the last '@' may be a credential, slashes included (a proxy
+    // setting has no path that could hold an '@' of its own).
+    match rest.rfind('@') {
         Some(at) => format!("{scheme}***@{}", &rest[at + 1..]),
         None => setting.to_owned(),
     }
@@ -337,6 +338,10 @@ mod tests {
         );
         let e = p.route("crl.example.org").unwrap_err();
         assert!(!e.contains("secret") && e.contains("***@p:3128"), "{e}");
+        // A password with a slash in it is masked whole.
+        let p = Proxy::resolve(Some("http://me:se/cr@et@p:3128"), None, env(&[]));
+        let e = p.route("crl.example.org").unwrap_err();
+        assert!(!e.contains("se/cr") && !e.contains("et@p"), "{e}");
         // A host on no_proxy still goes direct.
         let p = Proxy::resolve(Some("socks5://p:1"), Some("crl.example.org"), env(&[]));
         assert_eq!(p.route("crl.example.org"), Ok(Route::Direct));

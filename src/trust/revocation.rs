@@ -271,7 +271,8 @@ pub(super) async fn revocation(
     // points, reasons, indirect and delta CRLs), RFC 5280 6.3 over the same CRLs settles
     // what it left open; the answers go back to certval as cached statuses.
     let mut second: Vec<Option<crl_status::Status>> = vec![None; certs.len()];
-    if let Some(open) = left_open(&outcome, &cpr, certs.len()) {
+    let has_ocsp: Vec<bool> = stapled.iter().map(Option::is_some).collect();
+    if let Some(open) = left_open(&outcome, &cpr, &has_ocsp) {
         let signers: Vec<PDVCertificate> = req
             .chain
             .iter()
@@ -309,7 +310,7 @@ pub(super) async fn revocation(
             } else {
                 certs[pos - 1].decoded()
             };
-            second[pos] = Some(crl_status::status(&ctx, certs[pos].decoded(), issuer));
+            second[pos] = Some(crl_status::status(&ctx, pos, certs[pos].decoded(), issuer));
         }
         let settled = Settled::of(&second, &certs, &cand.anchor.cert);
         if !settled.0.is_empty() {
@@ -423,6 +424,13 @@ pub(super) async fn revocation(
                 } else if c.reason.is_none() {
                     c.status = "good";
                 }
+                if c.status == "unavailable"
+                    && let (Some(r), Some(Some(crl_status::Status::Undetermined(why)))) =
+                        (&c.reason, second.get(i))
+                    && !r.contains(why.as_str())
+                {
+                    c.reason = Some(format!("{r}; the CRLs at hand do not settle it: {why}"));
+                }
                 if let Some(r) = &c.reason {
                     reasons.push(r.clone());
                 }
@@ -531,16 +539,20 @@ impl Budget {
 /// The positions certval left open: every unsettled one when it could not determine a
 /// status; when it found a certificate on hold (certificateHold), that one (a delta CRL may
 /// take it off hold, RFC 5280 5.3.1) and the unsettled ones after it, which it never reached.
+/// A position with an accepted OCSP answer (`has_ocsp`) is certval's to judge from it: a
+/// cached CRL status would come before the answer and could hide a revocation.
 fn left_open(
     outcome: &Result<(), CvError>,
     cpr: &CertificationPathResults,
-    n: usize,
+    has_ocsp: &[bool],
 ) -> Option<Vec<usize>> {
+    let n = has_ocsp.len();
     let sources = cpr.get_revocation_source().unwrap_or_default();
     let unsettled = |i: &usize| {
-        sources
-            .get(*i)
-            .is_none_or(|s| *s == certval::RevocationSource::None)
+        !has_ocsp[*i]
+            && sources
+                .get(*i)
+                .is_none_or(|s| *s == certval::RevocationSource::None)
     };
     match outcome {
         Err(CvError::PathValidation(Pvs::RevocationStatusNotDetermined)) => {
@@ -559,7 +571,7 @@ fn left_open(
                 e.extn_id == const_oid::db::rfc5280::ID_CE_CRL_REASONS
                     && e.extn_value.as_bytes() == CERTIFICATE_HOLD
             });
-            held.then(|| {
+            (held && !has_ocsp[pos]).then(|| {
                 std::iter::once(pos)
                     .chain((pos + 1..n).filter(unsettled))
                     .collect()
