@@ -979,3 +979,154 @@ async fn a_ca_cannot_vouch_for_the_signer_of_a_crl_about_itself() {
         "{why}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetched_crl_signed_by_a_separate_crl_key_of_the_ca_is_used() {
+    // The issuing CA signs its CRLs with a key of their own (RFC 5280 6.3.3 (f)): a
+    // certificate in the CA's name with cRLSign only, issued by the root. The CRL at the
+    // distribution point is not the issuer's signature, so the cache does not keep it, but
+    // the RFC 5280 processing finds its signer among the certificates at hand.
+    let server = CrlServer::start().await;
+    let s = setup(&server.base_url());
+    server.publish("/root-ca.crl", make_crl(&s.pki, "root", &[], 30 * 86400));
+    let work = s.dir.path().join("crl-key");
+    std::fs::create_dir_all(&work).unwrap();
+    let key = work.join("k.key.pem");
+    let csr = work.join("k.csr");
+    let cert = work.join("k.pem");
+    let ext = write_file(
+        &work,
+        "k.ext",
+        b"basicConstraints = critical, CA:FALSE\nkeyUsage = critical, cRLSign\n",
+    );
+    let p = path_str;
+    run(
+        "openssl",
+        &["genpkey", "-algorithm", "RSA", "-out", p(&key)],
+    );
+    run(
+        "openssl",
+        &[
+            "req",
+            "-new",
+            "-subj",
+            "/CN=smime-agent Test Issuing CA/O=smime-agent tests",
+            "-key",
+            p(&key),
+            "-out",
+            p(&csr),
+        ],
+    );
+    let (root, root_key) = (s.pki.join("root-ca.pem"), s.pki.join("root-ca.key.pem"));
+    run(
+        "openssl",
+        &[
+            "x509",
+            "-req",
+            "-days",
+            "30",
+            "-in",
+            p(&csr),
+            "-CA",
+            p(&root),
+            "-CAkey",
+            p(&root_key),
+            "-extfile",
+            p(&ext),
+            "-out",
+            p(&cert),
+        ],
+    );
+    // The CA's database with Alice revoked, its CRL signed with the CRL key.
+    let db = work.join("db");
+    run("cp", &["-r", p(&s.pki.join(".ca/ca")), p(&db)]);
+    let cnf = s.pki.join(".ca/openssl.cnf");
+    let ca = |args: &[&str], cert_file: &std::path::Path, key_file: &std::path::Path| {
+        let out = std::process::Command::new("openssl")
+            .args(["ca", "-config", p(&cnf), "-batch"])
+            .args(args)
+            .env("CA_DIR", &db)
+            .env("CA_KEY", key_file)
+            .env("CA_CERT", cert_file)
+            .env("CRL_URL", "unused")
+            .output()
+            .unwrap();
+        ok("openssl ca", &out);
+    };
+    ca(
+        &[
+            "-revoke",
+            p(&s.cert("alice-sign-rsa")),
+            "-crl_reason",
+            "keyCompromise",
+        ],
+        &s.pki.join("ca.pem"),
+        &s.pki.join("ca.key.pem"),
+    );
+    let an_hour_ago = run("date", &["-u", "-d", "-1 hour", "+%Y%m%d%H%M%SZ"])
+        .trim()
+        .to_owned();
+    let crl_pem = work.join("ca.crl.pem");
+    ca(
+        &[
+            "-gencrl",
+            "-crl_lastupdate",
+            &an_hour_ago,
+            "-out",
+            p(&crl_pem),
+        ],
+        &cert,
+        &key,
+    );
+    let (crl_der, k_der) = (work.join("ca.crl.der"), work.join("k.der"));
+    run(
+        "openssl",
+        &[
+            "crl",
+            "-in",
+            p(&crl_pem),
+            "-outform",
+            "DER",
+            "-out",
+            p(&crl_der),
+        ],
+    );
+    run(
+        "openssl",
+        &[
+            "x509",
+            "-in",
+            p(&cert),
+            "-outform",
+            "DER",
+            "-out",
+            p(&k_der),
+        ],
+    );
+    server.publish("/ca.crl", std::fs::read(&crl_der).unwrap());
+    let k_der = std::fs::read(&k_der).unwrap();
+
+    let agent = s.agent("agent", "on_crl_unavailable = \"fail\"\n");
+    let client = agent.client().await;
+    let with_crl_key = |who: &str| {
+        let mut params = validate_params(&s.cert(who));
+        params.chain = vec![k_der.clone().into()];
+        params
+    };
+    let v = client.validate(with_crl_key("bob-dual-rsa")).await.unwrap();
+    assert_eq!(v.status, ValidityStatus::Valid, "{:?}", v.revocation);
+    assert_eq!(v.revocation.status, "good");
+    let v = client
+        .validate(with_crl_key("alice-sign-rsa"))
+        .await
+        .unwrap();
+    assert_eq!(v.status, ValidityStatus::Invalid, "{:?}", v.revocation);
+    assert_eq!(v.reasons[0].code, "revoked", "{:?}", v.reasons);
+    // Without the CRL key's certificate nobody vouches for that signature.
+    let v = client
+        .validate(validate_params(&s.cert("bob-dual-rsa")))
+        .await
+        .unwrap();
+    assert_eq!(v.status, ValidityStatus::Invalid, "{:?}", v.revocation);
+    assert_eq!(v.reasons[0].code, "crl_unavailable", "{:?}", v.reasons);
+}

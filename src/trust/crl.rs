@@ -74,6 +74,10 @@ pub struct CrlUnavailable {
     pub reason: String,
     /// LDAP or another scheme the agent does not fetch.
     pub unsupported: bool,
+    /// A current CRL that was fetched but is not signed by the certificate issuer's key: not
+    /// kept, but handed to RFC 5280 6.3 processing (`crl_status.rs`), which may find a
+    /// CRL signer the path vouches for (another key of the CA, a separate CRL issuer).
+    pub unverified: Option<Arc<Vec<u8>>>,
 }
 
 /// Where a CRL came from, for the `validate` answer.
@@ -339,6 +343,7 @@ impl CrlCache {
             url: url.to_owned(),
             reason,
             unsupported,
+            unverified: None,
         };
         match http::url_scheme(url) {
             Some("http" | "https" | "ldap" | "ldaps") => {}
@@ -377,8 +382,11 @@ impl CrlCache {
                 slot.last_failure = None;
                 Ok((c, CrlOrigin::Fetched))
             }
-            Err(reason) => {
-                let failure = unavailable(reason, false);
+            Err((reason, unverified)) => {
+                let failure = CrlUnavailable {
+                    unverified,
+                    ..unavailable(reason, false)
+                };
                 slot.last_failure = Some((Instant::now(), failure.clone()));
                 Err(failure)
             }
@@ -391,7 +399,7 @@ impl CrlCache {
         issuer: &IssuerKey<'_>,
         now: SystemTime,
         conn_timeout: Option<Duration>,
-    ) -> Result<Arc<CachedCrl>, String> {
+    ) -> Result<Arc<CachedCrl>, (String, Option<Arc<Vec<u8>>>)> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
         debug!(%url, "fetching a CRL");
         let body = match http::url_scheme(url) {
@@ -410,24 +418,31 @@ impl CrlCache {
         .map_err(|e| match e {
             FetchError::TimedOut(s) | FetchError::Failed(s) | FetchError::TooLarge(s) => s,
             FetchError::Unsupported(s) => s,
-        })?;
+        })
+        .map_err(|s| (s, None))?;
         // A distribution point may serve PEM.
         let der = if body.starts_with(b"-----BEGIN") {
-            pem_to_der(&body).ok_or_else(|| format!("{url}: the PEM answer holds no CRL"))?
+            pem_to_der(&body)
+                .ok_or_else(|| (format!("{url}: the PEM answer holds no CRL"), None))?
         } else {
             body
         };
-        let crl = parse(url, der).map_err(|e| format!("{url}: {e}"))?;
-        verify(&crl, issuer).map_err(|e| format!("{url}: {e}"))?;
+        let crl = parse(url, der).map_err(|e| (format!("{url}: {e}"), None))?;
         if !crl.is_current(now) {
             let when = crl
                 .next_update
                 .map(crate::certs::rfc3339)
                 .unwrap_or_else(|| "(no nextUpdate)".into());
-            return Err(format!(
-                "{url}: the CRL is not current (thisUpdate {}, nextUpdate {when})",
-                crate::certs::rfc3339(crl.this_update)
+            return Err((
+                format!(
+                    "{url}: the CRL is not current (thisUpdate {}, nextUpdate {when})",
+                    crate::certs::rfc3339(crl.this_update)
+                ),
+                None,
             ));
+        }
+        if let Err(e) = verify(&crl, issuer) {
+            return Err((format!("{url}: {e}"), Some(Arc::new(crl.der.clone()))));
         }
         let crl = Arc::new(crl);
         if let Some(path) = self.file_for(url) {

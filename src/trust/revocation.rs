@@ -215,7 +215,14 @@ pub(super) async fn revocation(
                                 .crls
                                 .get(url, &key, now, budget.conn)
                                 .await
-                                .map_err(|u| u.reason)
+                                .map_err(|u| {
+                                    // Not the issuer's signature: perhaps another signer the
+                                    // path vouches for (crl_status.rs judges that).
+                                    if let Some(der) = &u.unverified {
+                                        at_hand.push(der.as_ref().clone());
+                                    }
+                                    u.reason
+                                })
                         };
                         match budget.bound(url, fetched).await {
                             Ok((crl, origin)) => {
