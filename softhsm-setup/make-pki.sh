@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make-pki.sh DIR [CRL_BASE_URL] [--only NAME,NAME...] [--ocsp URL] [--ca-crl URL]
+# make-pki.sh DIR [CRL_BASE_URL] [--only NAME,NAME...] [--ocsp URL] [--ca-crl URL] [--aia URL]
 #
 # Creates the test PKI smime-agent's demo and tests run on: a root CA, an issuing CA, and
 # user certificates that exercise the certificate selection rules (behaviour.md section 2).
@@ -30,21 +30,24 @@
 # ocsp-rogue (self-signed under the issuing CA's name, another key); under --only, name them.
 #
 # --ca-crl URL puts URL in the user certificates' CRL distribution point instead of
-# CRL_BASE_URL/ca.crl (an ldap:// one, say; commas and spaces percent-encoded).
+# CRL_BASE_URL/ca.crl (an ldap:// one, say; commas and spaces percent-encoded); --aia URL
+# does the same for their AIA caIssuers (instead of CRL_BASE_URL/ca.cer).
 #
 # Re-running with the same DIR does nothing when DIR/users.tsv exists.
 set -euo pipefail
 
-usage() { echo "usage: make-pki.sh DIR [CRL_BASE_URL] [--only NAME,NAME...] [--ocsp URL] [--ca-crl URL]" >&2; exit 2; }
+usage() { echo "usage: make-pki.sh DIR [CRL_BASE_URL] [--only NAME,NAME...] [--ocsp URL] [--ca-crl URL] [--aia URL]" >&2; exit 2; }
 only=
 ocsp=
 ca_crl=
+aia=
 positional=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --only) only=",${2:?$(usage)},"; shift 2 ;;
     --ocsp) ocsp=${2:?$(usage)}; shift 2 ;;
     --ca-crl) ca_crl=${2:?$(usage)}; shift 2 ;;
+    --aia) aia=${2:?$(usage)}; shift 2 ;;
     -h|--help) usage ;;
     *) positional+=("$1"); shift ;;
   esac
@@ -54,6 +57,7 @@ dir=${positional[0]}
 crl_base=${positional[1]:-http://127.0.0.1:8932/}
 crl_base=${crl_base%/}
 ca_crl=${ca_crl:-$crl_base/ca.crl}
+aia=${aia:-$crl_base/ca.cer}
 
 if [ -f "$dir/users.tsv" ]; then
   exit 0
@@ -179,9 +183,9 @@ user() {
     echo "authorityKeyIdentifier = keyid:always"
     echo "crlDistributionPoints = URI:$ca_crl"
     if [ -n "$ocsp" ]; then
-      echo "authorityInfoAccess = OCSP;URI:$ocsp, caIssuers;URI:$crl_base/ca.cer"
+      echo "authorityInfoAccess = OCSP;URI:$ocsp, caIssuers;URI:$aia"
     else
-      echo "authorityInfoAccess = caIssuers;URI:$crl_base/ca.cer"
+      echo "authorityInfoAccess = caIssuers;URI:$aia"
     fi
   } >"$ext"
   case "$validity" in

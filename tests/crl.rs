@@ -1130,3 +1130,60 @@ async fn a_fetched_crl_signed_by_a_separate_crl_key_of_the_ca_is_used() {
     assert_eq!(v.status, ValidityStatus::Invalid, "{:?}", v.revocation);
     assert_eq!(v.reasons[0].code, "crl_unavailable", "{:?}", v.reasons);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_intermediate_is_read_from_an_ldap_aia_url() {
+    use common::slapd::{SUFFIX, Slapd, ldif_binary};
+    let server = CrlServer::start().await;
+    let port = dead_port();
+    let dir = tempdir();
+    let dn = format!("cn=smime-agent Test Issuing CA,{SUFFIX}");
+    let url = format!(
+        "ldap://127.0.0.1:{port}/{}?cACertificate;binary",
+        dn.replace(' ', "%20").replace(',', "%2C")
+    );
+    let pki = pki_with_aia(
+        &dir.path().join("pki"),
+        &server.base_url(),
+        &url,
+        &["alice-sign-rsa"],
+    );
+    server.publish("/ca.crl", make_crl(&pki, "ca", &[], 30 * 86400));
+    server.publish("/root-ca.crl", make_crl(&pki, "root", &[], 30 * 86400));
+    let ca = {
+        use der::{DecodePem, Encode};
+        x509_cert::Certificate::from_pem(std::fs::read(pki.join("ca.pem")).unwrap())
+            .unwrap()
+            .to_der()
+            .unwrap()
+    };
+    let ldif = format!(
+        "dn: {dn}\nobjectClass: applicationProcess\nobjectClass: pkiCA\ncn: smime-agent Test Issuing CA\n{}\n",
+        ldif_binary("cACertificate;binary", &ca)
+    );
+    let _slapd = Slapd::start_on(&dir.path().join("slapd"), &ldif, port);
+    // Only the root is configured: the issuing CA is in no store and no request.
+    let agent = Agent::start(
+        &dir.path().join("agent"),
+        AgentSpec {
+            trust: Some(format!(
+                "roots = [\"{}\"]\nuse_system_roots = false\n",
+                pki.join("root-ca.pem").display()
+            )),
+            revocation: format!(
+                "cache_dir = \"{}\"\non_crl_unavailable = \"fail\"\n",
+                dir.path().join("crls").display()
+            ),
+            ..Default::default()
+        },
+    );
+    let v = agent
+        .client()
+        .await
+        .validate(validate_params(&pki.join("alice-sign-rsa.pem")))
+        .await
+        .unwrap();
+    assert_eq!(v.status, ValidityStatus::Valid, "{:?}", v.reasons);
+    let sources: Vec<&str> = v.chain.iter().map(|c| c.source.as_str()).collect();
+    assert_eq!(sources, ["request", "aia", "anchor"]);
+}

@@ -1,6 +1,6 @@
-//! A CRL from an ldap:// or ldaps:// distribution point (RFC 4516 URL: the entry's DN and the
-//! attribute, as Active Directory Certificate Services and many company PKIs publish them):
-//! an anonymous base-object search, read within the time and byte bounds of any CRL fetch.
+//! A CRL from an ldap:// or ldaps:// distribution point, or CA certificates from an ldap://
+//! AIA caIssuers URL (RFC 4516 URL: the entry's DN and the attribute, as company PKIs publish
+//! them): an anonymous base-object search, read within the time and byte bounds of any fetch.
 //!
 //! Written on ldap3 directly, as the directory is (the directory sits above `trust` and
 //! serves other people's certificates, not CRLs); the bytes a server may send are bounded by
@@ -18,6 +18,17 @@ use ldap3::{LdapConnAsync, LdapConnSettings, Scope, SearchEntry, StdStream};
 
 use super::http::FetchError;
 use super::proxy::{Proxy, Route};
+
+/// What is read from an entry when the URL names no attribute (RFC 4523): a CRL, or the
+/// CA certificates of an AIA caIssuers entry.
+#[derive(Debug, Clone, Copy)]
+pub enum Wanted {
+    Crl,
+    CaCertificates,
+}
+
+/// The CA certificate attributes asked for when the URL names none.
+const CA_ATTRIBUTES: &[&str] = &["cACertificate;binary", "cACertificate"];
 
 /// The attributes asked for when the URL names none (RFC 4523).
 const CRL_ATTRIBUTES: &[&str] = &[
@@ -38,6 +49,20 @@ pub async fn get_crl(
     proxy: &Proxy,
     tls: impl FnOnce() -> Result<Arc<rustls::ClientConfig>, String>,
 ) -> Result<Vec<u8>, FetchError> {
+    let mut values = get(url, Wanted::Crl, timeout, max_bytes, proxy, tls).await?;
+    Ok(values.swap_remove(0))
+}
+
+/// Reads the values of the first attribute the entry at `url` holds, of those the URL names
+/// (or, naming none, those `wanted` stands for): at least one, at most `max_bytes` in all.
+pub async fn get(
+    url: &str,
+    wanted: Wanted,
+    timeout: Option<Duration>,
+    max_bytes: u64,
+    proxy: &Proxy,
+    tls: impl FnOnce() -> Result<Arc<rustls::ClientConfig>, String>,
+) -> Result<Vec<Vec<u8>>, FetchError> {
     let failed = |what: String| FetchError::Failed(format!("{url}: {what}"));
     let parsed = url::Url::parse(url).map_err(|e| failed(format!("not a valid URL ({e})")))?;
     let params =
@@ -56,8 +81,12 @@ pub async fn get_crl(
             "not fetched: LDAP does not go through the HTTP proxy {p}; put {host} on no_proxy to reach it directly"
         )));
     }
+    let defaults = match wanted {
+        Wanted::Crl => CRL_ATTRIBUTES,
+        Wanted::CaCertificates => CA_ATTRIBUTES,
+    };
     let attrs: Vec<String> = if params.attrs.iter().all(|a| *a == "*") {
-        CRL_ATTRIBUTES.iter().map(|a| (*a).to_owned()).collect()
+        defaults.iter().map(|a| (*a).to_owned()).collect()
     } else {
         params.attrs.iter().map(|a| (*a).to_owned()).collect()
     };
@@ -90,7 +119,7 @@ pub async fn get_crl(
         let (entries, _) = found.map_err(|e| {
             if overrun.happened() {
                 FetchError::TooLarge(format!(
-                    "{url}: the answer is larger than {max_bytes} bytes (max_crl_bytes)"
+                    "{url}: the answer is larger than {max_bytes} bytes"
                 ))
             } else {
                 failed(format!("the search for {base} failed ({e})"))
@@ -101,27 +130,29 @@ pub async fn get_crl(
             .next()
             .map(SearchEntry::construct)
             .ok_or_else(|| failed(format!("no entry {base}")))?;
-        let value = attrs
+        let values: Vec<Vec<u8>> = attrs
             .iter()
             .find_map(|a| {
                 entry
                     .bin_attrs
                     .get(a)
-                    .and_then(|v| v.first().cloned())
+                    .filter(|v| !v.is_empty())
+                    .cloned()
                     .or_else(|| {
                         entry
                             .attrs
                             .get(a)
-                            .and_then(|v| v.first().map(|s| s.as_bytes().to_vec()))
+                            .filter(|v| !v.is_empty())
+                            .map(|v| v.iter().map(|s| s.as_bytes().to_vec()).collect())
                     })
             })
             .ok_or_else(|| failed(format!("the entry {base} holds no {}", attrs.join(" or "))))?;
-        if value.len() as u64 > max_bytes {
+        if values.iter().map(|v| v.len() as u64).sum::<u64>() > max_bytes {
             return Err(FetchError::TooLarge(format!(
-                "{url}: the answer is larger than {max_bytes} bytes (max_crl_bytes)"
+                "{url}: the answer is larger than {max_bytes} bytes"
             )));
         }
-        Ok(value)
+        Ok(values)
     };
     let guarded = std::panic::AssertUnwindSafe(fetch).catch_unwind();
     let outcome = match timeout {

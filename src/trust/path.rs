@@ -156,9 +156,7 @@ pub(super) async fn validate(
         round += 1;
         let mut added = false;
         for d in &dangling {
-            let mut urls = vec![];
-            certval::collect_uris_from_aia_and_sia(d, &mut urls);
-            for url in urls {
+            for url in super::aia::ca_issuer_urls(d) {
                 if !aia_tried.insert(url.clone()) {
                     continue;
                 }

@@ -742,6 +742,11 @@ pub fn pki_with_ca_crl(dir: &Path, crl_base: &str, ca_crl_url: &str, only: &[&st
     make_pki(dir, crl_base, only, &["--ca-crl", ca_crl_url])
 }
 
+/// As [`pki_in`], with the user certificates' AIA caIssuers `aia_url`.
+pub fn pki_with_aia(dir: &Path, crl_base: &str, aia_url: &str, only: &[&str]) -> PathBuf {
+    make_pki(dir, crl_base, only, &["--aia", aia_url])
+}
+
 fn make_pki(dir: &Path, crl_base: &str, only: &[&str], more: &[&str]) -> PathBuf {
     let mut cmd = Command::new(workspace_root().join("softhsm-setup/make-pki.sh"));
     cmd.arg(dir).arg(crl_base).arg("--only").arg(only.join(","));
