@@ -50,9 +50,15 @@ pub mod fuzzing {
         let _ = crate::server::handler::parse_request(line.to_vec());
     }
 
-    /// A CRL as the cache reads it.
+    /// A CRL as the cache reads it, and as RFC 5280 6.3 processing judges it.
     pub fn crl(der: &[u8]) {
         let _ = crate::trust::crl::parse("fuzz:", der.to_vec());
+        crate::trust::fuzzing::crl_status(der);
+    }
+
+    /// An OCSP answer as the revocation check judges it.
+    pub fn ocsp(der: &[u8]) {
+        crate::trust::fuzzing::ocsp(der);
     }
 
     /// A PKCS#12 key file, with the empty passphrase and with "fuzz".

@@ -539,3 +539,69 @@ fn cache_key(req: &ValidationRequest, time: SystemTime) -> [u8; 32] {
     ]);
     h.finalize().into()
 }
+
+/// Fuzzing entry points for revocation (`cargo fuzz`, `--cfg fuzzing`): hostile OCSP answers
+/// and CRLs judged about a fixed certificate (tests/data/signing/rsa.pem, self-signed, so
+/// it is its own issuer and the CRL signer the path vouches for).
+#[cfg(fuzzing)]
+pub mod fuzzing {
+    use std::sync::OnceLock;
+    use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+    use certval::PDVCertificate;
+
+    use super::dsa::DsaVerifier;
+    use super::settings::{environment_with, settings};
+    use super::validation::PolicyInputs;
+
+    fn cert() -> &'static PDVCertificate {
+        static CERT: OnceLock<PDVCertificate> = OnceLock::new();
+        CERT.get_or_init(|| {
+            let pem = include_bytes!("../../tests/data/signing/rsa.pem");
+            let der = super::certs_from_bytes(pem)
+                .into_iter()
+                .next()
+                .expect("the fuzz certificate");
+            PDVCertificate::try_from(der.as_slice()).expect("the fuzz certificate parses")
+        })
+    }
+
+    /// A time inside the certificate's validity (2027).
+    fn time() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    /// Any bytes as an OCSP answer about the fixed certificate, with a nonce sent.
+    pub fn ocsp(der: &[u8]) {
+        let cert = cert();
+        let subject = super::ocsp::Subject { cert, issuer: cert };
+        let pe = environment_with(DsaVerifier::default());
+        let cps = settings(time(), &PolicyInputs::default(), true);
+        let _ = super::ocsp::judge(der, "fuzz:", &subject, &pe, &cps, Some(&[7u8; 16]), time());
+    }
+
+    /// Any bytes as a CRL at hand for the fixed certificate, judged by RFC 5280 6.3.
+    pub fn crl_status(der: &[u8]) {
+        let Some(crl) = super::crl_status::Crl::parse(der) else {
+            return;
+        };
+        let cert = cert().decoded();
+        let pe = environment_with(DsaVerifier::default());
+        let verify = |tbs: &[u8],
+                      sig: &der::asn1::BitString,
+                      alg: &spki::AlgorithmIdentifierOwned,
+                      key: &spki::SubjectPublicKeyInfoOwned| {
+            pe.verify_signature_message(&pe, tbs, sig, alg, key).is_ok()
+        };
+        let crls = [crl];
+        let vouchers = [cert];
+        let ctx = super::crl_status::Context {
+            crls: &crls,
+            vouchers: &vouchers,
+            others: &[],
+            toi: 1_800_000_000,
+            verify: &verify,
+        };
+        let _ = super::crl_status::status(&ctx, 0, cert, cert);
+    }
+}
