@@ -191,7 +191,24 @@ pub struct Context<'a> {
     /// The time of interest, seconds since the epoch.
     pub toi: u64,
     pub verify: &'a Verify<'a>,
+    /// Signature checks done and their outcomes: a message can bring dozens of CRLs and
+    /// certificates all in one name, and each check is a public-key operation.
+    pub work: Work,
 }
+
+/// The signature checks of one judgement: remembered by object and key, and at most
+/// [`MAX_CHECKS`] of them (then no more signers are found: the status stays undetermined).
+#[derive(Default)]
+pub struct Work {
+    done: std::cell::RefCell<std::collections::HashMap<CheckId, bool>>,
+    count: std::cell::Cell<usize>,
+}
+
+/// A signature check: where the signed object is (address, length) and the key's DER.
+type CheckId = (usize, usize, Vec<u8>);
+
+/// Most signature checks one validation's CRL processing makes.
+pub const MAX_CHECKS: usize = 2048;
 
 /// The status of the certificate at path position `pos` (0: the one the anchor issued),
 /// `cert`, issued by `issuer` (the path's certificate before it, or the anchor), by RFC 5280
@@ -248,7 +265,7 @@ fn status_at(
     let mut mask: u16 = 0;
     let mut why: Vec<String> = vec![];
     for dp in &dps {
-        for crl in ctx.crls.iter().filter(|c| c.base().is_none()) {
+        for crl in newest_first(ctx.crls) {
             if mask == ALL {
                 break;
             }
@@ -373,6 +390,14 @@ fn status_at(
     }
 }
 
+/// The complete CRLs at hand, the newest first: an older CRL still current (one a message
+/// replays, say) does not stand before a newer one that may list the certificate.
+fn newest_first(crls: &[Crl]) -> Vec<&Crl> {
+    let mut v: Vec<&Crl> = crls.iter().filter(|c| c.base().is_none()).collect();
+    v.sort_by_key(|c| std::cmp::Reverse(c.list.tbs_cert_list.this_update.to_unix_duration()));
+    v
+}
+
 enum Delta<'a> {
     None,
     Stale,
@@ -473,16 +498,9 @@ fn signer(
         // Its own certificate: issued by the anchor or a CA of the path above the
         // certificate (the same anchor as the certificate's, RFC 5280 6.3.3 (f)), and not
         // revoked, judged with only the CAs above its issuer.
-        let Ok(cand_der) = cand.to_der() else {
-            continue;
-        };
         let Some(at) = vouchers.iter().position(|v| {
             certval::compare_names(v.tbs_certificate().subject(), t.issuer())
-                && signed_by(
-                    ctx,
-                    &cand_der,
-                    v.tbs_certificate().subject_public_key_info(),
-                )
+                && cert_signed_by(ctx, cand, v.tbs_certificate().subject_public_key_info())
         }) else {
             continue;
         };
@@ -546,9 +564,64 @@ fn valid_at(cert: &CertificateInner<Raw>, toi: u64) -> bool {
 }
 
 /// Whether the signed object `der` (a certificate or a CRL) verifies with `key`.
+/// Remembered by where the signed object is (`der`, a CRL of the context, which lives as
+/// long as the context) and by the key's bits (keys may be copies).
 fn signed_by(ctx: &Context<'_>, der: &[u8], key: &SubjectPublicKeyInfoOwned) -> bool {
-    certval::DeferDecodeSigned::from_der(der)
-        .is_ok_and(|s| (ctx.verify)(&s.tbs_field, &s.signature, &s.signature_algorithm, key))
+    let id = (der.as_ptr() as usize, der.len(), key_id(key));
+    ctx.work.check(id, || {
+        certval::DeferDecodeSigned::from_der(der)
+            .is_ok_and(|s| (ctx.verify)(&s.tbs_field, &s.signature, &s.signature_algorithm, key))
+    })
+}
+
+/// Whether `cert` (a certificate of the context) was signed with `key`.
+fn cert_signed_by(
+    ctx: &Context<'_>,
+    cert: &CertificateInner<Raw>,
+    key: &SubjectPublicKeyInfoOwned,
+) -> bool {
+    let id = (
+        cert as *const CertificateInner<Raw> as usize,
+        0,
+        key_id(key),
+    );
+    ctx.work.check(id, || {
+        cert.to_der().is_ok_and(|der| {
+            certval::DeferDecodeSigned::from_der(&der).is_ok_and(|s| {
+                (ctx.verify)(&s.tbs_field, &s.signature, &s.signature_algorithm, key)
+            })
+        })
+    })
+}
+
+/// A key as the checks remember it: its algorithm and bits, DER (`None`: not remembered).
+fn key_id(key: &SubjectPublicKeyInfoOwned) -> Option<Vec<u8>> {
+    key.to_der().ok()
+}
+
+impl Work {
+    /// The remembered outcome of check `id`, else `run` it (within the budget).
+    fn check(&self, id: (usize, usize, Option<Vec<u8>>), run: impl FnOnce() -> bool) -> bool {
+        let id = match id {
+            (a, b, Some(k)) => Some((a, b, k)),
+            _ => None,
+        };
+        if let Some(done) = id
+            .as_ref()
+            .and_then(|id| self.done.borrow().get(id).copied())
+        {
+            return done;
+        }
+        if self.count.get() >= MAX_CHECKS {
+            return false;
+        }
+        self.count.set(self.count.get() + 1);
+        let ok = run();
+        if let Some(id) = id {
+            self.done.borrow_mut().insert(id, ok);
+        }
+        ok
+    }
 }
 
 fn extension<T: for<'a> Decode<'a>>(
@@ -614,6 +687,27 @@ fn strip(v: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signature_checks_are_remembered_and_bounded() {
+        let work = Work::default();
+        let mut runs = 0;
+        for _ in 0..3 {
+            assert!(work.check((1, 2, Some(vec![3])), || {
+                runs += 1;
+                true
+            }));
+        }
+        assert_eq!(runs, 1, "a check is made once");
+        for i in 0..MAX_CHECKS {
+            work.check((i + 10, 0, Some(vec![])), || true);
+        }
+        assert!(
+            !work.check((usize::MAX, 0, Some(vec![])), || true),
+            "past the budget no signer is found"
+        );
+        assert!(work.check((1, 2, Some(vec![3])), || false), "remembered");
+    }
 
     #[test]
     fn crl_numbers_compare_as_unsigned_integers() {

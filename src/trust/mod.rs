@@ -601,6 +601,7 @@ pub mod fuzzing {
             others: &[],
             toi: 1_800_000_000,
             verify: &verify,
+            work: Default::default(),
         };
         let _ = super::crl_status::status(&ctx, 0, cert, cert);
     }

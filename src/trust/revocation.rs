@@ -310,6 +310,7 @@ pub(super) async fn revocation(
             others: &others,
             toi: cps.get_time_of_interest().as_unix_secs(),
             verify: &verify,
+            work: Default::default(),
         };
         for pos in open {
             let issuer = if pos == 0 {
