@@ -13,8 +13,9 @@ pub enum SignMechanism {
     RsaPss { hash: OaepHash, salt_len: usize },
 }
 
-/// A private-key operation.
-#[derive(Debug)]
+/// A private-key operation (its data is a hash, a DigestInfo, a ciphertext or a public
+/// point: nothing secret, so a copy for a retry is harmless).
+#[derive(Debug, Clone)]
 pub enum PrivateOp {
     Sign {
         mechanism: SignMechanism,

@@ -472,16 +472,37 @@ impl Token {
                 let this = self.clone();
                 let r = self
                     .run_with(op.call_name(), !padded_decrypt, move |s| {
-                        match s.get_session_info() {
-                            Ok(i) if is_user_state(i.session_state()) => {}
-                            Ok(_) => return Ok(Err(op)),
+                        if padded_decrypt {
+                            // Asked first, every time: a padded decryption's failures must
+                            // all cost what a success costs.
+                            match s.get_session_info() {
+                                Ok(i) if is_user_state(i.session_state()) => {}
+                                Ok(_) => return Ok(Err(op)),
+                                Err(e) if session_was_closed(&e) => {
+                                    this.module_closed_sessions();
+                                    return Ok(Err(op));
+                                }
+                                Err(e) => return Err(e),
+                            }
+                            return run_op(s, key.handle, op).map(Ok);
+                        }
+                        // One call into the module in the usual case. Only a failure asks
+                        // for the login state, so a token that lost its login (a card
+                        // reset, another program's C_Logout) goes through the login
+                        // procedure below instead of failing the request.
+                        let again = op.clone();
+                        match run_op(s, key.handle, op) {
+                            Ok(out) => Ok(Ok(out)),
+                            Err(CkError::Pkcs11(RvError::UserNotLoggedIn, _)) => Ok(Err(again)),
                             Err(e) if session_was_closed(&e) => {
                                 this.module_closed_sessions();
-                                return Ok(Err(op));
+                                Ok(Err(again))
                             }
-                            Err(e) => return Err(e),
+                            Err(e) => match s.get_session_info() {
+                                Ok(i) if !is_user_state(i.session_state()) => Ok(Err(again)),
+                                _ => Err(e),
+                            },
                         }
-                        run_op(s, key.handle, op).map(Ok)
                     })
                     .await;
                 match r {
