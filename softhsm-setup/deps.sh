@@ -23,6 +23,8 @@ packages=(
   tinyproxy
   # stale OCSP answers from the real responder (openssl ocsp under faketime, tests/ocsp.rs)
   faketime
+  # ss: the demo waits for openssl ocsp to listen
+  iproute2
   # the real LDAP directory of tests/directory.rs (slapd run by the test, never as a service)
   slapd ldap-utils
   # pip, for the NIST PKITS data (cryptography-vectors)
