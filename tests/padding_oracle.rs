@@ -104,3 +104,44 @@ async fn a_card_that_fails_the_rsa_step_is_a_token_error_and_a_ciphertext_too_la
         "the card was asked about a ciphertext above its modulus"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_pin_cache_a_failed_decryption_logs_the_card_out_too() {
+    // cache_ttl_secs = 0: nothing stays logged in, after a failure as after a success.
+    // Otherwise the next request, from any client, would sign with no PIN asked.
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let dir = tempdir();
+    let rig = rig();
+    let agent = card_agent_with(dir.path(), &rig, None, "", "cache_ttl_secs = 0");
+    let client = agent.client().await;
+    let fault = dir.path().join("card-fault");
+    let mut flaky = virtual_piv_card::CardConfig::new("alice", CARD_PIN, alice_slots());
+    flaky.fault_file = Some(fault.clone());
+    rig.insert_card(0, flaky).unwrap();
+    wait_status(&client, "the card", |st| card_certs(st, "Alice") == 2).await;
+    let content = sample_entity("logged out after a failure");
+    let good = oracle::cases("alice-enc-rsa", &content)[0].mime.clone();
+    std::fs::write(&fault, b"2").unwrap();
+    let failed = oracle::decrypt(&agent.client().await, good.clone(), CARD_PIN).await;
+    assert!(failed.is_err(), "the card failed the decryption");
+    // The logout runs right after the response; give it a moment.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // The key management key (9D) needs no PIN per use: only a login asks for it.
+    let client = agent.client().await;
+    let op = smime_agent_proto::Op::Decrypt(smime_agent_proto::DecryptParams {
+        content: good.into(),
+        ..Default::default()
+    });
+    let mut sent = SentRequest::send(&client, op).await;
+    let mut prompts = 0;
+    while let Some(p) = sent.next_prompt().await {
+        prompts += 1;
+        answer_pin(&client, &p, CARD_PIN).await;
+    }
+    let res: smime_agent_proto::DecryptResult = result_of(sent.outcome()).expect("decrypt");
+    assert_eq!(res.mime.0, content);
+    assert_eq!(
+        prompts, 1,
+        "decrypted with no PIN asked after a failed operation"
+    );
+}

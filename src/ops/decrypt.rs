@@ -82,11 +82,11 @@ async fn content_key(
     };
     match &recipient.unwrap {
         KeyUnwrap::RsaPkcs1 { encrypted_key } if raw_rsa => {
-            if !fits_modulus(cert, encrypted_key) {
+            let Some(c) = as_ciphertext(cert, encrypted_key) else {
                 return Ok(decoy);
-            }
-            let em = match raw(encrypted_key).await {
-                Ok(r) => unpad::to_modulus_length(&r, encrypted_key.len()),
+            };
+            let em = match raw(&c).await {
+                Ok(r) => unpad::to_modulus_length(&r, c.len()),
                 Err(e) => return Err(raw_failed(e)),
             };
             Ok(match em {
@@ -111,11 +111,11 @@ async fn content_key(
             mgf_hash,
             label,
         } if raw_rsa => {
-            if !fits_modulus(cert, encrypted_key) {
+            let Some(c) = as_ciphertext(cert, encrypted_key) else {
                 return Ok(decoy);
-            }
-            let em = match raw(encrypted_key).await {
-                Ok(r) => unpad::to_modulus_length(&r, encrypted_key.len()),
+            };
+            let em = match raw(&c).await {
+                Ok(r) => unpad::to_modulus_length(&r, c.len()),
                 Err(e) => return Err(raw_failed(e)),
             };
             Ok(em
@@ -161,7 +161,7 @@ async fn content_key(
 }
 
 /// Raw RSA (CKM_RSA_X_509) failed. The token computed c^d mod n and nothing else, on a
-/// ciphertext already known to fit the modulus ([`fits_modulus`]): the failure is the
+/// ciphertext already known to fit the modulus ([`as_ciphertext`]): the failure is the
 /// token's (a card fault, pcscd restarting), not the message's, and does not depend on the
 /// padding, so it is reported as it is (`token_error`: try again), not taken for a damaged
 /// message.
@@ -172,12 +172,13 @@ fn raw_failed(e: TokenError) -> OpError {
     e.into()
 }
 
-/// Whether `c` can be an RSA ciphertext for the certificate's key: exactly as long as the
-/// modulus and below it (RFC 8017 5.1.2). Both are public facts of the message and the
-/// certificate, so answering a ciphertext that does not fit like any malformed key (the
-/// decoy) without asking the token tells nothing about a padding; a ciphertext that fits
-/// is the only kind the token sees.
-fn fits_modulus(cert: &StoredCert, c: &[u8]) -> bool {
+/// `c` as an RSA ciphertext for the certificate's key: no longer than the modulus (a
+/// shorter one, whose leading zero bytes a sender dropped, is zero-filled on the left), and
+/// below it (RFC 8017 5.1.2). Both are public facts of the message and the certificate, so
+/// answering a ciphertext that does not fit like any malformed key (the decoy) without
+/// asking the token tells nothing about a padding; a ciphertext that fits is the only kind
+/// the token sees.
+fn as_ciphertext(cert: &StoredCert, c: &[u8]) -> Option<Vec<u8>> {
     use der::Decode as _;
     let spki = cert
         .facts()
@@ -187,15 +188,17 @@ fn fits_modulus(cert: &StoredCert, c: &[u8]) -> bool {
     let Ok(key) = rsa::pkcs1::RsaPublicKey::<der::asn1::UintRef<'_>>::from_der(
         spki.subject_public_key.raw_bytes(),
     ) else {
-        return false;
+        return None;
     };
     let n = key.modulus.as_bytes();
     let k = n.len();
-    if c.len() != k {
-        return false;
+    if c.len() > k {
+        return None;
     }
+    let mut full = vec![0u8; k - c.len()];
+    full.extend_from_slice(c);
     // Big-endian, same length: below the modulus is lexicographically below it.
-    c < n
+    (full.as_slice() < n).then_some(full)
 }
 
 /// An RSA key transport the token did not finish: the decoy key, unless the error says the

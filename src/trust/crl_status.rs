@@ -432,7 +432,7 @@ fn delta_for<'a>(
             // RFC 5280 5.2.4: a delta CRL is newer than the complete CRL it updates.
             || !d.number().is_some_and(|n| uint_gt(&n, &number))
             || !d.extensions_understood()
-            || !signed_by(ctx, &d.der, key)
+            || !signed_by(ctx, d, key)
         {
             continue;
         }
@@ -469,17 +469,14 @@ fn signer(
     let crl_issuer = &crl.list.tbs_cert_list.issuer;
     if certval::compare_names(issuer.tbs_certificate().subject(), crl_issuer)
         && may_sign_crls(issuer)
-        && signed_by(
-            ctx,
-            &crl.der,
-            issuer.tbs_certificate().subject_public_key_info(),
-        )
+        && signed_by(ctx, crl, issuer.tbs_certificate().subject_public_key_info())
     {
         return Some(issuer.tbs_certificate().subject_public_key_info().clone());
     }
-    if let Some((_, key)) = pending.iter().find(|(name, key)| {
-        certval::compare_names(name, crl_issuer) && signed_by(ctx, &crl.der, key)
-    }) {
+    if let Some((_, key)) = pending
+        .iter()
+        .find(|(name, key)| certval::compare_names(name, crl_issuer) && signed_by(ctx, crl, key))
+    {
         return Some((*key).clone());
     }
     if pending.len() >= MAX_DEPTH {
@@ -491,19 +488,23 @@ fn signer(
             || !may_sign_crls(cand)
             || !valid_at(cand, ctx.toi)
             || !extensions_understood(cand)
-            || !signed_by(ctx, &crl.der, t.subject_public_key_info())
         {
             continue;
         }
-        // Its own certificate: issued by the anchor or a CA of the path above the
-        // certificate (the same anchor as the certificate's, RFC 5280 6.3.3 (f)), and not
-        // revoked, judged with only the CAs above its issuer.
+        // Its own certificate first (checked once per certificate, however many CRLs ask):
+        // issued by the anchor or a CA of the path above the certificate (the same anchor as
+        // the certificate's, RFC 5280 6.3.3 (f)). Only then is the CRL's signature checked
+        // with its key, so certificates nobody vouches for cost no CRL checks.
         let Some(at) = vouchers.iter().position(|v| {
             certval::compare_names(v.tbs_certificate().subject(), t.issuer())
                 && cert_signed_by(ctx, cand, v.tbs_certificate().subject_public_key_info())
         }) else {
             continue;
         };
+        if !signed_by(ctx, crl, t.subject_public_key_info()) {
+            continue;
+        }
+        // And not revoked, judged with only the CAs above its issuer.
         let mut deeper = pending.to_vec();
         deeper.push((t.subject(), t.subject_public_key_info()));
         if status_at(ctx, &vouchers[..=at], cand, vouchers[at], &deeper) == Status::Good {
@@ -564,9 +565,11 @@ fn valid_at(cert: &CertificateInner<Raw>, toi: u64) -> bool {
 }
 
 /// Whether the signed object `der` (a certificate or a CRL) verifies with `key`.
-/// Remembered by where the signed object is (`der`, a CRL of the context, which lives as
-/// long as the context) and by the key's bits (keys may be copies).
-fn signed_by(ctx: &Context<'_>, der: &[u8], key: &SubjectPublicKeyInfoOwned) -> bool {
+/// Remembered by where the CRL is (one of the context's, which live as long as the context;
+/// taking `&Crl` keeps a temporary buffer, whose address could be reused, out) and by the
+/// key's bits (keys may be copies).
+fn signed_by(ctx: &Context<'_>, crl: &Crl, key: &SubjectPublicKeyInfoOwned) -> bool {
+    let der = &crl.der;
     let id = (der.as_ptr() as usize, der.len(), key_id(key));
     ctx.work.check(id, || {
         certval::DeferDecodeSigned::from_der(der)
@@ -601,6 +604,12 @@ fn key_id(key: &SubjectPublicKeyInfoOwned) -> Option<Vec<u8>> {
 
 impl Work {
     /// The remembered outcome of check `id`, else `run` it (within the budget).
+    /// Whether the budget ran out: then some signer may not have been found, and the
+    /// caller must not take an undetermined status for one that could be allowed.
+    pub fn exhausted(&self) -> bool {
+        self.count.get() >= MAX_CHECKS
+    }
+
     fn check(&self, id: (usize, usize, Option<Vec<u8>>), run: impl FnOnce() -> bool) -> bool {
         let id = match id {
             (a, b, Some(k)) => Some((a, b, k)),

@@ -279,6 +279,9 @@ pub(super) async fn revocation(
     // what it left open; the answers go back to certval as cached statuses.
     let mut second: Vec<Option<crl_status::Status>> = vec![None; certs.len()];
     let has_ocsp: Vec<bool> = stapled.iter().map(Option::is_some).collect();
+    // The CRL processing ran out of signature checks: a signer it did not get to may be the
+    // one that says "revoked", so the status is not left to on_crl_unavailable.
+    let mut overworked = false;
     if let Some(open) = left_open(&outcome, &cpr, &has_ocsp) {
         let signers: Vec<PDVCertificate> = req
             .chain
@@ -320,6 +323,7 @@ pub(super) async fn revocation(
             };
             second[pos] = Some(crl_status::status(&ctx, pos, certs[pos].decoded(), issuer));
         }
+        overworked = ctx.work.exhausted();
         let settled = Settled::of(&second, &certs, &cand.anchor.cert);
         if !settled.0.is_empty() {
             pe.add_revocation_cache(Box::new(settled));
@@ -480,6 +484,17 @@ pub(super) async fn revocation(
                 .push(path_problem(status, cp, index, &cand.anchor));
             v.revocation.status = RevocationStatus::Unavailable;
         }
+    }
+    if overworked && v.revocation.status != RevocationStatus::Revoked {
+        v.valid = false;
+        v.revocation.status = RevocationStatus::Unavailable;
+        v.problems.push(Problem {
+            code: ProblemCode::CrlUnavailable,
+            message: format!(
+                "the CRLs and certificates at hand take more than {} signature checks to judge; the revocation status is not taken as merely unavailable",
+                crl_status::MAX_CHECKS
+            ),
+        });
     }
     v.revocation.checks = checks;
     v

@@ -237,20 +237,21 @@ impl Token {
         T: Send + 'static,
         F: FnOnce(&Session) -> Result<T, CkError> + Send + 'static,
     {
-        self.run_with(call, true, f).await
+        self.run_with(call, true, f, |_| false).await
     }
 
     /// [`Token::run`]; without `removal_grace`, a failure is reported at once even on a
     /// removable token (for answers whose timing must not depend on the data).
     ///
-    /// A session whose call failed is not used again (see [`P11::replace`]); without
-    /// `removal_grace` the session is replaced after every call, so a failure costs what a
-    /// success costs.
+    /// A session whose call failed is not used again (see [`P11::replace`]), also when `f`
+    /// turned the failure into a value (`failed` says so); without `removal_grace` the
+    /// session is replaced after every call, so a failure costs what a success costs.
     async fn run_with<T, F>(
         self: &Arc<Self>,
         call: &'static str,
         removal_grace: bool,
         f: F,
+        failed: fn(&T) -> bool,
     ) -> Result<T, TokenError>
     where
         T: Send + 'static,
@@ -279,7 +280,7 @@ impl Token {
                 Err(e) if session_is_dead(e) => drop(session),
                 _ if this.is_removed() => {}
                 Err(_) => p11.replace(generation, session),
-                Ok(_) if !removal_grace => p11.replace(generation, session),
+                Ok(v) if !removal_grace || failed(v) => p11.replace(generation, session),
                 Ok(_) => p11.checkin(generation, session),
             }
             r.map_err(|e| (call, e))
@@ -438,6 +439,11 @@ impl Token {
         let result = self
             .private_op_inner(key_id, certificate, op, prompter, policy)
             .await;
+        if result.is_err() && !self.pin_cache.enabled() {
+            // Nothing may stay logged in, after a failure as after a success (`op_done` logs
+            // out after one): else the next request would sign with no PIN asked.
+            tokio::spawn(self.clone().logout());
+        }
         match result {
             Err(e) if padded_decrypt && !says_who_or_where(&e) => Err(TokenError::Refused {
                 token: self.facts.token.clone(),
@@ -471,39 +477,49 @@ impl Token {
             Some(key) if !key.always_authenticate => {
                 let this = self.clone();
                 let r = self
-                    .run_with(op.call_name(), !padded_decrypt, move |s| {
-                        if padded_decrypt {
-                            // Asked first, every time: a padded decryption's failures must
-                            // all cost what a success costs.
-                            match s.get_session_info() {
-                                Ok(i) if is_user_state(i.session_state()) => {}
-                                Ok(_) => return Ok(Err(op)),
+                    .run_with(
+                        op.call_name(),
+                        !padded_decrypt,
+                        move |s| {
+                            if padded_decrypt {
+                                // Asked first, every time: a padded decryption's failures must
+                                // all cost what a success costs.
+                                match s.get_session_info() {
+                                    Ok(i) if is_user_state(i.session_state()) => {}
+                                    Ok(_) => return Ok(Err(op)),
+                                    Err(e) if session_was_closed(&e) => {
+                                        this.module_closed_sessions();
+                                        return Ok(Err(op));
+                                    }
+                                    Err(e) => return Err(e),
+                                }
+                                return run_op(s, key.handle, op).map(Ok);
+                            }
+                            // One call into the module in the usual case. Only a failure asks
+                            // for the login state, so a token that lost its login (a card
+                            // reset, another program's C_Logout) goes through the login
+                            // procedure below instead of failing the request.
+                            let again = op.clone();
+                            match run_op(s, key.handle, op) {
+                                Ok(out) => Ok(Ok(out)),
+                                Err(CkError::Pkcs11(RvError::UserNotLoggedIn, _)) => Ok(Err(again)),
                                 Err(e) if session_was_closed(&e) => {
                                     this.module_closed_sessions();
-                                    return Ok(Err(op));
+                                    Ok(Err(again))
                                 }
-                                Err(e) => return Err(e),
+                                Err(e) => match s.get_session_info() {
+                                    Ok(i) if !is_user_state(i.session_state()) => Ok(Err(again)),
+                                    // OpenSC closes every session when it finds the login lost.
+                                    Err(e2) if session_was_closed(&e2) => {
+                                        this.module_closed_sessions();
+                                        Ok(Err(again))
+                                    }
+                                    _ => Err(e),
+                                },
                             }
-                            return run_op(s, key.handle, op).map(Ok);
-                        }
-                        // One call into the module in the usual case. Only a failure asks
-                        // for the login state, so a token that lost its login (a card
-                        // reset, another program's C_Logout) goes through the login
-                        // procedure below instead of failing the request.
-                        let again = op.clone();
-                        match run_op(s, key.handle, op) {
-                            Ok(out) => Ok(Ok(out)),
-                            Err(CkError::Pkcs11(RvError::UserNotLoggedIn, _)) => Ok(Err(again)),
-                            Err(e) if session_was_closed(&e) => {
-                                this.module_closed_sessions();
-                                Ok(Err(again))
-                            }
-                            Err(e) => match s.get_session_info() {
-                                Ok(i) if !is_user_state(i.session_state()) => Ok(Err(again)),
-                                _ => Err(e),
-                            },
-                        }
-                    })
+                        },
+                        |v| v.is_err(),
+                    )
                     .await;
                 match r {
                     Ok(Err(op)) => op,
@@ -558,16 +574,21 @@ impl Token {
 
         let call = op.call_name();
         let result = self
-            .run_with(call, !padded_decrypt, move |s| {
-                if context_login {
-                    match &context_pin {
-                        Some(pin) => s.login_with_raw(UserType::ContextSpecific, pin)?,
-                        // PIN pad: the reader asks again.
-                        None => s.login(UserType::ContextSpecific, None)?,
+            .run_with(
+                call,
+                !padded_decrypt,
+                move |s| {
+                    if context_login {
+                        match &context_pin {
+                            Some(pin) => s.login_with_raw(UserType::ContextSpecific, pin)?,
+                            // PIN pad: the reader asks again.
+                            None => s.login(UserType::ContextSpecific, None)?,
+                        }
                     }
-                }
-                run_op(s, key.handle, op)
-            })
+                    run_op(s, key.handle, op)
+                },
+                |_| false,
+            )
             .await;
         drop(lease);
         self.op_done(key_id, padded_decrypt, result).await
