@@ -372,14 +372,28 @@ async fn pcscd_killed_and_restarted_the_agent_finds_the_cards_again() {
         start.elapsed()
     );
     let c = agent.client().await;
-    let (res, _) = sign_answering(
-        &c,
-        "alice@example.org",
-        sample_entity("after pcscd"),
-        None,
-        CARD_PIN,
-    )
-    .await;
+    let sign = || {
+        sign_answering(
+            &c,
+            "alice@example.org",
+            sample_entity("after pcscd"),
+            None,
+            CARD_PIN,
+        )
+    };
+    let (mut res, _) = sign().await;
+    if let Err(e) = &res
+        && e.code() == Some(ErrorCode::TokenError)
+        && e.to_string().contains("C_Login")
+    {
+        // OpenSC 0.23 now and then fails the first login right after pcscd came back
+        // (CKR_GENERAL_ERROR; seen once in CI under load, never alone). The request gets
+        // token_error, which the user can retry; no PIN try was spent and none is retried
+        // by the agent. The retry must work.
+        println!("first login after the restart failed: {e}");
+        assert_eq!(rig.tries_left("alice").unwrap(), 3, "a PIN try was spent");
+        (res, _) = sign().await;
+    }
     let res = res.expect("sign after pcscd came back");
     let (ok, err) = openssl_verifies("cms", &res.mime.0, dir.path());
     assert!(ok, "{err}");
