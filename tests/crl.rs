@@ -772,16 +772,12 @@ async fn crls_over_https_from_openssl_s_server_directly_and_through_a_connect_tu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crl_in_slapd_is_read_over_ldap_and_ldap_never_goes_around_the_proxy() {
-    use common::slapd::{SUFFIX, Slapd, ldif_binary};
+    use common::slapd::{SUFFIX, Slapd, ldap_url, ldif_entry};
     let server = CrlServer::start().await;
     let port = dead_port();
     let dir = tempdir();
-    // The DN with its commas and spaces percent-encoded, the attribute named (RFC 4516).
     let dn = format!("cn=smime-agent Test Issuing CA CRL,{SUFFIX}");
-    let url = format!(
-        "ldap://127.0.0.1:{port}/{}?certificateRevocationList;binary",
-        dn.replace(' ', "%20").replace(',', "%2C")
-    );
+    let url = ldap_url(port, &dn, "certificateRevocationList;binary");
     let pki = pki_with_ca_crl(
         &dir.path().join("pki"),
         &server.base_url(),
@@ -790,9 +786,12 @@ async fn a_crl_in_slapd_is_read_over_ldap_and_ldap_never_goes_around_the_proxy()
     );
     server.publish("/root-ca.crl", make_crl(&pki, "root", &[], 30 * 86400));
     let crl = make_crl(&pki, "ca", &["bob-dual-rsa"], 30 * 86400);
-    let ldif = format!(
-        "dn: {dn}\nobjectClass: cRLDistributionPoint\ncn: smime-agent Test Issuing CA CRL\n{}\n",
-        ldif_binary("certificateRevocationList;binary", &crl)
+    let ldif = ldif_entry(
+        &dn,
+        &["cRLDistributionPoint"],
+        "smime-agent Test Issuing CA CRL",
+        "certificateRevocationList;binary",
+        &crl,
     );
     let _slapd = Slapd::start_on(&dir.path().join("slapd"), &ldif, port);
     let agent_in = |name: &str, revocation: &str| {
@@ -1133,15 +1132,12 @@ async fn a_fetched_crl_signed_by_a_separate_crl_key_of_the_ca_is_used() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_intermediate_is_read_from_an_ldap_aia_url() {
-    use common::slapd::{SUFFIX, Slapd, ldif_binary};
+    use common::slapd::{SUFFIX, Slapd, ldap_url, ldif_entry};
     let server = CrlServer::start().await;
     let port = dead_port();
     let dir = tempdir();
     let dn = format!("cn=smime-agent Test Issuing CA,{SUFFIX}");
-    let url = format!(
-        "ldap://127.0.0.1:{port}/{}?cACertificate;binary",
-        dn.replace(' ', "%20").replace(',', "%2C")
-    );
+    let url = ldap_url(port, &dn, "cACertificate;binary");
     let pki = pki_with_aia(
         &dir.path().join("pki"),
         &server.base_url(),
@@ -1157,9 +1153,12 @@ async fn a_missing_intermediate_is_read_from_an_ldap_aia_url() {
             .to_der()
             .unwrap()
     };
-    let ldif = format!(
-        "dn: {dn}\nobjectClass: applicationProcess\nobjectClass: pkiCA\ncn: smime-agent Test Issuing CA\n{}\n",
-        ldif_binary("cACertificate;binary", &ca)
+    let ldif = ldif_entry(
+        &dn,
+        &["applicationProcess", "pkiCA"],
+        "smime-agent Test Issuing CA",
+        "cACertificate;binary",
+        &ca,
     );
     let _slapd = Slapd::start_on(&dir.path().join("slapd"), &ldif, port);
     // Only the root is configured: the issuing CA is in no store and no request.

@@ -138,14 +138,5 @@ fn tls_config(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, St
             ca_file.display()
         ));
     }
-    // ring, as ldap3's tls-rustls-ring uses and the agent already links; it has no
-    // post-quantum key exchange, which rustls 0.23.48 marks by deprecating this.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    crate::net::tls_client_config(roots)
 }

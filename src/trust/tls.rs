@@ -31,14 +31,5 @@ pub fn client_config(anchors: &[Vec<u8>]) -> Result<Arc<rustls::ClientConfig>, S
                 .into(),
         );
     }
-    // ring, as the directory's TLS and the signature checks use; it has no post-quantum key
-    // exchange, which rustls 0.23.48 marks by deprecating this.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
+    crate::net::tls_client_config(roots)
 }

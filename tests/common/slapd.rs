@@ -171,3 +171,24 @@ pub fn ldif_binary(name: &str, value: &[u8]) -> String {
         base64::engine::general_purpose::STANDARD.encode(value)
     )
 }
+
+/// An LDAP URL (RFC 4516) for the entry `dn` on 127.0.0.1:`port`, naming `attribute`: the
+/// DN's commas and spaces percent-encoded, as a certificate carries it.
+pub fn ldap_url(port: u16, dn: &str, attribute: &str) -> String {
+    format!(
+        "ldap://127.0.0.1:{port}/{}?{attribute}",
+        dn.replace(' ', "%20").replace(',', "%2C")
+    )
+}
+
+/// An LDIF entry `dn` of `classes`, named `cn`, holding one binary `attribute`.
+pub fn ldif_entry(dn: &str, classes: &[&str], cn: &str, attribute: &str, value: &[u8]) -> String {
+    let mut text = format!("dn: {dn}\n");
+    for c in classes {
+        text.push_str(&format!("objectClass: {c}\n"));
+    }
+    text.push_str(&format!("cn: {cn}\n"));
+    text.push_str(&ldif_binary(attribute, value));
+    text.push('\n');
+    text
+}
