@@ -856,54 +856,13 @@ async fn a_ca_cannot_vouch_for_the_signer_of_a_crl_about_itself() {
     let s = setup(&server.base_url());
     let work = s.dir.path().join("forger");
     std::fs::create_dir_all(&work).unwrap();
-    let key = work.join("x.key.pem");
-    let csr = work.join("x.csr");
-    let cert = work.join("x.pem");
-    let ext = write_file(&work, "x.ext", b"keyUsage = critical, cRLSign\n");
-    run(
-        "openssl",
-        &[
-            "genpkey",
-            "-algorithm",
-            "EC",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-out",
-            path_str(&key),
-        ],
-    );
-    run(
-        "openssl",
-        &[
-            "req",
-            "-new",
-            "-subj",
-            "/CN=smime-agent Test Root CA/O=smime-agent tests",
-            "-key",
-            path_str(&key),
-            "-out",
-            path_str(&csr),
-        ],
-    );
-    let (ca, ca_key) = (s.pki.join("ca.pem"), s.pki.join("ca.key.pem"));
-    run(
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-days",
-            "30",
-            "-in",
-            path_str(&csr),
-            "-CA",
-            path_str(&ca),
-            "-CAkey",
-            path_str(&ca_key),
-            "-extfile",
-            path_str(&ext),
-            "-out",
-            path_str(&cert),
-        ],
+    // The forged certificate: the root's name, cRLSign, issued by the issuing CA.
+    let (cert, key) = peers::issue_cert(
+        &work,
+        "x",
+        "/CN=smime-agent Test Root CA/O=smime-agent tests",
+        b"keyUsage = critical, cRLSign\n",
+        Some(&s.pki.join("ca.pem")),
     );
     // A "root CRL" signed by the forged certificate's key, listing nobody (made an hour ago,
     // as a published CRL would have been).
@@ -990,51 +949,13 @@ async fn a_fetched_crl_signed_by_a_separate_crl_key_of_the_ca_is_used() {
     server.publish("/root-ca.crl", make_crl(&s.pki, "root", &[], 30 * 86400));
     let work = s.dir.path().join("crl-key");
     std::fs::create_dir_all(&work).unwrap();
-    let key = work.join("k.key.pem");
-    let csr = work.join("k.csr");
-    let cert = work.join("k.pem");
-    let ext = write_file(
-        &work,
-        "k.ext",
-        b"basicConstraints = critical, CA:FALSE\nkeyUsage = critical, cRLSign\n",
-    );
     let p = path_str;
-    run(
-        "openssl",
-        &["genpkey", "-algorithm", "RSA", "-out", p(&key)],
-    );
-    run(
-        "openssl",
-        &[
-            "req",
-            "-new",
-            "-subj",
-            "/CN=smime-agent Test Issuing CA/O=smime-agent tests",
-            "-key",
-            p(&key),
-            "-out",
-            p(&csr),
-        ],
-    );
-    let (root, root_key) = (s.pki.join("root-ca.pem"), s.pki.join("root-ca.key.pem"));
-    run(
-        "openssl",
-        &[
-            "x509",
-            "-req",
-            "-days",
-            "30",
-            "-in",
-            p(&csr),
-            "-CA",
-            p(&root),
-            "-CAkey",
-            p(&root_key),
-            "-extfile",
-            p(&ext),
-            "-out",
-            p(&cert),
-        ],
+    let (cert, key) = peers::issue_cert(
+        &work,
+        "k",
+        "/CN=smime-agent Test Issuing CA/O=smime-agent tests",
+        b"basicConstraints = critical, CA:FALSE\nkeyUsage = critical, cRLSign\n",
+        Some(&s.pki.join("root-ca.pem")),
     );
     // The CA's database with Alice revoked, its CRL signed with the CRL key.
     let db = work.join("db");

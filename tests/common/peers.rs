@@ -455,16 +455,15 @@ impl OcspResponder {
         let child = cmd.spawn().expect("openssl ocsp");
         // Not probed by connecting: openssl 3.0's responder spins on a connection closed
         // before its request, and answers no one after it.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !listening(port) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "openssl ocsp did not listen on {port}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_listening(port, "openssl ocsp");
         OcspResponder { child }
     }
+}
+
+/// Waits (10 s at most) until something listens on TCP `port`, without connecting to it.
+pub fn wait_listening(port: u16, what: &str) {
+    let done = super::time_until(std::time::Duration::from_secs(10), || listening(port));
+    assert!(done.is_some(), "{what} did not listen on {port}");
 }
 
 /// Whether a socket listens on TCP `port` (any address), from /proc/net/tcp and tcp6.
@@ -546,14 +545,7 @@ impl HttpsServer {
             .stderr(Stdio::null())
             .spawn()
             .expect("openssl s_server");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-        while !listening(port) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "openssl s_server did not listen on {port}"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(50));
-        }
+        wait_listening(port, "openssl s_server");
         HttpsServer { child }
     }
 }
@@ -568,14 +560,29 @@ impl Drop for HttpsServer {
 /// A TLS server certificate for 127.0.0.1 (NAME.pem, NAME.key.pem in `dir`), issued by the
 /// CA `issuer` (its .pem and .key.pem) or, with `None`, self-signed.
 pub fn tls_server_cert(dir: &Path, name: &str, issuer: Option<&Path>) -> (PathBuf, PathBuf) {
-    let key = dir.join(format!("{name}.key.pem"));
-    let cert = dir.join(format!("{name}.pem"));
-    let ext = write_file(
+    issue_cert(
         dir,
-        &format!("{name}.ext"),
+        name,
+        "/CN=127.0.0.1",
         b"basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature, keyEncipherment\n\
           extendedKeyUsage = serverAuth\nsubjectAltName = IP:127.0.0.1\n",
-    );
+        issuer,
+    )
+}
+
+/// A certificate for `subject` (openssl -subj) with the extensions `ext` (x509v3 syntax) on
+/// a new P-256 key, NAME.pem and NAME.key.pem in `dir`, valid 30 days, issued by the CA
+/// `issuer` (its .pem and .key.pem) or, with `None`, self-signed.
+pub fn issue_cert(
+    dir: &Path,
+    name: &str,
+    subject: &str,
+    ext: &[u8],
+    issuer: Option<&Path>,
+) -> (PathBuf, PathBuf) {
+    let key = dir.join(format!("{name}.key.pem"));
+    let cert = dir.join(format!("{name}.pem"));
+    let ext = write_file(dir, &format!("{name}.ext"), ext);
     run(Command::new("openssl")
         .args([
             "genpkey",
@@ -588,7 +595,7 @@ pub fn tls_server_cert(dir: &Path, name: &str, issuer: Option<&Path>) -> (PathBu
         .arg(&key));
     let csr = dir.join(format!("{name}.csr"));
     run(Command::new("openssl")
-        .args(["req", "-new", "-subj", "/CN=127.0.0.1", "-key"])
+        .args(["req", "-new", "-subj", subject, "-key"])
         .arg(&key)
         .arg("-out")
         .arg(&csr));
